@@ -1,0 +1,1 @@
+"""Thin grpc.aio servicers: validate the request, call the domain, convert the reply."""

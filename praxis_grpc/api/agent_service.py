@@ -1,0 +1,74 @@
+"""``praxis.v1.AgentService``: the node describes and drains itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as pb
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc as pb_grpc
+from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.api.convert import (
+    duration,
+    endpoints_to_proto,
+    load_to_proto,
+    role_to_proto,
+    timestamp,
+)
+from praxis_grpc.api.errors import translate_errors
+
+if TYPE_CHECKING:
+    from praxis_grpc.node import Node
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_HA_MODES = {"active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE}
+_BACKENDS = {"none": types_pb2.CONSENSUS_BACKEND_NONE}
+
+
+class AgentService(pb_grpc.AgentServiceServicer):
+    """Serves the node's own state."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @translate_errors
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
+        return pb.GetAgentResponse(agent=self._agent())
+
+    @translate_errors
+    async def ListPeers(
+        self, request: pb.ListPeersRequest, context: Context
+    ) -> pb.ListPeersResponse:
+        # Peers are libp2p connections; this node runs no libp2p host yet.
+        return pb.ListPeersResponse(peers=[])
+
+    @translate_errors
+    async def Drain(self, request: pb.DrainRequest, context: Context) -> pb.DrainResponse:
+        self._node.set_draining(not request.resume)
+        return pb.DrainResponse(agent=self._agent())
+
+    def _agent(self) -> pb.Agent:
+        node = self._node
+        card = node.refresh_card()
+        config = node.config
+        return pb.Agent(
+            agent_id=card.agent_id,
+            name=card.name,
+            praxis_version=card.praxis_version,
+            role=role_to_proto(card.role),
+            ha_mode=_HA_MODES.get(config.ha.mode, types_pb2.HA_MODE_UNSPECIFIED),
+            consensus_backend=_BACKENDS.get(
+                config.ha.consensus.backend, types_pb2.CONSENSUS_BACKEND_UNSPECIFIED
+            ),
+            leader_agent_id="",
+            term=0,
+            load=load_to_proto(card.load),
+            uptime=duration(node.uptime),
+            started_at=timestamp(node.started_at),
+            draining=card.draining,
+            endpoints=endpoints_to_proto(card),
+            incarnation=card.incarnation,
+            tags=card.tags,
+        )

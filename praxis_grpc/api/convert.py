@@ -1,0 +1,129 @@
+"""Conversions between domain objects and ``praxis.v1`` messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+
+from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.cards import AgentCard, CardLoad
+from praxis_grpc.tasks.model import Task
+
+_ROLES = {
+    "peer": types_pb2.AGENT_ROLE_PEER,
+    "coordinator": types_pb2.AGENT_ROLE_COORDINATOR,
+    "standby": types_pb2.AGENT_ROLE_STANDBY,
+}
+_TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a plain dict (numbers come back as floats, as JSON has them)."""
+    result: dict[str, Any] = json_format.MessageToDict(message)
+    return result
+
+
+def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct | None:
+    """A plain JSON-compatible dict as a Struct (None stays None)."""
+    if data is None:
+        return None
+    message = struct_pb2.Struct()
+    message.update(data)
+    return message
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A datetime as a Timestamp (None stays None)."""
+    if value is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def duration(seconds: float | None) -> duration_pb2.Duration | None:
+    """Seconds as a Duration (None stays None)."""
+    if seconds is None:
+        return None
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(round(seconds * 1e9))
+    return message
+
+
+def task_to_proto(task: Task) -> types_pb2.Task:
+    """A domain task as ``praxis.v1.Task``."""
+    return types_pb2.Task(
+        task_id=task.task_id,
+        tool=task.tool,
+        arguments=dict_to_struct(task.arguments),
+        state=task.state.value,  # type: ignore[arg-type]
+        result=dict_to_struct(task.result),
+        error=types_pb2.TaskError(reason=task.error.reason, message=task.error.message)
+        if task.error
+        else None,
+        idempotency_key=task.idempotency_key,
+        owner_agent_id=task.owner_agent_id,
+        timeout=duration(task.timeout),
+        tags=task.tags,
+        preferred_agent=task.preferred_agent,
+        created_at=timestamp(task.created_at),
+        updated_at=timestamp(task.updated_at),
+        started_at=timestamp(task.started_at),
+        finished_at=timestamp(task.finished_at),
+        attempt=task.attempt,
+    )
+
+
+def load_to_proto(load: CardLoad) -> types_pb2.Load:
+    """Load figures as ``praxis.v1.Load``."""
+    return types_pb2.Load(
+        in_flight=load.in_flight,
+        queued=load.queued,
+        capacity=load.capacity,
+        queue_limit=load.queue_limit,
+    )
+
+
+def role_to_proto(role: str) -> types_pb2.AgentRole:
+    """A role name ("peer", "coordinator", "standby") as the proto enum."""
+    return _ROLES.get(role, types_pb2.AGENT_ROLE_UNSPECIFIED)
+
+
+def endpoints_to_proto(card: AgentCard) -> list[types_pb2.Endpoint]:
+    """A card's endpoints as proto messages."""
+    return [
+        types_pb2.Endpoint(
+            transport=_TRANSPORTS.get(e.transport, types_pb2.TRANSPORT_UNSPECIFIED),
+            address=e.address,
+        )
+        for e in card.endpoints
+    ]
+
+
+def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:
+    """A domain card as ``praxis.v1.AgentCard``."""
+    return types_pb2.AgentCard(
+        agent_id=card.agent_id,
+        name=card.name,
+        praxis_version=card.praxis_version,
+        role=role_to_proto(card.role),
+        endpoints=endpoints_to_proto(card),
+        tools=[
+            types_pb2.Tool(
+                name=t.name,
+                description=t.description,
+                input_schema=dict_to_struct(t.input_schema),
+                idempotent=t.idempotent,
+                default_timeout=duration(t.default_timeout),
+            )
+            for t in card.tools
+        ],
+        tags=card.tags,
+        load=load_to_proto(card.load),
+        draining=card.draining,
+        incarnation=card.incarnation,
+        version=card.version,
+        updated_at=timestamp(card.updated_at),
+    )

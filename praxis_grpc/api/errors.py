@@ -1,0 +1,76 @@
+"""The one mapping from domain errors to gRPC status codes.
+
+Servicer methods are decorated with :func:`translate_errors`; nothing else in
+the code base chooses a status code for a domain error.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from praxis_grpc import errors
+
+RETRY_AFTER_KEY = "retry-after-ms"
+
+_CODES: dict[type[errors.PraxisError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
+    """The status code and trailing metadata that represent ``exc``."""
+    code = next(
+        (c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN
+    )
+    metadata: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, errors.ResourceExhausted):
+        metadata = ((RETRY_AFTER_KEY, str(math.ceil(exc.retry_after * 1000))),)
+    return code, metadata
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.PraxisError) -> None:
+    code, metadata = status_for(exc)
+    await context.abort(code, exc.message, trailing_metadata=metadata)
+
+
+def translate_errors(method: F) -> F:
+    """Decorate a servicer method (coroutine or async generator) so that
+    :class:`~praxis_grpc.errors.PraxisError` becomes the matching gRPC status."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except errors.PraxisError as exc:
+                await _abort(context, exc)
+
+        return stream  # type: ignore[return-value]
+
+    unary: Callable[..., Awaitable[Any]] = method
+
+    @functools.wraps(method)
+    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await unary(self, request, context)
+        except errors.PraxisError as exc:
+            await _abort(context, exc)
+
+    return call  # type: ignore[return-value]

@@ -1,0 +1,106 @@
+"""Server interceptors: request metrics for every RPC, including health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from praxis_grpc.metrics import Metrics
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts requests by service, method and final status code, and times them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        observe = _Observer(self._metrics, service or "unknown", method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                observe.unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                observe.stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                observe.unary(handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            observe.stream(handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _Observer:
+    def __init__(self, metrics: Metrics, service: str, method: str) -> None:
+        self._requests = metrics.grpc_server_requests_total
+        self._duration = metrics.grpc_server_request_duration_seconds.labels(service, method)
+        self._service = service
+        self._method = method
+
+    def record(self, context: Context, started: float, failure: BaseException | None) -> None:
+        code = context.code()
+        if code is None or (code == grpc.StatusCode.OK and failure is not None):
+            code = grpc.StatusCode.OK if failure is None else _code_of(failure)
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        self._requests.labels(self._service, self._method, name).inc()
+        self._duration.observe(time.perf_counter() - started)
+
+    def unary(self, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
+        async def call(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            failure: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                self.record(context, started, failure)
+
+        return call
+
+    def stream(self, behavior: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
+        async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            failure: BaseException | None = None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                self.record(context, started, failure)
+
+        return call
+
+
+def _code_of(failure: BaseException) -> grpc.StatusCode:
+    if isinstance(failure, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

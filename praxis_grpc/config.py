@@ -1,0 +1,259 @@
+"""Node configuration: pydantic models, YAML loading and environment overrides.
+
+The section and key names are part of the operator contract. Any key can be
+overridden from the environment as ``PRAXIS_<SECTION>__<KEY>`` (nested keys
+joined by ``__``); values are parsed as JSON when they parse (numbers, booleans,
+lists), otherwise taken as strings.
+
+Relative paths are resolved against the working directory of the node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "PRAXIS_"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the bad key and why."""
+
+
+def parse_duration(value: object) -> float:
+    """Parse ``1.5``, ``"500ms"``, ``"30s"``, ``"2m"`` or ``"1h"`` into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 500ms or 2m")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"expected a duration such as 30s, 500ms or 2m, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentConfig(_Section):
+    """Who this node is."""
+
+    name: str = Field(default="praxis", pattern=_NAME_RE)
+    tags: list[str] = Field(default_factory=list)
+
+
+class ApiConfig(_Section):
+    """The gRPC server. Port 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: Port = 50051
+    advertise_host: str | None = Field(
+        default=None, description="host put in the card; defaults to host"
+    )
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+
+class MetricsConfig(_Section):
+    """The Prometheus HTTP endpoint. Port 0 picks a free port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9464
+
+
+class P2PConfig(_Section):
+    """Peer-to-peer identity (discovery itself arrives in a later release)."""
+
+    key_file: Path | None = Field(
+        default=None, description="libp2p private key; defaults to <data_dir>/node.key"
+    )
+
+
+class ConsensusConfig(_Section):
+    """Consensus backend; only ``none`` (active-active) exists in this release."""
+
+    backend: Literal["none"] = "none"
+
+
+class HaConfig(_Section):
+    """HA topology."""
+
+    mode: Literal["active-active"] = "active-active"
+    consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+
+
+class ToolsConfig(_Section):
+    """Which tools this node offers."""
+
+    builtins: list[str] = Field(default_factory=lambda: ["calculator", "system_info"])
+    contracts_dir: Path | None = None
+    sandbox_root: Path | None = Field(
+        default=None, description="root of file tools; defaults to <data_dir>/sandbox"
+    )
+
+
+class TasksConfig(_Section):
+    """The local task engine."""
+
+    store: Path | None = Field(
+        default=None, description="SQLite file; defaults to <data_dir>/tasks.db"
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=10_000)
+    queue_limit: int = Field(default=1000, ge=1, le=1_000_000)
+    default_timeout: PositiveDuration = 60.0
+    max_timeout: PositiveDuration = 3600.0
+    drain_timeout: Duration = 30.0
+    max_argument_bytes: int = Field(default=1024 * 1024, ge=1024)
+    fsync: bool = Field(
+        default=False,
+        description="fsync every commit (survives power loss); off survives process crashes",
+    )
+
+    @model_validator(mode="after")
+    def _timeouts_ordered(self) -> TasksConfig:
+        if self.default_timeout > self.max_timeout:
+            raise ValueError("default_timeout must not exceed max_timeout")
+        return self
+
+
+class CardsConfig(_Section):
+    """Card publication."""
+
+    ttl: PositiveDuration = 10.0
+    heartbeat: PositiveDuration = 2.0
+
+    @model_validator(mode="after")
+    def _heartbeat_below_ttl(self) -> CardsConfig:
+        if self.heartbeat >= self.ttl:
+            raise ValueError("heartbeat must be shorter than ttl")
+        return self
+
+
+class Config(_Section):
+    """A whole node configuration."""
+
+    data_dir: Path | None = Field(default=None, description="defaults to .praxis/<agent.name>")
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    p2p: P2PConfig = Field(default_factory=P2PConfig)
+    ha: HaConfig = Field(default_factory=HaConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    cards: CardsConfig = Field(default_factory=CardsConfig)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """The directory holding this node's state."""
+        return self.data_dir or Path(".praxis") / self.agent.name
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite task store."""
+        return self.tasks.store or self.resolved_data_dir / "tasks.db"
+
+    @property
+    def key_file(self) -> Path:
+        """The libp2p identity key."""
+        return self.p2p.key_file or self.resolved_data_dir / "node.key"
+
+    @property
+    def sandbox_root(self) -> Path:
+        """The directory file tools are confined to."""
+        return self.tools.sandbox_root or self.resolved_data_dir / "sandbox"
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or defaults when ``None``), apply ``PRAXIS_*`` overrides, validate.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key or invalid value; the
+            message starts with the file and the dotted key.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+        data = raw or {}
+    overridden = apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, overridden)) from None
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Merge ``PRAXIS_A__B=value`` into ``data`` in place.
+
+    Returns:
+        The dotted keys that were overridden, mapped to their variable names.
+    """
+    overridden: dict[str, str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(f"{name}: malformed variable name (empty key between '__')")
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = _parse_env_value(raw)
+        overridden[".".join(keys)] = name
+    return overridden
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _describe(exc: ValidationError, source: str, overridden: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "<root>"
+        origin = source
+        for dotted, var in overridden.items():
+            if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+                origin = f"environment {var}"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif (
+            "input" in err
+            and not isinstance(err["input"], dict | list)
+            and repr(err["input"]) not in message
+        ):
+            message = f"{message} (got {err['input']!r})"
+        lines.append(f"{origin}: {key}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Every Prometheus collector of a node, declared in one place.
+
+Each :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`
+so several nodes can live in one process (tests, ``praxis.testing``) without
+sharing counters. Names use the ``praxis_`` namespace, ``_total`` counters and
+``_seconds`` histograms.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+NAMESPACE = "praxis"
+
+# Fast RPCs dominate; tasks may run for minutes.
+_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """The collectors of one node."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.node_info = Gauge(
+            "node_info",
+            "Constant 1, labelled with what this node is.",
+            ["version", "agent", "ha_mode", "backend"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.tasks_total = Counter(
+            "tasks",
+            "Tasks that reached a state, by tool and state.",
+            ["tool", "state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.task_duration_seconds = Histogram(
+            "task_duration_seconds",
+            "Execution time of tasks from WORKING to a terminal state.",
+            ["tool"],
+            buckets=_TASK_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.task_queue_depth = Gauge(
+            "task_queue_depth",
+            "Tasks accepted and waiting for a worker slot.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.tasks_in_flight = Gauge(
+            "tasks_in_flight",
+            "Tasks executing now.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.tasks_rejected_total = Counter(
+            "tasks_rejected",
+            "Submissions refused before acceptance, by reason.",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.grpc_server_requests_total = Counter(
+            "grpc_server_requests",
+            "Completed gRPC requests by service, method and status code.",
+            ["service", "method", "code"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.grpc_server_request_duration_seconds = Histogram(
+            "grpc_server_request_duration_seconds",
+            "Duration of gRPC requests (whole stream for streaming RPCs).",
+            ["service", "method"],
+            buckets=_RPC_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.build = Info(
+            "build",
+            "Build information.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,347 @@
+"""A node: wires the plug points from a validated config and runs their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from praxis_grpc import __version__
+from praxis_grpc._gen.praxis.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    card_service_pb2,
+    card_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+from praxis_grpc.api.agent_service import AgentService
+from praxis_grpc.api.card_service import CardService
+from praxis_grpc.api.interceptors import MetricsInterceptor
+from praxis_grpc.api.task_service import TaskService
+from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.config import Config
+from praxis_grpc.directory import CardDirectory
+from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
+from praxis_grpc.tasks.store import SqliteTaskStore, TaskStore
+from praxis_grpc.tools.registry import ToolRegistry, build_registry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class StartupError(Exception):
+    """The node could not start (port in use, unreadable key, bad store...)."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a started node can be reached."""
+
+    grpc: str
+    metrics: str | None
+
+
+class Node:
+    """One praxis node.
+
+    Everything the node uses is built from ``config`` unless passed in; pass
+    fakes (``praxis_grpc.testing``) to test without disk. Use
+    ``await node.start()`` and ``await node.aclose()``, or ``async with node``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        identity: Identity | None = None,
+        tools: ToolRegistry | None = None,
+        store: TaskStore | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._identity = identity
+        self._tools = tools
+        self._store = store
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._metrics_server: Any = None
+        self._metrics_thread: Any = None
+        self._background: list[asyncio.Task[None]] = []
+        self._engine: TaskEngine | None = None
+        self._directory: CardDirectory | None = None
+        self._draining = False
+        self._closed = asyncio.Event()
+        self._endpoints: Endpoints | None = None
+        self.incarnation = 0
+        self.started_at = datetime.now(UTC)
+        self._started_monotonic = time.monotonic()
+
+    @property
+    def agent_id(self) -> str:
+        """The libp2p peer id of this node."""
+        if self._identity is None:
+            raise RuntimeError("node not started")
+        return self._identity.agent_id
+
+    @property
+    def engine(self) -> TaskEngine:
+        """The local task engine (after start)."""
+        if self._engine is None:
+            raise RuntimeError("node not started")
+        return self._engine
+
+    @property
+    def directory(self) -> CardDirectory:
+        """The card directory (after start)."""
+        if self._directory is None:
+            raise RuntimeError("node not started")
+        return self._directory
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Bound addresses (after start)."""
+        if self._endpoints is None:
+            raise RuntimeError("node not started")
+        return self._endpoints
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the node object was created."""
+        return time.monotonic() - self._started_monotonic
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Load state, bind the servers, recover tasks and begin serving.
+
+        Raises:
+            StartupError: with a message naming the config key at fault.
+        """
+        cfg = self.config
+        data_dir = cfg.resolved_data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            if self._identity is None:
+                self._identity = load_or_create_identity(cfg.key_file)
+            self.incarnation = next_incarnation(data_dir / "incarnation")
+            if self._store is None:
+                self._store = SqliteTaskStore(cfg.store_path, fsync=cfg.tasks.fsync)
+            if self._tools is None:
+                self._tools = build_registry(
+                    cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root
+                )
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise StartupError(str(exc)) from exc
+        self.metrics.node_info.labels(
+            __version__, cfg.agent.name, cfg.ha.mode, cfg.ha.consensus.backend
+        ).set(1)
+        self.metrics.build.info({"version": __version__})
+        self._engine = TaskEngine(
+            store=self._store,
+            tools=self._tools,
+            limits=EngineLimits(
+                max_concurrency=cfg.tasks.max_concurrency,
+                queue_limit=cfg.tasks.queue_limit,
+                default_timeout=cfg.tasks.default_timeout,
+                max_timeout=cfg.tasks.max_timeout,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+            ),
+            metrics=self.metrics,
+            agent_id=self.agent_id,
+            agent_tags=frozenset(cfg.agent.tags),
+        )
+        self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
+        await self._start_grpc()
+        self._start_metrics()
+        report = self._engine.start()
+        self.refresh_card()
+        self._background = [
+            asyncio.create_task(self._heartbeat(), name="card-heartbeat"),
+            asyncio.create_task(
+                self._directory.expire_periodically(cfg.cards.heartbeat), name="card-expiry"
+            ),
+        ]
+        await self._set_health(_SERVING)
+        log.info(
+            "node %s (%s) serving gRPC on %s, metrics on %s; incarnation %d; "
+            "recovered %d queued, %d failed",
+            cfg.agent.name,
+            self.agent_id,
+            self.endpoints.grpc,
+            self.endpoints.metrics,
+            self.incarnation,
+            len(report.requeued),
+            len(report.failed),
+        )
+
+    async def _start_grpc(self) -> None:
+        cfg = self.config
+        limit = cfg.api.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(self.metrics)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(self), server)
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(
+            CardService(self.directory, self.refresh_card), server
+        )
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(self.engine), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self._set_health(_NOT_SERVING)
+        address = f"{cfg.api.host}:{cfg.api.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
+        if port == 0:
+            raise StartupError(f"api.port: cannot listen on {address} (address in use?)")
+        await server.start()
+        self._server = server
+        host = cfg.api.advertise_host or cfg.api.host
+        self._endpoints = Endpoints(grpc=f"{host}:{port}", metrics=None)
+
+    def _start_metrics(self) -> None:
+        cfg = self.config.metrics
+        if not cfg.enabled:
+            return
+        try:
+            server, thread = start_http_server(
+                cfg.port, addr=cfg.host, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"metrics.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}"
+            ) from None
+        self._metrics_server, self._metrics_thread = server, thread
+        self._endpoints = Endpoints(
+            grpc=self.endpoints.grpc, metrics=f"{cfg.host}:{server.server_port}"
+        )
+
+    def refresh_card(self) -> AgentCard:
+        """Publish the local card with current load and state; returns it."""
+        assert self._tools is not None
+        load = self.engine.load()
+        cfg = self.config
+        card = AgentCard(
+            agent_id=self.agent_id,
+            name=cfg.agent.name,
+            praxis_version=__version__,
+            role="peer",
+            endpoints=(Endpoint("grpc", self.endpoints.grpc),),
+            tools=tuple(
+                ToolInfo(
+                    name=spec.name,
+                    description=spec.description,
+                    input_schema=dict(spec.input_schema),
+                    idempotent=spec.idempotent,
+                    default_timeout=spec.default_timeout,
+                )
+                for spec in self._tools.specs()
+            ),
+            tags=tuple(cfg.agent.tags),
+            load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
+            draining=self._draining,
+            incarnation=self.incarnation,
+            version=0,
+            updated_at=datetime.now(UTC),
+        )
+        return self.directory.publish_local(card)
+
+    def set_draining(self, draining: bool) -> None:
+        """Enter or leave drain mode: refuse new tasks and report NOT_SERVING."""
+        self._draining = draining
+        self.engine.set_accepting(not draining)
+        self.refresh_card()
+        status = _NOT_SERVING if draining else _SERVING
+        self._background.append(asyncio.create_task(self._set_health(status)))
+
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cards.heartbeat)
+            self.refresh_card()
+
+    async def wait_closed(self) -> None:
+        """Return once :meth:`aclose` has finished."""
+        await self._closed.wait()
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Drain and stop.
+
+        Refuses new tasks, reports NOT_SERVING, lets running tasks finish for
+        ``grace`` seconds (default ``tasks.drain_timeout``), hands back or fails
+        the rest (see :meth:`TaskEngine.aclose`), then stops the servers.
+        """
+        if self._closed.is_set():
+            return
+        grace = self.config.tasks.drain_timeout if grace is None else grace
+        if self._engine is not None:
+            self._draining = True
+            self._engine.set_accepting(False)
+            await self._set_health(_NOT_SERVING)
+            self.refresh_card()
+            await self._engine.aclose(grace)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._directory is not None:
+            self._directory.close_watchers()
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_thread.join(timeout=5)
+        if self._store is not None:
+            self._store.close()
+        self._closed.set()
+
+
+async def serve(node: Node, install_signals: Callable[[Callable[[], None]], None]) -> None:
+    """Run ``node`` until the installed signal callback fires, then drain it."""
+    stop = asyncio.Event()
+    install_signals(stop.set)
+    await node.start()
+    await stop.wait()
+    log.info("draining: waiting up to %gs for running tasks", node.config.tasks.drain_timeout)
+    await node.aclose()

@@ -1,0 +1,123 @@
+"""The task state machine. Pure: no I/O, no clock of its own."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+
+class TaskState(enum.Enum):
+    """Lifecycle states, aligned with A2A (values match ``praxis.v1.TaskState``)."""
+
+    SUBMITTED = 1
+    WORKING = 2
+    COMPLETED = 3
+    FAILED = 4
+    CANCELED = 5
+    REJECTED = 6
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task never leaves."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED, TaskState.REJECTED}
+)
+
+_ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    # SUBMITTED -> SUBMITTED is a re-queue after recovery (attempt stays, no-op state).
+    TaskState.SUBMITTED: frozenset(
+        {TaskState.WORKING, TaskState.CANCELED, TaskState.REJECTED, TaskState.FAILED}
+    ),
+    # WORKING -> SUBMITTED hands an interrupted idempotent task back to the queue.
+    TaskState.WORKING: frozenset(
+        {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED, TaskState.SUBMITTED}
+    ),
+}
+
+
+class Reason:
+    """Machine-readable ``TaskError.reason`` values."""
+
+    TOOL_ERROR = "TOOL_ERROR"
+    INTERNAL = "INTERNAL"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    CANCELED = "CANCELED"
+    INTERRUPTED = "INTERRUPTED"
+    TOOL_UNAVAILABLE = "TOOL_UNAVAILABLE"
+
+
+class InvalidTransition(Exception):
+    """A state change the state machine forbids (a bug, never a client error)."""
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """Why a task did not complete."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task and its current state. Immutable: transitions return a copy."""
+
+    task_id: str
+    tool: str
+    arguments: dict[str, Any]
+    state: TaskState
+    created_at: datetime
+    updated_at: datetime
+    owner_agent_id: str = ""
+    idempotency_key: str = ""
+    timeout: float = 0.0
+    tags: tuple[str, ...] = ()
+    preferred_agent: str = ""
+    result: dict[str, Any] | None = None
+    error: TaskError | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    request_fingerprint: str = field(default="", compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task can no longer change."""
+        return self.state.terminal
+
+    def start(self, now: datetime) -> Task:
+        """SUBMITTED -> WORKING; counts the attempt."""
+        self._check(TaskState.WORKING)
+        return replace(
+            self, state=TaskState.WORKING, started_at=now, updated_at=now, attempt=self.attempt + 1
+        )
+
+    def complete(self, result: dict[str, Any], now: datetime) -> Task:
+        """WORKING -> COMPLETED with ``result``."""
+        self._check(TaskState.COMPLETED)
+        return replace(
+            self, state=TaskState.COMPLETED, result=result, updated_at=now, finished_at=now
+        )
+
+    def finish_unsuccessfully(self, state: TaskState, error: TaskError, now: datetime) -> Task:
+        """-> FAILED, CANCELED or REJECTED with ``error``."""
+        if state not in (TaskState.FAILED, TaskState.CANCELED, TaskState.REJECTED):
+            raise InvalidTransition(f"{state.name} is not an unsuccessful terminal state")
+        self._check(state)
+        return replace(self, state=state, error=error, updated_at=now, finished_at=now)
+
+    def requeue(self, now: datetime) -> Task:
+        """WORKING -> SUBMITTED: hand an interrupted task back to the queue."""
+        self._check(TaskState.SUBMITTED)
+        return replace(self, state=TaskState.SUBMITTED, started_at=None, updated_at=now)
+
+    def _check(self, target: TaskState) -> None:
+        if target not in _ALLOWED.get(self.state, frozenset()):
+            raise InvalidTransition(
+                f"task {self.task_id}: {self.state.name} -> {target.name} is not allowed"
+            )

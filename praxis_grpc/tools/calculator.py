@@ -1,0 +1,304 @@
+"""The ``calculator`` tool: bounded arithmetic over a whitelisted expression grammar.
+
+Expressions are parsed with :mod:`ast` and evaluated by walking the tree; no code
+is compiled or executed. Every intermediate value is bounded (integer size,
+finite floats), so evaluation is cheap enough to run on the event loop.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from praxis_grpc.errors import ToolError
+from praxis_grpc.tools.base import JSON, ToolSpec
+
+MAX_EXPRESSION_LENGTH: Final = 1000
+MAX_NODES: Final = 1000
+# Python refuses to print ints above 4300 digits; stay below that (~14 000 bits).
+MAX_INT_BITS: Final = 14_000
+
+Number = int | float
+
+_BINARY: Final[Mapping[type[ast.operator], Callable[[Any, Any], Any]]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+_OPERATOR_NAMES: Final[Mapping[type[ast.AST], str]] = {
+    ast.MatMult: "@",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.BitAnd: "&",
+    ast.Invert: "~",
+    ast.Not: "not",
+}
+
+_CONSTANTS: Final[Mapping[str, float]] = {"pi": math.pi, "e": math.e}
+
+
+def _round(value: Number, ndigits: Number | None = None) -> Number:
+    if ndigits is None:
+        return round(value)
+    if not isinstance(ndigits, int):
+        raise ToolError("round() takes an integer number of digits")
+    return round(value, ndigits)
+
+
+# name -> (function, minimum arguments, maximum arguments or None for unbounded)
+_FUNCTIONS: Final[Mapping[str, tuple[Callable[..., Number], int, int | None]]] = {
+    "abs": (abs, 1, 1),
+    "round": (_round, 1, 2),
+    "min": (min, 1, None),
+    "max": (max, 1, None),
+    "sqrt": (math.sqrt, 1, 1),
+    "log": (math.log, 1, 2),
+    "log10": (math.log10, 1, 1),
+    "exp": (math.exp, 1, 1),
+    "sin": (math.sin, 1, 1),
+    "cos": (math.cos, 1, 1),
+    "tan": (math.tan, 1, 1),
+    "floor": (math.floor, 1, 1),
+    "ceil": (math.ceil, 1, 1),
+}
+
+_FORBIDDEN: Final[Mapping[type[ast.AST], str]] = {
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscripts",
+    ast.Lambda: "lambda",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.Compare: "comparisons",
+    ast.BoolOp: "boolean operators",
+    ast.IfExp: "conditional expressions",
+    ast.NamedExpr: "assignment expressions",
+    ast.JoinedStr: "strings",
+    ast.List: "lists",
+    ast.Tuple: "tuples",
+    ast.Set: "sets",
+    ast.Dict: "dicts",
+    ast.Starred: "starred arguments",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+}
+
+
+def evaluate(expression: str) -> Number:
+    """Evaluate an arithmetic expression.
+
+    Supports int and float literals, ``+ - * / // % **``, unary ``+``/``-``,
+    parentheses, the constants ``pi`` and ``e`` and the functions ``abs``,
+    ``round``, ``min``, ``max``, ``sqrt``, ``log``, ``log10``, ``exp``, ``sin``,
+    ``cos``, ``tan``, ``floor`` and ``ceil``.
+
+    Raises:
+        ToolError: the expression is too long or too complex, uses anything
+            outside the grammar (the message names it), divides by zero, leaves
+            a function's domain, or produces a value that is not a finite real
+            number or an integer above ``MAX_INT_BITS`` bits.
+    """
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise ToolError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
+    if not expression.strip():
+        raise ToolError("expression is empty")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ToolError(f"invalid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ToolError("expression is nested too deeply") from None
+    _check(tree.body)
+    return _reduce(tree.body)
+
+
+def _check(root: ast.expr) -> None:
+    """Reject anything outside the grammar before computing anything."""
+    count = 0
+    callees: set[int] = set()
+    for node in ast.walk(root):
+        if isinstance(node, ast.expr_context | ast.operator | ast.unaryop) or id(node) in callees:
+            continue
+        count += 1
+        if count > MAX_NODES:
+            raise ToolError(f"expression has more than {MAX_NODES} elements")
+        if isinstance(node, ast.Constant):
+            _literal(node)
+        elif isinstance(node, ast.Name):
+            _name_allowed(node)
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, ast.USub | ast.UAdd):
+                raise ToolError(f"operator {_OPERATOR_NAMES[type(node.op)]!r} not allowed")
+        elif isinstance(node, ast.BinOp):
+            if not isinstance(node.op, ast.Pow) and type(node.op) not in _BINARY:
+                raise ToolError(f"operator {_OPERATOR_NAMES[type(node.op)]!r} not allowed")
+        elif isinstance(node, ast.Call):
+            _call_allowed(node)
+            callees.add(id(node.func))
+        else:
+            what = _FORBIDDEN.get(type(node), type(node).__name__)
+            raise ToolError(f"{what} not allowed")
+
+
+def _literal(node: ast.Constant) -> Number:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "strings" if isinstance(value, str | bytes) else f"{type(value).__name__} values"
+        raise ToolError(f"{kind} not allowed")
+    return value
+
+
+def _name_allowed(node: ast.Name) -> None:
+    if node.id in _CONSTANTS:
+        return
+    if node.id in _FUNCTIONS:
+        raise ToolError(f"function {node.id!r} must be called, e.g. {node.id}(2)")
+    allowed = ", ".join(sorted(_CONSTANTS))
+    raise ToolError(f"name {node.id!r} not allowed; constants are: {allowed}")
+
+
+def _call_allowed(node: ast.Call) -> None:
+    if not isinstance(node.func, ast.Name):
+        raise ToolError("only calls of named functions are allowed")
+    name = node.func.id
+    if name not in _FUNCTIONS:
+        allowed = ", ".join(sorted(_FUNCTIONS))
+        raise ToolError(f"function {name!r} not allowed; functions are: {allowed}")
+    if node.keywords:
+        raise ToolError(f"keyword arguments not allowed in {name}()")
+    _, least, most = _FUNCTIONS[name]
+    count = len(node.args)
+    if count < least or (most is not None and count > most):
+        if least == most:
+            expected = f"exactly {least}"
+        elif most is None:
+            expected = f"at least {least}"
+        else:
+            expected = f"{least} to {most}"
+        raise ToolError(f"{name}() takes {expected} argument(s), got {count}")
+
+
+def _children(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.UnaryOp):
+        return [node.operand]
+    if isinstance(node, ast.BinOp):
+        return [node.left, node.right]
+    if isinstance(node, ast.Call):
+        return list(node.args)
+    return []
+
+
+def _reduce(root: ast.expr) -> Number:
+    """Evaluate a checked tree in post-order without recursion (chains can be ~1000 deep)."""
+    pending: list[tuple[ast.expr, bool]] = [(root, False)]
+    values: list[Number] = []
+    while pending:
+        node, expanded = pending.pop()
+        children = _children(node)
+        if not expanded and children:
+            pending.append((node, True))
+            pending.extend((child, False) for child in reversed(children))
+            continue
+        operands = values[len(values) - len(children) :] if children else []
+        del values[len(values) - len(children) :]
+        values.append(_apply(node, operands))
+    return values[0]
+
+
+def _apply(node: ast.expr, operands: list[Number]) -> Number:
+    if isinstance(node, ast.Constant):
+        return _bounded(_literal(node))
+    if isinstance(node, ast.Name):
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp):
+        return -operands[0] if isinstance(node.op, ast.USub) else operands[0]
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow):
+            return _power(operands[0], operands[1])
+        return _compute(_BINARY[type(node.op)], *operands)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return _compute(_FUNCTIONS[node.func.id][0], *operands)
+    raise ToolError(f"{type(node).__name__} not allowed in expressions")
+
+
+def _power(base: Number, exponent: Number) -> Number:
+    # |base| >= 2**(bit_length-1), so this is a lower bound on the result's size;
+    # checking it first keeps 9**9**9 from ever being computed.
+    if (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and exponent > 0
+        and (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS
+    ):
+        raise ToolError(f"result of {base} ** {exponent} is too large")
+    return _compute(operator.pow, base, exponent)
+
+
+def _compute(function: Callable[..., Any], *args: Number) -> Number:
+    try:
+        result = function(*args)
+    except ZeroDivisionError:
+        raise ToolError("division by zero") from None
+    except OverflowError:
+        raise ToolError("numeric overflow: result is too large") from None
+    except ValueError as exc:
+        raise ToolError(f"math error: {exc}") from None
+    if not isinstance(result, int | float):
+        raise ToolError("result is not a real number")
+    return _bounded(result)
+
+
+def _bounded(value: Number) -> Number:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError("numeric overflow: result is not finite")
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ToolError("result is too large")
+    return value
+
+
+class Calculator:
+    """Evaluates arithmetic expressions; pure CPU, bounded, runs inline."""
+
+    _SPEC: Final = ToolSpec(
+        name="calculator",
+        description="Evaluate an arithmetic expression (+ - * / // % **, math functions).",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "expression": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_EXPRESSION_LENGTH,
+                    "description": "for example 'sqrt(2) * (3 + 4) ** 2'",
+                }
+            },
+            "required": ["expression"],
+            "additionalProperties": False,
+        },
+        idempotent=True,
+    )
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The ``calculator`` tool spec."""
+        return self._SPEC
+
+    async def run(self, arguments: JSON) -> JSON:
+        """Return ``{"expression": ..., "result": number}``.
+
+        Raises:
+            ToolError: see :func:`evaluate`.
+        """
+        expression = str(arguments["expression"])
+        return {"expression": expression, "result": evaluate(expression)}
