@@ -136,8 +136,7 @@ class CardRegistry:
         stale = [
             agent_id
             for agent_id, entry in self._entries.items()
-            if agent_id != self.local_agent_id
-            and (now - entry.seen_at).total_seconds() > self.ttl
+            if agent_id != self.local_agent_id and (now - entry.seen_at).total_seconds() > self.ttl
         ]
         return [event for agent_id in stale if (event := self.remove(agent_id))]
 

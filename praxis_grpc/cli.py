@@ -227,7 +227,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--args is not valid JSON: {exc}") from None
     if not isinstance(arguments, dict):
-        raise UsageError("--args must be a JSON object, e.g. '{\"expression\": \"1+2\"}'")
+        raise UsageError('--args must be a JSON object, e.g. \'{"expression": "1+2"}\'')
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     with _client(args) as client:
@@ -275,8 +275,8 @@ def _cmd_task_list(args: argparse.Namespace) -> int:
 
     states = []
     for name in args.state:
-        full = name.upper() if name.upper().startswith("TASK_STATE_") else f"TASK_STATE_{name.upper()}"
-        if full not in types_pb2.TaskState.keys() or full == "TASK_STATE_UNSPECIFIED":
+        full = "TASK_STATE_" + name.upper().removeprefix("TASK_STATE_")
+        if full not in types_pb2.TaskState.keys() or full == "TASK_STATE_UNSPECIFIED":  # noqa: SIM118
             valid = ", ".join(k.removeprefix("TASK_STATE_") for k in types_pb2.TaskState.keys()[1:])
             raise UsageError(f"--state {name!r} is not a task state ({valid})")
         states.append(types_pb2.TaskState.Value(full))

@@ -84,13 +84,14 @@ class Node:
         self._tools = tools
         self._store = store
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._metrics_server: Any = None
         self._metrics_thread: Any = None
         self._background: list[asyncio.Task[None]] = []
         self._engine: TaskEngine | None = None
         self._directory: CardDirectory | None = None
         self._draining = False
+        self._serving = False
         self._closed = asyncio.Event()
         self._endpoints: Endpoints | None = None
         self.incarnation = 0
@@ -179,9 +180,14 @@ class Node:
             agent_tags=frozenset(cfg.agent.tags),
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
-        await self._start_grpc()
-        self._start_metrics()
+        try:
+            await self._start_grpc()
+            self._start_metrics()
+        except BaseException:
+            await self.aclose(grace=0)
+            raise
         report = self._engine.start()
+        self._serving = True
         self.refresh_card()
         self._background = [
             asyncio.create_task(self._heartbeat(), name="card-heartbeat"),
@@ -313,11 +319,12 @@ class Node:
         if self._closed.is_set():
             return
         grace = self.config.tasks.drain_timeout if grace is None else grace
-        if self._engine is not None:
+        if self._serving:
             self._draining = True
-            self._engine.set_accepting(False)
+            self.engine.set_accepting(False)
             await self._set_health(_NOT_SERVING)
             self.refresh_card()
+        if self._engine is not None:
             await self._engine.aclose(grace)
         for task in self._background:
             task.cancel()

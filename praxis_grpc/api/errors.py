@@ -33,9 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
     """The status code and trailing metadata that represent ``exc``."""
-    code = next(
-        (c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN
-    )
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN)
     metadata: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, errors.ResourceExhausted):
         metadata = ((RETRY_AFTER_KEY, str(math.ceil(exc.retry_after * 1000))),)

@@ -14,7 +14,7 @@ from praxis_grpc.metrics import Metrics
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts requests by service, method and final status code, and times them."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -22,9 +22,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
+        # grpc's type stubs describe sync handlers; aio handlers hold coroutines.
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

@@ -60,9 +60,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             page_token=request.page_token,
         )
-        return pb.ListTasksResponse(
-            tasks=[task_to_proto(t) for t in tasks], next_page_token=token
-        )
+        return pb.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 
     @translate_errors
     async def CancelTask(

@@ -371,8 +371,9 @@ class TaskEngine:
                     )
                     failed.append(task.task_id)
                     continue
-                task = self._save(task.requeue(self._clock()))
-            self._enqueue(task)
+                self._enqueue(self._save(task.requeue(self._clock())))
+            else:
+                self._enqueue(task)
             requeued.append(task.task_id)
         if requeued or failed or rejected:
             log.info(
@@ -412,7 +413,9 @@ class TaskEngine:
             self._finish(
                 task,
                 TaskState.FAILED,
-                TaskError(Reason.DEADLINE_EXCEEDED, f"task exceeded its timeout of {task.timeout:g}s"),
+                TaskError(
+                    Reason.DEADLINE_EXCEEDED, f"task exceeded its timeout of {task.timeout:g}s"
+                ),
             )
         except ToolError as exc:
             self._finish(task, TaskState.FAILED, TaskError(exc.reason, exc.message))

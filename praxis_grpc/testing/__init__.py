@@ -2,5 +2,13 @@
 
 from praxis_grpc.testing.memory_store import MemoryTaskStore
 from praxis_grpc.testing.nodes import TEST_BUILTINS, make_config, node_process, running_node
+from praxis_grpc.testing.wait import eventually
 
-__all__ = ["TEST_BUILTINS", "MemoryTaskStore", "make_config", "node_process", "running_node"]
+__all__ = [
+    "TEST_BUILTINS",
+    "eventually",
+    "MemoryTaskStore",
+    "make_config",
+    "node_process",
+    "running_node",
+]

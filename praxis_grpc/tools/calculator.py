@@ -17,7 +17,7 @@ from praxis_grpc.errors import ToolError
 from praxis_grpc.tools.base import JSON, ToolSpec
 
 MAX_EXPRESSION_LENGTH: Final = 1000
-MAX_NODES: Final = 1000
+MAX_NODES: Final = 500
 # Python refuses to print ints above 4300 digits; stay below that (~14 000 bits).
 MAX_INT_BITS: Final = 14_000
 
@@ -200,7 +200,7 @@ def _children(node: ast.expr) -> list[ast.expr]:
 
 
 def _reduce(root: ast.expr) -> Number:
-    """Evaluate a checked tree in post-order without recursion (chains can be ~1000 deep)."""
+    """Evaluate a checked tree in post-order without recursion (chains can be hundreds deep)."""
     pending: list[tuple[ast.expr, bool]] = [(root, False)]
     values: list[Number] = []
     while pending:

@@ -32,6 +32,7 @@ PYTHON_PLACEHOLDER: Final = "{python}"
 MAX_STDOUT_BYTES: Final = 8 * 1024 * 1024
 STDERR_TAIL_BYTES: Final = 4 * 1024
 KILL_GRACE_SECONDS: Final = 2.0
+OUTPUT_DRAIN_SECONDS: Final = 1.0
 _READ_CHUNK: Final = 64 * 1024
 
 
@@ -222,6 +223,11 @@ class ContractTool:
         return self._spec
 
     @property
+    def contract(self) -> Contract:
+        """The contract the tool was built from."""
+        return self._contract
+
+    @property
     def directory(self) -> Path:
         """The tool directory (working directory of the process)."""
         return self._directory
@@ -307,6 +313,11 @@ class ContractTool:
             # Also reaches group members that outlived or ignored SIGTERM.
             _signal_group(process.pid, signal.SIGKILL)
             await process.wait()
+            # Unread output keeps a pipe paused and its transport open; reading
+            # to EOF closes it. Bounded: a process that left the group may
+            # still hold the pipe.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_discard_output(process), OUTPUT_DRAIN_SECONDS)
         except asyncio.CancelledError:
             _signal_group(process.pid, signal.SIGKILL)
             raise
@@ -327,6 +338,13 @@ async def _feed(stdin: asyncio.StreamWriter, payload: bytes) -> None:
         finally:
             stdin.close()
         await stdin.wait_closed()
+
+
+async def _discard_output(process: asyncio.subprocess.Process) -> None:
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            while await stream.read(_READ_CHUNK):
+                pass
 
 
 async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:

@@ -74,8 +74,14 @@ class Sandbox:
         return real.relative_to(self.root).as_posix() or "."
 
 
-def read_capped(argument: str, real: Path, budget: int) -> bytes:
+def read_capped(argument: str, path: str, real: Path, budget: int) -> bytes:
     """Read a whole regular file of at most ``budget`` bytes.
+
+    Args:
+        argument: The argument named in errors.
+        path: The path as the client gave it, quoted in errors.
+        real: The path returned by :meth:`Sandbox.resolve`.
+        budget: Bytes that may still be read.
 
     Raises:
         ToolError: not a regular file, unreadable, or larger than ``budget``.
@@ -85,17 +91,23 @@ def read_capped(argument: str, real: Path, budget: int) -> bytes:
         # link swapped in after resolve().
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as exc:
-        raise ToolError(f"{argument}: cannot read {real.name!r}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as stream:
+        raise ToolError(f"{argument}: cannot read {path!r}: {exc.strerror}") from None
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ToolError(f"{argument}: {real.name!r} is not a regular file")
+            raise ToolError(f"{argument}: {path!r} is not a regular file")
         if info.st_size > budget:
             raise ToolError(f"{argument}: input exceeds the {MAX_READ_BYTES}-byte read limit")
-        try:
-            data = stream.read(budget + 1)
-        except OSError as exc:
-            raise ToolError(f"{argument}: cannot read {real.name!r}: {exc.strerror}") from None
+        chunks = []
+        remaining = budget + 1
+        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1024 * 1024))):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as exc:
+        raise ToolError(f"{argument}: cannot read {path!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > budget:
         raise ToolError(f"{argument}: input exceeds the {MAX_READ_BYTES}-byte read limit")
     return data
@@ -207,7 +219,7 @@ class JsonFormatter:
 
     def _format_file(self, path: str, indent: int, sort_keys: bool) -> str:
         real = self._sandbox.resolve("path", path, must_exist=True)
-        value = parse_json("path", path, read_capped("path", real, MAX_READ_BYTES))
+        value = parse_json("path", path, read_capped("path", path, real, MAX_READ_BYTES))
         return format_json(value, indent, sort_keys)
 
 
@@ -270,7 +282,7 @@ class FileMerger:
         texts = []
         for index, real in enumerate(inputs):
             argument = f"paths[{index}]"
-            data = read_capped(argument, real, budget)
+            data = read_capped(argument, paths[index], real, budget)
             budget -= len(data)
             try:
                 texts.append(data.decode("utf-8"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,10 +23,10 @@ from praxis_grpc.testing import make_config, running_node
 @dataclass
 class Stubs:
     channel: grpc.aio.Channel
-    tasks: task_service_pb2_grpc.TaskServiceStub
-    cards: card_service_pb2_grpc.CardServiceStub
-    agent: agent_service_pb2_grpc.AgentServiceStub
-    health: health_pb2_grpc.HealthStub
+    tasks: task_service_pb2_grpc.TaskServiceAsyncStub
+    cards: card_service_pb2_grpc.CardServiceAsyncStub
+    agent: agent_service_pb2_grpc.AgentServiceAsyncStub
+    health: Any
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -15,7 +16,7 @@ from praxis_grpc.node import Node
 from .conftest import Stubs
 
 
-def args(**values: object) -> struct_pb2.Struct:
+def args(**values: Any) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message
@@ -48,9 +49,7 @@ async def test_submit_without_wait_then_watch(stubs: Stubs) -> None:
     assert response.task.state in (types_pb2.TASK_STATE_SUBMITTED, types_pb2.TASK_STATE_WORKING)
     states = [
         event.task.state
-        async for event in stubs.tasks.WatchTask(
-            pb.WatchTaskRequest(task_id=response.task.task_id)
-        )
+        async for event in stubs.tasks.WatchTask(pb.WatchTaskRequest(task_id=response.task.task_id))
     ]
     assert states[-1] == types_pb2.TASK_STATE_COMPLETED
     assert types_pb2.TASK_STATE_WORKING in states
@@ -101,7 +100,7 @@ async def test_queue_full_has_retry_hint(stubs: Stubs, node: Node) -> None:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "queue is full",
     )
-    trailers = dict(error.trailing_metadata() or ())
+    trailers = dict(cast(Any, error.trailing_metadata()) or ())
     assert int(trailers["retry-after-ms"]) > 0
 
 

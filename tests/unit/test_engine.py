@@ -208,13 +208,13 @@ async def test_watch_streams_every_state() -> None:
 async def test_validation_errors_name_the_field() -> None:
     h = make_engine(max_timeout=10, max_argument_bytes=1024)
     h.engine.start()
-    with pytest.raises(InvalidArgument, match="^tool: is required"):
+    with pytest.raises(InvalidArgument, match=r"^tool: is required"):
         h.engine.submit(Submission(""))
     with pytest.raises(NotFound, match="unknown tool 'nope'"):
         h.engine.submit(Submission("nope"))
-    with pytest.raises(InvalidArgument, match="^timeout: 20s exceeds"):
+    with pytest.raises(InvalidArgument, match=r"^timeout: 20s exceeds"):
         h.engine.submit(Submission("gate", timeout=20))
-    with pytest.raises(InvalidArgument, match="^arguments: .* exceeds the limit of 1024 bytes"):
+    with pytest.raises(InvalidArgument, match=r"^arguments: .* exceeds the limit of 1024 bytes"):
         h.engine.submit(Submission("gate", {"blob": "x" * 2000}))
     with pytest.raises(FailedPrecondition, match=r"tags \['gpu'\]"):
         h.engine.submit(Submission("gate", tags=("gpu",)))

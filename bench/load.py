@@ -1,0 +1,190 @@
+"""The load generator: one ``grpc.aio`` channel, C coroutines, per-request latency.
+
+Run as ``python -m bench.load --target-kind {echo,praxis} --address HOST:PORT ...``
+in its own process so it does not share a GIL with the server it measures. It
+sends a warm-up, then requests until ``--requests`` are done or
+``--duration-cap`` seconds passed, whichever comes first, and prints one JSON
+object (see :class:`LoadResult`) on stdout.
+
+Both targets receive the same ``SubmitTaskRequest`` built the same way: praxis
+through the generated stub, the echo server as bytes it returns unchanged. The
+client-side work is therefore identical and only the server differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from bench.echo_server import METHOD
+from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
+from praxis_grpc.api.convert import dict_to_struct
+
+TARGET_KINDS = ("echo", "praxis")
+RPC_TIMEOUT = 30.0
+_MAX_ERROR_SAMPLES = 5
+
+# Sends request ``i``; returns None on success or what was wrong.
+Probe = Callable[[int], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one load run measured (warm-up excluded)."""
+
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    elapsed_s: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    error_samples: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadResult:
+        """Parse the line :func:`main` prints."""
+        fields = json.loads(text)
+        fields["error_samples"] = tuple(fields["error_samples"])
+        return cls(**fields)
+
+
+def submit_request(index: int) -> task_service_pb2.SubmitTaskRequest:
+    """The request every benchmark call sends."""
+    return task_service_pb2.SubmitTaskRequest(
+        tool="echo", arguments=dict_to_struct({"n": index}), wait=True
+    )
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (NaN when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(math.ceil(fraction * len(sorted_values)), 1)
+    return sorted_values[rank - 1]
+
+
+def _probe(kind: str, channel: grpc.aio.Channel) -> Probe:
+    if kind == "echo":
+        echo = channel.unary_unary(
+            METHOD,
+            request_serializer=task_service_pb2.SubmitTaskRequest.SerializeToString,
+            response_deserializer=task_service_pb2.SubmitTaskRequest.FromString,
+        )
+
+        async def call_echo(index: int) -> str | None:
+            request = submit_request(index)
+            response = await echo(request, timeout=RPC_TIMEOUT)
+            return None if response == request else "echo returned a different message"
+
+        return call_echo
+
+    stub = task_service_pb2_grpc.TaskServiceStub(channel)
+
+    async def call_praxis(index: int) -> str | None:
+        response = await stub.SubmitTask(submit_request(index), timeout=RPC_TIMEOUT)
+        state = response.task.state
+        if state == types_pb2.TASK_STATE_COMPLETED:
+            return None
+        return f"task ended {types_pb2.TaskState.Name(state)}: {response.task.error.message}"
+
+    return call_praxis
+
+
+async def _drive(
+    probe: Probe, concurrency: int, requests: int, cap: float
+) -> tuple[list[float], list[str], float]:
+    """Run ``requests`` calls on ``concurrency`` coroutines, stopping after ``cap`` s.
+
+    Returns:
+        Latencies in seconds, one error description per failed call, elapsed seconds.
+    """
+    latencies: list[float] = []
+    errors: list[str] = []
+    indices = itertools.count()
+    started = time.perf_counter()
+    deadline = started + cap
+
+    async def worker() -> None:
+        for index in indices:
+            if index >= requests or time.perf_counter() >= deadline:
+                return
+            sent = time.perf_counter()
+            try:
+                problem = await probe(index)
+            except grpc.aio.AioRpcError as exc:
+                problem = f"{exc.code().name}: {exc.details()}"
+            latencies.append(time.perf_counter() - sent)
+            if problem is not None:
+                errors.append(problem)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return latencies, errors, time.perf_counter() - started
+
+
+async def run_load(
+    kind: str,
+    address: str,
+    *,
+    concurrency: int,
+    requests: int,
+    warmup: int,
+    duration_cap: float,
+) -> LoadResult:
+    """Warm up, then measure ``kind`` at ``address``."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        probe = _probe(kind, channel)
+        await _drive(probe, concurrency, warmup, duration_cap)
+        latencies, errors, elapsed = await _drive(probe, concurrency, requests, duration_cap)
+    latencies.sort()
+    return LoadResult(
+        target=kind,
+        concurrency=concurrency,
+        requests=len(latencies),
+        errors=len(errors),
+        elapsed_s=elapsed,
+        rps=(len(latencies) - len(errors)) / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        error_samples=tuple(dict.fromkeys(errors))[:_MAX_ERROR_SAMPLES],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the load process."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target-kind", choices=TARGET_KINDS, required=True)
+    parser.add_argument("--address", required=True, help="host:port")
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--duration-cap", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    result = asyncio.run(
+        run_load(
+            args.target_kind,
+            args.address,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            warmup=args.warmup,
+            duration_cap=args.duration_cap,
+        )
+    )
+    print(json.dumps(dataclasses.asdict(result)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The text analyzer counts what a reader would count."""
+
+from __future__ import annotations
+
+from praxis_grpc.tools.text import INLINE_LIMIT, TextAnalyzer, analyze, count_sentences
+
+SAMPLE = """The quick brown fox. The lazy dog!
+Is it the end? Don't stop.
+
+Mr. Smith met Dr. J. Doe, e.g. at noon
+"""
+
+
+def test_counts_characters_words_lines_and_paragraphs() -> None:
+    result = analyze(SAMPLE)
+
+    assert result["characters"] == len(SAMPLE)
+    assert result["characters_no_spaces"] == len("".join(SAMPLE.split()))
+    assert result["words"] == 23  # "e.g." is two words
+    assert result["lines"] == 4
+    assert result["paragraphs"] == 2
+
+
+def test_counts_sentences_skipping_abbreviations_and_initials() -> None:
+    assert count_sentences(SAMPLE) == 5
+    assert count_sentences("Prof. X arrived. Then etc. happened") == 2
+    assert count_sentences("No terminator") == 1
+    assert count_sentences("Wait... what?! Yes.") == 3
+    assert count_sentences("Heading\n\nBody text.") == 2
+    assert count_sentences("") == 0
+
+
+def test_top_words_are_case_folded_and_ties_alphabetical() -> None:
+    result = analyze("b a B c A b d e f g h i j k")
+
+    assert result["top_words"][:3] == [
+        {"word": "b", "count": 3},
+        {"word": "a", "count": 2},
+        {"word": "c", "count": 1},
+    ]
+    assert len(result["top_words"]) == 10
+    assert [entry["word"] for entry in result["top_words"][2:]] == list("cdefghij")
+
+
+def test_average_word_length_has_two_decimals() -> None:
+    assert analyze("ab abc")["average_word_length"] == 2.5
+    assert analyze("a bb bb")["average_word_length"] == 1.67
+
+
+def test_keeps_inner_apostrophes_and_hyphens() -> None:
+    result = analyze("don't well-known rock'n'roll")
+
+    assert result["words"] == 3
+
+
+def test_empty_text_has_zero_counts() -> None:
+    result = analyze("")
+
+    assert result["words"] == 0
+    assert result["sentences"] == 0
+    assert result["average_word_length"] == 0.0
+    assert result["top_words"] == []
+
+
+async def test_large_text_gives_the_same_result_as_inline() -> None:
+    text = "Word. " * (INLINE_LIMIT // 5)
+
+    result = await TextAnalyzer().run({"text": text})
+
+    assert result == analyze(text)
+    assert result["sentences"] == INLINE_LIMIT // 5
+
+
+def test_many_initials_stay_fast() -> None:
+    assert count_sentences("a. " * 100_000) == 1
