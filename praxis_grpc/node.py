@@ -35,7 +35,8 @@ from praxis_grpc.directory import CardDirectory
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
-from praxis_grpc.tasks.store import SqliteTaskStore, TaskStore
+from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
+from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from praxis_grpc.testing.wait import eventually
 
 __all__ = [
     "TEST_BUILTINS",
-    "eventually",
     "MemoryTaskStore",
+    "eventually",
     "make_config",
     "node_process",
     "running_node",

@@ -60,7 +60,7 @@ async def test_own_card_lists_tools_with_schemas(stubs: Stubs, node: Node) -> No
     assert card.agent_id == node.agent_id
     tools = {t.name: t for t in card.tools}
     assert {"calculator", "echo", "sleep"} <= set(tools)
-    assert "expression" in tools["calculator"].input_schema["properties"]
+    assert "expression" in tools["calculator"].input_schema.fields["properties"].struct_value
     assert card.endpoints[0].transport == types_pb2.TRANSPORT_GRPC
     listed = await stubs.cards.ListCards(card_pb.ListCardsRequest(tool="calculator"))
     assert [c.agent_id for c in listed.cards] == [node.agent_id]

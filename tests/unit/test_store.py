@@ -19,14 +19,8 @@ import pytest
 
 import praxis_grpc
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
-from praxis_grpc.tasks.store import (
-    SCHEMA_VERSION,
-    Cursor,
-    DuplicateTask,
-    SqliteTaskStore,
-    TaskStore,
-    UnknownTask,
-)
+from praxis_grpc.tasks.sqlite_store import SCHEMA_VERSION, SqliteTaskStore
+from praxis_grpc.tasks.store import Cursor, DuplicateTask, TaskStore, UnknownTask
 from praxis_grpc.testing import MemoryTaskStore
 
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
@@ -394,7 +388,7 @@ def test_sqlite_commit_survives_kill_9(tmp_path: Path) -> None:
         from datetime import datetime, timezone
         from pathlib import Path
         from praxis_grpc.tasks.model import Task, TaskState
-        from praxis_grpc.tasks.store import SqliteTaskStore
+        from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 
         now = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=timezone.utc)
         store = SqliteTaskStore(Path({str(path)!r}))

@@ -1,0 +1,304 @@
+"""The durable :class:`~praxis_grpc.tasks.store.TaskStore`: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.tasks.store import (
+    UNFINISHED_STATES,
+    Cursor,
+    DuplicateTask,
+    UnknownTask,
+    from_micros,
+    to_micros,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteTaskStore"]
+
+
+def _create_tasks_table(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE tasks (
+            task_id TEXT PRIMARY KEY NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            owner_agent_id TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            timeout REAL NOT NULL,
+            tags TEXT NOT NULL,
+            preferred_agent TEXT NOT NULL,
+            result TEXT,
+            error_reason TEXT,
+            error_message TEXT,
+            started_at INTEGER,
+            finished_at INTEGER,
+            attempt INTEGER NOT NULL,
+            request_fingerprint TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX tasks_by_idempotency_key ON tasks (idempotency_key)"
+        " WHERE idempotency_key != ''"
+    )
+    db.execute("CREATE INDEX tasks_by_created_at ON tasks (created_at, task_id)")
+    db.execute("CREATE INDEX tasks_by_state ON tasks (state, created_at, task_id)")
+
+
+# _MIGRATIONS[n] takes the schema from version n to n + 1 (``PRAGMA user_version``).
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_tasks_table,)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = (
+    "task_id, tool, arguments, state, created_at, updated_at, owner_agent_id,"
+    " idempotency_key, timeout, tags, preferred_agent, result, error_reason,"
+    " error_message, started_at, finished_at, attempt, request_fingerprint"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM tasks"  # noqa: S608 - fixed column list
+_INSERT = (
+    f"INSERT INTO tasks ({_COLUMNS}) VALUES (:task_id, :tool, :arguments, :state,"  # noqa: S608
+    " :created_at, :updated_at, :owner_agent_id, :idempotency_key, :timeout, :tags,"
+    " :preferred_agent, :result, :error_reason, :error_message, :started_at,"
+    " :finished_at, :attempt, :request_fingerprint)"
+)
+_UPDATE = (
+    "UPDATE tasks SET tool = :tool, arguments = :arguments, state = :state,"
+    " created_at = :created_at, updated_at = :updated_at,"
+    " owner_agent_id = :owner_agent_id, idempotency_key = :idempotency_key,"
+    " timeout = :timeout, tags = :tags, preferred_agent = :preferred_agent,"
+    " result = :result, error_reason = :error_reason, error_message = :error_message,"
+    " started_at = :started_at, finished_at = :finished_at, attempt = :attempt,"
+    " request_fingerprint = :request_fingerprint WHERE task_id = :task_id"
+)
+# "!= ''" lets SQLite use the partial index.
+_BY_KEY = f"{_SELECT} WHERE idempotency_key = ? AND idempotency_key != ''"
+_UNFINISHED = (
+    f"{_SELECT} WHERE state IN ({', '.join(repr(s.name) for s in UNFINISHED_STATES)})"
+    " ORDER BY created_at, task_id"
+)
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _row(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "tool": task.tool,
+        "arguments": _to_json(task.arguments),
+        "state": task.state.name,
+        "created_at": to_micros(task.created_at),
+        "updated_at": to_micros(task.updated_at),
+        "owner_agent_id": task.owner_agent_id,
+        "idempotency_key": task.idempotency_key,
+        "timeout": float(task.timeout),
+        "tags": _to_json(list(task.tags)),
+        "preferred_agent": task.preferred_agent,
+        "result": None if task.result is None else _to_json(task.result),
+        "error_reason": None if task.error is None else task.error.reason,
+        "error_message": None if task.error is None else task.error.message,
+        "started_at": None if task.started_at is None else to_micros(task.started_at),
+        "finished_at": None if task.finished_at is None else to_micros(task.finished_at),
+        "attempt": task.attempt,
+        "request_fingerprint": task.request_fingerprint,
+    }
+
+
+def _task(row: sqlite3.Row) -> Task:
+    def moment(column: str) -> datetime | None:
+        micros = row[column]
+        return None if micros is None else from_micros(micros)
+
+    result, error_reason = row["result"], row["error_reason"]
+    return Task(
+        task_id=row["task_id"],
+        tool=row["tool"],
+        arguments=json.loads(row["arguments"]),
+        state=TaskState[row["state"]],
+        created_at=from_micros(row["created_at"]),
+        updated_at=from_micros(row["updated_at"]),
+        owner_agent_id=row["owner_agent_id"],
+        idempotency_key=row["idempotency_key"],
+        timeout=row["timeout"],
+        tags=tuple(json.loads(row["tags"])),
+        preferred_agent=row["preferred_agent"],
+        result=None if result is None else json.loads(result),
+        error=None if error_reason is None else TaskError(error_reason, row["error_message"]),
+        started_at=moment("started_at"),
+        finished_at=moment("finished_at"),
+        attempt=row["attempt"],
+        request_fingerprint=row["request_fingerprint"],
+    )
+
+
+class SqliteTaskStore:
+    """A :class:`TaskStore` in one SQLite database file, in WAL mode.
+
+    Durability: with ``fsync=False`` (``synchronous=NORMAL``) a commit reaches
+    the write-ahead log in the OS page cache before the call returns, so it
+    survives the process crashing or being killed (``kill -9``), but the most
+    recent commits may be lost if the machine loses power or the OS crashes;
+    the database stays consistent either way. With ``fsync=True``
+    (``synchronous=FULL``) the log is fsynced at every commit, so commits also
+    survive power loss (on storage that honours fsync), at the cost of one
+    fsync per write.
+
+    Each write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction. The
+    connection allows use from a thread other than its creator, but it must
+    only ever be used by one thread at a time (the event loop's). Another
+    process holding the write lock makes a call wait up to ``busy_timeout``
+    seconds, then raise ``sqlite3.OperationalError``.
+
+    Args:
+        path: Database file; missing parent directories are created.
+        fsync: Sync the log at every commit (see above).
+        busy_timeout: Seconds to wait for another connection's lock.
+
+    Raises:
+        RuntimeError: The database was written by a newer schema version, or
+            cannot use WAL mode.
+    """
+
+    def __init__(self, path: Path, *, fsync: bool = False, busy_timeout: float = 5.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        db.row_factory = sqlite3.Row
+        try:
+            (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise RuntimeError(f"{path}: SQLite cannot use WAL mode here (got {mode!r})")
+            db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
+            self._db = db
+            self._migrate()
+        except BaseException:
+            self._db = None
+            db.close()
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database (``PRAGMA user_version``)."""
+        (version,) = self._open().execute("PRAGMA user_version").fetchone()
+        return int(version)
+
+    def insert(self, task: Task) -> Task:
+        row = _row(task)
+        with self._transaction() as db:
+            if task.idempotency_key:
+                existing = db.execute(_BY_KEY, (task.idempotency_key,)).fetchone()
+                if existing is not None:
+                    return _task(existing)
+            if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
+                raise DuplicateTask(task.task_id)
+            db.execute(_INSERT, row)
+        return task
+
+    def update(self, task: Task) -> None:
+        row = _row(task)
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
+                raise UnknownTask(task.task_id)
+            if task.idempotency_key:
+                holder = db.execute(_BY_KEY, (task.idempotency_key,)).fetchone()
+                if holder is not None and holder[0] != task.task_id:
+                    raise DuplicateTask(
+                        task.task_id,
+                        f"idempotency key {task.idempotency_key!r} belongs to task {holder[0]!r}",
+                    )
+            db.execute(_UPDATE, row)
+
+    def find_by_idempotency_key(self, idempotency_key: str) -> Task | None:
+        row = self._open().execute(_BY_KEY, (idempotency_key,)).fetchone()
+        return None if row is None else _task(row)
+
+    def get(self, task_id: str) -> Task | None:
+        row = self._open().execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else _task(row)
+
+    def list(
+        self,
+        states: Collection[TaskState] = (),
+        tool: str = "",
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> tuple[builtins.list[Task], Cursor | None]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if states:
+            names = sorted({state.name for state in states})
+            clauses.append(f"state IN ({', '.join('?' * len(names))})")
+            params.extend(names)
+        if tool:
+            clauses.append("tool = ?")
+            params.append(tool)
+        if after is not None:
+            clauses.append("(created_at, task_id) < (?, ?)")
+            params.extend((to_micros(after.created_at), after.task_id))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        # Only fixed fragments and placeholders are interpolated.
+        query = f"{_SELECT}{where} ORDER BY created_at DESC, task_id DESC LIMIT ?"
+        rows = self._open().execute(query, (*params, limit + 1)).fetchall()
+        page = [_task(row) for row in rows[:limit]]
+        return page, Cursor.at(page[-1]) if len(rows) > limit else None
+
+    def unfinished(self) -> builtins.list[Task]:
+        return [_task(row) for row in self._open().execute(_UNFINISHED)]
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        counts = dict.fromkeys(TaskState, 0)
+        for name, count in self._open().execute("SELECT state, count(*) FROM tasks GROUP BY state"):
+            counts[TaskState[name]] = count
+        return counts
+
+    def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"task store {self.path} is closed")
+        return self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._open()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {version} is newer than this build supports"
+                f" ({SCHEMA_VERSION}); upgrade praxis-grpc"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction() as db:
+                _MIGRATIONS[target - 1](db)
+                db.execute(f"PRAGMA user_version = {target}")
