@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad
+from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.tasks.model import Task
 
 _ROLES = {
@@ -16,13 +18,38 @@ _ROLES = {
     "coordinator": types_pb2.AGENT_ROLE_COORDINATOR,
     "standby": types_pb2.AGENT_ROLE_STANDBY,
 }
+_MAX_SAFE_INT = 2**53  # integers above this are not exact in a double
 _TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
 
 
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a plain dict (numbers come back as floats, as JSON has them)."""
-    result: dict[str, Any] = json_format.MessageToDict(message)
-    return result
+def struct_to_dict(message: struct_pb2.Struct, path: str = "arguments") -> dict[str, Any]:
+    """A Struct as a plain JSON-compatible dict.
+
+    Struct numbers are doubles; integral ones come back as ``int`` so tools
+    see ``3`` where a client sent ``3``. ``path`` names the field in errors.
+
+    Raises:
+        InvalidArgument: a number is NaN or infinite (not JSON).
+    """
+    return {key: _value(value, f"{path}.{key}") for key, value in message.fields.items()}
+
+
+def _value(value: struct_pb2.Value, path: str) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidArgument(path, f"{number} is not a finite number")
+        return int(number) if number.is_integer() and abs(number) <= _MAX_SAFE_INT else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value, path)
+    if kind == "list_value":
+        return [_value(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
+    return None
 
 
 def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct | None:
