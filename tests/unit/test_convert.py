@@ -22,6 +22,7 @@ def test_round_trip_keeps_integers_integral() -> None:
 def test_non_finite_numbers_are_rejected_with_their_path() -> None:
     message = struct_pb2.Struct()
     message.update({"outer": {"values": [1, 2]}})
-    message["outer"]["values"][1] = float("nan")
+    outer = message.fields["outer"].struct_value
+    outer.fields["values"].list_value.values[1].number_value = float("nan")
     with pytest.raises(InvalidArgument, match=r"arguments\.outer\.values\[1\]: nan"):
         struct_to_dict(message)
