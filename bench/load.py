@@ -43,6 +43,7 @@ class LoadResult:
 
     target: str
     concurrency: int
+    warmup_requests: int
     requests: int
     errors: int
     elapsed_s: float
@@ -147,12 +148,13 @@ async def run_load(
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
         probe = _probe(kind, channel)
-        await _drive(probe, concurrency, warmup, duration_cap)
+        warm, _, _ = await _drive(probe, concurrency, warmup, duration_cap)
         latencies, errors, elapsed = await _drive(probe, concurrency, requests, duration_cap)
     latencies.sort()
     return LoadResult(
         target=kind,
         concurrency=concurrency,
+        warmup_requests=len(warm),
         requests=len(latencies),
         errors=len(errors),
         elapsed_s=elapsed,

@@ -65,9 +65,10 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A datetime as a Timestamp (None stays None)."""
     if value is None:
         return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    # Equivalent to Timestamp.FromDatetime for aware datetimes, without its
+    # pure-Python calendar arithmetic (this runs several times per response).
+    seconds = value.timestamp()
+    return timestamp_pb2.Timestamp(seconds=math.floor(seconds), nanos=value.microsecond * 1000)
 
 
 def duration(seconds: float | None) -> duration_pb2.Duration | None:

@@ -13,8 +13,8 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.convert import struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.tasks.engine import Submission, TaskEngine
-from praxis_grpc.tasks.model import TaskState
+from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.tasks.model import Submission, TaskState
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -34,7 +34,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         submission = submission_from_proto(request)
-        task, deduplicated = self._engine.submit(submission)
+        task, deduplicated = await self._engine.submit(submission)
         if request.wait and not task.terminal:
             task = await self._engine.wait(task.task_id)
         return pb.SubmitTaskResponse(task=task_to_proto(task), deduplicated=deduplicated)

@@ -1,14 +1,16 @@
 """The local task engine: admission, queue, execution, cancellation, recovery.
 
 Delivery on one node:
-    - A task is in the store before :meth:`TaskEngine.submit` returns, so an
-      acknowledged task survives a crash of the process.
+    - A task is committed to the store before :meth:`TaskEngine.submit`
+      returns, and every state change is committed before anyone is told of
+      it, so what a client saw survives a crash of the process. Writes of
+      concurrent tasks share commits (:class:`~praxis_grpc.tasks.journal.GroupCommit`).
     - A task with an idempotency key is accepted at most once per key; a
       repeated submission returns the first task (``deduplicated``).
-    - After a crash, tasks still SUBMITTED are queued again (they never
-      started). Tasks that were WORKING are re-run only when their tool is
-      idempotent; otherwise they end FAILED with reason INTERRUPTED, because
-      re-running a tool with side effects could execute it twice.
+    - WORKING is committed before a non-idempotent tool starts; after a
+      crash, recovery follows :func:`~praxis_grpc.tasks.recovery.plan_recovery`
+      (an idempotent task is re-run whether or not WORKING reached the store,
+      so its tool starts without waiting for that commit).
 
 Everything here runs on one asyncio event loop; no method is thread-safe.
 """
@@ -16,13 +18,12 @@ Everything here runs on one asyncio event loop; no method is thread-safe.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,13 +36,17 @@ from praxis_grpc.errors import (
     ToolError,
 )
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
-from praxis_grpc.tasks.store import Cursor, TaskStore
+from praxis_grpc.tasks.journal import GroupCommit
+from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
+from praxis_grpc.tasks.recovery import Action, plan_recovery
+from praxis_grpc.tasks.store import Cursor, TaskStore, TaskStoreError, Write
 from praxis_grpc.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+__all__ = ["EngineLimits", "EngineLoad", "RecoveryReport", "Submission", "TaskEngine"]
 
 
 def utcnow() -> datetime:
@@ -58,27 +63,6 @@ class EngineLimits:
     default_timeout: float = 60.0
     max_timeout: float = 3600.0
     max_argument_bytes: int = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A request to run a task, as a client sent it."""
-
-    tool: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    idempotency_key: str = ""
-    timeout: float | None = None
-    tags: tuple[str, ...] = ()
-    preferred_agent: str = ""
-
-    def fingerprint(self) -> str:
-        """A digest identifying the request, to detect idempotency-key reuse."""
-        canonical = json.dumps(
-            [self.tool, self.arguments, self.timeout, sorted(self.tags), self.preferred_agent],
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,6 +99,7 @@ class TaskEngine:
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
+        self._journal = GroupCommit(store)
         self._tools = tools
         self._limits = limits
         self._metrics = metrics
@@ -122,6 +107,9 @@ class TaskEngine:
         self._agent_tags = agent_tags
         self._clock = clock
         self._pending: OrderedDict[str, Task] = OrderedDict()
+        self._admitting = 0
+        # Unfinished tasks of this process, so reads of live tasks skip the store.
+        self._live: dict[str, Task] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._watchers: dict[str, set[asyncio.Queue[Task]]] = {}
@@ -129,6 +117,8 @@ class TaskEngine:
         self._accepting = False
         self._dispatching = False
         self._mean_duration = 0.1
+        self._counters: dict[tuple[str, TaskState], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     @property
     def accepting(self) -> bool:
@@ -156,8 +146,11 @@ class TaskEngine:
             queue_limit=self._limits.queue_limit,
         )
 
-    def submit(self, submission: Submission) -> tuple[Task, bool]:
-        """Validate, persist and enqueue a task.
+    async def submit(self, submission: Submission) -> tuple[Task, bool]:
+        """Validate, commit and enqueue a task.
+
+        The task is queued even if the caller is cancelled while the commit is
+        in flight: once written, a task is never left behind.
 
         Returns:
             The task and whether it was deduplicated by its idempotency key.
@@ -166,19 +159,20 @@ class TaskEngine:
             InvalidArgument: malformed tool, arguments or timeout.
             NotFound: the tool is not offered here.
             AlreadyExists: the idempotency key belongs to a different request.
-            FailedPrecondition: the node is draining.
+            FailedPrecondition: the node is draining or lacks required tags.
             ResourceExhausted: the queue is full.
         """
         timeout = self._validate(submission)
-        fingerprint = submission.fingerprint()
-        if submission.idempotency_key:
-            existing = self._store.find_by_idempotency_key(submission.idempotency_key)
+        key = submission.idempotency_key
+        fingerprint = submission.fingerprint() if key else ""
+        if key:
+            existing = self._store.find_by_idempotency_key(key)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint), True
         if not self._accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
-        if len(self._pending) >= self._limits.queue_limit:
+        if len(self._pending) + self._admitting >= self._limits.queue_limit:
             self._metrics.tasks_rejected_total.labels("queue_full").inc()
             raise ResourceExhausted(
                 f"task queue is full ({self._limits.queue_limit} queued)",
@@ -193,23 +187,26 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
             owner_agent_id=self._agent_id,
-            idempotency_key=submission.idempotency_key,
+            idempotency_key=key,
             timeout=timeout,
             tags=submission.tags,
             preferred_agent=submission.preferred_agent,
             request_fingerprint=fingerprint,
         )
-        stored = self._store.insert(task)
+        self._admitting += 1
+        written = self._journal.insert(task)
+        written.add_done_callback(lambda future: self._admitted(task, future))
+        stored = await asyncio.shield(written)
+        if isinstance(stored, TaskStoreError):
+            raise stored
+        assert stored is not None
         if stored.task_id != task.task_id:
             return self._deduplicated(stored, fingerprint), True
-        self._metrics.tasks_total.labels(task.tool, task.state.name).inc()
-        self._enqueue(task)
-        self._dispatch()
         return task, False
 
     def get(self, task_id: str) -> Task:
         """The task's current state. Raises NotFound."""
-        task = self._store.get(task_id)
+        task = self._live.get(task_id) or self._store.get(task_id)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         return task
@@ -236,32 +233,31 @@ class TaskEngine:
         if task.terminal:
             return task
         future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(task_id, []).append(future)
+        waiters = self._waiters.setdefault(task_id, [])
+        waiters.append(future)
         try:
             return await future
         finally:
-            waiters = self._waiters.get(task_id)
-            if waiters and future in waiters:
+            if future in waiters:
                 waiters.remove(future)
                 if not waiters:
-                    del self._waiters[task_id]
+                    self._waiters.pop(task_id, None)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
         """Yield the current state, then every change, ending after the terminal one."""
         queue: asyncio.Queue[Task] = asyncio.Queue()
         current = self.get(task_id)
-        self._watchers.setdefault(task_id, set()).add(queue)
+        watchers = self._watchers.setdefault(task_id, set())
+        watchers.add(queue)
         try:
             yield current
             while not current.terminal:
                 current = await queue.get()
                 yield current
         finally:
-            watchers = self._watchers.get(task_id)
-            if watchers is not None:
-                watchers.discard(queue)
-                if not watchers:
-                    del self._watchers[task_id]
+            watchers.discard(queue)
+            if not watchers:
+                self._watchers.pop(task_id, None)
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel a queued or running task; a terminal task is returned unchanged."""
@@ -269,14 +265,10 @@ class TaskEngine:
         if task.terminal:
             return task
         message = reason or "canceled by client"
-        if task_id in self._pending:
-            del self._pending[task_id]
-            self._update_gauges()
-            return self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         runner = self._running.get(task_id)
         if runner is None:
-            # SUBMITTED but not queued: only while shutting down; record it canceled.
-            return self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
+            self._pending.pop(task_id, None)
+            return await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         self._cancel_reasons[task_id] = message
         runner.cancel()
         await asyncio.wait({runner})
@@ -296,6 +288,7 @@ class TaskEngine:
             runner.cancel()
         if self._running:
             await asyncio.wait(set(self._running.values()))
+        self._journal.flush()
         self._pending.clear()
         self._update_gauges()
 
@@ -336,57 +329,51 @@ class TaskEngine:
                 f"idempotency_key {existing.idempotency_key!r} was already used for a "
                 f"different request (task {existing.task_id})"
             )
-        return existing
+        return self._live.get(existing.task_id, existing)
+
+    def _admitted(self, task: Task, written: asyncio.Future[Any]) -> None:
+        self._admitting -= 1
+        if written.cancelled() or written.exception() is not None:
+            return
+        if written.result() is task:
+            self._count(task)
+            self._enqueue(task)
+            self._dispatch()
 
     def _retry_after(self) -> float:
         backlog = len(self._pending) / self._limits.max_concurrency
         return min(max(backlog * self._mean_duration, 0.1), 30.0)
 
     def _recover(self) -> RecoveryReport:
-        requeued, failed, rejected = [], [], []
-        for task in self._store.unfinished():
-            try:
-                tool = self._tools.get(task.tool)
-            except NotFound:
-                error = TaskError(
-                    Reason.TOOL_UNAVAILABLE, f"tool {task.tool!r} is no longer offered by this node"
-                )
+        def idempotent(tool: str) -> bool | None:
+            return self._tools.get(tool).spec.idempotent if tool in self._tools else None
+
+        outcome: dict[Action, list[str]] = {action: [] for action in Action}
+        now = self._clock()
+        for decision in plan_recovery(self._store.unfinished(), idempotent):
+            task = decision.task
+            if decision.action is Action.REQUEUE:
                 if task.state is TaskState.WORKING:
-                    self._finish(task, TaskState.FAILED, error)
-                    failed.append(task.task_id)
-                else:
-                    self._finish(task, TaskState.REJECTED, error)
-                    rejected.append(task.task_id)
-                continue
-            if task.state is TaskState.WORKING:
-                if not tool.spec.idempotent:
-                    self._finish(
-                        task,
-                        TaskState.FAILED,
-                        TaskError(
-                            Reason.INTERRUPTED,
-                            f"the node stopped while the task was running; tool {task.tool!r} "
-                            "is not idempotent, so it was not run again",
-                        ),
-                    )
-                    failed.append(task.task_id)
-                    continue
-                self._enqueue(self._save(task.requeue(self._clock())))
-            else:
+                    task = self._write_now(task.requeue(now))
                 self._enqueue(task)
-            requeued.append(task.task_id)
-        if requeued or failed or rejected:
+            else:
+                assert decision.error is not None
+                state = TaskState.FAILED if decision.action is Action.FAIL else TaskState.REJECTED
+                self._write_now(task.finish_unsuccessfully(state, decision.error, now))
+            outcome[decision.action].append(task.task_id)
+        report = RecoveryReport(*(tuple(outcome[a]) for a in Action))
+        if any(outcome.values()):
             log.info(
                 "recovered tasks: %d requeued, %d failed, %d rejected",
-                len(requeued),
-                len(failed),
-                len(rejected),
+                len(report.requeued),
+                len(report.failed),
+                len(report.rejected),
             )
-        return RecoveryReport(tuple(requeued), tuple(failed), tuple(rejected))
+        return report
 
     def _enqueue(self, task: Task) -> None:
         self._pending[task.task_id] = task
-        self._update_gauges()
+        self._live[task.task_id] = task
 
     def _dispatch(self) -> None:
         while (
@@ -401,73 +388,123 @@ class TaskEngine:
 
     async def _execute(self, task: Task) -> None:
         tool = self._tools.get(task.tool)
-        task = self._save(task.start(self._clock()))
-        self._metrics.tasks_total.labels(task.tool, task.state.name).inc()
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
+            task = task.start(self._clock())
+            if tool.spec.idempotent:
+                # Recovery re-runs an idempotent task whether or not WORKING
+                # reached the store, so the tool need not wait for that commit.
+                self._journal.update(task)
+                self._published(task)
+            else:
+                # Durable before the tool can have any effect: recovery must know.
+                task = await self._persist(task)
             async with asyncio.timeout(task.timeout):
                 result = await tool.run(dict(task.arguments))
-            self._settle(task.complete(_json_object(result), self._clock()))
+            await self._persist(task.complete(_json_object(result), self._clock()))
         except TimeoutError:
-            self._finish(
-                task,
-                TaskState.FAILED,
-                TaskError(
-                    Reason.DEADLINE_EXCEEDED, f"task exceeded its timeout of {task.timeout:g}s"
-                ),
+            expired = TaskError(
+                Reason.DEADLINE_EXCEEDED, f"task exceeded its timeout of {task.timeout:g}s"
             )
+            await self._finish(task, TaskState.FAILED, expired)
         except ToolError as exc:
-            self._finish(task, TaskState.FAILED, TaskError(exc.reason, exc.message))
+            await self._finish(task, TaskState.FAILED, TaskError(exc.reason, exc.message))
         except asyncio.CancelledError:
             message = self._cancel_reasons.pop(task.task_id, None)
             if message is None:
                 self._interrupt(task)
                 raise
-            self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         except Exception as exc:
             log.exception("tool %s failed on task %s", task.tool, task.task_id)
-            self._finish(
-                task, TaskState.FAILED, TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
-            )
+            error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+            await self._finish(task, TaskState.FAILED, error)
         finally:
             elapsed = loop.time() - started
             self._mean_duration = 0.9 * self._mean_duration + 0.1 * elapsed
-            self._metrics.task_duration_seconds.labels(task.tool).observe(elapsed)
+            self._durations(task.tool).observe(elapsed)
             del self._running[task.task_id]
             self._dispatch()
 
     def _interrupt(self, task: Task) -> None:
-        if self._tools.get(task.tool).spec.idempotent:
-            self._save(task.requeue(self._clock()))
+        """Shutdown reached a running task: hand it back or fail it (synchronously)."""
+        now = self._clock()
+        current = self.get(task.task_id)
+        if current.terminal:
             return
-        self._finish(
-            task,
-            TaskState.FAILED,
-            TaskError(
-                Reason.INTERRUPTED,
-                f"the node shut down while the task was running; tool {task.tool!r} "
-                "is not idempotent, so it will not run again",
-            ),
+        if self._tools.get(task.tool).spec.idempotent:
+            self._write_now(current.requeue(now))
+            return
+        error = TaskError(
+            Reason.INTERRUPTED,
+            f"the node shut down while the task was running; tool {task.tool!r} "
+            "is not idempotent, so it will not run again",
         )
+        self._write_now(current.finish_unsuccessfully(TaskState.FAILED, error, now))
 
-    def _finish(self, task: Task, state: TaskState, error: TaskError) -> Task:
-        return self._settle(task.finish_unsuccessfully(state, error, self._clock()))
+    async def _finish(self, task: Task, state: TaskState, error: TaskError) -> Task:
+        current = self.get(task.task_id)
+        if current.terminal:  # it finished before the cancellation was handled
+            return current
+        return await self._persist(current.finish_unsuccessfully(state, error, self._clock()))
 
-    def _settle(self, task: Task) -> Task:
-        self._save(task)
-        self._metrics.tasks_total.labels(task.tool, task.state.name).inc()
+    async def _persist(self, task: Task) -> Task:
+        """Commit ``task`` (group commit), then make it visible to readers,
+        watchers and waiters. A state change that started is always finished:
+        a cancellation arriving during the commit is re-raised after it."""
+        write = self._journal.update(task)
+        try:
+            result = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            result = await write
+            self._record(result, task)
+            raise
+        self._record(result, task)
         return task
 
-    def _save(self, task: Task) -> Task:
-        self._store.update(task)
+    def _record(self, result: object, task: Task) -> None:
+        if isinstance(result, TaskStoreError):
+            raise result
+        self._published(task)
+
+    def _write_now(self, task: Task) -> Task:
+        result = self._journal.write_now(Write("update", task))
+        if isinstance(result, TaskStoreError):
+            raise result
+        self._published(task)
+        return task
+
+    def _published(self, task: Task) -> None:
+        if task.terminal:
+            self._live.pop(task.task_id, None)
+        else:
+            self._live[task.task_id] = task
+        self._count(task)
         for queue in self._watchers.get(task.task_id, ()):
             queue.put_nowait(task)
         if task.terminal:
             for future in self._waiters.pop(task.task_id, ()):
                 if not future.done():
                     future.set_result(task)
-        return task
+
+    def _count(self, task: Task) -> None:
+        key = (task.tool, task.state)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._metrics.tasks_total.labels(task.tool, task.state.name)
+            self._counters[key] = counter
+        counter.inc()
+
+    def _durations(self, tool: str) -> Any:
+        histogram = self._histograms.get(tool)
+        if histogram is None:
+            histogram = self._metrics.task_duration_seconds.labels(tool)
+            self._histograms[tool] = histogram
+        return histogram
 
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -121,3 +123,24 @@ class Task:
             raise InvalidTransition(
                 f"task {self.task_id}: {self.state.name} -> {target.name} is not allowed"
             )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A request to run a task, as a client sent it."""
+
+    tool: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str = ""
+    timeout: float | None = None
+    tags: tuple[str, ...] = ()
+    preferred_agent: str = ""
+
+    def fingerprint(self) -> str:
+        """A digest identifying the request, to detect idempotency-key reuse."""
+        canonical = json.dumps(
+            [self.tool, self.arguments, self.timeout, sorted(self.tags), self.preferred_agent],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +16,10 @@ from praxis_grpc.tasks.store import (
     UNFINISHED_STATES,
     Cursor,
     DuplicateTask,
+    TaskStoreError,
     UnknownTask,
+    Write,
+    WriteResult,
     from_micros,
     to_micros,
 )
@@ -73,14 +76,12 @@ _INSERT = (
     " :preferred_agent, :result, :error_reason, :error_message, :started_at,"
     " :finished_at, :attempt, :request_fingerprint)"
 )
+# Only the lifecycle columns change after insert; identity columns are fixed.
 _UPDATE = (
-    "UPDATE tasks SET tool = :tool, arguments = :arguments, state = :state,"
-    " created_at = :created_at, updated_at = :updated_at,"
-    " owner_agent_id = :owner_agent_id, idempotency_key = :idempotency_key,"
-    " timeout = :timeout, tags = :tags, preferred_agent = :preferred_agent,"
-    " result = :result, error_reason = :error_reason, error_message = :error_message,"
-    " started_at = :started_at, finished_at = :finished_at, attempt = :attempt,"
-    " request_fingerprint = :request_fingerprint WHERE task_id = :task_id"
+    "UPDATE tasks SET state = :state, updated_at = :updated_at, result = :result,"
+    " error_reason = :error_reason, error_message = :error_message,"
+    " started_at = :started_at, finished_at = :finished_at, attempt = :attempt"
+    " WHERE task_id = :task_id"
 )
 # "!= ''" lets SQLite use the partial index.
 _BY_KEY = f"{_SELECT} WHERE idempotency_key = ? AND idempotency_key != ''"
@@ -114,6 +115,20 @@ def _row(task: Task) -> dict[str, Any]:
         "finished_at": None if task.finished_at is None else to_micros(task.finished_at),
         "attempt": task.attempt,
         "request_fingerprint": task.request_fingerprint,
+    }
+
+
+def _lifecycle_row(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "state": task.state.name,
+        "updated_at": to_micros(task.updated_at),
+        "result": None if task.result is None else _to_json(task.result),
+        "error_reason": None if task.error is None else task.error.reason,
+        "error_message": None if task.error is None else task.error.message,
+        "started_at": None if task.started_at is None else to_micros(task.started_at),
+        "finished_at": None if task.finished_at is None else to_micros(task.finished_at),
+        "attempt": task.attempt,
     }
 
 
@@ -199,30 +214,38 @@ class SqliteTaskStore:
         return int(version)
 
     def insert(self, task: Task) -> Task:
-        row = _row(task)
+        (result,) = self.apply([Write("insert", task)])
+        if isinstance(result, TaskStoreError):
+            raise result
+        assert result is not None
+        return result
+
+    def update(self, task: Task) -> None:
+        (result,) = self.apply([Write("update", task)])
+        if isinstance(result, TaskStoreError):
+            raise result
+
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
         with self._transaction() as db:
+            return [self._write(db, write) for write in writes]
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, write: Write) -> WriteResult:
+        task = write.task
+        if write.kind == "update":
+            if db.execute(_UPDATE, _lifecycle_row(task)).rowcount == 0:
+                return UnknownTask(task.task_id)
+            return None
+        try:
+            db.execute(_INSERT, _row(task))
+        except sqlite3.IntegrityError:
+            # A failed statement is undone alone; the transaction goes on.
             if task.idempotency_key:
                 existing = db.execute(_BY_KEY, (task.idempotency_key,)).fetchone()
                 if existing is not None:
                     return _task(existing)
-            if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
-                raise DuplicateTask(task.task_id)
-            db.execute(_INSERT, row)
+            return DuplicateTask(task.task_id)
         return task
-
-    def update(self, task: Task) -> None:
-        row = _row(task)
-        with self._transaction() as db:
-            if not db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
-                raise UnknownTask(task.task_id)
-            if task.idempotency_key:
-                holder = db.execute(_BY_KEY, (task.idempotency_key,)).fetchone()
-                if holder is not None and holder[0] != task.task_id:
-                    raise DuplicateTask(
-                        task.task_id,
-                        f"idempotency key {task.idempotency_key!r} belongs to task {holder[0]!r}",
-                    )
-            db.execute(_UPDATE, row)
 
     def find_by_idempotency_key(self, idempotency_key: str) -> Task | None:
         row = self._open().execute(_BY_KEY, (idempotency_key,)).fetchone()

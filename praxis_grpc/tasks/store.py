@@ -14,10 +14,10 @@ import binascii
 import builtins
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from praxis_grpc.tasks.model import Task, TaskState
 
@@ -28,6 +28,8 @@ __all__ = [
     "TaskStore",
     "TaskStoreError",
     "UnknownTask",
+    "Write",
+    "WriteResult",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,6 +130,17 @@ class Cursor:
             raise ValueError("invalid page token: timestamp out of range") from None
 
 
+@dataclass(frozen=True)
+class Write:
+    """One write of a batch: insert a new task or update a task's lifecycle."""
+
+    kind: Literal["insert", "update"]
+    task: Task
+
+
+WriteResult = Task | None | TaskStoreError
+
+
 class TaskStore(Protocol):
     """Durable records of tasks, keyed by ``task_id``.
 
@@ -161,12 +174,32 @@ class TaskStore(Protocol):
         """
         ...
 
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        """Perform ``writes`` in order, in one transaction (one commit).
+
+        Each write behaves like :meth:`insert` or :meth:`update`, but a
+        per-write failure (:class:`DuplicateTask`, :class:`UnknownTask`) is
+        returned in its result slot instead of raised, and does not undo the
+        other writes. The call raises only when the transaction as a whole
+        fails, in which case nothing was written.
+
+        Returns:
+            One result per write: for an insert the stored task (``task`` or
+            the holder of its idempotency key), for an update ``None``, or the
+            per-write error.
+        """
+        ...
+
     def update(self, task: Task) -> None:
-        """Replace every field of the stored task ``task.task_id``.
+        """Persist the lifecycle of ``task.task_id``: state, result, error,
+        ``updated_at``/``started_at``/``finished_at`` and attempt.
+
+        Identity fields (tool, arguments, idempotency key, owner, timeout,
+        tags, preferred agent, created_at, fingerprint) are fixed at insert;
+        values passed here for them are ignored.
 
         Raises:
             UnknownTask: No task has that id.
-            DuplicateTask: Another task holds ``task.idempotency_key``.
         """
         ...
 

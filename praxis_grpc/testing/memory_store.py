@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from praxis_grpc.tasks.model import Task, TaskState
-from praxis_grpc.tasks.store import UNFINISHED_STATES, Cursor, DuplicateTask, UnknownTask
+from praxis_grpc.tasks.store import (
+    UNFINISHED_STATES,
+    Cursor,
+    DuplicateTask,
+    TaskStoreError,
+    UnknownTask,
+    Write,
+    WriteResult,
+)
 
 __all__ = ["MemoryTaskStore"]
 
@@ -28,6 +36,20 @@ class MemoryTaskStore:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] | None = {}
 
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        self._open()
+        results: builtins.list[WriteResult] = []
+        for write in writes:
+            try:
+                if write.kind == "insert":
+                    results.append(self.insert(write.task))
+                else:
+                    self.update(write.task)
+                    results.append(None)
+            except TaskStoreError as exc:
+                results.append(exc)
+        return results
+
     def insert(self, task: Task) -> Task:
         tasks = self._open()
         stored = _copy(task)
@@ -42,17 +64,20 @@ class MemoryTaskStore:
 
     def update(self, task: Task) -> None:
         tasks = self._open()
-        stored = _copy(task)
-        if task.task_id not in tasks:
+        current = tasks.get(task.task_id)
+        if current is None:
             raise UnknownTask(task.task_id)
-        if task.idempotency_key:
-            holder = self._holder(task.idempotency_key)
-            if holder is not None and holder.task_id != task.task_id:
-                raise DuplicateTask(
-                    task.task_id,
-                    f"idempotency key {task.idempotency_key!r} belongs to task {holder.task_id!r}",
-                )
-        tasks[task.task_id] = stored
+        stored = _copy(task)
+        tasks[task.task_id] = replace(
+            current,
+            state=stored.state,
+            updated_at=stored.updated_at,
+            result=stored.result,
+            error=stored.error,
+            started_at=stored.started_at,
+            finished_at=stored.finished_at,
+            attempt=stored.attempt,
+        )
 
     def get(self, task_id: str) -> Task | None:
         task = self._open().get(task_id)

@@ -229,7 +229,7 @@ def _apply(node: ast.expr, operands: list[Number]) -> Number:
         return _compute(_BINARY[type(node.op)], *operands)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         return _compute(_FUNCTIONS[node.func.id][0], *operands)
-    raise ToolError(f"{type(node).__name__} not allowed in expressions")
+    raise ToolError(f"{type(node).__name__} not allowed")
 
 
 def _power(base: Number, exponent: Number) -> Number:
@@ -241,7 +241,7 @@ def _power(base: Number, exponent: Number) -> Number:
         and exponent > 0
         and (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS
     ):
-        raise ToolError(f"result of {base} ** {exponent} is too large")
+        raise ToolError(f"result of ** is too large (more than {MAX_INT_BITS} bits)")
     return _compute(operator.pow, base, exponent)
 
 
@@ -263,7 +263,7 @@ def _bounded(value: Number) -> Number:
     if isinstance(value, float) and not math.isfinite(value):
         raise ToolError("numeric overflow: result is not finite")
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        raise ToolError("result is too large")
+        raise ToolError(f"result is too large (more than {MAX_INT_BITS} bits)")
     return value
 
 

@@ -252,8 +252,8 @@ class ContractTool:
             asyncio.CancelledError: after the process group has been killed.
         """
         payload = json.dumps(arguments, separators=(",", ":")).encode("utf-8")
-        try:
-            process = await asyncio.create_subprocess_exec(
+        spawning = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -262,6 +262,14 @@ class ContractTool:
                 env=self._env,
                 start_new_session=True,
             )
+        )
+        try:
+            # Shielded: a cancel that lands while the process is starting must
+            # still find it, or the program would run on unsupervised.
+            process = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            await self._stop_spawning(spawning)
+            raise
         except OSError as exc:
             raise ToolError(
                 f"{self._spec.name}: cannot start {self._argv[0]!r}: {exc.strerror or exc}"
@@ -272,6 +280,13 @@ class ContractTool:
             await self._stop(process)
             raise
         return interpret_outcome(self._spec.name, code, stdout, stderr_tail)
+
+    async def _stop_spawning(self, spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
+        try:
+            process = await spawning
+        except OSError:
+            return
+        await self._stop(process)
 
     async def _exchange(
         self, process: asyncio.subprocess.Process, payload: bytes
@@ -306,21 +321,25 @@ class ContractTool:
         # while a group of that id has members, so this reaches only our
         # processes; once all are gone the id could be recycled only after the
         # pid space wraps, which the grace period makes implausible.
-        _signal_group(process.pid, signal.SIGTERM)
+        #
+        # Output is read to EOF meanwhile: a full pipe would keep a writer
+        # blocked, and Process.wait() also waits for the pipes to close.
+        drain = asyncio.ensure_future(_discard_output(process))
         try:
+            _signal_group(process.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), self._kill_grace)
             # Also reaches group members that outlived or ignored SIGTERM.
             _signal_group(process.pid, signal.SIGKILL)
-            await process.wait()
-            # Unread output keeps a pipe paused and its transport open; reading
-            # to EOF closes it. Bounded: a process that left the group may
-            # still hold the pipe.
+            # Bounded: a process that left the group may still hold a pipe.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_discard_output(process), OUTPUT_DRAIN_SECONDS)
+                await asyncio.wait_for(process.wait(), OUTPUT_DRAIN_SECONDS)
         except asyncio.CancelledError:
             _signal_group(process.pid, signal.SIGKILL)
             raise
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -116,6 +116,8 @@ def read_capped(argument: str, path: str, real: Path, budget: int) -> bytes:
 def write_atomically(real: Path, data: bytes) -> None:
     """Replace ``real`` with ``data`` so readers see the old or the new file, never a part.
 
+    The file gets mode 0644 (a temporary file would otherwise leave it 0600).
+
     Raises:
         OSError: the directory cannot be created or written, or ``real`` is a
             directory.
@@ -124,6 +126,7 @@ def write_atomically(real: Path, data: bytes) -> None:
     fd, temporary = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
+            os.fchmod(fd, 0o644)
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
@@ -159,7 +162,7 @@ def parse_json(argument: str, name: str, data: bytes) -> Any:
         ToolError: the bytes are not UTF-8 JSON or are nested too deeply.
     """
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ToolError(
             f"{argument}: {name!r} is not valid JSON: {exc.msg} "

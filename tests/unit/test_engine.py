@@ -18,8 +18,8 @@ from praxis_grpc.errors import (
     ToolError,
 )
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.engine import EngineLimits, Submission, TaskEngine
-from praxis_grpc.tasks.model import Reason, Task, TaskState
+from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
+from praxis_grpc.tasks.model import Reason, Submission, Task, TaskState
 from praxis_grpc.testing import MemoryTaskStore
 from praxis_grpc.tools.base import JSON, ToolSpec
 from praxis_grpc.tools.registry import ToolRegistry
@@ -91,7 +91,7 @@ def make_engine(
 async def test_submit_runs_to_completion() -> None:
     h = make_engine()
     h.engine.start()
-    task, dedup = h.engine.submit(Submission("gate", {"x": 1}))
+    task, dedup = await h.engine.submit(Submission("gate", {"x": 1}))
     assert not dedup
     assert task.state is TaskState.SUBMITTED
     assert h.store.get(task.task_id) is not None  # durable before submit returned
@@ -106,26 +106,26 @@ async def test_submit_runs_to_completion() -> None:
 async def test_idempotency_key_returns_first_task_and_runs_once() -> None:
     h = make_engine()
     h.engine.start()
-    first, _ = h.engine.submit(Submission("gate", {"x": 1}, idempotency_key="k1"))
+    first, _ = await h.engine.submit(Submission("gate", {"x": 1}, idempotency_key="k1"))
     await h.engine.wait(first.task_id)
-    second, dedup = h.engine.submit(Submission("gate", {"x": 1}, idempotency_key="k1"))
+    second, dedup = await h.engine.submit(Submission("gate", {"x": 1}, idempotency_key="k1"))
     assert dedup
     assert second.task_id == first.task_id
     assert h.gate.started == 1
     with pytest.raises(AlreadyExists, match="idempotency_key 'k1'"):
-        h.engine.submit(Submission("gate", {"x": 2}, idempotency_key="k1"))
+        await h.engine.submit(Submission("gate", {"x": 2}, idempotency_key="k1"))
 
 
 async def test_queue_full_is_resource_exhausted_with_retry_hint() -> None:
     h = make_engine(released=False, max_concurrency=1, queue_limit=2)
     h.engine.start()
     for _ in range(3):  # one running, two queued
-        h.engine.submit(Submission("gate"))
+        await h.engine.submit(Submission("gate"))
     await asyncio.sleep(0)
     assert h.engine.load().in_flight == 1
     assert h.engine.load().queued == 2
     with pytest.raises(ResourceExhausted) as info:
-        h.engine.submit(Submission("gate"))
+        await h.engine.submit(Submission("gate"))
     assert info.value.retry_after > 0
     h.gate.release.set()
     await h.engine.aclose(grace=5)
@@ -134,7 +134,7 @@ async def test_queue_full_is_resource_exhausted_with_retry_hint() -> None:
 async def test_concurrency_limit_is_respected() -> None:
     h = make_engine(released=False, max_concurrency=2)
     h.engine.start()
-    tasks = [h.engine.submit(Submission("gate"))[0] for _ in range(5)]
+    tasks = [(await h.engine.submit(Submission("gate")))[0] for _ in range(5)]
     await asyncio.sleep(0.01)
     assert h.gate.started == 2
     assert h.engine.load().queued == 3
@@ -147,7 +147,7 @@ async def test_concurrency_limit_is_respected() -> None:
 async def test_timeout_fails_with_deadline_reason() -> None:
     h = make_engine(released=False)
     h.engine.start()
-    task, _ = h.engine.submit(Submission("gate", timeout=0.05))
+    task, _ = await h.engine.submit(Submission("gate", timeout=0.05))
     done = await h.engine.wait(task.task_id)
     assert done.state is TaskState.FAILED
     assert done.error is not None
@@ -158,8 +158,8 @@ async def test_timeout_fails_with_deadline_reason() -> None:
 async def test_cancel_queued_and_running() -> None:
     h = make_engine(released=False, max_concurrency=1)
     h.engine.start()
-    running, _ = h.engine.submit(Submission("gate"))
-    queued, _ = h.engine.submit(Submission("gate"))
+    running, _ = await h.engine.submit(Submission("gate"))
+    queued, _ = await h.engine.submit(Submission("gate"))
     await asyncio.sleep(0)
     canceled = await h.engine.cancel(queued.task_id, "not needed")
     assert canceled.state is TaskState.CANCELED
@@ -176,8 +176,8 @@ async def test_cancel_queued_and_running() -> None:
 async def test_tool_error_and_crash_are_failed() -> None:
     h = make_engine()
     h.engine.start()
-    failed, _ = h.engine.submit(Submission("gate", {"fail": True}))
-    crashed, _ = h.engine.submit(Submission("gate", {"crash": True}))
+    failed, _ = await h.engine.submit(Submission("gate", {"fail": True}))
+    crashed, _ = await h.engine.submit(Submission("gate", {"crash": True}))
     failed = await h.engine.wait(failed.task_id)
     crashed = await h.engine.wait(crashed.task_id)
     assert failed.error is not None
@@ -190,8 +190,8 @@ async def test_tool_error_and_crash_are_failed() -> None:
 async def test_watch_streams_every_state() -> None:
     h = make_engine(released=False, max_concurrency=1)
     h.engine.start()
-    h.engine.submit(Submission("gate"))  # occupies the only slot
-    task, _ = h.engine.submit(Submission("gate"))
+    await h.engine.submit(Submission("gate"))  # occupies the only slot
+    task, _ = await h.engine.submit(Submission("gate"))
     seen: list[TaskState] = []
 
     async def watch() -> None:
@@ -209,15 +209,15 @@ async def test_validation_errors_name_the_field() -> None:
     h = make_engine(max_timeout=10, max_argument_bytes=1024)
     h.engine.start()
     with pytest.raises(InvalidArgument, match=r"^tool: is required"):
-        h.engine.submit(Submission(""))
+        await h.engine.submit(Submission(""))
     with pytest.raises(NotFound, match="unknown tool 'nope'"):
-        h.engine.submit(Submission("nope"))
+        await h.engine.submit(Submission("nope"))
     with pytest.raises(InvalidArgument, match=r"^timeout: 20s exceeds"):
-        h.engine.submit(Submission("gate", timeout=20))
+        await h.engine.submit(Submission("gate", timeout=20))
     with pytest.raises(InvalidArgument, match=r"^arguments: .* exceeds the limit of 1024 bytes"):
-        h.engine.submit(Submission("gate", {"blob": "x" * 2000}))
+        await h.engine.submit(Submission("gate", {"blob": "x" * 2000}))
     with pytest.raises(FailedPrecondition, match=r"tags \['gpu'\]"):
-        h.engine.submit(Submission("gate", tags=("gpu",)))
+        await h.engine.submit(Submission("gate", tags=("gpu",)))
     with pytest.raises(NotFound):
         h.engine.get("missing")
 
@@ -225,11 +225,11 @@ async def test_validation_errors_name_the_field() -> None:
 async def test_draining_refuses_new_tasks_but_honours_retries() -> None:
     h = make_engine()
     h.engine.start()
-    task, _ = h.engine.submit(Submission("gate", idempotency_key="k"))
+    task, _ = await h.engine.submit(Submission("gate", idempotency_key="k"))
     h.engine.set_accepting(False)
     with pytest.raises(FailedPrecondition, match="draining"):
-        h.engine.submit(Submission("gate"))
-    retried, dedup = h.engine.submit(Submission("gate", idempotency_key="k"))
+        await h.engine.submit(Submission("gate"))
+    retried, dedup = await h.engine.submit(Submission("gate", idempotency_key="k"))
     assert dedup
     assert retried.task_id == task.task_id
 
@@ -275,8 +275,8 @@ async def test_recovery_requeues_idempotent_and_fails_the_rest() -> None:
 async def test_close_hands_back_idempotent_and_fails_side_effecting_tasks() -> None:
     h = make_engine(released=False, max_concurrency=4)
     h.engine.start()
-    idem, _ = h.engine.submit(Submission("gate"))
-    side, _ = h.engine.submit(Submission("once"))
+    idem, _ = await h.engine.submit(Submission("gate"))
+    side, _ = await h.engine.submit(Submission("once"))
     await asyncio.sleep(0.01)
     await h.engine.aclose(grace=0.01)
     assert h.store.get(idem.task_id).state is TaskState.SUBMITTED  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -190,14 +191,17 @@ def test_update_unknown_raises(store: TaskStore) -> None:
     assert str(caught.value) == "no task 'ghost' in the store"
 
 
-def test_update_cannot_take_another_tasks_idempotency_key(store: TaskStore) -> None:
+def test_update_leaves_identity_fields_alone(store: TaskStore) -> None:
     store.insert(make_task("t-1", idempotency_key="k1"))
     store.insert(make_task("t-2", idempotency_key="k2"))
+    later = T0 + timedelta(seconds=1)
 
-    with pytest.raises(DuplicateTask, match="t-1"):
-        store.update(make_task("t-2", idempotency_key="k1"))
+    store.update(replace(make_task("t-2", idempotency_key="k1", tool="other").start(later)))
 
-    assert store.get("t-2") == make_task("t-2", idempotency_key="k2")
+    stored = store.get("t-2")
+    assert stored is not None
+    assert (stored.idempotency_key, stored.tool) == ("k2", make_task("t-2").tool)
+    assert (stored.state, stored.started_at, stored.attempt) == (TaskState.WORKING, later, 1)
 
 
 def test_list_is_newest_first_and_filters(store: TaskStore) -> None:

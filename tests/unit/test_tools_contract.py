@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -50,6 +54,13 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await asyncio.sleep(0.01)
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait, within the deadline, for it to end cancelled."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, DEADLINE)
 
 
 def exited(pid: int) -> bool:
@@ -216,40 +227,86 @@ class TestCancellation:
     SLEEPER = """
         import os, signal, subprocess, sys, time
         {prelude}
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
         with open("pids.tmp", "w") as f:
             f.write(f"{{os.getpid()}} {{child.pid}}")
         os.replace("pids.tmp", "pids")
-        time.sleep(600)
+        time.sleep(120)
     """
 
-    def sleeper(self, tmp_path: Path, *, ignore_term: bool = False) -> Path:
-        prelude = "signal.signal(signal.SIGTERM, signal.SIG_IGN)" if ignore_term else ""
-        return write_tool(tmp_path, "sleeper", self.SLEEPER.format(prelude=prelude), timeout="1h")
+    @pytest.fixture(autouse=True)
+    def no_stragglers(self) -> Iterator[list[int]]:
+        """Process groups started by the test; killed at teardown should a test fail."""
+        groups: list[int] = []
+        yield groups
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
 
-    async def started(self, directory: Path, task: asyncio.Task[Any]) -> tuple[int, int]:
-        pids = directory / "pids"
-        await wait_until(lambda: pids.exists() or task.done(), "the tool writes its pids")
-        leader, child = map(int, pids.read_text().split())
+    @pytest.fixture
+    def sleeper(self, tmp_path: Path) -> Callable[..., Path]:
+        def make(*, ignore_term: bool = False) -> Path:
+            prelude = "signal.signal(signal.SIGTERM, signal.SIG_IGN)" if ignore_term else ""
+            script = self.SLEEPER.format(prelude=prelude)
+            return write_tool(tmp_path, "sleeper", script, timeout="1h")
+
+        return make
+
+    @staticmethod
+    def pids(directory: Path, groups: list[int]) -> tuple[int, int]:
+        leader, child = map(int, (directory / "pids").read_text().split())
+        groups.append(leader)
         return leader, child
 
-    async def test_cancel_kills_the_process_group(self, tmp_path: Path) -> None:
-        directory = self.sleeper(tmp_path)
-        task = asyncio.create_task(load_contract(directory).run({}))
-        leader, child = await self.started(directory, task)
+    async def started(
+        self, directory: Path, task: asyncio.Task[Any], groups: list[int]
+    ) -> tuple[int, int]:
+        await wait_until(
+            lambda: (directory / "pids").exists() or task.done(), "the tool writes its pids"
+        )
+        if task.done():
+            task.result()
+        return self.pids(directory, groups)
 
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async def test_cancel_kills_the_process_group(
+        self, sleeper: Callable[..., Path], no_stragglers: list[int]
+    ) -> None:
+        directory = sleeper()
+        task = asyncio.create_task(load_contract(directory).run({}))
+        leader, child = await self.started(directory, task, no_stragglers)
+
+        await cancel(task)
 
         await wait_until(lambda: reaped(leader), f"leader {leader} is reaped")
         await wait_until(lambda: exited(child), f"child {child} has exited")
 
-    async def test_timeout_kills_the_process_group(self, tmp_path: Path) -> None:
-        directory = self.sleeper(tmp_path)
-        tool = load_contract(directory)
-        task = asyncio.create_task(tool.run({}))
-        leader, child = await self.started(directory, task)
+    async def test_cancel_while_the_process_starts_still_stops_it(
+        self, sleeper: Callable[..., Path], no_stragglers: list[int]
+    ) -> None:
+        directory = sleeper()
+        task = asyncio.create_task(load_contract(directory).run({}))
+        deadline = time.monotonic() + DEADLINE
+        while not psutil.Process().children():  # yield single steps: the fork, no more
+            assert time.monotonic() < deadline, "the program was not forked"
+            await asyncio.sleep(0)
+        # Starve the loop, as a busy node might, so the program is running and
+        # has forked its own child before the run learns its process started.
+        while not (directory / "pids").exists():
+            assert time.monotonic() < deadline, "the program did not start"
+            time.sleep(0.01)
+        leader, child = self.pids(directory, no_stragglers)
+
+        await cancel(task)
+
+        await wait_until(lambda: reaped(leader), f"leader {leader} is reaped")
+        await wait_until(lambda: exited(child), f"child {child} has exited")
+
+    async def test_timeout_kills_the_process_group(
+        self, sleeper: Callable[..., Path], no_stragglers: list[int]
+    ) -> None:
+        directory = sleeper()
+        task = asyncio.create_task(load_contract(directory).run({}))
+        leader, child = await self.started(directory, task, no_stragglers)
 
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(task, timeout=0.1)
@@ -257,16 +314,16 @@ class TestCancellation:
         await wait_until(lambda: reaped(leader), f"leader {leader} is reaped")
         await wait_until(lambda: exited(child), f"child {child} has exited")
 
-    async def test_sigterm_ignored_escalates_to_sigkill(self, tmp_path: Path) -> None:
-        directory = self.sleeper(tmp_path, ignore_term=True)
+    async def test_sigterm_ignored_escalates_to_sigkill(
+        self, sleeper: Callable[..., Path], no_stragglers: list[int]
+    ) -> None:
+        directory = sleeper(ignore_term=True)
         tool = load_contract(directory)
         impatient = ContractTool(tool.contract, tool.directory, kill_grace=0.2)
         task = asyncio.create_task(impatient.run({}))
-        leader, child = await self.started(directory, task)
+        leader, child = await self.started(directory, task, no_stragglers)
 
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel(task)
 
         await wait_until(lambda: reaped(leader), f"leader {leader} is reaped")
         await wait_until(lambda: exited(child), f"child {child} has exited")

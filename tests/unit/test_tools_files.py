@@ -177,6 +177,7 @@ class TestFileMerger:
 
         merged = (root / "out" / "merged.txt").read_text()
         assert merged == "alpha\n--\nbéta"
+        assert (root / "out" / "merged.txt").stat().st_mode & 0o777 == 0o644
         assert result == {"output": "out/merged.txt", "files": 2, "bytes": len(merged.encode())}
 
     async def test_default_separator_is_newline(self, sandbox: Sandbox, root: Path) -> None:
