@@ -80,12 +80,16 @@ def duration(seconds: float | None) -> duration_pb2.Duration | None:
     return message
 
 
-def task_to_proto(task: Task) -> types_pb2.Task:
-    """A domain task as ``praxis.v1.Task``."""
+def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
+    """A domain task as ``praxis.v1.Task``.
+
+    ``arguments``, when given, is the task's arguments already as a Struct
+    (the request's), which saves converting them back.
+    """
     return types_pb2.Task(
         task_id=task.task_id,
         tool=task.tool,
-        arguments=dict_to_struct(task.arguments),
+        arguments=arguments if arguments is not None else dict_to_struct(task.arguments),
         state=task.state.value,  # type: ignore[arg-type]
         result=dict_to_struct(task.result),
         error=types_pb2.TaskError(reason=task.error.reason, message=task.error.message)

@@ -37,7 +37,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
         task, deduplicated = await self._engine.submit(submission)
         if request.wait and not task.terminal:
             task = await self._engine.wait(task.task_id)
-        return pb.SubmitTaskResponse(task=task_to_proto(task), deduplicated=deduplicated)
+        # A deduplicated task may have been submitted with other (equal) arguments.
+        arguments = None if deduplicated else request.arguments
+        return pb.SubmitTaskResponse(task=task_to_proto(task, arguments), deduplicated=deduplicated)
 
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
