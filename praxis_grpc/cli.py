@@ -328,7 +328,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"agent      {agent.name} ({agent.agent_id})")
     print(f"version    {agent.praxis_version}  incarnation {agent.incarnation}")
     print(f"health     {health}{'  (draining)' if agent.draining else ''}")
-    print(f"role       {role}  ha {agent.ha_mode and _ha_mode(agent)}")
+    print(f"role       {role}  ha {_ha_mode(agent)}")
     print(
         f"load       {agent.load.in_flight}/{agent.load.capacity} running, "
         f"{agent.load.queued}/{agent.load.queue_limit} queued"

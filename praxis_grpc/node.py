@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -343,13 +342,3 @@ class Node:
         if self._store is not None:
             self._store.close()
         self._closed.set()
-
-
-async def serve(node: Node, install_signals: Callable[[Callable[[], None]], None]) -> None:
-    """Run ``node`` until the installed signal callback fires, then drain it."""
-    stop = asyncio.Event()
-    install_signals(stop.set)
-    await node.start()
-    await stop.wait()
-    log.info("draining: waiting up to %gs for running tasks", node.config.tasks.drain_timeout)
-    await node.aclose()
