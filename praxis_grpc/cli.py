@@ -85,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--prefer", default="", help="preferred agent id")
     submit.set_defaults(handler=_cmd_submit)
 
+    _add_task_commands(sub)
+
+    cards = sub.add_parser("cards", help="list the agent cards a node knows")
+    cards.add_argument("--tool", default="")
+    cards.set_defaults(handler=_cmd_cards)
+
+    peers = sub.add_parser("peers", help="list the libp2p peers a node is connected to")
+    peers.set_defaults(handler=_cmd_peers)
+
+    status = sub.add_parser("status", help="show a node's identity, health and load")
+    status.set_defaults(handler=_cmd_status)
+    return parser
+
+
+def _add_task_commands(sub: Any) -> None:
     task = sub.add_parser("task", help="inspect and control tasks")
     task_sub = task.add_subparsers(metavar="ACTION")
     for name, helptext in (("get", "show a task"), ("cancel", "cancel a task")):
@@ -104,14 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     tasks_alias.add_argument("--tool", default="")
     tasks_alias.add_argument("--limit", type=int, default=20)
     tasks_alias.set_defaults(handler=_cmd_task_list)
-
-    cards = sub.add_parser("cards", help="list the agent cards a node knows")
-    cards.add_argument("--tool", default="")
-    cards.set_defaults(handler=_cmd_cards)
-
-    status = sub.add_parser("status", help="show a node's identity, health and load")
-    status.set_defaults(handler=_cmd_status)
-    return parser
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -152,7 +159,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
                     "pid": os.getpid(),
                     "grpc": node.endpoints.grpc,
                     "metrics": node.endpoints.metrics,
-                    "p2p": [],
+                    "p2p": node.p2p_addrs,
                 },
             )
         await stop.wait()
@@ -313,6 +320,23 @@ def _cmd_cards(args: argparse.Namespace) -> int:
             f"{card.name:14}  {_short(card.agent_id):14}  {role:11}  {load:9}  "
             f"{endpoint:21}  {tools}{flag}"
         )
+    return 0
+
+
+def _cmd_peers(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        peers = client.list_peers()
+    if args.json:
+        print(json.dumps([_as_dict(p) for p in peers]))
+        return 0
+    print(f"{'AGENT':54}  {'DIRECTION':9}  {'RTT ms':>7}  ADDRESS")
+    for peer in peers:
+        rtt = f"{peer.ping_rtt.ToNanoseconds() / 1e6:.2f}" if peer.HasField("ping_rtt") else "-"
+        direction = _enum_name(
+            peer.DESCRIPTOR.fields_by_name["direction"], peer.direction, "CONNECTION_DIRECTION_"
+        )
+        address = peer.addresses[0] if peer.addresses else "-"
+        print(f"{peer.agent_id:54}  {direction:9}  {rtt:>7}  {address}")
     return 0
 
 

@@ -127,6 +127,11 @@ class PraxisClient:
         response = self.agent.GetAgent(agent_service_pb2.GetAgentRequest(), timeout=self.timeout)
         return response.agent
 
+    def list_peers(self) -> list[agent_service_pb2.Peer]:
+        """Connected mesh peers."""
+        response = self.agent.ListPeers(agent_service_pb2.ListPeersRequest(), timeout=self.timeout)
+        return list(response.peers)
+
     def drain(self, resume: bool = False) -> agent_service_pb2.Agent:
         """Enter (or leave) drain mode."""
         response = self.agent.Drain(

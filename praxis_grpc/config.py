@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "PRAXIS_"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -79,11 +87,37 @@ class MetricsConfig(_Section):
 
 
 class P2PConfig(_Section):
-    """Peer-to-peer identity (discovery itself arrives in a later release)."""
+    """The libp2p host: identity, listening address and discovery methods."""
 
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 0
+    secure: Literal["noise"] = Field(
+        default="noise", description="transport security; only Noise is offered"
+    )
+    rendezvous: str = Field(default="praxis-agents", description="namespace; '' turns it off")
+    rendezvous_points: list[str] = Field(
+        default_factory=list,
+        description="multiaddrs of rendezvous servers; empty: serve rendezvous here",
+    )
+    enable_mdns: bool = False
+    enable_dht: bool = False
+    bootstrap_nodes: list[str] = Field(default_factory=list)
     key_file: Path | None = Field(
         default=None, description="libp2p private key; defaults to <data_dir>/node.key"
     )
+    max_card_bytes: int = Field(default=64 * 1024, ge=1024, le=4 * 1024 * 1024)
+    disconnect_grace: Duration = Field(
+        default=1.0, description="how long a disconnected peer's card is kept"
+    )
+
+    @field_validator("bootstrap_nodes", "rendezvous_points")
+    @classmethod
+    def _peer_multiaddrs(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            if not value.startswith("/") or "/p2p/" not in value:
+                raise ValueError(f"[{index}] {value!r} is not a multiaddr ending in /p2p/<peer id>")
+        return values
 
 
 class ConsensusConfig(_Section):

@@ -94,6 +94,9 @@ class CardDirectory:
         """Known cards matching the filters."""
         return self._registry.cards(tool, tags)
 
+    def __len__(self) -> int:
+        return len(self._registry)
+
     async def watch(self, tool: str = "") -> AsyncIterator[CardEvent | None]:
         """Yield ADDED for every known card, then ``None`` (synced), then changes.
 

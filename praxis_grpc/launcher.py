@@ -177,29 +177,36 @@ class LocalMesh:
     nodes: list[NodeProcess] = field(default_factory=list)
 
     def start(self, timeout: float = 60.0) -> list[NodeProcess]:
-        """Write configs, spawn every node, wait until all are ready."""
+        """Write configs and spawn the nodes; wait until all are ready.
+
+        node1 starts first; the others bootstrap from its libp2p address, so
+        with discovery on they form one mesh.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            for index in range(1, self.count + 1):
-                name = f"node{index}"
-                node_dir = (self.root / name).resolve()
-                config_path = self.root / f"{name}.yaml"
-                config_path.write_text(
-                    yaml.safe_dump(node_config(name, node_dir, self.base), sort_keys=False)
-                )
-                self.nodes.append(
-                    start_node(
-                        config_path,
-                        node_dir / "ready.json",
-                        node_dir / "node.log",
-                        name,
-                    )
-                )
-            wait_ready(self.nodes, timeout)
+            first = self._spawn(1, bootstrap=[])
+            wait_ready([first], timeout)
+            seeds = list(first.info.get("p2p", []))[:1]
+            rest = [self._spawn(index, seeds) for index in range(2, self.count + 1)]
+            wait_ready(rest, timeout)
         except BaseException:
             self.stop()
             raise
         return self.nodes
+
+    def _spawn(self, index: int, bootstrap: list[str]) -> NodeProcess:
+        name = f"node{index}"
+        node_dir = (self.root / name).resolve()
+        config = node_config(name, node_dir, self.base)
+        p2p = config.setdefault("p2p", {})
+        p2p.setdefault("port", 0)
+        if bootstrap and not p2p.get("bootstrap_nodes"):
+            p2p["bootstrap_nodes"] = bootstrap
+        config_path = self.root / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        node = start_node(config_path, node_dir / "ready.json", node_dir / "node.log", name)
+        self.nodes.append(node)
+        return node
 
     def stop(self) -> dict[str, int]:
         """Stop every node."""

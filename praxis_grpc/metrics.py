@@ -80,6 +80,39 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.p2p_peers_connected = Gauge(
+            "p2p_peers_connected",
+            "libp2p peers connected now.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.cards_known = Gauge(
+            "cards_known",
+            "Agent cards in the registry, this node's own included.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.card_updates_total = Counter(
+            "card_updates",
+            "Peer cards accepted into the registry, by how they arrived.",
+            ["source"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.cards_rejected_total = Counter(
+            "cards_rejected",
+            "Peer cards dropped, by reason (bad_signature, oversized, malformed).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.card_age_seconds = Histogram(
+            "card_age_seconds",
+            "Age of peer cards when they arrive (now minus the card's updated_at).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.build = Info(
             "build",
             "Build information.",

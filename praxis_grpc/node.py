@@ -31,6 +31,8 @@ from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
 from praxis_grpc.directory import CardDirectory
+from praxis_grpc.discovery.base import Discovery, PeerStatus
+from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
@@ -77,6 +79,7 @@ class Node:
         tools: ToolRegistry | None = None,
         store: TaskStore | None = None,
         metrics: Metrics | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -94,6 +97,9 @@ class Node:
         self._serving = False
         self._closed = asyncio.Event()
         self._endpoints: Endpoints | None = None
+        self._discovery = discovery
+        self._gossip: CardGossip | None = None
+        self.p2p_addrs: list[str] = []
         self.incarnation = 0
         self.started_at = datetime.now(UTC)
         self._started_monotonic = time.monotonic()
@@ -180,9 +186,11 @@ class Node:
             agent_tags=frozenset(cfg.agent.tags),
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
+        self.metrics.cards_known.set_function(lambda: len(self.directory))
         try:
             await self._start_grpc()
             self._start_metrics()
+            await self._start_gossip()
         except BaseException:
             await self.aclose(grace=0)
             raise
@@ -241,6 +249,49 @@ class Node:
         host = cfg.api.advertise_host or cfg.api.host
         self._endpoints = Endpoints(grpc=f"{host}:{port}", metrics=None)
 
+    async def _start_gossip(self) -> None:
+        p2p = self.config.p2p
+        if self._discovery is None and p2p.enabled:
+            from praxis_grpc.discovery.bridge import Libp2pDiscovery
+            from praxis_grpc.discovery.libp2p import HostOptions
+
+            assert self._identity is not None
+            self._discovery = Libp2pDiscovery(
+                HostOptions(
+                    key_pair=self._identity.key_pair,
+                    listen_host=p2p.host,
+                    listen_port=p2p.port,
+                    bootstrap=tuple(p2p.bootstrap_nodes),
+                    enable_mdns=p2p.enable_mdns,
+                    enable_dht=p2p.enable_dht,
+                    rendezvous=p2p.rendezvous,
+                    rendezvous_points=tuple(p2p.rendezvous_points),
+                    heartbeat_interval=min(self.config.cards.heartbeat, 1.0),
+                    max_card_bytes=p2p.max_card_bytes,
+                )
+            )
+        if self._discovery is None:
+            return
+        assert self._identity is not None
+        self._gossip = CardGossip(
+            directory=self.directory,
+            identity=self._identity,
+            discovery=self._discovery,
+            metrics=self.metrics,
+            disconnect_grace=p2p.disconnect_grace,
+            max_card_bytes=p2p.max_card_bytes,
+        )
+        try:
+            self.p2p_addrs = await self._gossip.start()
+        except Exception as exc:
+            raise StartupError(
+                f"p2p: cannot start the libp2p host on {p2p.host}:{p2p.port}: {exc}"
+            ) from exc
+
+    async def peers(self) -> list[PeerStatus]:
+        """Connected mesh peers (empty without discovery)."""
+        return await self._discovery.peers() if self._discovery is not None else []
+
     def _start_metrics(self) -> None:
         cfg = self.config.metrics
         if not cfg.enabled:
@@ -268,7 +319,10 @@ class Node:
             name=cfg.agent.name,
             praxis_version=__version__,
             role="peer",
-            endpoints=(Endpoint("grpc", self.endpoints.grpc),),
+            endpoints=(
+                Endpoint("grpc", self.endpoints.grpc),
+                *(Endpoint("libp2p", addr) for addr in self.p2p_addrs),
+            ),
             tools=tuple(
                 ToolInfo(
                     name=spec.name,
@@ -286,7 +340,10 @@ class Node:
             version=0,
             updated_at=datetime.now(UTC),
         )
-        return self.directory.publish_local(card)
+        card = self.directory.publish_local(card)
+        if self._gossip is not None:
+            self._gossip.announce(card)
+        return card
 
     def set_draining(self, draining: bool) -> None:
         """Enter or leave drain mode: refuse new tasks and report NOT_SERVING."""
@@ -303,7 +360,9 @@ class Node:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.cards.heartbeat)
-            self.refresh_card()
+            card = self.refresh_card()
+            if self._gossip is not None:
+                self._gossip.announce(card, force=True)
 
     async def wait_closed(self) -> None:
         """Return once :meth:`aclose` has finished."""
@@ -331,6 +390,10 @@ class Node:
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._gossip is not None:
+            await self._gossip.aclose()
+        elif self._discovery is not None:
+            await self._discovery.aclose()
         if self._directory is not None:
             self._directory.close_watchers()
         if self._server is not None:

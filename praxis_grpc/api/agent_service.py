@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_DIRECTIONS = {
+    "inbound": pb.CONNECTION_DIRECTION_INBOUND,
+    "outbound": pb.CONNECTION_DIRECTION_OUTBOUND,
+}
 _HA_MODES = {"active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE}
 _BACKENDS = {"none": types_pb2.CONSENSUS_BACKEND_NONE}
 
@@ -41,8 +46,19 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def ListPeers(
         self, request: pb.ListPeersRequest, context: Context
     ) -> pb.ListPeersResponse:
-        # Peers are libp2p connections; this node runs no libp2p host yet.
-        return pb.ListPeersResponse(peers=[])
+        peers = sorted(await self._node.peers(), key=lambda p: p.peer_id)
+        return pb.ListPeersResponse(
+            peers=[
+                pb.Peer(
+                    agent_id=peer.peer_id,
+                    addresses=peer.addresses,
+                    direction=_DIRECTIONS.get(peer.direction, pb.CONNECTION_DIRECTION_UNSPECIFIED),
+                    ping_rtt=duration(peer.ping_rtt),
+                    connected_at=timestamp(datetime.fromtimestamp(peer.connected_at, UTC)),
+                )
+                for peer in peers
+            ]
+        )
 
     @translate_errors
     async def Drain(self, request: pb.DrainRequest, context: Context) -> pb.DrainResponse:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.cards import AgentCard, CardLoad
+from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.tasks.model import Task
 
@@ -132,6 +132,44 @@ def endpoints_to_proto(card: AgentCard) -> list[types_pb2.Endpoint]:
         )
         for e in card.endpoints
     ]
+
+
+def card_from_proto(message: types_pb2.AgentCard) -> AgentCard:
+    """A ``praxis.v1.AgentCard`` as a domain card (inverse of :func:`card_to_proto`)."""
+    roles = {value: name for name, value in _ROLES.items()}
+    transports = {value: name for name, value in _TRANSPORTS.items()}
+    return AgentCard(
+        agent_id=message.agent_id,
+        name=message.name,
+        praxis_version=message.praxis_version,
+        role=roles.get(message.role, "peer"),
+        endpoints=tuple(
+            Endpoint(transports.get(e.transport, "grpc"), e.address) for e in message.endpoints
+        ),
+        tools=tuple(
+            ToolInfo(
+                name=t.name,
+                description=t.description,
+                input_schema=struct_to_dict(t.input_schema, f"tools.{t.name}.input_schema"),
+                idempotent=t.idempotent,
+                default_timeout=t.default_timeout.ToNanoseconds() / 1e9
+                if t.HasField("default_timeout")
+                else None,
+            )
+            for t in message.tools
+        ),
+        tags=tuple(message.tags),
+        load=CardLoad(
+            in_flight=message.load.in_flight,
+            queued=message.load.queued,
+            capacity=message.load.capacity,
+            queue_limit=message.load.queue_limit,
+        ),
+        draining=message.draining,
+        incarnation=message.incarnation,
+        version=message.version,
+        updated_at=message.updated_at.ToDatetime(tzinfo=UTC),
+    )
 
 
 def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:

@@ -30,7 +30,9 @@ TEST_BUILTINS = [
 
 def make_config(data_dir: Path, name: str = "node1", **sections: Mapping[str, Any]) -> Config:
     """A config on ephemeral ports under ``data_dir``; ``sections`` override keys."""
-    raw = node_config(name, data_dir, {"tools": {"builtins": TEST_BUILTINS}})
+    raw = node_config(
+        name, data_dir, {"tools": {"builtins": TEST_BUILTINS}, "p2p": {"enabled": False}}
+    )
     for section, values in sections.items():
         if isinstance(values, Mapping):
             raw.setdefault(section, {}).update(values)
@@ -63,7 +65,7 @@ def node_process(
     With ``config_path`` the file is used as is except for ports and data_dir,
     which are replaced so the test owns its ports and state.
     """
-    base: dict[str, Any] = {"tools": {"builtins": TEST_BUILTINS}}
+    base: dict[str, Any] = {"tools": {"builtins": TEST_BUILTINS}, "p2p": {"enabled": False}}
     if config_path is not None:
         base = yaml.safe_load(config_path.read_text()) or {}
         for section, key in (
@@ -72,6 +74,8 @@ def node_process(
             ("tools", "sandbox_root"),
             ("tasks", "store"),
             ("p2p", "key_file"),
+            ("p2p", "port"),
+            ("p2p", "bootstrap_nodes"),
         ):
             base.setdefault(section, {}).pop(key, None)
     for section, values in (overrides or {}).items():

@@ -1,0 +1,1 @@
+"""Peer discovery and card transport: the libp2p host (trio) and its asyncio bridge."""

@@ -1,0 +1,122 @@
+"""Discovery loops that learn peers from other peers: rendezvous, Kademlia, peer exchange.
+
+Each loop only *learns* peers and hands them to the :class:`Dialer`; none of
+them dials directly. Every loop runs until cancelled, logs its failures and
+keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from functools import partial
+
+import trio
+from libp2p.abc import IHost
+from libp2p.discovery.rendezvous import RendezvousClient
+from libp2p.discovery.rendezvous.config import DEFAULT_DISCOVER_LIMIT
+from libp2p.kad_dht import KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from praxis_grpc.discovery._dialer import Dialer
+from praxis_grpc.discovery._wire import request_peers
+
+log = logging.getLogger("praxis_grpc.discovery")
+
+REGISTRATION_TTL = 300
+"""Seconds a rendezvous registration lives; refreshed at half of that."""
+
+PEER_EXCHANGE_FANOUT = 3
+"""Connected peers asked for their peers on each periodic peer-exchange round."""
+
+
+async def rendezvous_client(
+    host: IHost,
+    dialer: Dialer,
+    point: ID,
+    namespace: str,
+    *,
+    interval: float,
+    round_timeout: float,
+) -> None:
+    """Register under ``namespace`` at ``point`` and dial the other registrants.
+
+    Registration is renewed at half its TTL and again whenever the connection
+    to the point comes back (a restarted point has forgotten us). Discovery
+    repeats every ``interval``. The connection to the point itself is kept by
+    :func:`~praxis_grpc.discovery._dialer.keep_connected`.
+    """
+    client = RendezvousClient(host, point)
+    renew_at = 0.0
+    while True:
+        if not dialer.is_connected(point):
+            renew_at = 0.0
+        else:
+            try:
+                with trio.fail_after(round_timeout):
+                    if time.monotonic() >= renew_at:
+                        ttl = await client.register(namespace, REGISTRATION_TTL)
+                        renew_at = time.monotonic() + ttl / 2
+                    found, _cookie = await client.discover(namespace, DEFAULT_DISCOVER_LIMIT)
+            except Exception as exc:
+                log.warning("rendezvous at %s (%s) failed: %r", point, namespace, exc)
+            else:
+                for info in found:
+                    dialer.dial_soon(info, "rendezvous")
+        await trio.sleep(interval)
+
+
+async def dht_walk(
+    host: IHost, dht: KadDHT, dialer: Dialer, *, interval: float, round_timeout: float
+) -> None:
+    """Keep the Kademlia routing table fresh and dial every peer in it.
+
+    Connected peers that serve the DHT join the routing table; a self lookup
+    then learns the peers our peers know (with their addresses), so a node
+    that starts with one bootstrap peer ends up connected to all of them.
+    """
+    while True:
+        try:
+            for peer_id in host.get_connected_peers():
+                await dht.add_peer(peer_id)
+            with trio.move_on_after(round_timeout):
+                await dht.peer_routing.refresh_routing_table()
+        except Exception:
+            log.exception("DHT routing table refresh failed")
+        for peer_id in dht.routing_table.get_peer_ids():
+            dialer.dial_soon(PeerInfo(peer_id, []), "dht")
+        await trio.sleep(interval)
+
+
+async def exchange_peers(
+    host: IHost, dialer: Dialer, peer_id: ID, *, exchange_timeout: float
+) -> None:
+    """Ask ``peer_id`` for its peers and dial the ones we do not know; never raises."""
+    try:
+        with trio.fail_after(exchange_timeout):
+            found = await request_peers(host, peer_id)
+    except Exception as exc:
+        log.debug("peer exchange with %s failed: %r", peer_id, exc)
+        return
+    for info in found:
+        dialer.dial_soon(info, f"peer exchange via {peer_id}")
+
+
+async def peer_exchange_rounds(
+    host: IHost, dialer: Dialer, *, interval: float, exchange_timeout: float
+) -> None:
+    """Every ``interval``, run :func:`exchange_peers` with a few random connected peers."""
+    while True:
+        await trio.sleep(interval)
+        connected = list(host.get_connected_peers())
+        chosen = random.sample(connected, min(PEER_EXCHANGE_FANOUT, len(connected)))
+        async with trio.open_nursery() as nursery:
+            for peer_id in chosen:
+                nursery.start_soon(
+                    partial(exchange_peers, exchange_timeout=exchange_timeout),
+                    host,
+                    dialer,
+                    peer_id,
+                )

@@ -1,0 +1,100 @@
+"""GossipSub configured for a small mesh that gossips every node's card each second."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+log = logging.getLogger("praxis_grpc.discovery")
+
+DEGREE = 6
+DEGREE_LOW = 4
+DEGREE_HIGH = 12
+CONTROL_RATE_LIMIT = 1000.0
+"""IHAVE per peer and topic, and IWANT per peer, accepted per second."""
+
+MessageSink = Callable[[rpc_pb2.Message], None]
+
+
+class CardPubsub(Pubsub):
+    """A signing Pubsub for one topic that hands each new message to ``on_message``.
+
+    py-libp2p puts a subscription's messages in a 32-slot channel and drops
+    (with a warning) whatever does not fit. The messages of one inbound RPC
+    are pushed without a checkpoint in between, so no reader task can drain
+    the channel during a burst: 50 cards relayed together lose 18. Here each
+    message goes synchronously to ``on_message`` (which must not block)
+    instead. Messages over ``max_bytes`` fail validation, so they are neither
+    delivered nor forwarded. Only subscriptions to ``topic`` are accepted.
+    """
+
+    def __init__(
+        self, host: IHost, router: GossipSub, topic: str, max_bytes: int, on_message: MessageSink
+    ) -> None:
+        super().__init__(host, router, strict_signing=True, allowed_topics={topic})
+        self._topic = topic
+        self._max_bytes = max_bytes
+        self._on_message = on_message
+        self.set_topic_validator(topic, self._fits, is_async_validator=False)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        if self._topic in publish_message.topicIDs and self._topic in self.topic_ids:
+            self._on_message(publish_message)
+
+    def _fits(self, forwarder: ID, message: rpc_pb2.Message) -> bool:
+        if len(message.data) <= self._max_bytes:
+            return True
+        log.warning(
+            "gossiped card from %s (via %s) is over max_card_bytes; dropped",
+            ID(message.from_id),
+            forwarder,
+        )
+        return False
+
+
+def new_pubsub(
+    host: IHost, topic: str, heartbeat_interval: float, max_bytes: int, on_message: MessageSink
+) -> tuple[CardPubsub, GossipSub]:
+    """A :class:`CardPubsub` over GossipSub tuned for small meshes.
+
+    py-libp2p 0.8.1 turns on three "GossipSub 2.0" defenses that break a small
+    mesh, so they are off here:
+
+    - ``spam_protection_enabled`` drops every message past
+      ``max_messages_per_topic_per_second`` (10) per *forwarding* peer and
+      topic in a sliding second, and penalizes that peer. A mesh neighbour
+      forwards the heartbeats of every node behind it, so in a 30-node mesh
+      with one card per node per second each neighbour relays up to 29 msgs/s
+      and two thirds of the heartbeats vanish (our own publishes count too).
+      Size and topic stay bounded (``max_bytes``, ``allowed_topics``).
+    - ``adaptive_gossip_enabled`` rescores "network health" every 30 s and,
+      when it looks poor (few peers, as in any small mesh), sets the
+      heartbeat to 30-60 s, which would stall mesh repair.
+    - ``eclipse_protection_enabled`` grafts and prunes mesh peers for IP
+      diversity; every node of a single-host mesh (or a test on 127.0.0.1)
+      shares one IP, so it churns the mesh for nothing.
+
+    The IHAVE/IWANT control-message limits (10/s) stay on but are raised to
+    :data:`CONTROL_RATE_LIMIT`.
+    """
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=DEGREE,
+        degree_low=DEGREE_LOW,
+        degree_high=DEGREE_HIGH,
+        # Typed int in 0.8.1, but only ever passed to trio.sleep.
+        heartbeat_interval=heartbeat_interval,  # type: ignore[arg-type]
+        heartbeat_initial_delay=min(0.1, heartbeat_interval),
+        spam_protection_enabled=False,
+        adaptive_gossip_enabled=False,
+        eclipse_protection_enabled=False,
+    )
+    router.max_ihave_messages_per_second = CONTROL_RATE_LIMIT
+    router.max_iwant_requests_per_second = CONTROL_RATE_LIMIT
+    return CardPubsub(host, router, topic, max_bytes, on_message), router

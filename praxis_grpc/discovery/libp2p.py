@@ -1,0 +1,374 @@
+"""The trio side of peer discovery: one py-libp2p host that joins the mesh.
+
+:class:`MeshHost` runs a Noise-only libp2p host that finds peers (bootstrap
+addresses, mDNS, a Kademlia DHT, a rendezvous namespace, and peer exchange),
+keeps them honest with pings, exchanges full cards with every new peer over
+``/praxis/card/1.0.0`` and gossips cards over GossipSub. It is trio-only: the
+bridge runs it under ``trio.run`` in a dedicated thread. Every method and
+callback runs in that trio thread.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.discovery.rendezvous import RendezvousService
+from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
+
+from praxis_grpc.discovery._dialer import Dialer, keep_connected
+from praxis_grpc.discovery._finders import (
+    dht_walk,
+    exchange_peers,
+    peer_exchange_rounds,
+    rendezvous_client,
+)
+from praxis_grpc.discovery._gossip import CardPubsub, new_pubsub
+from praxis_grpc.discovery._mdns import run_mdns
+from praxis_grpc.discovery._membership import Liveness, Membership, call_safely
+from praxis_grpc.discovery._options import HostOptions, MeshCallbacks
+from praxis_grpc.discovery._wire import (
+    CARD_PROTOCOL,
+    PEERS_PROTOCOL,
+    FrameTooLarge,
+    answer_card,
+    answer_peers,
+    request_card,
+)
+from praxis_grpc.discovery.base import PeerStatus
+
+if TYPE_CHECKING:
+    # libp2p depends on trio-typing, whose stubs shadow trio's own annotations
+    # for mypy and spell TaskStatus here.
+    from trio_typing import TaskStatus
+
+__all__ = ["CARD_PROTOCOL", "HostOptions", "MeshCallbacks", "MeshHost", "PeerStatus"]
+
+log = logging.getLogger("praxis_grpc.discovery")
+
+_GREET_BACKLOG = 256
+_GREET_CONCURRENCY = 16
+_CLOSE_TIMEOUT = 10.0
+_SHUTDOWN_TIMEOUT = 15.0
+_RESTART_DELAY = 1.0
+
+
+class MeshHost:
+    """A py-libp2p host that joins the card mesh. Trio thread only.
+
+    Only Noise is offered for transport security (no plaintext, TLS or
+    SECIO), with yamux (mplex as fallback) for multiplexing.
+    """
+
+    def __init__(self, options: HostOptions, callbacks: MeshCallbacks) -> None:
+        self._options = options
+        self._callbacks = callbacks
+        self._local_card = b""
+        self._host: IHost | None = None
+        self._pubsub: CardPubsub | None = None
+        self._membership: Membership | None = None
+        self._greet_limiter = trio.CapacityLimiter(_GREET_CONCURRENCY)
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        """The multiaddrs (with ``/p2p/<id>``) this host listens on; [] when not running."""
+        host = self._host
+        if host is None:
+            return []
+        suffix = f"/p2p/{host.get_id().to_base58()}"
+        return [str(addr) + suffix for addr in host.get_transport_addrs()]
+
+    def set_local_card(self, data: bytes) -> None:
+        """Serve ``data`` to peers on the card exchange from now on. Never blocks or raises.
+
+        A card over ``max_card_bytes`` is refused (logged; the previous card stays).
+        """
+        if len(data) > self._options.max_card_bytes:
+            log.error("local card is %d bytes, over max_card_bytes; not served", len(data))
+            return
+        self._local_card = bytes(data)
+
+    async def publish(self, data: bytes) -> None:
+        """Gossip ``data`` on the topic to every subscribed peer.
+
+        Never raises, so it can run as a fire-and-forget task in the host's
+        nursery: a card over ``max_card_bytes``, a call before :meth:`run`
+        has started, and pubsub errors are logged and the card dropped.
+        """
+        pubsub = self._pubsub
+        if pubsub is None:
+            log.debug("publish before the host started; dropped")
+            return
+        if len(data) > self._options.max_card_bytes:
+            log.error("card of %d bytes is over max_card_bytes; not published", len(data))
+            return
+        try:
+            await pubsub.publish(self._options.topic, data)
+        except Exception:
+            log.exception("publishing a card failed")
+
+    def peers(self) -> list[PeerStatus]:
+        """The peers connected now, with their listen addresses and last ping RTT."""
+        host, membership = self._host, self._membership
+        if host is None or membership is None:
+            return []
+        result = []
+        for peer_id, state in membership.peers().items():
+            result.append(
+                PeerStatus(
+                    peer_id=peer_id.to_base58(),
+                    addresses=tuple(str(addr) for addr in _known_addrs(host, peer_id)),
+                    direction=state.direction,
+                    ping_rtt=state.rtt,
+                    connected_at=state.connected_at,
+                )
+            )
+        return result
+
+    async def run(self, task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the host and all discovery; run until cancelled, then close everything.
+
+        Calls ``task_status.started(listen_addrs)`` once listening, subscribed
+        and discovering. Raises if the host cannot start (e.g. the port is
+        taken). Cancellation triggers an orderly shutdown: background loops
+        stop, every connection is closed, then the libp2p services stop; all
+        within about 15 s, after which whatever is left is cancelled outright.
+        """
+        stop = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    addrs = await nursery.start(self._serve, stop)
+                    task_status.started(addrs)
+                    await trio.sleep_forever()
+                finally:
+                    stop.set()
+        finally:
+            self._host = self._pubsub = self._membership = None
+
+    async def _serve(self, stop: trio.Event, task_status: TaskStatus[list[str]]) -> None:
+        """Run everything until ``stop`` is set, shielded from outside cancellation.
+
+        py-libp2p tears connections down badly when cancelled from outside: a
+        connection whose close is cancelled halfway counts as closed but keeps
+        its socket. So the host only ever stops through this ordered close.
+        """
+        options = self._options
+        host = _new_noise_host(options.key_pair)
+        dialer = Dialer(host, max_peers=options.max_peers, timeout=options.dial_timeout)
+        greet_send, greet_receive = trio.open_memory_channel[ID](_GREET_BACKLOG)
+
+        def connected(peer_id: ID) -> None:
+            try:
+                greet_send.send_nowait(peer_id)
+            except trio.WouldBlock:
+                log.warning("greeting backlog full; no card exchange with %s", peer_id)
+            call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
+
+        def disconnected(peer_id: ID) -> None:
+            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58())
+
+        membership = Membership(host.get_network(), connected, disconnected)
+        host.get_network().register_notifee(membership)
+        host.set_stream_handler(CARD_PROTOCOL, self._serve_card)
+        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers)
+        pubsub, router = new_pubsub(
+            host, options.topic, options.heartbeat_interval, options.max_card_bytes, self._on_gossip
+        )
+        services: list[Any] = [pubsub, router]
+        dht = None
+        if options.enable_dht:
+            # No per-subnet cap: a small mesh often sits in one public subnet.
+            dht = KadDHT(host, DHTMode.SERVER, max_peers_per_subnet=0)
+            services.append(dht)
+        if options.rendezvous and not _others(host, options.rendezvous_points):
+            RendezvousService(host)
+        self._host, self._membership = host, membership
+        with trio.CancelScope(shield=True) as machine:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(host.run([_listen_multiaddr(options)]))
+                stack.push_async_callback(_close_host, host, membership)  # on errors too
+                for service in services:
+                    await stack.enter_async_context(background_trio_service(service))
+                await pubsub.wait_until_ready()
+                await pubsub.subscribe(options.topic)  # messages arrive via _on_gossip
+                async with trio.open_nursery() as loops:
+                    dialer.bind(loops)
+                    start = _Starter(loops)
+                    start("greeter", self._greet_peers, greet_receive, dialer, loops)
+                    liveness = Liveness(
+                        host, membership, options.ping_interval, options.ping_timeout
+                    )
+                    start("liveness", liveness.run)
+                    self._start_discovery(start, host, dialer, dht)
+                    self._pubsub = pubsub
+                    log.info("libp2p host %s listening on %s", host.get_id(), self.listen_addrs)
+                    task_status.started(self.listen_addrs)
+                    await stop.wait()
+                    machine.deadline = trio.current_time() + _SHUTDOWN_TIMEOUT
+                    self._pubsub = None
+                    loops.cancel_scope.cancel()
+                await _close_host(host, membership)
+        if machine.cancelled_caught:
+            log.warning("libp2p host shutdown took over %.0f s; cancelled", _SHUTDOWN_TIMEOUT)
+
+    def _start_discovery(
+        self, start: _Starter, host: IHost, dialer: Dialer, dht: KadDHT | None
+    ) -> None:
+        options = self._options
+        interval, timeout = options.discovery_interval, options.stream_timeout
+        for info in _others(host, options.bootstrap):
+            start("bootstrap", keep_connected, dialer, info, "bootstrap")
+        if options.enable_mdns:
+            start("mdns", run_mdns, host, dialer, options.listen_host, options.mdns_network)
+        if dht is not None:
+            walk = partial(dht_walk, interval=interval, round_timeout=max(timeout, 2 * interval))
+            start("dht", walk, host, dht, dialer)
+        if options.rendezvous:
+            client = partial(rendezvous_client, interval=interval, round_timeout=timeout)
+            for point in _others(host, options.rendezvous_points):
+                start("rendezvous point", keep_connected, dialer, point, "rendezvous point")
+                start("rendezvous", client, host, dialer, point.peer_id, options.rendezvous)
+        if options.peer_exchange:
+            rounds = partial(peer_exchange_rounds, interval=interval, exchange_timeout=timeout)
+            start("peer exchange", rounds, host, dialer)
+
+    async def _greet_peers(
+        self, receive: trio.MemoryReceiveChannel[ID], dialer: Dialer, nursery: trio.Nursery
+    ) -> None:
+        async for peer_id in receive:
+            nursery.start_soon(self._greet, peer_id, dialer)
+
+    async def _greet(self, peer_id: ID, dialer: Dialer) -> None:
+        """Exchange cards with a newly connected peer, then ask it for its peers."""
+        host, options = self._host, self._options
+        if host is None:
+            return
+        async with self._greet_limiter:
+            try:
+                with trio.fail_after(options.stream_timeout):
+                    card = await request_card(
+                        host, peer_id, self._local_card, options.max_card_bytes
+                    )
+            except FrameTooLarge:
+                log.warning("card from %s is over max_card_bytes; dropped", peer_id)
+            except Exception as exc:
+                log.debug("card exchange with %s failed: %r", peer_id, exc)
+            else:
+                self._deliver(card, "exchange", peer_id)
+            if options.peer_exchange:
+                await exchange_peers(host, dialer, peer_id, exchange_timeout=options.stream_timeout)
+
+    async def _serve_card(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        options = self._options
+        try:
+            with trio.fail_after(options.stream_timeout):
+                card = await answer_card(stream, self._local_card, options.max_card_bytes)
+        except FrameTooLarge:
+            log.warning("card from %s is over max_card_bytes; dropped", peer_id)
+            return
+        except Exception as exc:
+            log.debug("serving a card exchange to %s failed: %r", peer_id, exc)
+            return
+        self._deliver(card, "exchange", peer_id)
+
+    async def _serve_peers(self, stream: INetStream) -> None:
+        host = self._host
+        requester = stream.muxed_conn.peer_id
+        if host is None:
+            return
+        known = [
+            PeerInfo(peer_id, addrs)
+            for peer_id in host.get_connected_peers()
+            if peer_id != requester and (addrs := _known_addrs(host, peer_id))
+        ]
+        try:
+            with trio.fail_after(self._options.stream_timeout):
+                await answer_peers(stream, known)
+        except Exception as exc:
+            log.debug("serving a peer exchange to %s failed: %r", requester, exc)
+
+    def _on_gossip(self, message: rpc_pb2.Message) -> None:
+        host = self._host
+        if host is not None and message.from_id != host.get_id().to_bytes():
+            self._deliver(message.data, "gossip", ID(message.from_id))
+
+    def _deliver(self, card: bytes, source: str, peer_id: ID) -> None:
+        if card and self._membership is not None:
+            call_safely(self._callbacks.on_card, card, source, peer_id.to_base58())
+
+
+class _Starter:
+    """Starts background loops in a nursery; a loop that fails is logged and restarted."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def __call__(self, name: str, fn: Any, *args: Any) -> None:
+        self._nursery.start_soon(self._supervise, name, fn, args, name=name)
+
+    @staticmethod
+    async def _supervise(name: str, fn: Any, args: tuple[Any, ...]) -> None:
+        while True:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("%s loop failed; restarting in %.0f s", name, _RESTART_DELAY)
+            else:
+                return
+            await trio.sleep(_RESTART_DELAY)
+
+
+def _new_noise_host(key_pair: KeyPair) -> IHost:
+    # new_host() would also offer TLS, SECIO and /plaintext/2.0.0; only Noise here.
+    noise_key = create_x25519_key_pair().private_key
+    security = {TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(key_pair, noise_privkey=noise_key)}
+    return new_host(key_pair=key_pair, sec_opt=security)
+
+
+def _listen_multiaddr(options: HostOptions) -> Multiaddr:
+    family = "ip6" if ipaddress.ip_address(options.listen_host).version == 6 else "ip4"
+    return Multiaddr(f"/{family}/{options.listen_host}/tcp/{options.listen_port}")
+
+
+def _known_addrs(host: IHost, peer_id: ID) -> list[Multiaddr]:
+    try:
+        return host.get_peerstore().addrs(peer_id)
+    except PeerStoreError:  # unknown, or its addresses expired
+        return []
+
+
+def _others(host: IHost, addrs: tuple[str, ...]) -> list[PeerInfo]:
+    """The peers named by ``addrs``, leaving out this host (one config can serve every node)."""
+    infos = [info_from_p2p_addr(Multiaddr(addr)) for addr in addrs]
+    return [info for info in infos if info.peer_id != host.get_id()]
+
+
+async def _close_host(host: IHost, membership: Membership) -> None:
+    """Close every connection and listener; idempotent, bounded, never raises."""
+    membership.mute()
+    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+        try:
+            await host.close()
+        except Exception:
+            log.exception("closing the libp2p host failed")
+    if scope.cancelled_caught:
+        log.warning("closing the libp2p host took over %.0f s; abandoned", _CLOSE_TIMEOUT)

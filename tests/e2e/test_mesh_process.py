@@ -1,0 +1,65 @@
+"""End to end: a mesh of real node processes finds itself over libp2p (bootstrap)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from praxis_grpc.client import PraxisClient
+from praxis_grpc.launcher import LocalMesh, start_node, wait_ready
+from praxis_grpc.testing import eventually
+
+pytestmark = pytest.mark.e2e
+
+BASE = {
+    "tools": {"builtins": ["calculator", "echo"]},
+    "cards": {"heartbeat": "500ms", "ttl": "5s"},
+    "p2p": {"disconnect_grace": "500ms", "rendezvous": ""},
+}
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    local = LocalMesh(tmp_path / "mesh", 3, BASE)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def names_known_by(grpc: str) -> set[str]:
+    with PraxisClient(grpc, timeout=5) as client:
+        return {card.name for card in client.list_cards()}
+
+
+def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> None:
+    everyone = {"node1", "node2", "node3"}
+    for node in mesh.nodes:
+        eventually(lambda n=node: names_known_by(n.grpc) == everyone, timeout=20, what=node.name)
+    with PraxisClient(mesh.nodes[0].grpc) as client:
+        assert len(client.list_peers()) == 2
+        cards = {c.name: c for c in client.list_cards()}
+    victim = mesh.nodes[2]
+    incarnation = cards["node3"].incarnation
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait(timeout=10)
+    for node in mesh.nodes[:2]:
+        eventually(
+            lambda n=node: names_known_by(n.grpc) == {"node1", "node2"},
+            timeout=10,
+            what=f"{node.name} removes node3",
+        )
+    restarted = start_node(victim.config_path, victim.ready_file, victim.log_path, victim.name)
+    mesh.nodes[2] = restarted
+    wait_ready([restarted])
+
+    def back_with_new_incarnation() -> bool:
+        with PraxisClient(mesh.nodes[0].grpc, timeout=5) as client:
+            card = next((c for c in client.list_cards() if c.name == "node3"), None)
+        return card is not None and card.incarnation == incarnation + 1
+
+    eventually(back_with_new_incarnation, timeout=20, what="node3 back")
