@@ -358,6 +358,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"{agent.load.queued}/{agent.load.queue_limit} queued"
     )
     print(f"uptime     {agent.uptime.ToTimedelta()}")
+    for endpoint in agent.endpoints:
+        kind = _enum_name(
+            endpoint.DESCRIPTOR.fields_by_name["transport"], endpoint.transport, "TRANSPORT_"
+        )
+        print(f"endpoint   {kind:7} {endpoint.address}")
     print(f"cards      {len(cards)} known")
     return 0
 

@@ -78,6 +78,8 @@ def node_process(
             ("p2p", "bootstrap_nodes"),
         ):
             base.setdefault(section, {}).pop(key, None)
+        # Tests own their peers: no multicast discovery of other tests' nodes.
+        base["p2p"]["enable_mdns"] = False
     for section, values in (overrides or {}).items():
         base.setdefault(section, {}).update(values)
     data_dir.mkdir(parents=True, exist_ok=True)

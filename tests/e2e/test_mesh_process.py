@@ -31,15 +31,18 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
         local.stop()
 
 
-def names_known_by(grpc: str) -> set[str]:
-    with PraxisClient(grpc, timeout=5) as client:
-        return {card.name for card in client.list_cards()}
+def converged(grpc: str, names: set[str], what: str, timeout: float = 20) -> None:
+    def known() -> bool:
+        with PraxisClient(grpc, timeout=5) as client:
+            return {card.name for card in client.list_cards()} == names
+
+    eventually(known, timeout=timeout, what=what)
 
 
 def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> None:
     everyone = {"node1", "node2", "node3"}
     for node in mesh.nodes:
-        eventually(lambda n=node: names_known_by(n.grpc) == everyone, timeout=20, what=node.name)
+        converged(node.grpc, everyone, node.name)
     with PraxisClient(mesh.nodes[0].grpc) as client:
         assert len(client.list_peers()) == 2
         cards = {c.name: c for c in client.list_cards()}
@@ -48,11 +51,7 @@ def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> N
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
     for node in mesh.nodes[:2]:
-        eventually(
-            lambda n=node: names_known_by(n.grpc) == {"node1", "node2"},
-            timeout=10,
-            what=f"{node.name} removes node3",
-        )
+        converged(node.grpc, {"node1", "node2"}, f"{node.name} removes node3", timeout=10)
     restarted = start_node(victim.config_path, victim.ready_file, victim.log_path, victim.name)
     mesh.nodes[2] = restarted
     wait_ready([restarted])

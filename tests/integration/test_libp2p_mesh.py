@@ -1,0 +1,83 @@
+"""In-process nodes on real libp2p hosts over loopback: bootstrap and mDNS meshes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from praxis_grpc.node import Node
+from praxis_grpc.testing import make_config, running_node
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+def p2p(**settings: Any) -> Mapping[str, Any]:
+    return {"enabled": True, "rendezvous": "", "disconnect_grace": "300ms", **settings}
+
+
+def names(node: Node) -> set[str]:
+    return {card.name for card in node.directory.cards()}
+
+
+async def test_five_nodes_knowing_one_bootstrap_peer_converge(tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            running_node(
+                make_config(tmp_path / "n0", name="n0", metrics={"enabled": False}, p2p=p2p())
+            )
+        )
+        seed = first.p2p_addrs[:1]
+        assert seed and seed[0].startswith("/ip4/127.0.0.1/tcp/")
+        nodes = [first]
+        for index in range(1, 5):
+            config = make_config(
+                tmp_path / f"n{index}",
+                name=f"n{index}",
+                metrics={"enabled": False},
+                p2p=p2p(bootstrap_nodes=seed),
+            )
+            nodes.append(await stack.enter_async_context(running_node(config)))
+        everyone = {f"n{i}" for i in range(5)}
+        await until(lambda: all(names(n) == everyone for n in nodes))
+        card = first.directory.get(nodes[3].agent_id)
+        assert card is not None
+        assert any(e.transport == "libp2p" for e in card.endpoints)
+        peers = await first.peers()
+        assert {p.peer_id for p in peers} >= {nodes[1].agent_id}
+        assert all(p.direction in {"inbound", "outbound"} for p in peers)
+
+        nodes[2].set_draining(True)
+        await until(
+            lambda: all(
+                (c := n.directory.get(nodes[2].agent_id)) is not None and c.draining
+                for n in nodes
+                if n is not nodes[2]
+            )
+        )
+        await nodes[4].aclose(grace=0)
+        await until(lambda: all(names(n) == everyone - {"n4"} for n in nodes[:4]))
+
+
+async def test_mdns_alone_forms_a_mesh(tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                running_node(
+                    make_config(
+                        tmp_path / f"m{i}",
+                        name=f"m{i}",
+                        metrics={"enabled": False},
+                        p2p=p2p(enable_mdns=True),
+                    )
+                )
+            )
+            for i in range(3)
+        ]
+        await until(lambda: all(names(n) >= {"m0", "m1", "m2"} for n in nodes), timeout=30)
