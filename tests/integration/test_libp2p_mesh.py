@@ -34,7 +34,8 @@ async def test_five_nodes_knowing_one_bootstrap_peer_converge(tmp_path: Path) ->
             )
         )
         seed = first.p2p_addrs[:1]
-        assert seed and seed[0].startswith("/ip4/127.0.0.1/tcp/")
+        assert seed
+        assert seed[0].startswith("/ip4/127.0.0.1/tcp/")
         nodes = [first]
         for index in range(1, 5):
             config = make_config(
