@@ -21,9 +21,9 @@ BASE = {
 }
 
 
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path / "mesh", 3, BASE)
+@pytest.fixture(params=[3, 5], ids=["3-nodes", "5-nodes"])
+def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalMesh]:
+    local = LocalMesh(tmp_path / "mesh", request.param, BASE)
     local.start()
     try:
         yield local
@@ -40,18 +40,19 @@ def converged(grpc: str, names: set[str], what: str, timeout: float = 20) -> Non
 
 
 def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> None:
-    everyone = {"node1", "node2", "node3"}
+    everyone = {node.name for node in mesh.nodes}
     for node in mesh.nodes:
         converged(node.grpc, everyone, node.name)
     with PraxisClient(mesh.nodes[0].grpc) as client:
-        assert len(client.list_peers()) == 2
+        assert len(client.list_peers()) == len(everyone) - 1
         cards = {c.name: c for c in client.list_cards()}
     victim = mesh.nodes[2]
     incarnation = cards["node3"].incarnation
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
-    for node in mesh.nodes[:2]:
-        converged(node.grpc, {"node1", "node2"}, f"{node.name} removes node3", timeout=10)
+    survivors = [node for node in mesh.nodes if node is not victim]
+    for node in survivors:
+        converged(node.grpc, everyone - {"node3"}, f"{node.name} removes node3", timeout=10)
     restarted = start_node(victim.config_path, victim.ready_file, victim.log_path, victim.name)
     mesh.nodes[2] = restarted
     wait_ready([restarted])
