@@ -68,6 +68,11 @@ class Membership(INotifee):
         """Stop emitting events; the host is shutting down."""
         self._muted = True
 
+    @property
+    def muted(self) -> bool:
+        """Whether :meth:`mute` was called."""
+        return self._muted
+
     def peers(self) -> dict[ID, PeerState]:
         """A snapshot of the connected peers."""
         return dict(self._peers)

@@ -61,7 +61,8 @@ class HostOptions:
     ping_interval: float = 1.0
     """Seconds between pings to each connected peer."""
     ping_timeout: float = 2.0
-    """A ping slower than this fails; two failures in a row close the peer's connections."""
+    """A ping slower than this fails; two failures in a row close the peer's connections.
+    On a CPU-starved host slow pings look like dead peers: raise it there."""
     stream_timeout: float = 5.0
     """Bound on each card or peer exchange, and each rendezvous round."""
     dial_timeout: float = 10.0

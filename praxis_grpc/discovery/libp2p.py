@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.rendezvous import RendezvousService
@@ -30,6 +29,8 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -74,7 +75,7 @@ class MeshHost:
     """A py-libp2p host that joins the card mesh. Trio thread only.
 
     Only Noise is offered for transport security (no plaintext, TLS or
-    SECIO), with yamux (mplex as fallback) for multiplexing.
+    SECIO), and only yamux for multiplexing.
     """
 
     def __init__(self, options: HostOptions, callbacks: MeshCallbacks) -> None:
@@ -146,8 +147,8 @@ class MeshHost:
         """Start the host and all discovery; run until cancelled, then close everything.
 
         Calls ``task_status.started(listen_addrs)`` once listening, subscribed
-        and discovering. Raises if the host cannot start (e.g. the port is
-        taken). Cancellation triggers an orderly shutdown: background loops
+        and discovering. Raises ``OSError`` if it cannot listen (e.g. the port
+        is taken). Cancellation triggers an orderly shutdown: background loops
         stop, every connection is closed, then the libp2p services stop; all
         within about 15 s, after which whatever is left is cancelled outright.
         """
@@ -171,39 +172,17 @@ class MeshHost:
         its socket. So the host only ever stops through this ordered close.
         """
         options = self._options
-        host = _new_noise_host(options.key_pair)
+        host = _new_noise_host(options)
         dialer = Dialer(host, max_peers=options.max_peers, timeout=options.dial_timeout)
         greet_send, greet_receive = trio.open_memory_channel[ID](_GREET_BACKLOG)
-
-        def connected(peer_id: ID) -> None:
-            try:
-                greet_send.send_nowait(peer_id)
-            except trio.WouldBlock:
-                log.warning("greeting backlog full; no card exchange with %s", peer_id)
-            call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
-
-        def disconnected(peer_id: ID) -> None:
-            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58())
-
-        membership = Membership(host.get_network(), connected, disconnected)
-        host.get_network().register_notifee(membership)
-        host.set_stream_handler(CARD_PROTOCOL, self._serve_card)
-        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers)
-        pubsub, router = new_pubsub(
-            host, options.topic, options.heartbeat_interval, options.max_card_bytes, self._on_gossip
-        )
-        services: list[Any] = [pubsub, router]
-        dht = None
-        if options.enable_dht:
-            # No per-subnet cap: a small mesh often sits in one public subnet.
-            dht = KadDHT(host, DHTMode.SERVER, max_peers_per_subnet=0)
-            services.append(dht)
-        if options.rendezvous and not _others(host, options.rendezvous_points):
-            RendezvousService(host)
+        membership, pubsub, services, dht = self._assemble(host, greet_send)
         self._host, self._membership = host, membership
         with trio.CancelScope(shield=True) as machine:
             async with AsyncExitStack() as stack:
-                await stack.enter_async_context(host.run([_listen_multiaddr(options)]))
+                listen = _listen_multiaddr(options)
+                await stack.enter_async_context(host.run([listen]))
+                if not host.get_transport_addrs():  # py-libp2p only logs the failure
+                    raise OSError(f"libp2p host could not listen on {listen}")
                 stack.push_async_callback(_close_host, host, membership)  # on errors too
                 for service in services:
                     await stack.enter_async_context(background_trio_service(service))
@@ -228,6 +207,39 @@ class MeshHost:
                 await _close_host(host, membership)
         if machine.cancelled_caught:
             log.warning("libp2p host shutdown took over %.0f s; cancelled", _SHUTDOWN_TIMEOUT)
+
+    def _assemble(
+        self, host: IHost, greet: trio.MemorySendChannel[ID]
+    ) -> tuple[Membership, CardPubsub, list[Any], KadDHT | None]:
+        """Wire notifee, protocol handlers and services into ``host`` (nothing runs yet)."""
+        options = self._options
+
+        def connected(peer_id: ID) -> None:
+            try:
+                greet.send_nowait(peer_id)
+            except trio.WouldBlock:
+                log.warning("greeting backlog full; no card exchange with %s", peer_id)
+            call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
+
+        def disconnected(peer_id: ID) -> None:
+            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58())
+
+        membership = Membership(host.get_network(), connected, disconnected)
+        host.get_network().register_notifee(membership)
+        host.set_stream_handler(CARD_PROTOCOL, self._serve_card)
+        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers)
+        pubsub, router = new_pubsub(
+            host, options.topic, options.heartbeat_interval, options.max_card_bytes, self._on_gossip
+        )
+        services: list[Any] = [pubsub, router]
+        dht = None
+        if options.enable_dht:
+            # No per-subnet cap: a small mesh often sits in one public subnet.
+            dht = KadDHT(host, DHTMode.SERVER, max_peers_per_subnet=0)
+            services.append(dht)
+        if options.rendezvous and not _others(host, options.rendezvous_points):
+            RendezvousService(host)
+        return membership, pubsub, services, dht
 
     def _start_discovery(
         self, start: _Starter, host: IHost, dialer: Dialer, dht: KadDHT | None
@@ -312,7 +324,8 @@ class MeshHost:
             self._deliver(message.data, "gossip", ID(message.from_id))
 
     def _deliver(self, card: bytes, source: str, peer_id: ID) -> None:
-        if card and self._membership is not None:
+        membership = self._membership
+        if card and membership is not None and not membership.muted:
             call_safely(self._callbacks.on_card, card, source, peer_id.to_base58())
 
 
@@ -337,11 +350,15 @@ class _Starter:
             await trio.sleep(_RESTART_DELAY)
 
 
-def _new_noise_host(key_pair: KeyPair) -> IHost:
-    # new_host() would also offer TLS, SECIO and /plaintext/2.0.0; only Noise here.
+def _new_noise_host(options: HostOptions) -> IHost:
+    # new_host() would also offer TLS, SECIO and /plaintext/2.0.0: only Noise here.
+    # And only yamux: 0.8.1's mplex corrupts Noise frames under concurrent
+    # writes (InvalidTag), and the error escapes into the host's service tree.
+    key_pair = options.key_pair
     noise_key = create_x25519_key_pair().private_key
     security = {TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(key_pair, noise_privkey=noise_key)}
-    return new_host(key_pair=key_pair, sec_opt=security)
+    muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
+    return new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
 
 
 def _listen_multiaddr(options: HostOptions) -> Multiaddr:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -258,13 +259,16 @@ async def blackhole_proxy(
             pumps.start_soon(pump, client, server)
             pumps.start_soon(pump, server, client)
 
-    [listener] = await nursery.start(partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+    listeners: list[trio.SocketListener] = await nursery.start(
+        partial(trio.serve_tcp, relay, 0, host="127.0.0.1")
+    )
+    [listener] = listeners
     return listener
 
 
 def test_a_peer_that_stops_answering_pings_is_dropped() -> None:
     async def test(nursery: trio.Nursery) -> None:
-        fast = {"ping_interval": 0.2, "ping_timeout": 0.5, "peer_exchange": False}
+        fast: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5, "peer_exchange": False}
         a = await start_node(nursery, **fast)
         frozen = trio.Event()
         proxy = await blackhole_proxy(nursery, a.addr, frozen)
@@ -335,7 +339,7 @@ def test_mdns_alone_connects_three_hosts() -> None:
 def test_rendezvous_alone_connects_the_registrants() -> None:
     async def test(nursery: trio.Nursery) -> None:
         point = await start_node(nursery, rendezvous="praxis-test")  # serves rendezvous
-        client = {"rendezvous": "praxis-test", "peer_exchange": False}
+        client: dict[str, Any] = {"rendezvous": "praxis-test", "peer_exchange": False}
         b = await start_node(nursery, rendezvous_points=(point.addr,), **client)
         c = await start_node(nursery, rendezvous_points=(point.addr,), **client)
         await until(lambda: fully_connected(point, b, c), "b and c found each other")
@@ -345,13 +349,27 @@ def test_rendezvous_alone_connects_the_registrants() -> None:
 
 def test_dht_alone_connects_peers_of_peers() -> None:
     async def test(nursery: trio.Nursery) -> None:
-        dht = {"enable_dht": True, "peer_exchange": False}
+        dht: dict[str, Any] = {"enable_dht": True, "peer_exchange": False}
         a = await start_node(nursery, **dht)
         b = await start_node(nursery, bootstrap=(a.addr,), **dht)
         c = await start_node(nursery, bootstrap=(a.addr,), **dht)
         await until(lambda: fully_connected(a, b, c), "b and c found each other", timeout=20)
 
     run_trio(test, limit=40)
+
+
+def test_a_taken_port_fails_the_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def test(nursery: trio.Nursery) -> None:
+            expected = pytest.RaisesExc(OSError, match="could not listen")
+            with pytest.RaisesGroup(expected, flatten_subgroups=True):
+                await start_node(nursery, listen_port=port)
+
+        run_trio(test)
 
 
 @pytest.mark.parametrize(
