@@ -97,7 +97,9 @@ _RPC_TIMEOUT = 2.0
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _READY_POLL = 0.005
 _LOG_PROBLEM = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")
-_LOG_NOISE = re.compile(r"12D3KooW\w+|Qm\w{44}|/ip[46]/\S+|0x[0-9a-f]+|\d+(\.\d+)?")
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+_CHAINED = ("The above exception", "During handling of the above exception")
+_LOG_NOISE = re.compile(r"12D3KooW\w+|Qm\w{44}|/ip[46]/\S+|0x[0-9a-f]+|\b\d+(\.\d+)?\b")
 _MAX_LOG_SAMPLES = 6
 
 Cards = Sequence[types_pb2.AgentCard]
@@ -551,26 +553,48 @@ def run_mesh(count: int, root: Path, args: argparse.Namespace, rng: random.Rando
 
 
 def log_problems(nodes: Iterable[NodeProcess]) -> dict[str, int]:
-    """WARNING/ERROR/CRITICAL lines and tracebacks in the node logs, by normalized message."""
+    """Problems in the node logs, by normalized message.
+
+    Counted: WARNING/ERROR/CRITICAL records, tracebacks (by the exception that
+    ends each one) and lines printed outside logging (py-libp2p prints some of
+    its connection errors straight to stdout).
+    """
     counts: collections.Counter[str] = collections.Counter()
     for node in nodes:
         try:
             text = node.log_path.read_text(errors="replace")
         except FileNotFoundError:
             continue
+        in_traceback = False
         for line in text.splitlines():
             match = _LOG_PROBLEM.match(line)
             if match is not None:
                 counts[f"{match[1]} {_LOG_NOISE.sub('#', match[2])[:160]}"] += 1
             elif line.startswith("Traceback"):
-                counts["Traceback"] += 1
+                in_traceback = True
+            elif in_traceback and line and not line[0].isspace():
+                # The first unindented line after a traceback names the exception.
+                counts[f"Traceback ending {_LOG_NOISE.sub('#', line)[:160]}"] += 1
+                in_traceback = False
+            elif (
+                line
+                and not line[0].isspace()
+                and not in_traceback
+                and not _LOG_RECORD.match(line)
+                and not line.startswith(_CHAINED)
+            ):
+                counts[f"printed {_LOG_NOISE.sub('#', line)[:80]}"] += 1
     return dict(counts)
 
 
 def _dead(r: MeshResult, unit: str = "") -> str:
     if r.dead_listed_before == 0:
         return "n/a (no survivor listed it)"
-    return _fmt(r.dead_removed_s) + unit
+    return _fmt(r.dead_removed_s) + _unit(r.dead_removed_s, unit)
+
+
+def _unit(value: float | None, unit: str) -> str:
+    return "" if value is None else unit
 
 
 def machine() -> dict[str, str]:
@@ -675,23 +699,50 @@ def targets_table(results: Sequence[MeshResult]) -> str:
     killed = [r for r in measured if r.dead_listed_before] or measured
     worst_dead = max(killed, key=lambda r: _inf(r.dead_removed_s))
     worst_rss = max(measured, key=lambda r: r.rss_max_mb or 0.0)
-    lines = [
-        "| target | limit | measured | met |",
-        "|---|---:|---:|---|",
-        f"| median change propagation at N={at.nodes} | < {TARGET_CHANGE_MEDIAN_S} s "
-        f"| {_fmt(at.change_median_s)} s "
-        f"| {_verdict(at.change_median_s, TARGET_CHANGE_MEDIAN_S)} |",
-        f"| new node visible everywhere at N={at.nodes}, from spawn | < {TARGET_JOIN_S} s "
-        f"| {_fmt(at.join_visible_s)} s | {_verdict(at.join_visible_s, TARGET_JOIN_S)} |",
-        f"| new node visible everywhere at N={at.nodes}, from ready | < {TARGET_JOIN_S} s "
-        f"| {_fmt(at.join_visible_from_ready_s)} s "
-        f"| {_verdict(at.join_visible_from_ready_s, TARGET_JOIN_S)} |",
-        f"| dead node removed everywhere, worst N (N={worst_dead.nodes}) | < {TARGET_DEAD_S} s "
-        f"| {_dead(worst_dead, ' s')} "
-        f"| {_verdict(worst_dead.dead_removed_s, TARGET_DEAD_S)} |",
-        f"| RSS per node, max over nodes and N (N={worst_rss.nodes}) | < {TARGET_RSS_MB:.0f} MB "
-        f"| {_fmt(worst_rss.rss_max_mb, 0)} MB | {_verdict(worst_rss.rss_max_mb, TARGET_RSS_MB)} |",
+    dead = _dead(worst_dead, " s")
+    rows: list[tuple[str, str, str, float | None, float]] = [
+        # (target, limit, measured, value, limit value)
+        (
+            f"median change propagation at N={at.nodes}",
+            f"< {TARGET_CHANGE_MEDIAN_S} s",
+            _fmt(at.change_median_s) + _unit(at.change_median_s, " s"),
+            at.change_median_s,
+            TARGET_CHANGE_MEDIAN_S,
+        ),
+        (
+            f"new node visible everywhere at N={at.nodes}, from spawn",
+            f"< {TARGET_JOIN_S} s",
+            _fmt(at.join_visible_s) + _unit(at.join_visible_s, " s"),
+            at.join_visible_s,
+            TARGET_JOIN_S,
+        ),
+        (
+            f"new node visible everywhere at N={at.nodes}, from ready",
+            f"< {TARGET_JOIN_S} s",
+            _fmt(at.join_visible_from_ready_s) + _unit(at.join_visible_from_ready_s, " s"),
+            at.join_visible_from_ready_s,
+            TARGET_JOIN_S,
+        ),
+        (
+            f"dead node removed everywhere, worst N (N={worst_dead.nodes})",
+            f"< {TARGET_DEAD_S} s",
+            dead,
+            worst_dead.dead_removed_s,
+            TARGET_DEAD_S,
+        ),
+        (
+            f"RSS per node, max over nodes and N (N={worst_rss.nodes})",
+            f"< {TARGET_RSS_MB:.0f} MB",
+            _fmt(worst_rss.rss_max_mb, 0) + _unit(worst_rss.rss_max_mb, " MB"),
+            worst_rss.rss_max_mb,
+            TARGET_RSS_MB,
+        ),
     ]
+    lines = ["| target | limit | measured | met |", "|---|---:|---:|---|"]
+    lines.extend(
+        f"| {target} | {limit} | {shown} | {_verdict(value, bound)} |"
+        for target, limit, shown, value, bound in rows
+    )
     if at.nodes != TARGET_NODES:
         lines.append(f"\nN={TARGET_NODES} was not run; the N={at.nodes} row stands in for it.")
     return "\n".join(lines)
@@ -704,12 +755,19 @@ def notes(results: Sequence[MeshResult]) -> str:
         parts = []
         if r.error is not None:
             parts.append(f"error: {r.error}")
+        # (what, its wait, whether the phase ran)
         waits = (
-            ("the first N-1 nodes never all listed N-1 cards", r.converge_s),
-            ("after the join, not every node listed all N cards", r.converged_all_s),
-            ("before the kill, not every node listed all N cards", r.pre_kill_converged_s),
+            ("the first N-1 nodes never all listed N-1 cards", r.converge_s, r.launch_s),
+            ("after the join, not every node listed all N cards", r.converged_all_s, r.rss_mb),
+            (
+                "before the kill, not every node listed all N cards",
+                r.pre_kill_converged_s,
+                r.dead_node,
+            ),
         )
-        parts.extend(f"{what} within the timeout" for what, value in waits if value is None)
+        parts.extend(
+            f"{what} within the timeout" for what, value, ran in waits if ran and value is None
+        )
         if r.dead_listed_before is not None and r.dead_listed_before < r.nodes - 1:
             parts.append(
                 f"only {r.dead_listed_before} of {r.nodes - 1} survivors listed "
