@@ -22,6 +22,10 @@ _MAX_SAFE_INT = 2**53  # integers above this are not exact in a double
 _TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
 
 
+_ROLE_NAMES = {value: name for name, value in _ROLES.items()}
+_TRANSPORT_NAMES = {value: name for name, value in _TRANSPORTS.items()}
+
+
 def struct_to_dict(message: struct_pb2.Struct, path: str = "arguments") -> dict[str, Any]:
     """A Struct as a plain JSON-compatible dict.
 
@@ -136,15 +140,14 @@ def endpoints_to_proto(card: AgentCard) -> list[types_pb2.Endpoint]:
 
 def card_from_proto(message: types_pb2.AgentCard) -> AgentCard:
     """A ``praxis.v1.AgentCard`` as a domain card (inverse of :func:`card_to_proto`)."""
-    roles = {value: name for name, value in _ROLES.items()}
-    transports = {value: name for name, value in _TRANSPORTS.items()}
     return AgentCard(
         agent_id=message.agent_id,
         name=message.name,
         praxis_version=message.praxis_version,
-        role=roles.get(message.role, "peer"),
+        role=_ROLE_NAMES.get(message.role, "peer"),
         endpoints=tuple(
-            Endpoint(transports.get(e.transport, "grpc"), e.address) for e in message.endpoints
+            Endpoint(_TRANSPORT_NAMES.get(e.transport, "grpc"), e.address)
+            for e in message.endpoints
         ),
         tools=tuple(
             ToolInfo(
