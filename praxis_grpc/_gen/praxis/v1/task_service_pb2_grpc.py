@@ -72,10 +72,17 @@ class TaskServiceServicer:
         returns. With wait set, the call returns only once the task is terminal
         (or the call's deadline passes; the task then goes on).
 
-        Errors: INVALID_ARGUMENT (bad tool or arguments; the message names the
-        field), NOT_FOUND (unknown tool), ALREADY_EXISTS (idempotency key reused
-        for a different request), RESOURCE_EXHAUSTED (queue full; retry-after-ms
-        in trailing metadata), FAILED_PRECONDITION (node draining).
+        The receiving node routes the task to the least-loaded agent that offers
+        the tool and carries every requested tag (itself included), unless
+        local_only is set. The returned task's owner_agent_id names that agent.
+
+        Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
+        message names the field), FAILED_PRECONDITION (no agent offers the tool
+        with the requested tags, the message lists the tools on offer; or the
+        node is draining), ALREADY_EXISTS (idempotency key or task id reused for
+        a different request), RESOURCE_EXHAUSTED (every capable agent is
+        saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
+        agent could be reached).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,7 +104,9 @@ class TaskServiceServicer:
 
     def CancelTask(self, request, context):
         """CancelTask cancels a queued or running task; a running subprocess tool is
-        killed. Canceling a terminal task returns it unchanged. Errors: NOT_FOUND.
+        killed. Canceling a terminal task returns it unchanged. A task running on
+        another agent is canceled there. Errors: NOT_FOUND, UNAVAILABLE (the owner
+        cannot be reached; the task goes on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +114,8 @@ class TaskServiceServicer:
 
     def WatchTask(self, request, context):
         """WatchTask streams the task's current state, then every change, and ends
-        after the terminal state. Errors: NOT_FOUND.
+        after the terminal state. For a task delegated to another agent the
+        changes are relayed from its owner as they happen. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

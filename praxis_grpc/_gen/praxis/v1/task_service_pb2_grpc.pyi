@@ -39,10 +39,17 @@ class TaskServiceStub:
     returns. With wait set, the call returns only once the task is terminal
     (or the call's deadline passes; the task then goes on).
 
-    Errors: INVALID_ARGUMENT (bad tool or arguments; the message names the
-    field), NOT_FOUND (unknown tool), ALREADY_EXISTS (idempotency key reused
-    for a different request), RESOURCE_EXHAUSTED (queue full; retry-after-ms
-    in trailing metadata), FAILED_PRECONDITION (node draining).
+    The receiving node routes the task to the least-loaded agent that offers
+    the tool and carries every requested tag (itself included), unless
+    local_only is set. The returned task's owner_agent_id names that agent.
+
+    Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
+    message names the field), FAILED_PRECONDITION (no agent offers the tool
+    with the requested tags, the message lists the tools on offer; or the
+    node is draining), ALREADY_EXISTS (idempotency key or task id reused for
+    a different request), RESOURCE_EXHAUSTED (every capable agent is
+    saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
+    agent could be reached).
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """GetTask returns a task by id. Errors: NOT_FOUND."""
@@ -50,11 +57,14 @@ class TaskServiceStub:
     """ListTasks lists tasks, newest first, optionally filtered, in pages."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """CancelTask cancels a queued or running task; a running subprocess tool is
-    killed. Canceling a terminal task returns it unchanged. Errors: NOT_FOUND.
+    killed. Canceling a terminal task returns it unchanged. A task running on
+    another agent is canceled there. Errors: NOT_FOUND, UNAVAILABLE (the owner
+    cannot be reached; the task goes on).
     """
     WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
     """WatchTask streams the task's current state, then every change, and ends
-    after the terminal state. Errors: NOT_FOUND.
+    after the terminal state. For a task delegated to another agent the
+    changes are relayed from its owner as they happen. Errors: NOT_FOUND.
     """
 
 @_typing.type_check_only
@@ -67,10 +77,17 @@ class TaskServiceAsyncStub(TaskServiceStub):
     returns. With wait set, the call returns only once the task is terminal
     (or the call's deadline passes; the task then goes on).
 
-    Errors: INVALID_ARGUMENT (bad tool or arguments; the message names the
-    field), NOT_FOUND (unknown tool), ALREADY_EXISTS (idempotency key reused
-    for a different request), RESOURCE_EXHAUSTED (queue full; retry-after-ms
-    in trailing metadata), FAILED_PRECONDITION (node draining).
+    The receiving node routes the task to the least-loaded agent that offers
+    the tool and carries every requested tag (itself included), unless
+    local_only is set. The returned task's owner_agent_id names that agent.
+
+    Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
+    message names the field), FAILED_PRECONDITION (no agent offers the tool
+    with the requested tags, the message lists the tools on offer; or the
+    node is draining), ALREADY_EXISTS (idempotency key or task id reused for
+    a different request), RESOURCE_EXHAUSTED (every capable agent is
+    saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
+    agent could be reached).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns a task by id. Errors: NOT_FOUND."""
@@ -78,11 +95,14 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """ListTasks lists tasks, newest first, optionally filtered, in pages."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask cancels a queued or running task; a running subprocess tool is
-    killed. Canceling a terminal task returns it unchanged. Errors: NOT_FOUND.
+    killed. Canceling a terminal task returns it unchanged. A task running on
+    another agent is canceled there. Errors: NOT_FOUND, UNAVAILABLE (the owner
+    cannot be reached; the task goes on).
     """
     WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
     """WatchTask streams the task's current state, then every change, and ends
-    after the terminal state. Errors: NOT_FOUND.
+    after the terminal state. For a task delegated to another agent the
+    changes are relayed from its owner as they happen. Errors: NOT_FOUND.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -98,10 +118,17 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         returns. With wait set, the call returns only once the task is terminal
         (or the call's deadline passes; the task then goes on).
 
-        Errors: INVALID_ARGUMENT (bad tool or arguments; the message names the
-        field), NOT_FOUND (unknown tool), ALREADY_EXISTS (idempotency key reused
-        for a different request), RESOURCE_EXHAUSTED (queue full; retry-after-ms
-        in trailing metadata), FAILED_PRECONDITION (node draining).
+        The receiving node routes the task to the least-loaded agent that offers
+        the tool and carries every requested tag (itself included), unless
+        local_only is set. The returned task's owner_agent_id names that agent.
+
+        Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
+        message names the field), FAILED_PRECONDITION (no agent offers the tool
+        with the requested tags, the message lists the tools on offer; or the
+        node is draining), ALREADY_EXISTS (idempotency key or task id reused for
+        a different request), RESOURCE_EXHAUSTED (every capable agent is
+        saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
+        agent could be reached).
         """
 
     @_abc_1.abstractmethod
@@ -127,7 +154,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.CancelTaskResponse, _abc.Awaitable[_task_service_pb2.CancelTaskResponse]]:
         """CancelTask cancels a queued or running task; a running subprocess tool is
-        killed. Canceling a terminal task returns it unchanged. Errors: NOT_FOUND.
+        killed. Canceling a terminal task returns it unchanged. A task running on
+        another agent is canceled there. Errors: NOT_FOUND, UNAVAILABLE (the owner
+        cannot be reached; the task goes on).
         """
 
     @_abc_1.abstractmethod
@@ -137,7 +166,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskResponse]]:
         """WatchTask streams the task's current state, then every change, and ends
-        after the terminal state. Errors: NOT_FOUND.
+        after the terminal state. For a task delegated to another agent the
+        changes are relayed from its owner as they happen. Errors: NOT_FOUND.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
