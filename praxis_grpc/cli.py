@@ -291,14 +291,16 @@ def _cmd_task_list(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be between 1 and 1000")
     with _client(args) as client:
         response = client.list_tasks(states=states, tool=args.tool, page_size=args.limit)
+        names = {} if args.json else {c.agent_id: c.name for c in client.list_cards()}
     if args.json:
         print(json.dumps([_as_dict(t) for t in response.tasks]))
         return 0
-    print(f"{'TASK ID':36}  {'STATE':10}  {'TOOL':16}  {'OWNER':14}  CREATED")
+    print(f"{'TASK ID':36}  {'STATE':10}  {'TOOL':16}  {'OWNER':18}  CREATED")
     for task in response.tasks:
+        owner = names.get(task.owner_agent_id) or _short(task.owner_agent_id)
         print(
             f"{task.task_id:36}  {_state(task):10}  {task.tool:16}  "
-            f"{_short(task.owner_agent_id):14}  {task.created_at.ToJsonString()}"
+            f"{owner:18}  {task.created_at.ToJsonString()}"
         )
     return 0
 

@@ -167,6 +167,27 @@ class TasksConfig(_Section):
         return self
 
 
+class RoutingConfig(_Section):
+    """How a submitted task is placed on an agent (the node itself included)."""
+
+    strategy: Literal["p2c", "round_robin", "random"] = Field(
+        default="p2c",
+        description="p2c: the less loaded of two random capable agents; "
+        "round_robin and random ignore load (for comparison)",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=16, description="agents tried before a submission is refused"
+    )
+    call_timeout: PositiveDuration = Field(
+        default=10.0, description="limit of one delegation call that does not wait for the result"
+    )
+    owner_lost_timeout: PositiveDuration = Field(
+        default=300.0,
+        description="how long a task of a non-idempotent tool waits for its lost owner to "
+        "come back before it ends FAILED (OWNER_LOST)",
+    )
+
+
 class CardsConfig(_Section):
     """Card publication."""
 
@@ -192,6 +213,7 @@ class Config(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     cards: CardsConfig = Field(default_factory=CardsConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @property
     def resolved_data_dir(self) -> Path:

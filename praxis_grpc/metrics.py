@@ -113,6 +113,41 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.route_decisions_total = Counter(
+            "route_decisions",
+            "Routing choices for submitted tasks, by tool and chosen agent name.",
+            ["tool", "target"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.delegations_total = Counter(
+            "delegations",
+            "Delegation calls to other agents, by outcome (accepted, saturated, "
+            "unavailable, refused, invalid, error).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.delegation_duration_seconds = Histogram(
+            "delegation_duration_seconds",
+            "Duration of delegation calls to other agents (until acceptance, or the "
+            "result when the client waits).",
+            buckets=(*_RPC_BUCKETS, 30, 60, 300),
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.redispatches_total = Counter(
+            "redispatches",
+            "Delegated tasks sent to another agent after their owner was lost.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.delegated_tasks_following = Gauge(
+            "delegated_tasks_following",
+            "Tasks this node delegated and is following until they finish.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.build = Info(
             "build",
             "Build information.",

@@ -28,13 +28,17 @@ from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor
 from praxis_grpc.api.task_service import TaskService
-from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.delegation import Delegations
+from praxis_grpc.routing.dispatcher import TaskDispatcher
+from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.tasks.store import TaskStore
@@ -93,6 +97,9 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self._engine: TaskEngine | None = None
         self._directory: CardDirectory | None = None
+        self._dispatcher: TaskDispatcher | None = None
+        self._delegations: Delegations | None = None
+        self._channels: ChannelPool | None = None
         self._draining = False
         self._serving = False
         self._closed = asyncio.Event()
@@ -117,6 +124,13 @@ class Node:
         if self._engine is None:
             raise RuntimeError("node not started")
         return self._engine
+
+    @property
+    def dispatcher(self) -> TaskDispatcher:
+        """Routes submissions and serves tasks wherever they run (after start)."""
+        if self._dispatcher is None:
+            raise RuntimeError("node not started")
+        return self._dispatcher
 
     @property
     def directory(self) -> CardDirectory:
@@ -171,22 +185,24 @@ class Node:
             __version__, cfg.agent.name, cfg.ha.mode, cfg.ha.consensus.backend
         ).set(1)
         self.metrics.build.info({"version": __version__})
+        limits = EngineLimits(
+            max_concurrency=cfg.tasks.max_concurrency,
+            queue_limit=cfg.tasks.queue_limit,
+            default_timeout=cfg.tasks.default_timeout,
+            max_timeout=cfg.tasks.max_timeout,
+            max_argument_bytes=cfg.tasks.max_argument_bytes,
+        )
         self._engine = TaskEngine(
             store=self._store,
             tools=self._tools,
-            limits=EngineLimits(
-                max_concurrency=cfg.tasks.max_concurrency,
-                queue_limit=cfg.tasks.queue_limit,
-                default_timeout=cfg.tasks.default_timeout,
-                max_timeout=cfg.tasks.max_timeout,
-                max_argument_bytes=cfg.tasks.max_argument_bytes,
-            ),
+            limits=limits,
             metrics=self.metrics,
             agent_id=self.agent_id,
             agent_tags=frozenset(cfg.agent.tags),
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
         self.metrics.cards_known.set_function(lambda: len(self.directory))
+        self._build_routing(limits)
         try:
             await self._start_grpc()
             self._start_metrics()
@@ -197,8 +213,11 @@ class Node:
         report = self._engine.start()
         self._serving = True
         self.refresh_card()
+        assert self._delegations is not None
+        following = self._delegations.start()
         self._background = [
             asyncio.create_task(self._heartbeat(), name="card-heartbeat"),
+            asyncio.create_task(self._close_departed_channels(), name="channel-cleanup"),
             asyncio.create_task(
                 self._directory.expire_periodically(cfg.cards.heartbeat), name="card-expiry"
             ),
@@ -206,7 +225,7 @@ class Node:
         await self._set_health(_SERVING)
         log.info(
             "node %s (%s) serving gRPC on %s, metrics on %s; incarnation %d; "
-            "recovered %d queued, %d failed",
+            "recovered %d queued, %d failed; following %d delegated",
             cfg.agent.name,
             self.agent_id,
             self.endpoints.grpc,
@@ -214,7 +233,56 @@ class Node:
             self.incarnation,
             len(report.requeued),
             len(report.failed),
+            following,
         )
+
+    def _build_routing(self, limits: EngineLimits) -> None:
+        cfg = self.config
+        engine, directory = self.engine, self.directory
+
+        def local_pending() -> tuple[int, int, int]:
+            load = engine.load()
+            return load.in_flight + load.queued, load.capacity, load.capacity + load.queue_limit
+
+        router = Router(
+            local_agent_id=self.agent_id,
+            cards=directory.cards,
+            local_pending=local_pending,
+            strategy=cfg.routing.strategy,
+        )
+        self._channels = ChannelPool(cfg.api.max_message_bytes)
+        self._delegations = Delegations(
+            engine=engine,
+            router=router,
+            directory=directory,
+            channels=self._channels,
+            metrics=self.metrics,
+            config=cfg.routing,
+            discovery_wait=cfg.cards.ttl,
+        )
+        self._dispatcher = TaskDispatcher(
+            engine=engine,
+            router=router,
+            delegations=self._delegations,
+            metrics=self.metrics,
+            config=cfg.routing,
+            limits=limits,
+        )
+
+    async def _close_departed_channels(self) -> None:
+        """Close the pooled channel of every agent whose card is removed."""
+        assert self._channels is not None
+        while True:
+            try:
+                async for event in self.directory.watch():
+                    if event is None or event.type is not CardEventType.REMOVED:
+                        continue
+                    for endpoint in event.card.endpoints:
+                        if endpoint.transport == "grpc":
+                            self._channels.discard(endpoint.address)
+                return
+            except OverflowError:
+                continue
 
     async def _start_grpc(self) -> None:
         cfg = self.config
@@ -231,7 +299,9 @@ class Node:
         card_service_pb2_grpc.add_CardServiceServicer_to_server(
             CardService(self.directory, self.refresh_card), server
         )
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(self.engine), server)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskService(self.dispatcher), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -385,6 +455,8 @@ class Node:
             self.refresh_card()
         if self._engine is not None:
             await self._engine.aclose(grace)
+        if self._delegations is not None:
+            await self._delegations.aclose()
         for task in self._background:
             task.cancel()
         for task in self._background:
@@ -396,12 +468,17 @@ class Node:
             await self._discovery.aclose()
         if self._directory is not None:
             self._directory.close_watchers()
+        await self._stop_servers()
+        if self._store is not None:
+            self._store.close()
+        self._closed.set()
+
+    async def _stop_servers(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._channels is not None:
+            await self._channels.aclose()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_thread.join(timeout=5)
-        if self._store is not None:
-            self._store.close()
-        self._closed.set()

@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.tasks.model import Task
+from praxis_grpc.tasks.model import Task, TaskError, TaskState
 
 _ROLES = {
     "peer": types_pb2.AGENT_ROLE_PEER,
@@ -24,6 +24,7 @@ _TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_L
 
 _ROLE_NAMES = {value: name for name, value in _ROLES.items()}
 _TRANSPORT_NAMES = {value: name for name, value in _TRANSPORTS.items()}
+_TASK_STATES = {state.value: state for state in TaskState}
 
 
 def struct_to_dict(message: struct_pb2.Struct, path: str = "arguments") -> dict[str, Any]:
@@ -101,6 +102,7 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         else None,
         idempotency_key=task.idempotency_key,
         owner_agent_id=task.owner_agent_id,
+        origin_agent_id=task.origin_agent_id,
         timeout=duration(task.timeout),
         tags=task.tags,
         preferred_agent=task.preferred_agent,
@@ -110,6 +112,51 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         finished_at=timestamp(task.finished_at),
         attempt=task.attempt,
     )
+
+
+def task_from_proto(message: types_pb2.Task) -> Task:
+    """A ``praxis.v1.Task`` as a domain task (inverse of :func:`task_to_proto`).
+
+    Unset optional timestamps (or the zero timestamp) become ``None``, an
+    unset timeout ``0.0``, an unset result or error ``None``. The request
+    fingerprint is not part of the message and comes back empty.
+
+    Raises:
+        InvalidArgument: the state is not a task state, or a Struct holds a
+            number that is not finite.
+    """
+    if message.state not in _TASK_STATES:
+        raise InvalidArgument("task.state", f"{message.state} is not a task state")
+    return Task(
+        task_id=message.task_id,
+        tool=message.tool,
+        arguments=struct_to_dict(message.arguments, "task.arguments"),
+        state=_TASK_STATES[message.state],
+        created_at=message.created_at.ToDatetime(tzinfo=UTC),
+        updated_at=message.updated_at.ToDatetime(tzinfo=UTC),
+        owner_agent_id=message.owner_agent_id,
+        origin_agent_id=message.origin_agent_id,
+        idempotency_key=message.idempotency_key,
+        timeout=message.timeout.ToNanoseconds() / 1e9 if message.HasField("timeout") else 0.0,
+        tags=tuple(message.tags),
+        preferred_agent=message.preferred_agent,
+        result=struct_to_dict(message.result, "task.result")
+        if message.HasField("result")
+        else None,
+        error=TaskError(message.error.reason, message.error.message)
+        if message.HasField("error")
+        else None,
+        started_at=_moment(message.started_at),
+        finished_at=_moment(message.finished_at),
+        attempt=message.attempt,
+    )
+
+
+def _moment(value: timestamp_pb2.Timestamp) -> datetime | None:
+    """An optional timestamp: unset (which reads as zero) or zero is None."""
+    if value.seconds == 0 and value.nanos == 0:
+        return None
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def load_to_proto(load: CardLoad) -> types_pb2.Load:

@@ -72,3 +72,47 @@ def translate_errors(method: F) -> F:
             await _abort(context, exc)
 
     return call  # type: ignore[return-value]
+
+
+_FROM_CODE: dict[grpc.StatusCode, type[errors.PraxisError]] = {
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+}
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.PraxisError:
+    """The domain error for a failed call to another node, ``peer`` naming it.
+
+    The inverse of :func:`status_for`, so an error raised on the node that owns
+    a task reaches the client of the node that delegated it with the same code.
+    Codes without a domain meaning become :class:`~praxis_grpc.errors.Unavailable`.
+    """
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        field, _, message = detail.partition(": ")
+        return (
+            errors.InvalidArgument(field, message)
+            if message
+            else errors.InvalidArgument("request", detail)
+        )
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(f"{peer}: {detail}", retry_after=retry_after(exc) or 1.0)
+    kind = _FROM_CODE.get(code, errors.Unavailable)
+    return kind(f"{peer}: {detail}")
+
+
+def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    """The ``retry-after-ms`` hint of a RESOURCE_EXHAUSTED error, in seconds."""
+    # grpc.aio yields (key, value) tuples, whatever the stubs say.
+    metadata: Any = exc.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == RETRY_AFTER_KEY:
+            try:
+                return int(value) / 1000
+            except (TypeError, ValueError):
+                return None
+    return None

@@ -13,7 +13,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.convert import struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.routing.dispatcher import TaskDispatcher
 from praxis_grpc.tasks.model import Submission, TaskState
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -24,26 +24,31 @@ MAX_KEY_LENGTH = 256
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    """Serves tasks executed by this node's :class:`TaskEngine`."""
+    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run."""
 
-    def __init__(self, engine: TaskEngine) -> None:
-        self._engine = engine
+    def __init__(self, dispatcher: TaskDispatcher) -> None:
+        self._tasks = dispatcher
 
     @translate_errors
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         submission = submission_from_proto(request)
-        task, deduplicated = await self._engine.submit(submission)
-        if request.wait and not task.terminal:
-            task = await self._engine.wait(task.task_id)
+        task, deduplicated = await self._tasks.submit(
+            submission,
+            wait=request.wait,
+            time_remaining=context.time_remaining(),
+            task_id=request.task_id or None,
+            local_only=request.local_only,
+            origin_agent_id=request.origin_agent_id,
+        )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
         return pb.SubmitTaskResponse(task=task_to_proto(task, arguments), deduplicated=deduplicated)
 
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(task=task_to_proto(self._engine.get(_task_id(request.task_id))))
+        return pb.GetTaskResponse(task=task_to_proto(self._tasks.get(_task_id(request.task_id))))
 
     @translate_errors
     async def ListTasks(
@@ -56,7 +61,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             if value == types_pb2.TASK_STATE_UNSPECIFIED or value not in _STATE_VALUES:
                 raise InvalidArgument(f"states[{index}]", f"{value} is not a task state")
             states.append(TaskState(value))
-        tasks, token = self._engine.list(
+        tasks, token = self._tasks.list(
             states=states,
             tool=request.tool,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
@@ -68,14 +73,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        task = await self._engine.cancel(_task_id(request.task_id), request.reason)
+        task = await self._tasks.cancel(_task_id(request.task_id), request.reason)
         return pb.CancelTaskResponse(task=task_to_proto(task))
 
     @translate_errors
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.WatchTaskResponse]:
-        async for task in self._engine.watch(_task_id(request.task_id)):
+        async for task in self._tasks.watch(_task_id(request.task_id)):
             yield pb.WatchTaskResponse(task=task_to_proto(task))
 
 

@@ -5,12 +5,20 @@ Delivery on one node:
       returns, and every state change is committed before anyone is told of
       it, so what a client saw survives a crash of the process. Writes of
       concurrent tasks share commits (:class:`~praxis_grpc.tasks.journal.GroupCommit`).
-    - A task with an idempotency key is accepted at most once per key; a
-      repeated submission returns the first task (``deduplicated``).
+    - A task with an idempotency key is accepted at most once per key and
+      origin (the agent that accepted it from its client); a repeated
+      submission returns the first task (``deduplicated``). So is a task
+      submitted with an explicit ``task_id``, once per id.
     - WORKING is committed before a non-idempotent tool starts; after a
       crash, recovery follows :func:`~praxis_grpc.tasks.recovery.plan_recovery`
       (an idempotent task is re-run whether or not WORKING reached the store,
       so its tool starts without waiting for that commit).
+
+Foreign records: an entry node that delegates a task to another agent keeps
+a record of it in the same store (owned by that agent, see :meth:`TaskEngine.record`),
+so ``get``, ``list``, ``watch`` and ``wait`` serve it like a local task. Such
+records never run, queue or count in the load here, and recovery leaves them
+to the delegation component (:meth:`TaskEngine.foreign_unfinished`).
 
 Everything here runs on one asyncio event loop; no method is thread-safe.
 """
@@ -39,7 +47,15 @@ from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.recovery import Action, plan_recovery
-from praxis_grpc.tasks.store import Cursor, TaskStore, TaskStoreError, Write
+from praxis_grpc.tasks.store import (
+    Cursor,
+    DuplicateTask,
+    TaskStore,
+    TaskStoreError,
+    UnknownTask,
+    Write,
+    WriteResult,
+)
 from praxis_grpc.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -85,7 +101,15 @@ class RecoveryReport:
 
 
 class TaskEngine:
-    """Runs tasks on this node with bounded queueing and concurrency."""
+    """Runs tasks on this node with bounded queueing and concurrency.
+
+    Args:
+        journal: The group commit of ``store`` to write through, shared with
+            other components of the node; by default the engine makes its own.
+
+    Raises:
+        ValueError: ``journal`` writes to another store.
+    """
 
     def __init__(
         self,
@@ -97,9 +121,12 @@ class TaskEngine:
         agent_id: str,
         agent_tags: frozenset[str] = frozenset(),
         clock: Clock = utcnow,
+        journal: GroupCommit | None = None,
     ) -> None:
+        if journal is not None and journal.store is not store:
+            raise ValueError("the journal must write to the engine's task store")
         self._store = store
-        self._journal = GroupCommit(store)
+        self._journal = GroupCommit(store) if journal is None else journal
         self._tools = tools
         self._limits = limits
         self._metrics = metrics
@@ -108,11 +135,12 @@ class TaskEngine:
         self._clock = clock
         self._pending: OrderedDict[str, Task] = OrderedDict()
         self._admitting = 0
-        # Unfinished tasks of this process, so reads of live tasks skip the store.
+        # Unfinished tasks (local and foreign records), so reads of them skip the store.
         self._live: dict[str, Task] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_reasons: dict[str, str] = {}
-        self._watchers: dict[str, set[asyncio.Queue[Task]]] = {}
+        # None tells a watcher that its (foreign) task was forgotten.
+        self._watchers: dict[str, set[asyncio.Queue[Task | None]]] = {}
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self._accepting = False
         self._dispatching = False
@@ -124,6 +152,17 @@ class TaskEngine:
     def accepting(self) -> bool:
         """True while new submissions are admitted."""
         return self._accepting
+
+    @property
+    def agent_id(self) -> str:
+        """The agent this engine runs tasks for: the owner of its local tasks."""
+        return self._agent_id
+
+    @property
+    def journal(self) -> GroupCommit:
+        """The group commit every write of this engine goes through; components
+        writing to the same store share it so their writes share commits."""
+        return self._journal
 
     def start(self) -> RecoveryReport:
         """Recover what a previous run left unfinished, then admit and dispatch."""
@@ -146,27 +185,52 @@ class TaskEngine:
             queue_limit=self._limits.queue_limit,
         )
 
-    async def submit(self, submission: Submission) -> tuple[Task, bool]:
+    async def submit(
+        self, submission: Submission, *, task_id: str | None = None, origin_agent_id: str = ""
+    ) -> tuple[Task, bool]:
         """Validate, commit and enqueue a task.
 
         The task is queued even if the caller is cancelled while the commit is
-        in flight: once written, a task is never left behind.
+        in flight: once written, a task is never left behind. A submission
+        that matches an existing task by ``task_id`` or by idempotency key is
+        answered with that task even while the node drains or its queue is full.
+
+        Args:
+            submission: The request.
+            task_id: The id the task must have (a delegating node chooses it),
+                as a canonical lowercase UUID; by default a new one. If a task
+                with this id exists (local or a foreign record), it is returned.
+            origin_agent_id: The agent that accepted the task from its client,
+                stored on the task and scoping its idempotency key; empty means
+                this agent.
 
         Returns:
-            The task and whether it was deduplicated by its idempotency key.
+            The task and whether it was deduplicated (an existing task with
+            this ``task_id``, or with this idempotency key and origin).
 
         Raises:
-            InvalidArgument: malformed tool, arguments or timeout.
+            InvalidArgument: malformed task id, tool, arguments or timeout.
             NotFound: the tool is not offered here.
-            AlreadyExists: the idempotency key belongs to a different request.
+            AlreadyExists: the task id or idempotency key belongs to a
+                different request (a task stored without a request fingerprint
+                matches any request).
             FailedPrecondition: the node is draining or lacks required tags.
             ResourceExhausted: the queue is full.
         """
+        if task_id is not None and not _canonical_uuid(task_id):
+            raise InvalidArgument(
+                "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
+            )
         timeout = self._validate(submission)
+        origin = origin_agent_id or self._agent_id
         key = submission.idempotency_key
-        fingerprint = submission.fingerprint() if key else ""
+        fingerprint = submission.fingerprint() if key or task_id is not None else ""
+        if task_id is not None:
+            existing = self._live.get(task_id) or self._store.get(task_id)
+            if existing is not None:
+                return self._deduplicated(existing, fingerprint, by_id=True), True
         if key:
-            existing = self._store.find_by_idempotency_key(key)
+            existing = self._store.find_by_idempotency_key(key, origin)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint), True
         if not self._accepting:
@@ -180,13 +244,14 @@ class TaskEngine:
             )
         now = self._clock()
         task = Task(
-            task_id=str(uuid.uuid4()),
+            task_id=str(uuid.uuid4()) if task_id is None else task_id,
             tool=submission.tool,
             arguments=submission.arguments,
             state=TaskState.SUBMITTED,
             created_at=now,
             updated_at=now,
             owner_agent_id=self._agent_id,
+            origin_agent_id=origin,
             idempotency_key=key,
             timeout=timeout,
             tags=submission.tags,
@@ -197,6 +262,11 @@ class TaskEngine:
         written = self._journal.insert(task)
         written.add_done_callback(lambda future: self._admitted(task, future))
         stored = await asyncio.shield(written)
+        if isinstance(stored, DuplicateTask) and task_id is not None:
+            # A concurrent submission of the same id committed first.
+            existing = self._live.get(task_id) or self._store.get(task_id)
+            if existing is not None:
+                return self._deduplicated(existing, fingerprint, by_id=True), True
         if isinstance(stored, TaskStoreError):
             raise stored
         assert stored is not None
@@ -205,11 +275,118 @@ class TaskEngine:
         return task, False
 
     def get(self, task_id: str) -> Task:
-        """The task's current state. Raises NotFound."""
+        """The task's current state, local or a foreign record. Raises NotFound."""
         task = self._live.get(task_id) or self._store.get(task_id)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         return task
+
+    def foreign_unfinished(self) -> list[Task]:
+        """Stored unfinished tasks owned by other agents, oldest first.
+
+        These are the records of tasks this node delegated and still follows;
+        recovery leaves them alone so the delegation component can re-attach
+        to their owners after a restart.
+        """
+        return [task for task in self._store.unfinished() if not self._local(task)]
+
+    async def record(self, task: Task, *, durable: bool = True) -> Task:
+        """Store the record of a task owned by another agent and notify its readers.
+
+        Inserts ``task`` if its id is new, otherwise updates the stored
+        record's lifecycle and owner (see :meth:`TaskStore.update`), through
+        the shared journal; returns once committed, like a local state
+        change (a cancellation arriving during the commit is re-raised after
+        it). Then :meth:`get`, :meth:`watch` and :meth:`wait` see the new
+        state. The record never runs here. The caller keeps the lifecycle
+        valid (:meth:`Task.mirror`, :meth:`Task.reassign`).
+
+        With ``durable=False`` an already stored record's new state is only
+        shown to readers, not written (an intermediate state its owner
+        reported: the owner has it durably, and the entry node re-reads it
+        after a restart).
+
+        Returns:
+            The stored task: ``task``, or, when a new record's idempotency key
+            is already held by a task of the same origin, that task (nothing
+            is written; compare ``task_id`` to tell).
+
+        Raises:
+            ValueError: ``task`` is owned by this agent, or its id is a local
+                task's.
+            AlreadyExists: the idempotency key of a new record belongs to a
+                different request.
+            TaskStoreError: the write failed.
+        """
+        known = self._foreign(task, "recorded")
+        if not durable and known is not None:
+            self._notify(task)
+            return task
+        write = self._journal.insert(task) if known is None else self._journal.update(task)
+        try:
+            result = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            self._recorded(task, await write)
+            raise
+        return self._recorded(task, result)
+
+    def find_duplicate(self, submission: Submission, task_id: str | None = None) -> Task | None:
+        """The task an equal earlier submission created, by ``task_id`` or by
+        idempotency key (scoped to this agent as origin), wherever it runs.
+
+        Raises:
+            InvalidArgument: ``task_id`` is not a canonical UUID.
+            AlreadyExists: the id or key belongs to a different request.
+        """
+        if task_id is not None and not _canonical_uuid(task_id):
+            raise InvalidArgument(
+                "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
+            )
+        key = submission.idempotency_key
+        if task_id is None and not key:
+            return None
+        fingerprint = submission.fingerprint()
+        if task_id is not None:
+            existing = self._live.get(task_id) or self._store.get(task_id)
+            if existing is not None:
+                return self._deduplicated(existing, fingerprint, by_id=True)
+        if key:
+            existing = self._store.find_by_idempotency_key(key, self._agent_id)
+            if existing is not None:
+                return self._deduplicated(existing, fingerprint)
+        return None
+
+    async def adopt(self, record: Task) -> Task:
+        """Take over a foreign record (its owner was lost): this agent now owns
+        and runs it. Committed before it is queued; queue limits do not apply
+        to a task that was accepted already."""
+        self._foreign(record, "adopted")
+        task = record.reassign(self._agent_id, self._clock())
+        task = await self._persist(task)
+        self._enqueue(task)
+        self._dispatch()
+        return task
+
+    async def forget(self, task: Task) -> None:
+        """Delete the record of a task owned by another agent, once committed.
+
+        Used when every candidate refused a delegated task, so the rejected
+        submission leaves nothing behind. Forgetting a record that is not
+        stored does nothing. Watchers and waiters of the task get NotFound.
+
+        Raises:
+            ValueError: ``task`` is owned by this agent, or its id is a local
+                task's.
+            TaskStoreError: the write failed.
+        """
+        self._foreign(task, "forgotten")
+        write = self._journal.delete(task)
+        try:
+            result = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            self._forgotten(task.task_id, await write)
+            raise
+        self._forgotten(task.task_id, result)
 
     def list(
         self,
@@ -228,7 +405,11 @@ class TaskEngine:
         return tasks, cursor.encode() if cursor else ""
 
     async def wait(self, task_id: str) -> Task:
-        """Block until the task is terminal and return it. Raises NotFound."""
+        """Block until the task is terminal and return it.
+
+        Raises:
+            NotFound: No such task, or its foreign record was forgotten.
+        """
         task = self.get(task_id)
         if task.terminal:
             return task
@@ -244,15 +425,22 @@ class TaskEngine:
                     self._waiters.pop(task_id, None)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
-        """Yield the current state, then every change, ending after the terminal one."""
-        queue: asyncio.Queue[Task] = asyncio.Queue()
+        """Yield the current state, then every change, ending after the terminal one.
+
+        Raises:
+            NotFound: No such task, or its foreign record was forgotten.
+        """
+        queue: asyncio.Queue[Task | None] = asyncio.Queue()
         current = self.get(task_id)
         watchers = self._watchers.setdefault(task_id, set())
         watchers.add(queue)
         try:
             yield current
             while not current.terminal:
-                current = await queue.get()
+                change = await queue.get()
+                if change is None:
+                    raise NotFound(f"task {task_id!r} not found")
+                current = change
                 yield current
         finally:
             watchers.discard(queue)
@@ -260,10 +448,20 @@ class TaskEngine:
                 self._watchers.pop(task_id, None)
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
-        """Cancel a queued or running task; a terminal task is returned unchanged."""
+        """Cancel a queued or running task; a terminal task is returned unchanged.
+
+        Raises:
+            NotFound: No such task.
+            FailedPrecondition: The task is a foreign record: only its owner
+                can cancel it.
+        """
         task = self.get(task_id)
         if task.terminal:
             return task
+        if not self._local(task):
+            raise FailedPrecondition(
+                f"task {task_id} runs on agent {task.owner_agent_id}; cancel it there"
+            )
         message = reason or "canceled by client"
         runner = self._running.get(task_id)
         if runner is None:
@@ -323,13 +521,50 @@ class TaskEngine:
             )
         return submission.timeout
 
-    def _deduplicated(self, existing: Task, fingerprint: str) -> Task:
+    def _deduplicated(self, existing: Task, fingerprint: str, *, by_id: bool = False) -> Task:
         if existing.request_fingerprint and existing.request_fingerprint != fingerprint:
+            if by_id:
+                raise AlreadyExists(
+                    f"task_id {existing.task_id!r} was already used for a different request"
+                )
             raise AlreadyExists(
                 f"idempotency_key {existing.idempotency_key!r} was already used for a "
                 f"different request (task {existing.task_id})"
             )
         return self._live.get(existing.task_id, existing)
+
+    def _local(self, task: Task) -> bool:
+        return task.owner_agent_id == self._agent_id
+
+    def _foreign(self, task: Task, verb: str) -> Task | None:
+        """The stored record of foreign ``task``, if any; refuses local tasks."""
+        if self._local(task):
+            raise ValueError(f"task {task.task_id} is owned by this agent and cannot be {verb}")
+        known = self._live.get(task.task_id) or self._store.get(task.task_id)
+        if known is not None and self._local(known):
+            raise ValueError(f"task {task.task_id} is a local task and cannot be {verb}")
+        return known
+
+    def _recorded(self, task: Task, result: WriteResult) -> Task:
+        if isinstance(result, DuplicateTask):
+            # A concurrent record() inserted this id first: update it instead.
+            result = self._journal.write_now(Write("update", task))
+        if isinstance(result, TaskStoreError):
+            raise result
+        if isinstance(result, Task) and result.task_id != task.task_id:
+            return self._deduplicated(result, task.request_fingerprint)
+        self._notify(task)
+        return task
+
+    def _forgotten(self, task_id: str, result: WriteResult) -> None:
+        if isinstance(result, TaskStoreError) and not isinstance(result, UnknownTask):
+            raise result
+        self._live.pop(task_id, None)
+        for queue in self._watchers.get(task_id, ()):
+            queue.put_nowait(None)
+        for future in self._waiters.pop(task_id, ()):
+            if not future.done():
+                future.set_exception(NotFound(f"task {task_id!r} not found"))
 
     def _admitted(self, task: Task, written: asyncio.Future[Any]) -> None:
         self._admitting -= 1
@@ -350,7 +585,13 @@ class TaskEngine:
 
         outcome: dict[Action, list[str]] = {action: [] for action in Action}
         now = self._clock()
-        for decision in plan_recovery(self._store.unfinished(), idempotent):
+        local: list[Task] = []
+        for task in self._store.unfinished():
+            if self._local(task):
+                local.append(task)
+            else:  # a foreign record: the delegation component re-attaches to it
+                self._live[task.task_id] = task
+        for decision in plan_recovery(local, idempotent):
             task = decision.task
             if decision.action is Action.REQUEUE:
                 if task.state is TaskState.WORKING:
@@ -479,11 +720,14 @@ class TaskEngine:
         return task
 
     def _published(self, task: Task) -> None:
+        self._count(task)
+        self._notify(task)
+
+    def _notify(self, task: Task) -> None:
         if task.terminal:
             self._live.pop(task.task_id, None)
         else:
             self._live[task.task_id] = task
-        self._count(task)
         for queue in self._watchers.get(task.task_id, ()):
             queue.put_nowait(task)
         if task.terminal:
@@ -509,6 +753,13 @@ class TaskEngine:
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))
         self._metrics.tasks_in_flight.set(len(self._running))
+
+
+def _canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _json_object(result: Any) -> dict[str, Any]:

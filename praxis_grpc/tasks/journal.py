@@ -30,6 +30,11 @@ class GroupCommit:
         self._pending: list[tuple[Write, asyncio.Future[WriteResult]]] = []
         self._scheduled: asyncio.Handle | None = None
 
+    @property
+    def store(self) -> TaskStore:
+        """The store the writes go to."""
+        return self._store
+
     def insert(self, task: Task) -> asyncio.Future[WriteResult]:
         """Queue an insert; the future yields the stored task or the error."""
         return self._queue(Write("insert", task))
@@ -37,6 +42,10 @@ class GroupCommit:
     def update(self, task: Task) -> asyncio.Future[WriteResult]:
         """Queue a lifecycle update; the future yields None or the error."""
         return self._queue(Write("update", task))
+
+    def delete(self, task: Task) -> asyncio.Future[WriteResult]:
+        """Queue the removal of ``task.task_id``; the future yields None or the error."""
+        return self._queue(Write("delete", task))
 
     def write_now(self, write: Write) -> WriteResult:
         """Flush what is pending, then apply ``write`` synchronously."""

@@ -76,6 +76,8 @@ class Task:
     created_at: datetime
     updated_at: datetime
     owner_agent_id: str = ""
+    # The agent that accepted the task from its client; idempotency keys are scoped to it.
+    origin_agent_id: str = ""
     idempotency_key: str = ""
     timeout: float = 0.0
     tags: tuple[str, ...] = ()
@@ -117,6 +119,61 @@ class Task:
         """WORKING -> SUBMITTED: hand an interrupted task back to the queue."""
         self._check(TaskState.SUBMITTED)
         return replace(self, state=TaskState.SUBMITTED, started_at=None, updated_at=now)
+
+    def reassign(self, owner_agent_id: str, now: datetime) -> Task:
+        """Hand an unfinished task to another agent: it becomes SUBMITTED there.
+
+        Used by an entry node that re-dispatches a delegated task. ``attempt``
+        is kept.
+
+        Raises:
+            InvalidTransition: The task is terminal.
+        """
+        if self.terminal:
+            raise InvalidTransition(
+                f"task {self.task_id}: a {self.state.name} task cannot be reassigned"
+            )
+        return replace(
+            self,
+            owner_agent_id=owner_agent_id,
+            state=TaskState.SUBMITTED,
+            started_at=None,
+            updated_at=now,
+        )
+
+    def mirror(self, remote: Task) -> Task:
+        """Adopt the lifecycle ``remote`` reports, keeping this task's identity.
+
+        Used by an entry node that follows the agent owning a delegated task:
+        state, result, error, ``updated_at``/``started_at``/``finished_at``
+        and attempt come from ``remote``; every other field from ``self``. A
+        terminal task mirrored with a report in its own state is returned
+        unchanged (a repeated final report).
+
+        Raises:
+            InvalidTransition: ``remote`` is another task, or this task is
+                terminal and ``remote`` is in another state.
+        """
+        if remote.task_id != self.task_id:
+            raise InvalidTransition(
+                f"task {self.task_id}: cannot mirror the report of task {remote.task_id}"
+            )
+        if self.terminal:
+            if remote.state is not self.state:
+                raise InvalidTransition(
+                    f"task {self.task_id}: {self.state.name} -> {remote.state.name} is not allowed"
+                )
+            return self
+        return replace(
+            self,
+            state=remote.state,
+            result=remote.result,
+            error=remote.error,
+            updated_at=remote.updated_at,
+            started_at=remote.started_at,
+            finished_at=remote.finished_at,
+            attempt=remote.attempt,
+        )
 
     def _check(self, target: TaskState) -> None:
         if target not in _ALLOWED.get(self.state, frozenset()):

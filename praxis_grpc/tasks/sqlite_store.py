@@ -60,31 +60,47 @@ def _create_tasks_table(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX tasks_by_state ON tasks (state, created_at, task_id)")
 
 
+def _scope_idempotency_keys_by_origin(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE tasks ADD COLUMN origin_agent_id TEXT NOT NULL DEFAULT ''")
+    # Every task stored so far was accepted by the agent that ran it.
+    db.execute("UPDATE tasks SET origin_agent_id = owner_agent_id")
+    db.execute("DROP INDEX tasks_by_idempotency_key")
+    db.execute(
+        "CREATE UNIQUE INDEX tasks_by_origin_idempotency_key"
+        " ON tasks (origin_agent_id, idempotency_key) WHERE idempotency_key != ''"
+    )
+
+
 # _MIGRATIONS[n] takes the schema from version n to n + 1 (``PRAGMA user_version``).
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_tasks_table,)
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_tasks_table,
+    _scope_idempotency_keys_by_origin,
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
     "task_id, tool, arguments, state, created_at, updated_at, owner_agent_id,"
-    " idempotency_key, timeout, tags, preferred_agent, result, error_reason,"
-    " error_message, started_at, finished_at, attempt, request_fingerprint"
+    " origin_agent_id, idempotency_key, timeout, tags, preferred_agent, result,"
+    " error_reason, error_message, started_at, finished_at, attempt, request_fingerprint"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM tasks"  # noqa: S608 - fixed column list
 _INSERT = (
     f"INSERT INTO tasks ({_COLUMNS}) VALUES (:task_id, :tool, :arguments, :state,"  # noqa: S608
-    " :created_at, :updated_at, :owner_agent_id, :idempotency_key, :timeout, :tags,"
-    " :preferred_agent, :result, :error_reason, :error_message, :started_at,"
-    " :finished_at, :attempt, :request_fingerprint)"
+    " :created_at, :updated_at, :owner_agent_id, :origin_agent_id, :idempotency_key,"
+    " :timeout, :tags, :preferred_agent, :result, :error_reason, :error_message,"
+    " :started_at, :finished_at, :attempt, :request_fingerprint)"
 )
-# Only the lifecycle columns change after insert; identity columns are fixed.
+# Only the lifecycle columns and the owner change after insert; identity columns are fixed.
 _UPDATE = (
     "UPDATE tasks SET state = :state, updated_at = :updated_at, result = :result,"
     " error_reason = :error_reason, error_message = :error_message,"
-    " started_at = :started_at, finished_at = :finished_at, attempt = :attempt"
+    " started_at = :started_at, finished_at = :finished_at, attempt = :attempt,"
+    " owner_agent_id = :owner_agent_id"
     " WHERE task_id = :task_id"
 )
+_DELETE = "DELETE FROM tasks WHERE task_id = ?"
 # "!= ''" lets SQLite use the partial index.
-_BY_KEY = f"{_SELECT} WHERE idempotency_key = ? AND idempotency_key != ''"
+_BY_KEY = f"{_SELECT} WHERE origin_agent_id = ? AND idempotency_key = ? AND idempotency_key != ''"
 _UNFINISHED = (
     f"{_SELECT} WHERE state IN ({', '.join(repr(s.name) for s in UNFINISHED_STATES)})"
     " ORDER BY created_at, task_id"
@@ -104,6 +120,7 @@ def _row(task: Task) -> dict[str, Any]:
         "created_at": to_micros(task.created_at),
         "updated_at": to_micros(task.updated_at),
         "owner_agent_id": task.owner_agent_id,
+        "origin_agent_id": task.origin_agent_id,
         "idempotency_key": task.idempotency_key,
         "timeout": float(task.timeout),
         "tags": _to_json(list(task.tags)),
@@ -129,6 +146,7 @@ def _lifecycle_row(task: Task) -> dict[str, Any]:
         "started_at": None if task.started_at is None else to_micros(task.started_at),
         "finished_at": None if task.finished_at is None else to_micros(task.finished_at),
         "attempt": task.attempt,
+        "owner_agent_id": task.owner_agent_id,
     }
 
 
@@ -146,6 +164,7 @@ def _task(row: sqlite3.Row) -> Task:
         created_at=from_micros(row["created_at"]),
         updated_at=from_micros(row["updated_at"]),
         owner_agent_id=row["owner_agent_id"],
+        origin_agent_id=row["origin_agent_id"],
         idempotency_key=row["idempotency_key"],
         timeout=row["timeout"],
         tags=tuple(json.loads(row["tags"])),
@@ -232,23 +251,26 @@ class SqliteTaskStore:
     @staticmethod
     def _write(db: sqlite3.Connection, write: Write) -> WriteResult:
         task = write.task
-        if write.kind == "update":
-            if db.execute(_UPDATE, _lifecycle_row(task)).rowcount == 0:
-                return UnknownTask(task.task_id)
-            return None
+        if write.kind != "insert":
+            if write.kind == "update":
+                changed = db.execute(_UPDATE, _lifecycle_row(task)).rowcount
+            else:
+                changed = db.execute(_DELETE, (task.task_id,)).rowcount
+            return None if changed else UnknownTask(task.task_id)
         try:
             db.execute(_INSERT, _row(task))
         except sqlite3.IntegrityError:
             # A failed statement is undone alone; the transaction goes on.
             if task.idempotency_key:
-                existing = db.execute(_BY_KEY, (task.idempotency_key,)).fetchone()
+                key = (task.origin_agent_id, task.idempotency_key)
+                existing = db.execute(_BY_KEY, key).fetchone()
                 if existing is not None:
                     return _task(existing)
             return DuplicateTask(task.task_id)
         return task
 
-    def find_by_idempotency_key(self, idempotency_key: str) -> Task | None:
-        row = self._open().execute(_BY_KEY, (idempotency_key,)).fetchone()
+    def find_by_idempotency_key(self, idempotency_key: str, origin_agent_id: str) -> Task | None:
+        row = self._open().execute(_BY_KEY, (origin_agent_id, idempotency_key)).fetchone()
         return None if row is None else _task(row)
 
     def get(self, task_id: str) -> Task | None:

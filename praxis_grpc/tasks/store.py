@@ -132,9 +132,10 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Write:
-    """One write of a batch: insert a new task or update a task's lifecycle."""
+    """One write of a batch: insert a new task, update a task's lifecycle (and
+    owner), or delete the task with ``task.task_id``."""
 
-    kind: Literal["insert", "update"]
+    kind: Literal["insert", "update", "delete"]
     task: Task
 
 
@@ -160,10 +161,12 @@ class TaskStore(Protocol):
     def insert(self, task: Task) -> Task:
         """Record a new task durably before returning.
 
-        If ``task.idempotency_key`` is non-empty and a stored task already has
-        that key, nothing is written and the stored task is returned; the
-        caller compares ``request_fingerprint`` to tell a retry from a
-        conflicting reuse of the key. The key is checked before the id.
+        Idempotency keys are scoped by origin: if ``task.idempotency_key`` is
+        non-empty and a stored task has the same ``origin_agent_id`` and
+        idempotency key, nothing is written and the stored task is returned;
+        the caller compares ``request_fingerprint`` to tell a retry from a
+        conflicting reuse of the key. The same key under another origin is
+        another task. The key is checked before the id.
 
         Returns:
             ``task`` itself once stored, or (a copy of) the existing task holding
@@ -177,7 +180,8 @@ class TaskStore(Protocol):
     def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
         """Perform ``writes`` in order, in one transaction (one commit).
 
-        Each write behaves like :meth:`insert` or :meth:`update`, but a
+        Each write behaves like :meth:`insert` or :meth:`update`; a delete
+        removes the task with ``write.task.task_id`` (only the id is read). A
         per-write failure (:class:`DuplicateTask`, :class:`UnknownTask`) is
         returned in its result slot instead of raised, and does not undo the
         other writes. The call raises only when the transaction as a whole
@@ -185,16 +189,18 @@ class TaskStore(Protocol):
 
         Returns:
             One result per write: for an insert the stored task (``task`` or
-            the holder of its idempotency key), for an update ``None``, or the
-            per-write error.
+            the holder of its idempotency key), for an update or a delete
+            ``None``, or the per-write error (:class:`UnknownTask` when the
+            task to update or delete does not exist).
         """
         ...
 
     def update(self, task: Task) -> None:
         """Persist the lifecycle of ``task.task_id``: state, result, error,
-        ``updated_at``/``started_at``/``finished_at`` and attempt.
+        ``updated_at``/``started_at``/``finished_at``, attempt, and the owner
+        (``owner_agent_id`` changes when an entry node re-dispatches a task).
 
-        Identity fields (tool, arguments, idempotency key, owner, timeout,
+        Identity fields (tool, arguments, idempotency key, origin, timeout,
         tags, preferred agent, created_at, fingerprint) are fixed at insert;
         values passed here for them are ignored.
 
@@ -207,8 +213,11 @@ class TaskStore(Protocol):
         """The stored task, or ``None`` if there is none with that id."""
         ...
 
-    def find_by_idempotency_key(self, idempotency_key: str) -> Task | None:
-        """The task holding ``idempotency_key`` (non-empty), or ``None``."""
+    def find_by_idempotency_key(self, idempotency_key: str, origin_agent_id: str) -> Task | None:
+        """The task of ``origin_agent_id`` holding ``idempotency_key``, or ``None``.
+
+        An empty key matches no task.
+        """
         ...
 
     def list(

@@ -2,11 +2,15 @@
 
 from praxis_grpc.testing.memory_store import MemoryTaskStore
 from praxis_grpc.testing.nodes import TEST_BUILTINS, make_config, node_process, running_node
+from praxis_grpc.testing.tools import Execution, ExecutionLog, RecordingTool
 from praxis_grpc.testing.wait import eventually
 
 __all__ = [
     "TEST_BUILTINS",
+    "Execution",
+    "ExecutionLog",
     "MemoryTaskStore",
+    "RecordingTool",
     "eventually",
     "make_config",
     "node_process",

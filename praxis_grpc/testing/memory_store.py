@@ -43,8 +43,11 @@ class MemoryTaskStore:
             try:
                 if write.kind == "insert":
                     results.append(self.insert(write.task))
-                else:
+                elif write.kind == "update":
                     self.update(write.task)
+                    results.append(None)
+                else:
+                    self._delete(write.task.task_id)
                     results.append(None)
             except TaskStoreError as exc:
                 results.append(exc)
@@ -54,7 +57,7 @@ class MemoryTaskStore:
         tasks = self._open()
         stored = _copy(task)
         if task.idempotency_key:
-            holder = self._holder(task.idempotency_key)
+            holder = self._holder(task.idempotency_key, task.origin_agent_id)
             if holder is not None:
                 return _copy(holder)
         if task.task_id in tasks:
@@ -77,6 +80,7 @@ class MemoryTaskStore:
             started_at=stored.started_at,
             finished_at=stored.finished_at,
             attempt=stored.attempt,
+            owner_agent_id=stored.owner_agent_id,
         )
 
     def get(self, task_id: str) -> Task | None:
@@ -124,18 +128,27 @@ class MemoryTaskStore:
     def close(self) -> None:
         self._tasks = None
 
-    def find_by_idempotency_key(self, idempotency_key: str) -> Task | None:
-        holder = self._holder(idempotency_key) if idempotency_key else None
+    def find_by_idempotency_key(self, idempotency_key: str, origin_agent_id: str) -> Task | None:
+        holder = self._holder(idempotency_key, origin_agent_id) if idempotency_key else None
         return None if holder is None else _copy(holder)
+
+    def _delete(self, task_id: str) -> None:
+        if self._open().pop(task_id, None) is None:
+            raise UnknownTask(task_id)
 
     def _open(self) -> dict[str, Task]:
         if self._tasks is None:
             raise RuntimeError("task store is closed")
         return self._tasks
 
-    def _holder(self, idempotency_key: str) -> Task | None:
+    def _holder(self, idempotency_key: str, origin_agent_id: str) -> Task | None:
         return next(
-            (t for t in self._open().values() if t.idempotency_key == idempotency_key), None
+            (
+                t
+                for t in self._open().values()
+                if t.idempotency_key == idempotency_key and t.origin_agent_id == origin_agent_id
+            ),
+            None,
         )
 
 

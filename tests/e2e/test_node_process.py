@@ -175,7 +175,7 @@ def test_cli_against_a_node(tmp_path: Path) -> None:
         assert states[-1] == "TASK_STATE_COMPLETED"
         unknown = praxis("-t", node.grpc, "submit", "nope")
         assert unknown.returncode == 1
-        assert "NOT_FOUND: unknown tool 'nope'" in unknown.stderr
+        assert "FAILED_PRECONDITION: no agent offers tool 'nope'" in unknown.stderr
         bad_args = praxis("-t", node.grpc, "submit", "calculator", "--args", "{oops")
         assert bad_args.returncode == 2
         assert "--args is not valid JSON" in bad_args.stderr

@@ -98,7 +98,7 @@ async def test_queue_full_has_retry_hint(stubs: Stubs, node: Node) -> None:
     error = await expect_error(
         stubs.tasks.SubmitTask(pb.SubmitTaskRequest(tool="sleep", arguments=args(seconds=1))),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "queue is full",
+        "saturated",
     )
     trailers = dict(cast(Any, error.trailing_metadata()) or ())
     assert int(trailers["retry-after-ms"]) > 0
@@ -133,7 +133,11 @@ async def test_list_tasks_pages_and_filters(stubs: Stubs) -> None:
     ("request_", "code", "message"),
     [
         (pb.SubmitTaskRequest(tool=""), grpc.StatusCode.INVALID_ARGUMENT, "tool: is required"),
-        (pb.SubmitTaskRequest(tool="nope"), grpc.StatusCode.NOT_FOUND, "unknown tool 'nope'"),
+        (
+            pb.SubmitTaskRequest(tool="nope"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no agent offers tool 'nope'; tools on offer: calculator",
+        ),
         (
             pb.SubmitTaskRequest(tool="calculator", arguments=args(expression=5)),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,12 +1,18 @@
-"""Struct conversion at the API boundary."""
+"""Struct and task conversion at the API boundary."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
 
-from praxis_grpc.api.convert import dict_to_struct, struct_to_dict
+from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.api.convert import dict_to_struct, struct_to_dict, task_from_proto, task_to_proto
 from praxis_grpc.errors import InvalidArgument
+from praxis_grpc.tasks.model import Task, TaskError, TaskState
 
 
 def test_round_trip_keeps_integers_integral() -> None:
@@ -26,3 +32,71 @@ def test_non_finite_numbers_are_rejected_with_their_path() -> None:
     outer.fields["values"].list_value.values[1].number_value = float("nan")
     with pytest.raises(InvalidArgument, match=r"arguments\.outer\.values\[1\]: nan"):
         struct_to_dict(message)
+
+
+def _task(**fields: Any) -> Task:
+    moment = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
+    task = Task(
+        task_id="0b6f5a52-52f4-4a51-9b59-7d3f7a0c1f2e",
+        tool="echo",
+        arguments={"text": "hé", "n": 3, "nested": {"list": [1, 2.5, None, True]}},
+        state=TaskState.SUBMITTED,
+        created_at=moment,
+        updated_at=moment,
+    )
+    return replace(task, **fields)
+
+
+def test_task_round_trips_through_its_message() -> None:
+    start = datetime(2024, 5, 17, 12, 30, 46, 5, tzinfo=UTC)
+    end = start + timedelta(seconds=3, microseconds=999999)
+    tasks = [
+        _task(),
+        _task(
+            state=TaskState.COMPLETED,
+            result={"answer": 42, "ratio": 0.5, "items": ["a", {"b": False}]},
+            owner_agent_id="agent-b",
+            origin_agent_id="agent-a",
+            idempotency_key="key-1",
+            timeout=12.75,
+            tags=("gpu", "eu-west"),
+            preferred_agent="agent-b",
+            updated_at=end,
+            started_at=start,
+            finished_at=end,
+            attempt=2,
+        ),
+        _task(
+            state=TaskState.FAILED,
+            error=TaskError("TOOL_ERROR", "it broke: ✗"),
+            arguments={},
+            updated_at=end,
+            finished_at=end,
+        ),
+    ]
+    for task in tasks:
+        message = types_pb2.Task.FromString(task_to_proto(task).SerializeToString())
+        back = task_from_proto(message)
+        assert back == task
+        assert back.created_at.utcoffset() == timedelta(0)
+    assert task_to_proto(tasks[1]).origin_agent_id == "agent-a"
+
+
+def test_task_from_proto_reads_unset_and_zero_fields_as_absent() -> None:
+    message = task_to_proto(_task())
+    message.started_at.SetInParent()  # present but zero
+    message.ClearField("timeout")
+
+    task = task_from_proto(message)
+
+    assert (task.started_at, task.finished_at, task.result, task.error) == (None, None, None, None)
+    assert task.timeout == 0.0
+    assert task.origin_agent_id == ""
+
+
+def test_task_from_proto_rejects_an_unknown_state() -> None:
+    message = task_to_proto(_task())
+    message.state = types_pb2.TASK_STATE_UNSPECIFIED
+
+    with pytest.raises(InvalidArgument, match=r"^task\.state: 0 is not a task state"):
+        task_from_proto(message)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,8 +20,9 @@ from praxis_grpc.errors import (
     ToolError,
 )
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
-from praxis_grpc.tasks.model import Reason, Submission, Task, TaskState
+from praxis_grpc.tasks.engine import EngineLimits, EngineLoad, TaskEngine
+from praxis_grpc.tasks.journal import GroupCommit
+from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.testing import MemoryTaskStore
 from praxis_grpc.tools.base import JSON, ToolSpec
 from praxis_grpc.tools.registry import ToolRegistry
@@ -234,15 +237,17 @@ async def test_draining_refuses_new_tasks_but_honours_retries() -> None:
     assert retried.task_id == task.task_id
 
 
-def _stored(store: MemoryTaskStore, tool: str, state: TaskState) -> Task:
+def _stored(store: MemoryTaskStore, tool: str, state: TaskState, owner: str = "agent-a") -> Task:
     now = datetime.now(UTC)
     task = Task(
-        task_id=f"{tool}-{state.name}",
+        task_id=f"{tool}-{state.name}-{owner}",
         tool=tool,
         arguments={},
         state=TaskState.SUBMITTED,
         created_at=now,
         updated_at=now,
+        owner_agent_id=owner,
+        origin_agent_id="agent-a",
         timeout=5,
     )
     if state is TaskState.WORKING:
@@ -284,3 +289,327 @@ async def test_close_hands_back_idempotent_and_fails_side_effecting_tasks() -> N
     assert failed is not None
     assert failed.error is not None
     assert (failed.state, failed.error.reason) == (TaskState.FAILED, Reason.INTERRUPTED)
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Let the event loop run until ``condition()`` holds, or fail after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def foreign(task_id: str = "", **fields: Any) -> Task:
+    """The record an entry node ("agent-a") keeps of a task it delegated to agent-b."""
+    now = datetime.now(UTC)
+    task = Task(
+        task_id=task_id or new_id(),
+        tool="gate",
+        arguments={"x": 1},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id="agent-b",
+        origin_agent_id="agent-a",
+        timeout=5.0,
+    )
+    return replace(task, **fields)
+
+
+async def test_task_id_is_kept_and_deduplicates() -> None:
+    h = make_engine()
+    h.engine.start()
+    task_id = new_id()
+    task, dedup = await h.engine.submit(
+        Submission("gate", {"x": 1}), task_id=task_id, origin_agent_id="agent-entry"
+    )
+    assert not dedup
+    assert (task.task_id, task.owner_agent_id, task.origin_agent_id) == (
+        task_id,
+        "agent-a",
+        "agent-entry",
+    )
+    done = await h.engine.wait(task_id)
+    again, dedup = await h.engine.submit(
+        Submission("gate", {"x": 1}), task_id=task_id, origin_agent_id="agent-entry"
+    )
+    assert dedup
+    assert again == done
+    assert h.gate.started == 1
+    with pytest.raises(AlreadyExists, match=f"task_id '{task_id}' was already used"):
+        await h.engine.submit(Submission("gate", {"x": 2}), task_id=task_id)
+
+
+async def test_task_id_reattaches_on_a_draining_or_full_node() -> None:
+    h = make_engine(released=False, max_concurrency=1, queue_limit=1)
+    h.engine.start()
+    task_id = new_id()
+    first, _ = await h.engine.submit(Submission("gate"), task_id=task_id)
+    await h.engine.submit(Submission("gate"))  # the queue is now full
+    with pytest.raises(ResourceExhausted):
+        await h.engine.submit(Submission("gate"))
+    again, dedup = await h.engine.submit(Submission("gate"), task_id=task_id)
+    assert dedup
+    assert again.task_id == first.task_id
+    h.engine.set_accepting(False)
+    again, dedup = await h.engine.submit(Submission("gate"), task_id=task_id)
+    assert dedup
+    assert again.task_id == first.task_id
+    h.gate.release.set()
+    await h.engine.aclose(grace=5)
+
+
+async def test_concurrent_submissions_of_one_task_id_run_it_once() -> None:
+    h = make_engine()
+    h.engine.start()
+    task_id = new_id()
+    results = await asyncio.gather(
+        *(h.engine.submit(Submission("gate", {"x": 1}), task_id=task_id) for _ in range(3))
+    )
+    assert sorted(dedup for _, dedup in results) == [False, True, True]
+    assert {task.task_id for task, _ in results} == {task_id}
+    await h.engine.wait(task_id)
+    assert h.gate.started == 1
+    assert h.store.count_by_state()[TaskState.COMPLETED] == 1
+
+
+async def test_concurrent_conflicting_submissions_of_one_task_id() -> None:
+    h = make_engine()
+    h.engine.start()
+    task_id = new_id()
+    results = await asyncio.gather(
+        h.engine.submit(Submission("gate", {"x": 1}), task_id=task_id),
+        h.engine.submit(Submission("gate", {"x": 2}), task_id=task_id),
+        return_exceptions=True,
+    )
+    first, conflict = results
+    assert isinstance(first, tuple)
+    assert (first[0].task_id, first[1]) == (task_id, False)
+    assert isinstance(conflict, AlreadyExists)
+    assert task_id in str(conflict)
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "",
+        "task-1",
+        str(uuid.uuid4()).upper(),
+        uuid.uuid4().hex,
+        "{" + str(uuid.uuid4()) + "}",
+        "urn:uuid:" + str(uuid.uuid4()),
+    ],
+)
+async def test_task_id_must_be_a_canonical_uuid(task_id: str) -> None:
+    h = make_engine()
+    h.engine.start()
+    with pytest.raises(InvalidArgument, match=r"^task_id: .*must be a UUID"):
+        await h.engine.submit(Submission("gate"), task_id=task_id)
+    assert h.store.count_by_state() == dict.fromkeys(TaskState, 0)
+
+
+async def test_idempotency_keys_are_scoped_by_origin() -> None:
+    h = make_engine()
+    h.engine.start()
+    mine, _ = await h.engine.submit(Submission("gate", idempotency_key="k"))
+    theirs, dedup = await h.engine.submit(
+        Submission("gate", idempotency_key="k"), origin_agent_id="agent-b"
+    )
+    assert not dedup
+    assert theirs.task_id != mine.task_id
+    assert (mine.origin_agent_id, theirs.origin_agent_id) == ("agent-a", "agent-b")
+    retried, dedup = await h.engine.submit(
+        Submission("gate", idempotency_key="k"), origin_agent_id="agent-b"
+    )
+    assert dedup
+    assert retried.task_id == theirs.task_id
+    explicit, dedup = await h.engine.submit(
+        Submission("gate", idempotency_key="k"), origin_agent_id="agent-a"
+    )
+    assert dedup
+    assert explicit.task_id == mine.task_id
+    with pytest.raises(AlreadyExists, match="idempotency_key 'k'"):
+        await h.engine.submit(Submission("gate", {"y": 1}, idempotency_key="k"))
+
+
+async def test_recovery_leaves_foreign_records_alone() -> None:
+    store = MemoryTaskStore()
+    local = _stored(store, "once", TaskState.WORKING)
+    delegated = [
+        _stored(store, "gate", TaskState.SUBMITTED, owner="agent-b"),
+        _stored(store, "once", TaskState.WORKING, owner="agent-b"),
+        _stored(store, "removed", TaskState.SUBMITTED, owner="agent-c"),
+    ]
+    done = foreign(state=TaskState.COMPLETED)
+    store.insert(done)
+    h = make_engine(store)
+
+    report = h.engine.start()
+
+    assert report.failed == (local.task_id,)
+    assert report.requeued == report.rejected == ()
+    for record in delegated:
+        assert store.get(record.task_id) == record
+        assert h.engine.get(record.task_id) == record
+    assert h.engine.foreign_unfinished() == delegated
+    assert h.engine.load() == EngineLoad(0, 0, 8, 1000)
+    await asyncio.sleep(0.01)
+    assert h.gate.started == h.once.started == 0
+
+
+async def test_record_watch_and_wait_a_foreign_task() -> None:
+    h = make_engine()
+    h.engine.start()
+    record = foreign()
+
+    assert await h.engine.record(record) is record
+
+    assert h.store.get(record.task_id) == record
+    assert h.engine.get(record.task_id) == record
+    assert h.engine.foreign_unfinished() == [record]
+    seen: list[Task] = []
+
+    async def watch() -> None:
+        async for task in h.engine.watch(record.task_id):
+            seen.append(task)
+
+    watcher = asyncio.create_task(watch())
+    waiter = asyncio.create_task(h.engine.wait(record.task_id))
+    await until(lambda: seen)
+    now = datetime.now(UTC)
+    working = record.mirror(record.start(now))
+    assert await h.engine.record(working) is working
+    assert h.engine.get(record.task_id) == working
+    done = working.mirror(working.complete({"ok": True}, now + timedelta(seconds=1)))
+    await h.engine.record(done)
+
+    assert await asyncio.wait_for(waiter, 5) == done
+    await asyncio.wait_for(watcher, 5)
+    assert seen == [record, working, done]
+    assert h.store.get(record.task_id) == done
+    assert h.engine.get(record.task_id) == done
+    assert h.engine.foreign_unfinished() == []
+    assert await h.engine.wait(record.task_id) == done
+    # The record never ran here and is not counted as this node's work.
+    assert h.gate.started == 0
+    assert h.engine.load() == EngineLoad(0, 0, 8, 1000)
+    assert h.metrics.tasks_total.labels("gate", "COMPLETED")._value.get() == 0
+
+
+async def test_record_persists_a_reassignment() -> None:
+    h = make_engine()
+    h.engine.start()
+    record = await h.engine.record(foreign())
+
+    moved = await h.engine.record(record.reassign("agent-c", datetime.now(UTC)))
+
+    assert h.store.get(record.task_id) == moved
+    assert h.engine.get(record.task_id).owner_agent_id == "agent-c"
+
+
+async def test_concurrent_records_of_a_new_task_keep_the_last() -> None:
+    h = make_engine()
+    h.engine.start()
+    record = foreign()
+    working = record.start(datetime.now(UTC))
+
+    results = await asyncio.gather(h.engine.record(record), h.engine.record(working))
+
+    assert list(results) == [record, working]
+    assert h.store.get(record.task_id) == working
+    assert h.engine.get(record.task_id) == working
+
+
+async def test_record_deduplicates_by_key_and_origin() -> None:
+    h = make_engine()
+    h.engine.start()
+    submission = Submission("gate", {"x": 1}, idempotency_key="k")
+    local, _ = await h.engine.submit(submission)
+    same = foreign(idempotency_key="k", request_fingerprint=submission.fingerprint())
+
+    assert (await h.engine.record(same)).task_id == local.task_id
+    assert h.store.get(same.task_id) is None
+
+    conflicting = foreign(idempotency_key="k", request_fingerprint="other")
+    with pytest.raises(AlreadyExists, match="idempotency_key 'k'"):
+        await h.engine.record(conflicting)
+    assert h.store.get(conflicting.task_id) is None
+
+    elsewhere = foreign(idempotency_key="k", origin_agent_id="agent-z")
+    assert await h.engine.record(elsewhere) is elsewhere
+
+
+async def test_forget_removes_a_foreign_record() -> None:
+    h = make_engine()
+    h.engine.start()
+    record = await h.engine.record(foreign())
+    waiter = asyncio.create_task(h.engine.wait(record.task_id))
+    seen: list[Task] = []
+
+    async def watch() -> None:
+        async for task in h.engine.watch(record.task_id):
+            seen.append(task)
+
+    watcher = asyncio.create_task(watch())
+    await until(lambda: seen)
+
+    await h.engine.forget(record)
+
+    assert h.store.get(record.task_id) is None
+    with pytest.raises(NotFound):
+        h.engine.get(record.task_id)
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(waiter, 5)
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(watcher, 5)
+    assert h.engine.foreign_unfinished() == []
+    await h.engine.forget(record)  # already gone: nothing to do
+
+
+async def test_foreign_records_refuse_local_tasks_and_cancel() -> None:
+    h = make_engine()
+    h.engine.start()
+    local, _ = await h.engine.submit(Submission("gate"))
+    with pytest.raises(ValueError, match="owned by this agent"):
+        await h.engine.record(replace(local, state=TaskState.WORKING))
+    with pytest.raises(ValueError, match="is a local task"):
+        await h.engine.record(replace(local, owner_agent_id="agent-b"))
+    with pytest.raises(ValueError, match="is a local task"):
+        await h.engine.forget(replace(local, owner_agent_id="agent-b"))
+    record = await h.engine.record(foreign())
+    with pytest.raises(FailedPrecondition, match="runs on agent agent-b"):
+        await h.engine.cancel(record.task_id)
+    canceled = record.finish_unsuccessfully(
+        TaskState.CANCELED, TaskError(Reason.CANCELED, "by the owner"), datetime.now(UTC)
+    )
+    await h.engine.record(canceled)
+    assert await h.engine.cancel(record.task_id) == canceled  # terminal: unchanged
+
+
+async def test_engine_shares_its_journal_and_names_its_agent() -> None:
+    store = MemoryTaskStore()
+    journal = GroupCommit(store)
+    engine = TaskEngine(
+        store=store,
+        tools=ToolRegistry([GateTool()]),
+        limits=EngineLimits(),
+        metrics=Metrics(),
+        agent_id="agent-a",
+        journal=journal,
+    )
+    assert engine.journal is journal
+    assert engine.agent_id == "agent-a"
+    h = make_engine()
+    assert h.engine.journal.store is h.store
+    with pytest.raises(ValueError, match="journal"):
+        TaskEngine(
+            store=MemoryTaskStore(),
+            tools=ToolRegistry([GateTool()]),
+            limits=EngineLimits(),
+            metrics=Metrics(),
+            agent_id="agent-a",
+            journal=journal,
+        )

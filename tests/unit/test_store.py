@@ -20,8 +20,8 @@ import pytest
 
 import praxis_grpc
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
-from praxis_grpc.tasks.sqlite_store import SCHEMA_VERSION, SqliteTaskStore
-from praxis_grpc.tasks.store import Cursor, DuplicateTask, TaskStore, UnknownTask
+from praxis_grpc.tasks.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteTaskStore
+from praxis_grpc.tasks.store import Cursor, DuplicateTask, TaskStore, UnknownTask, Write
 from praxis_grpc.testing import MemoryTaskStore
 
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
@@ -61,6 +61,7 @@ def test_round_trip_keeps_every_field(store: TaskStore) -> None:
         state=TaskState.FAILED,
         updated_at=T0 + timedelta(seconds=3, microseconds=7),
         owner_agent_id="agent-a",
+        origin_agent_id="agent-entry",
         idempotency_key="key-1",
         timeout=12.75,
         tags=("gpu", "eu-west"),
@@ -147,6 +148,26 @@ def test_idempotency_key_returns_existing_task(store: TaskStore) -> None:
     assert store.get("t-2") is None
 
 
+def test_idempotency_keys_are_scoped_by_origin(store: TaskStore) -> None:
+    mine = make_task("t-1", idempotency_key="k", origin_agent_id="agent-a")
+    theirs = make_task("t-2", idempotency_key="k", origin_agent_id="agent-b")
+
+    assert store.insert(mine) is mine
+    assert store.insert(theirs) is theirs
+
+    assert store.find_by_idempotency_key("k", "agent-a") == mine
+    assert store.find_by_idempotency_key("k", "agent-b") == theirs
+    assert store.find_by_idempotency_key("k", "agent-c") is None
+    assert store.find_by_idempotency_key("", "agent-a") is None
+    assert store.insert(make_task("t-3", idempotency_key="k", origin_agent_id="agent-b")) == theirs
+
+
+def test_find_by_idempotency_key_ignores_empty_keys(store: TaskStore) -> None:
+    store.insert(make_task("t-1"))
+
+    assert store.find_by_idempotency_key("", "") is None
+
+
 def test_idempotency_key_is_checked_before_task_id(store: TaskStore) -> None:
     store.insert(make_task("t-1", idempotency_key="k"))
 
@@ -192,16 +213,78 @@ def test_update_unknown_raises(store: TaskStore) -> None:
 
 
 def test_update_leaves_identity_fields_alone(store: TaskStore) -> None:
-    store.insert(make_task("t-1", idempotency_key="k1"))
-    store.insert(make_task("t-2", idempotency_key="k2"))
+    store.insert(make_task("t-1", idempotency_key="k1", origin_agent_id="entry"))
+    store.insert(make_task("t-2", idempotency_key="k2", origin_agent_id="entry"))
     later = T0 + timedelta(seconds=1)
 
-    store.update(replace(make_task("t-2", idempotency_key="k1", tool="other").start(later)))
+    store.update(
+        replace(
+            make_task("t-2", idempotency_key="k1", tool="other", origin_agent_id="x").start(later)
+        )
+    )
 
     stored = store.get("t-2")
     assert stored is not None
     assert (stored.idempotency_key, stored.tool) == ("k2", make_task("t-2").tool)
+    assert stored.origin_agent_id == "entry"
     assert (stored.state, stored.started_at, stored.attempt) == (TaskState.WORKING, later, 1)
+
+
+def test_update_persists_the_owner(store: TaskStore) -> None:
+    task = make_task(owner_agent_id="agent-b", origin_agent_id="entry", idempotency_key="k")
+    store.insert(task)
+
+    moved = task.reassign("agent-c", T0 + timedelta(seconds=1))
+    store.update(moved)
+
+    assert store.get(task.task_id) == moved
+    assert store.find_by_idempotency_key("k", "entry") == moved
+
+
+def test_delete_removes_the_task_and_frees_its_key(store: TaskStore) -> None:
+    task = make_task(idempotency_key="k", origin_agent_id="entry")
+    store.insert(task)
+    store.insert(make_task("t-2"))
+
+    assert store.apply([Write("delete", task)]) == [None]
+
+    assert store.get(task.task_id) is None
+    assert store.find_by_idempotency_key("k", "entry") is None
+    assert [t.task_id for t in store.list()[0]] == ["t-2"]
+    again = make_task(idempotency_key="k", origin_agent_id="entry", tool="other")
+    assert store.insert(again) is again
+
+
+def test_delete_of_an_unknown_task_is_a_per_write_error(store: TaskStore) -> None:
+    kept = make_task("t-1")
+
+    results = store.apply([Write("delete", make_task("ghost")), Write("insert", kept)])
+
+    assert isinstance(results[0], UnknownTask)
+    assert results[0].task_id == "ghost"
+    assert results[1] is kept
+    assert store.get("t-1") == kept
+
+
+def test_apply_mixes_writes_in_order(store: TaskStore) -> None:
+    first = make_task("t-1")
+    later = T0 + timedelta(seconds=1)
+
+    results = store.apply(
+        [
+            Write("insert", first),
+            Write("update", first.start(later)),
+            Write("insert", make_task("t-1", tool="other")),
+            Write("delete", first),
+            Write("update", first),
+        ]
+    )
+
+    assert results[:2] == [first, None]
+    assert isinstance(results[2], DuplicateTask)
+    assert results[3] is None
+    assert isinstance(results[4], UnknownTask)
+    assert store.get("t-1") is None
 
 
 def test_list_is_newest_first_and_filters(store: TaskStore) -> None:
@@ -361,6 +444,49 @@ def test_sqlite_reopen_keeps_everything(tmp_path: Path) -> None:
         assert reopened.request_fingerprint == "fp"
         assert store.insert(make_task("t-3", idempotency_key="k")) == task
         assert [t.task_id for t in store.unfinished()] == ["t-1", "t-2"]
+
+
+def test_sqlite_migrates_a_version_1_database(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        _MIGRATIONS[0](db)
+        db.execute("PRAGMA user_version = 1")
+        # Rows as version 1 wrote them: no origin column, keys unique store-wide.
+        for task_id, key, owner, state in (
+            ("t-1", "k", "agent-a", "SUBMITTED"),
+            ("t-2", "", "agent-a", "COMPLETED"),
+        ):
+            db.execute(
+                "INSERT INTO tasks VALUES (?, 'echo', '{\"text\":\"hi\"}', ?, ?, ?, ?, ?,"
+                " 5.0, '[\"gpu\"]', '', NULL, NULL, NULL, NULL, NULL, 0, 'fp')",
+                (task_id, state, 1_000_000, 2_000_000, owner, key),
+            )
+
+    with closing(SqliteTaskStore(path)) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        first = store.get("t-1")
+        assert first is not None
+        assert (first.owner_agent_id, first.origin_agent_id) == ("agent-a", "agent-a")
+        assert (first.idempotency_key, first.request_fingerprint) == ("k", "fp")
+        assert first.arguments == {"text": "hi"}
+        assert first.tags == ("gpu",)
+        assert first.created_at == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+        second = store.get("t-2")
+        assert second is not None
+        assert second.state is TaskState.COMPLETED
+        # Dedup on the migrated key, now scoped by origin.
+        retry = make_task("t-3", idempotency_key="k", origin_agent_id="agent-a")
+        assert store.insert(retry) == first
+        other = make_task("t-4", idempotency_key="k", origin_agent_id="agent-b")
+        assert store.insert(other) is other
+        assert store.find_by_idempotency_key("k", "agent-a") == first
+        indexes = {row["name"] for row in store._open().execute("PRAGMA index_list(tasks)")}
+        assert "tasks_by_idempotency_key" not in indexes
+        assert "tasks_by_origin_idempotency_key" in indexes
+
+    with closing(SqliteTaskStore(path)) as store:  # reopening migrates nothing more
+        assert store.schema_version == SCHEMA_VERSION
+        assert {t.task_id for t in store.list()[0]} == {"t-1", "t-2", "t-4"}
 
 
 def test_sqlite_uses_wal_and_the_requested_sync_level(tmp_path: Path) -> None:

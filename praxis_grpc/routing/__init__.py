@@ -1,0 +1,1 @@
+"""Placing tasks on agents: the router, delegation to other nodes, the front door."""

@@ -1,0 +1,514 @@
+"""Delegation: running a task on another agent and following it to its end.
+
+The node that accepted a task from its client (the *entry* node) keeps a
+record of it in its own store, owned by the agent that executes it. Rules:
+
+    - Write-ahead: the record is committed before the owner is called, so a
+      crash of the entry node at any point leaves a record to re-attach from.
+    - One identity: the owner is sent the record's task id (``local_only``),
+      and dedups on it, so sending the same task again (a retry, a re-attach
+      after a restart) never executes it twice on that owner.
+    - Following: every unfinished record has one follower that streams the
+      owner's ``WatchTask`` and mirrors each state into the record (only the
+      terminal one is committed), which feeds ``GetTask``/``WatchTask`` at the
+      entry node. A broken stream is re-opened; ``NOT_FOUND`` means the owner
+      never received the task, which is then sent again.
+    - Lost owner: when the owner's card is gone (disconnect grace or TTL), a
+      task of an idempotent tool is re-dispatched to another capable agent
+      (at-least-once execution); a task of a non-idempotent tool waits up to
+      ``routing.owner_lost_timeout`` for the owner to come back and then ends
+      FAILED with reason OWNER_LOST, since it may have run there. A task the
+      owner provably never received is re-dispatched whatever its tool.
+    - The first terminal state the entry node records is final.
+
+Everything runs on the node's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import grpc
+
+from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc.api.convert import dict_to_struct, task_from_proto
+from praxis_grpc.api.errors import error_from_rpc
+from praxis_grpc.cards import AgentCard
+from praxis_grpc.config import RoutingConfig
+from praxis_grpc.directory import CardDirectory
+from praxis_grpc.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    PraxisError,
+    ResourceExhausted,
+    Unavailable,
+)
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.router import Candidate, Router
+from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.tasks.model import Task, TaskError, TaskState
+
+log = logging.getLogger(__name__)
+
+OWNER_LOST = "OWNER_LOST"
+
+__all__ = ["OWNER_LOST", "Delegations", "Refusal"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An agent did not take a task; the caller may try another.
+
+    Attributes:
+        kind: ``saturated`` (its queue is full), ``unavailable`` (it could
+            not be reached) or ``refused`` (draining, or it no longer offers
+            the tool with those tags).
+        error: The error as the agent (or the channel) reported it.
+    """
+
+    kind: Literal["saturated", "unavailable", "refused"]
+    agent: str
+    error: PraxisError
+
+
+class _Backoff:
+    def __init__(self, first: float = 0.1, limit: float = 2.0) -> None:
+        self._first, self._limit, self._next = first, limit, first
+
+    def reset(self) -> None:
+        self._next = self._first
+
+    def __call__(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self._limit)
+        return delay
+
+
+class Delegations:
+    """Sends tasks to other agents and follows them until they finish."""
+
+    def __init__(
+        self,
+        *,
+        engine: TaskEngine,
+        router: Router,
+        directory: CardDirectory,
+        channels: ChannelPool,
+        metrics: Metrics,
+        config: RoutingConfig,
+        discovery_wait: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._router = router
+        self._directory = directory
+        self._channels = channels
+        self._metrics = metrics
+        self._config = config
+        self._discovery_wait = discovery_wait
+        self._clock = clock
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._absent: set[str] = set()
+        metrics.delegated_tasks_following.set_function(lambda: len(self._followers))
+
+    def start(self) -> int:
+        """Re-attach to every unfinished task the store records as delegated.
+
+        Returns:
+            How many tasks are followed again.
+        """
+        unfinished = self._engine.foreign_unfinished()
+        for record in unfinished:
+            self._router.ledger.begin(record.owner_agent_id, record.task_id, self._clock())
+            self.follow(record)
+        return len(unfinished)
+
+    async def aclose(self) -> None:
+        """Stop following (the records stay; :meth:`start` re-attaches later)."""
+        pending = [*self._followers.values(), *self._background]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- dispatch ---------------------------------------------------------
+
+    async def dispatch(
+        self,
+        record: Task,
+        candidate: Candidate,
+        *,
+        wait: bool,
+        call_timeout: float | None,
+        follow: bool = True,
+    ) -> Task | Refusal:
+        """Send ``record`` (committed, owned by ``candidate``) to its agent.
+
+        Returns:
+            The task as the agent accepted it (terminal when ``wait`` and it
+            finished in time), or a :class:`Refusal` when the agent did not
+            take it: the caller may try another agent.
+
+        Raises:
+            InvalidArgument, AlreadyExists: the agent rejected the request
+                itself; no other agent would accept it.
+            DeadlineExceeded: the caller's deadline passed while waiting; the
+                task goes on and is followed.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stub = self._channels.tasks(candidate.address)
+        ledger = self._router.ledger
+        ledger.begin(candidate.agent_id, record.task_id, self._clock())
+        try:
+            response = await stub.SubmitTask(_request(record, wait), timeout=call_timeout)
+        except grpc.aio.AioRpcError as exc:
+            return await self._dispatch_failed(exc, record, candidate, wait=wait, follow=follow)
+        except asyncio.CancelledError:
+            # Our client went away (or the channel closed under the call);
+            # whatever the agent did, follow the task.
+            if follow:
+                self.follow(record)
+            if _cancelling():
+                raise
+            return self._engine.get(record.task_id)
+        finally:
+            self._metrics.delegation_duration_seconds.observe(loop.time() - started)
+        self._metrics.delegations_total.labels("accepted").inc()
+        current = await self._mirror(record, task_from_proto(response.task))
+        if follow and not current.terminal:
+            self.follow(current)
+        return current
+
+    async def _dispatch_failed(
+        self,
+        exc: grpc.aio.AioRpcError,
+        record: Task,
+        candidate: Candidate,
+        *,
+        wait: bool,
+        follow: bool,
+    ) -> Task | Refusal:
+        code = exc.code()
+        error = error_from_rpc(exc, candidate.name)
+        refusal: Refusal | None = None
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            refusal = Refusal("saturated", candidate.name, error)
+        elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+            refusal = Refusal("refused", candidate.name, error)
+        elif code is grpc.StatusCode.UNAVAILABLE and _never_sent(exc):
+            refusal = Refusal("unavailable", candidate.name, error)
+        elif code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
+            self._router.ledger.end(candidate.agent_id, record.task_id, self._clock())
+            self._metrics.delegations_total.labels("invalid").inc()
+            raise error
+        if refusal is not None:
+            self._router.ledger.end(candidate.agent_id, record.task_id, self._clock())
+            self._metrics.delegations_total.labels(refusal.kind).inc()
+            return refusal
+        # The agent may or may not have the task: the follower finds out
+        # (WatchTask answers NOT_FOUND if it never arrived, and it is re-sent).
+        self._metrics.delegations_total.labels("error").inc()
+        log.info(
+            "delegation of task %s to %s ended with %s (%s); following it",
+            record.task_id,
+            candidate.name,
+            code.name,
+            exc.details(),
+        )
+        if follow:
+            self.follow(record)
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and wait:
+            raise DeadlineExceeded(
+                f"the deadline passed before task {record.task_id} finished; it goes on"
+            )
+        if wait:
+            return await self._engine.wait(record.task_id)
+        return self._engine.get(record.task_id)
+
+    # -- following --------------------------------------------------------
+
+    def follow(self, record: Task) -> None:
+        """Follow ``record`` until it is terminal (no-op if already followed)."""
+        if record.terminal or record.task_id in self._followers:
+            return
+        follower = asyncio.get_running_loop().create_task(
+            self._follow(record.task_id), name=f"follow-{record.task_id}"
+        )
+        self._followers[record.task_id] = follower
+        follower.add_done_callback(lambda _: self._followed(record.task_id, follower))
+
+    def _followed(self, task_id: str, follower: asyncio.Task[None]) -> None:
+        if self._followers.get(task_id) is follower:
+            del self._followers[task_id]
+        self._absent.discard(task_id)
+        if not follower.cancelled() and follower.exception() is not None:
+            log.error("following task %s failed", task_id, exc_info=follower.exception())
+
+    async def _stop_following(self, task_id: str) -> None:
+        follower = self._followers.pop(task_id, None)
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def _follow(self, task_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = _Backoff()
+        absent_since: float | None = None
+        seen_owner = False
+        while True:
+            record = self._engine.get(task_id)
+            if record.terminal or record.owner_agent_id == self._engine.agent_id:
+                return
+            card = self._directory.get(record.owner_agent_id)
+            address = _grpc_address(card)
+            if address is None:
+                self._absent.add(task_id)
+                now = loop.time()
+                absent_since = absent_since if absent_since is not None else now
+                patience = 0.0 if seen_owner else self._discovery_wait
+                if now - absent_since >= patience and await self._owner_lost(
+                    record, now - absent_since
+                ):
+                    absent_since, seen_owner = None, False
+                    backoff.reset()
+                    continue
+                await asyncio.sleep(backoff())
+                continue
+            self._absent.discard(task_id)
+            absent_since, seen_owner = None, True
+            try:
+                request = pb.WatchTaskRequest(task_id=task_id)
+                async for message in self._channels.tasks(address).WatchTask(request):
+                    backoff.reset()
+                    record = await self._mirror(record, task_from_proto(message.task))
+                    if record.terminal:
+                        return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    await self._resend(record)
+                    continue
+                log.debug("watch of task %s on %s broke: %s", task_id, address, exc.code().name)
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                # grpc.aio cancels the calls of a channel that is closed (the
+                # owner's card was removed): the stream broke, we did not.
+                log.debug("watch of task %s on %s ended with its channel", task_id, address)
+            await asyncio.sleep(backoff())
+
+    async def _mirror(self, record: Task, remote: Task) -> Task:
+        """Adopt the owner's report; commit it when terminal. Returns the record."""
+        current = self._engine.get(record.task_id)
+        if current.terminal or current.owner_agent_id != record.owner_agent_id:
+            return current  # decided already, or re-dispatched meanwhile
+        mirrored = current.mirror(remote)
+        if mirrored.state is current.state and mirrored.attempt == current.attempt:
+            return current
+        stored = await self._engine.record(mirrored, durable=mirrored.terminal)
+        if stored.terminal:
+            self._router.ledger.end(stored.owner_agent_id, stored.task_id, self._clock())
+        return stored
+
+    async def _resend(self, record: Task) -> None:
+        """The owner never received the task: send it again, or elsewhere."""
+        candidate = self._capable(record, record.owner_agent_id)
+        if candidate is not None:
+            outcome = await self._try(record, candidate)
+            if outcome:
+                return
+        # Never received, so never run: safe to place elsewhere whatever the tool.
+        await self._redispatch(record, exclude=record.owner_agent_id)
+
+    async def _owner_lost(self, record: Task, lost_for: float) -> bool:
+        """Decide what happens to a task whose owner is gone. True if it moved on."""
+        if self._idempotent(record.tool):
+            return await self._redispatch(record, exclude=record.owner_agent_id)
+        if lost_for < self._config.owner_lost_timeout:
+            return False
+        error = TaskError(
+            OWNER_LOST,
+            f"agent {record.owner_agent_id} was lost {lost_for:.0f}s ago while it owned the "
+            f"task; tool {record.tool!r} is not idempotent, so the task is not run "
+            "elsewhere (it may or may not have run there)",
+        )
+        failed = record.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
+        await self._engine.record(failed)
+        self._router.ledger.end(record.owner_agent_id, record.task_id, self._clock())
+        return True
+
+    async def _redispatch(self, record: Task, exclude: str) -> bool:
+        try:
+            plan = self._router.plan(
+                record.tool, record.tags, record.preferred_agent, exclude=(exclude,)
+            )
+        except (FailedPrecondition, ResourceExhausted) as exc:
+            log.info("task %s waits for a capable agent: %s", record.task_id, exc.message)
+            return False
+        for candidate in plan[: self._config.max_attempts]:
+            if await self._try(record, candidate):
+                self._router.ledger.end(exclude, record.task_id, self._clock())
+                self._metrics.redispatches_total.inc()
+                self._metrics.route_decisions_total.labels(record.tool, candidate.name).inc()
+                log.info(
+                    "task %s re-dispatched from lost agent %s to %s",
+                    record.task_id,
+                    exclude,
+                    candidate.name,
+                )
+                self._tell_when_back(record.task_id, exclude, candidate.name)
+                return True
+        return False
+
+    async def _try(self, record: Task, candidate: Candidate) -> bool:
+        """Hand ``record`` to ``candidate``; True when it took it."""
+        now = self._clock()
+        if candidate.local:
+            await self._engine.adopt(record)
+            return True
+        if record.owner_agent_id != candidate.agent_id:
+            record = await self._engine.record(record.reassign(candidate.agent_id, now))
+        try:
+            outcome = await self.dispatch(
+                record,
+                candidate,
+                wait=False,
+                call_timeout=self._config.call_timeout,
+                follow=False,
+            )
+        except PraxisError as exc:
+            log.warning("task %s cannot be sent to %s: %s", record.task_id, candidate.name, exc)
+            return False
+        return not isinstance(outcome, Refusal)
+
+    def _tell_when_back(self, task_id: str, agent_id: str, moved_to: str) -> None:
+        """Best effort: cancel the abandoned copy if the lost agent comes back."""
+
+        async def tell() -> None:
+            deadline = asyncio.get_running_loop().time() + self._config.owner_lost_timeout
+            while asyncio.get_running_loop().time() < deadline:
+                address = _grpc_address(self._directory.get(agent_id))
+                if address is not None:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await self._channels.tasks(address).CancelTask(
+                            pb.CancelTaskRequest(
+                                task_id=task_id, reason=f"re-dispatched to {moved_to}"
+                            ),
+                            timeout=self._config.call_timeout,
+                        )
+                        return
+                await asyncio.sleep(1.0)
+
+        background = asyncio.get_running_loop().create_task(tell())
+        self._background.add(background)
+        background.add_done_callback(self._background.discard)
+
+    # -- cancel -----------------------------------------------------------
+
+    async def cancel(self, record: Task, reason: str) -> Task:
+        """Cancel a delegated task at its owner (or here, if the owner is gone).
+
+        Raises:
+            Unavailable: the owner is known but cannot be reached; the task goes on.
+        """
+        await self._stop_following(record.task_id)
+        try:
+            return await self._cancel(self._engine.get(record.task_id), reason)
+        finally:
+            current = self._engine.get(record.task_id)
+            if current.owner_agent_id != self._engine.agent_id:
+                self.follow(current)
+
+    async def _cancel(self, record: Task, reason: str) -> Task:
+        if record.terminal:
+            return record
+        message = reason or "canceled by client"
+        address = _grpc_address(self._directory.get(record.owner_agent_id))
+        if address is None:
+            self._tell_when_back(record.task_id, record.owner_agent_id, "nobody (canceled)")
+            return await self._cancel_here(record, f"{message} (owner unreachable)")
+        try:
+            response = await self._channels.tasks(address).CancelTask(
+                pb.CancelTaskRequest(task_id=record.task_id, reason=message),
+                timeout=self._config.call_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return await self._cancel_here(record, message)  # it never got there
+            raise Unavailable(
+                f"cannot reach agent {record.owner_agent_id} to cancel task "
+                f"{record.task_id} ({exc.code().name}: {exc.details()}); the task goes on"
+            ) from None
+        return await self._mirror(record, task_from_proto(response.task))
+
+    async def _cancel_here(self, record: Task, message: str) -> Task:
+        canceled = record.finish_unsuccessfully(
+            TaskState.CANCELED, TaskError("CANCELED", message), self._clock()
+        )
+        stored = await self._engine.record(canceled)
+        self._router.ledger.end(record.owner_agent_id, record.task_id, self._clock())
+        return stored
+
+    # -- helpers ----------------------------------------------------------
+
+    def _capable(self, record: Task, agent_id: str) -> Candidate | None:
+        try:
+            found = self._router.candidates(record.tool, record.tags)
+        except FailedPrecondition:
+            return None
+        return next((c for c in found if c.agent_id == agent_id), None)
+
+    def _idempotent(self, tool: str) -> bool:
+        """True when every known agent offering ``tool`` says it is idempotent."""
+        flags = [
+            info.idempotent
+            for card in self._directory.cards(tool)
+            for info in card.tools
+            if info.name == tool
+        ]
+        return bool(flags) and all(flags)
+
+
+def _cancelling() -> bool:
+    """True when the current asyncio task itself is being cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _grpc_address(card: AgentCard | None) -> str | None:
+    if card is None:
+        return None
+    return next((e.address for e in card.endpoints if e.transport == "grpc"), None)
+
+
+def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """True when the channel could not connect, so the request never left."""
+    text = f"{exc.details()} {exc.debug_error_string()}".lower()
+    return "failed to connect" in text or "connection refused" in text
+
+
+def _request(record: Task, wait: bool) -> pb.SubmitTaskRequest:
+    """The delegation request: identical on every send of one task."""
+    request = pb.SubmitTaskRequest(
+        tool=record.tool,
+        arguments=dict_to_struct(record.arguments),
+        idempotency_key=record.idempotency_key,
+        tags=record.tags,
+        preferred_agent=record.preferred_agent,
+        wait=wait,
+        task_id=record.task_id,
+        local_only=True,
+        origin_agent_id=record.origin_agent_id,
+    )
+    if record.timeout > 0:
+        request.timeout.FromNanoseconds(round(record.timeout * 1e9))
+    return request

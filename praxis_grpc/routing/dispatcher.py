@@ -1,0 +1,258 @@
+"""The task front door of a node: route each submission, act on any task.
+
+``TaskService`` calls only this. A submission is placed by the
+:class:`~praxis_grpc.routing.router.Router` on the local engine or, through
+:class:`~praxis_grpc.routing.delegation.Delegations`, on another agent; reads,
+watches and cancels work the same whichever agent owns the task.
+
+Placement tries up to ``routing.max_attempts`` agents in the router's order.
+An agent that refuses (saturated, draining, unreachable before the request
+left) costs nothing but a try; once an agent accepted, the task is its.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import UTC, datetime
+
+from praxis_grpc.config import RoutingConfig
+from praxis_grpc.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    PraxisError,
+    ResourceExhausted,
+    Unavailable,
+)
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.delegation import Delegations, Refusal
+from praxis_grpc.routing.router import Candidate, Router
+from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
+from praxis_grpc.tasks.model import Submission, Task, TaskState
+from praxis_grpc.tools.validation import ArgumentValidator
+
+__all__ = ["TaskDispatcher"]
+
+
+class TaskDispatcher:
+    """Routes submissions and serves tasks wherever they run."""
+
+    def __init__(
+        self,
+        *,
+        engine: TaskEngine,
+        router: Router,
+        delegations: Delegations,
+        metrics: Metrics,
+        config: RoutingConfig,
+        limits: EngineLimits,
+    ) -> None:
+        self._engine = engine
+        self._router = router
+        self._delegations = delegations
+        self._metrics = metrics
+        self._config = config
+        self._limits = limits
+        self._validators: dict[tuple[str, str], ArgumentValidator] = {}
+        self._decisions: dict[tuple[str, str], object] = {}
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        wait: bool = False,
+        time_remaining: float | None = None,
+        task_id: str | None = None,
+        local_only: bool = False,
+        origin_agent_id: str = "",
+    ) -> tuple[Task, bool]:
+        """Accept ``submission`` on the best capable agent.
+
+        Returns:
+            The task (terminal when ``wait``) and whether it was deduplicated.
+
+        Raises:
+            InvalidArgument, AlreadyExists: the request is at fault.
+            FailedPrecondition: no capable agent (or, ``local_only``, this
+                node cannot run it).
+            ResourceExhausted: every capable agent is saturated.
+            Unavailable: no capable agent could be reached.
+            DeadlineExceeded: ``wait`` and the deadline passed; the task goes on.
+        """
+        if local_only:
+            task, deduplicated = await self._engine.submit(
+                submission, task_id=task_id, origin_agent_id=origin_agent_id
+            )
+            return await self._waited(task, wait), deduplicated
+        existing = self._engine.find_duplicate(submission, task_id)
+        if existing is not None:
+            return await self._waited(existing, wait), True
+        if not self._engine.accepting:
+            self._metrics.tasks_rejected_total.labels("draining").inc()
+            raise FailedPrecondition("node is draining and accepts no new tasks")
+        self._validate(submission)
+        plan = self._router.plan(submission.tool, submission.tags, submission.preferred_agent)
+        task_id = task_id or str(uuid.uuid4())
+        refusals: list[Refusal] = []
+        record: Task | None = None
+        for candidate in plan[: self._config.max_attempts]:
+            self._decided(submission.tool, candidate)
+            if candidate.local:
+                if record is not None:
+                    await self._engine.forget(record)
+                    record = None
+                local = await self._submit_here(submission, task_id, candidate)
+                if isinstance(local, Refusal):
+                    refusals.append(local)
+                    continue
+                return await self._waited(local[0], wait), local[1]
+            self._validator(candidate).validate(submission.arguments)
+            record = await self._record(record, submission, candidate, task_id)
+            if record.task_id != task_id:  # an equal request with the same key won a race
+                return await self._waited(record, wait), True
+            timeout = time_remaining if wait else _min(time_remaining, self._config.call_timeout)
+            try:
+                outcome = await self._delegations.dispatch(
+                    record, candidate, wait=wait, call_timeout=timeout
+                )
+            except PraxisError as exc:
+                if not _task_goes_on(exc):
+                    await self._engine.forget(record)
+                raise
+            if isinstance(outcome, Refusal):
+                refusals.append(outcome)
+                continue
+            return outcome, False
+        if record is not None:
+            await self._engine.forget(record)
+        raise _refused(submission.tool, refusals)
+
+    async def _submit_here(
+        self, submission: Submission, task_id: str, candidate: Candidate
+    ) -> tuple[Task, bool] | Refusal:
+        try:
+            return await self._engine.submit(submission, task_id=task_id)
+        except ResourceExhausted as exc:
+            return Refusal("saturated", candidate.name, exc)
+        except FailedPrecondition as exc:
+            return Refusal("refused", candidate.name, exc)
+
+    def get(self, task_id: str) -> Task:
+        """The task, as last reported by its owner. Raises NotFound."""
+        return self._engine.get(task_id)
+
+    def list(
+        self,
+        *,
+        states: Collection[TaskState] = (),
+        tool: str = "",
+        limit: int = 100,
+        page_token: str = "",
+    ) -> tuple[Sequence[Task], str]:
+        """Tasks this node accepted or owns, newest first (see :meth:`TaskEngine.list`)."""
+        return self._engine.list(states=states, tool=tool, limit=limit, page_token=page_token)
+
+    def watch(self, task_id: str) -> AsyncIterator[Task]:
+        """The task's states as they happen, wherever it runs."""
+        return self._engine.watch(task_id)
+
+    async def cancel(self, task_id: str, reason: str = "") -> Task:
+        """Cancel the task on whichever agent owns it."""
+        task = self._engine.get(task_id)
+        if task.terminal or task.owner_agent_id == self._engine.agent_id:
+            return await self._engine.cancel(task_id, reason)
+        return await self._delegations.cancel(task, reason)
+
+    async def _waited(self, task: Task, wait: bool) -> Task:
+        if wait and not task.terminal:
+            return await self._engine.wait(task.task_id)
+        return task
+
+    def _validate(self, submission: Submission) -> None:
+        """Checks this node applies before placing a task anywhere."""
+        size = len(json.dumps(submission.arguments, separators=(",", ":")))
+        if size > self._limits.max_argument_bytes:
+            raise InvalidArgument(
+                "arguments",
+                f"{size} bytes exceeds the limit of {self._limits.max_argument_bytes} bytes",
+            )
+        if submission.timeout is not None:
+            if submission.timeout <= 0:
+                raise InvalidArgument("timeout", "must be positive")
+            if submission.timeout > self._limits.max_timeout:
+                raise InvalidArgument(
+                    "timeout",
+                    f"{submission.timeout:g}s exceeds this node's maximum of "
+                    f"{self._limits.max_timeout:g}s",
+                )
+
+    def _validator(self, candidate: Candidate) -> ArgumentValidator:
+        schema = json.dumps(candidate.tool.input_schema, sort_keys=True)
+        key = (candidate.tool.name, schema)
+        validator = self._validators.get(key)
+        if validator is None:
+            try:
+                validator = ArgumentValidator(candidate.tool.name, candidate.tool.input_schema)
+            except ValueError as exc:
+                raise FailedPrecondition(f"agent {candidate.name}: {exc}") from None
+            if len(self._validators) > 1024:
+                self._validators.clear()
+            self._validators[key] = validator
+        return validator
+
+    async def _record(
+        self, record: Task | None, submission: Submission, candidate: Candidate, task_id: str
+    ) -> Task:
+        now = datetime.now(UTC)
+        if record is not None:
+            return await self._engine.record(record.reassign(candidate.agent_id, now))
+        fingerprint = submission.fingerprint() if submission.idempotency_key else ""
+        return await self._engine.record(
+            Task(
+                task_id=task_id,
+                tool=submission.tool,
+                arguments=submission.arguments,
+                state=TaskState.SUBMITTED,
+                created_at=now,
+                updated_at=now,
+                owner_agent_id=candidate.agent_id,
+                origin_agent_id=self._engine.agent_id,
+                idempotency_key=submission.idempotency_key,
+                timeout=submission.timeout or 0.0,
+                tags=submission.tags,
+                preferred_agent=submission.preferred_agent,
+                request_fingerprint=fingerprint,
+            )
+        )
+
+    def _decided(self, tool: str, candidate: Candidate) -> None:
+        key = (tool, candidate.name)
+        counter = self._decisions.get(key)
+        if counter is None:
+            counter = self._metrics.route_decisions_total.labels(tool, candidate.name)
+            self._decisions[key] = counter
+        counter.inc()  # type: ignore[attr-defined]
+
+
+def _min(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
+
+
+def _task_goes_on(exc: PraxisError) -> bool:
+    # After a deadline the task is (probably) accepted and followed.
+    return not isinstance(exc, InvalidArgument | AlreadyExists)
+
+
+def _refused(tool: str, refusals: Sequence[Refusal]) -> PraxisError:
+    detail = "; ".join(f"{r.agent}: {r.error.message}" for r in refusals)
+    if refusals and all(r.kind == "saturated" for r in refusals):
+        hints = [r.error.retry_after for r in refusals if isinstance(r.error, ResourceExhausted)]
+        return ResourceExhausted(
+            f"every agent tried for tool {tool!r} is saturated ({detail})",
+            retry_after=min(hints, default=1.0),
+        )
+    if any(r.kind == "unavailable" for r in refusals):
+        return Unavailable(f"no agent tried for tool {tool!r} took the task ({detail})")
+    return FailedPrecondition(f"no agent tried for tool {tool!r} took the task ({detail})")
