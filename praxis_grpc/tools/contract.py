@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -261,6 +262,7 @@ class ContractTool:
                 cwd=self._directory,
                 env=self._env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         )
         try:
@@ -372,3 +374,18 @@ async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
         data += chunk
         del data[:-keep]
     return bytes(data)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the node dies (Linux).
+
+    Without it a tool process outlives a node killed with SIGKILL and goes on
+    executing a task that the mesh is already running elsewhere.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
