@@ -133,6 +133,13 @@ class Node:
         return self._dispatcher
 
     @property
+    def channels(self) -> ChannelPool:
+        """Pooled gRPC channels to other agents (after start)."""
+        if self._channels is None:
+            raise RuntimeError("node not started")
+        return self._channels
+
+    @property
     def directory(self) -> CardDirectory:
         """The card directory (after start)."""
         if self._directory is None:

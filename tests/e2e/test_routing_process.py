@@ -67,11 +67,16 @@ def overrides(*sections: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def count_tool(tmp_path: Path) -> Path:
-    tools = tmp_path / "count_tools" / "count"
-    tools.mkdir(parents=True)
-    (tools / "contract.yaml").write_text(COUNT_CONTRACT)
-    (tools / "count.py").write_text(COUNT_SCRIPT)
-    return tools.parent
+    """``count`` (idempotent) and ``count_once`` (not idempotent)."""
+    root = tmp_path / "count_tools"
+    for name, idempotent in (("count", "true"), ("count_once", "false")):
+        tool = root / name
+        tool.mkdir(parents=True)
+        contract = COUNT_CONTRACT.replace("name: count", f"name: {name}")
+        contract = contract.replace("idempotent: true", f"idempotent: {idempotent}")
+        (tool / "contract.yaml").write_text(contract)
+        (tool / "count.py").write_text(COUNT_SCRIPT)
+    return root
 
 
 def bootstrap(node: NodeProcess) -> dict[str, Any]:
@@ -194,6 +199,50 @@ def test_worker_killed_mid_task_the_task_completes_elsewhere(
             (second.pid, "start"),
             (second.pid, "done"),
         ]
+        # The killed worker comes back and recovers its copy of the task
+        # (idempotent: queued again); the entry node tells it to cancel it.
+        back = stack.enter_context(
+            node_process(tmp_path, "first", joined, CONFIGS / "worker_analytics.yaml")
+        )
+
+        def copy_canceled() -> bool:
+            with PraxisClient(back.grpc, timeout=5) as client:
+                copy = client.get_task(task.task_id)
+            return copy.state == types_pb2.TASK_STATE_CANCELED and "second" in copy.error.message
+
+        eventually(copy_canceled, timeout=30, what="the abandoned copy is canceled")
+
+
+def test_owner_of_a_non_idempotent_task_killed_the_task_fails_owner_lost(
+    tmp_path: Path, count_tool: Path
+) -> None:
+    log = tmp_path / "executions.log"
+    worker = overrides(FAST, {"tools": {"builtins": [], "contracts_dir": str(count_tool)}})
+    entry_config = overrides(FAST, {"routing": {"owner_lost_timeout": "2s"}})
+    with contextlib.ExitStack() as stack:
+        entry = stack.enter_context(
+            node_process(tmp_path, "orchestrator", entry_config, CONFIGS / "orchestrator.yaml")
+        )
+        joined = overrides(worker, bootstrap(entry))
+        first = stack.enter_context(
+            node_process(tmp_path, "first", joined, CONFIGS / "worker_analytics.yaml")
+        )
+        stack.enter_context(
+            node_process(tmp_path, "second", joined, CONFIGS / "worker_analytics.yaml")
+        )
+        sees(entry, {"first", "second"})
+        with PraxisClient(entry.grpc) as client:
+            task = client.submit(
+                "count_once",
+                {"seconds": 5, "key": "once-only", "log": str(log)},
+                preferred_agent=cards_at(entry)["first"].agent_id,
+            ).task
+            eventually(lambda: executions(log, "once-only"), timeout=20, what="first starts")
+            kill(first)
+            final = list(client.watch_task(task.task_id))[-1]
+        assert final.state == types_pb2.TASK_STATE_FAILED, final
+        assert final.error.reason == "OWNER_LOST"
+        assert executions(log, "once-only") == [(first.pid, "start")]
 
 
 def test_worker_killed_after_completing_is_not_run_again(tmp_path: Path, count_tool: Path) -> None:

@@ -181,6 +181,24 @@ async def test_idempotency_key_at_the_entry_node_runs_a_delegated_task_once(mesh
     assert mesh.log.count("once") == 1
 
 
+async def test_a_client_chosen_task_id_is_kept_everywhere(mesh: Mesh) -> None:
+    entry = await mesh.start("entry", work=False)
+    worker = await mesh.start("worker")
+    await mesh.converged()
+    task_id = "0b9f3c3e-4a8f-4d4e-9a63-5d2f0c1e7b11"
+    async with stub(entry) as tasks:
+        first = await tasks.SubmitTask(work(0, "chosen", task_id=task_id, wait=True))
+        again = await tasks.SubmitTask(work(0, "chosen", task_id=task_id, wait=True))
+        assert first.task.task_id == again.task.task_id == task_id
+        assert again.deduplicated
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "chosen", task_id="not-a-uuid"))
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "task_id" in (info.value.details() or "")
+    assert worker.engine.get(task_id).state.name == "COMPLETED"
+    assert mesh.log.count("chosen") == 1
+
+
 async def test_watch_at_the_entry_node_streams_the_remote_states(mesh: Mesh) -> None:
     entry = await mesh.start("entry", work=False)
     await mesh.start("worker")
@@ -320,6 +338,9 @@ async def test_worker_lost_mid_task_completes_elsewhere(mesh: Mesh) -> None:
     assert final.owner_agent_id == second.agent_id
     assert final.result["agent"] == "second"
     assert entry.metrics.redispatches_total._value.get() == 1
+    # The channel to the departed agent was closed; the one in use stays.
+    assert first.endpoints.grpc not in entry.channels
+    assert second.endpoints.grpc in entry.channels
 
 
 async def test_a_non_idempotent_task_is_never_run_elsewhere(mesh: Mesh) -> None:
