@@ -120,17 +120,100 @@ class P2PConfig(_Section):
         return values
 
 
-class ConsensusConfig(_Section):
-    """Consensus backend; only ``none`` (active-active) exists in this release."""
+class RaftConfig(_Section):
+    """The embedded Raft group (pysyncobj) of ``backend: raft``."""
 
-    backend: Literal["none"] = "none"
+    address: str = Field(
+        default="", description="this member's Raft address host:port (fixed; peers dial it)"
+    )
+    peers: list[str] = Field(default_factory=list, description="the other voters' addresses")
+    secret: str = Field(
+        default="",
+        description="shared by every member; required: pysyncobj speaks pickle, so "
+        "only authenticated peers may talk to it",
+    )
+    secret_file: Path | None = Field(default=None, description="read the secret from a file")
+    election_timeout: PositiveDuration = Field(
+        default=0.3, description="minimum election timeout; the maximum is twice it"
+    )
+    heartbeat: PositiveDuration = Field(
+        default=0.05, description="leader heartbeat (append entries) period"
+    )
+    commit_timeout: PositiveDuration = 5.0
+
+    @field_validator("address", "peers")
+    @classmethod
+    def _host_ports(cls, value: str | list[str]) -> str | list[str]:
+        for index, item in enumerate([value] if isinstance(value, str) else value):
+            if item and not re.fullmatch(r"[^\s:]+:\d{1,5}", item):
+                where = "" if isinstance(value, str) else f"[{index}] "
+                raise ValueError(f"{where}{item!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> RaftConfig:
+        if self.heartbeat * 3 > self.election_timeout:
+            raise ValueError("heartbeat must be at most a third of election_timeout")
+        return self
+
+
+class EtcdConfig(_Section):
+    """The external etcd v3 cluster of ``backend: etcd``."""
+
+    endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
+    prefix: str = Field(default="/praxis/", description="key prefix of this praxis cluster")
+    lease_ttl: int = Field(
+        default=2, ge=1, le=3600, description="seconds a dead coordinator keeps its lease"
+    )
+    commit_timeout: PositiveDuration = 5.0
+
+    @field_validator("prefix")
+    @classmethod
+    def _slashes(cls, value: str) -> str:
+        if not value.startswith("/") or not value.endswith("/"):
+            raise ValueError("must start and end with '/'")
+        return value
+
+
+class ConsensusConfig(_Section):
+    """The consensus backend and its settings."""
+
+    backend: Literal["none", "raft", "etcd"] = "none"
+    raft: RaftConfig = Field(default_factory=RaftConfig)
+    etcd: EtcdConfig = Field(default_factory=EtcdConfig)
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> ConsensusConfig:
+        raft = self.raft
+        if self.backend == "raft":
+            if not raft.address:
+                raise ValueError("raft.address is required with backend raft")
+            if not (raft.secret or raft.secret_file):
+                raise ValueError(
+                    "raft.secret (or raft.secret_file) is required with backend raft: "
+                    "pysyncobj exchanges pickled messages"
+                )
+        if self.backend == "etcd" and not self.etcd.endpoints:
+            raise ValueError("etcd.endpoints must not be empty with backend etcd")
+        return self
 
 
 class HaConfig(_Section):
     """HA topology."""
 
-    mode: Literal["active-active"] = "active-active"
+    mode: Literal["active-active", "active-passive"] = "active-active"
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+    forward_submissions: bool = Field(
+        default=True,
+        description="a standby forwards SubmitTask to the coordinator; off: UNAVAILABLE "
+        "with the coordinator's address in trailing metadata",
+    )
+
+    @model_validator(mode="after")
+    def _mode_needs_backend(self) -> HaConfig:
+        if self.mode == "active-passive" and self.consensus.backend == "none":
+            raise ValueError("mode active-passive needs consensus.backend raft or etcd")
+        return self
 
 
 class ToolsConfig(_Section):

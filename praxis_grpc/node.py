@@ -172,6 +172,13 @@ class Node:
             StartupError: with a message naming the config key at fault.
         """
         cfg = self.config
+        if cfg.ha.mode != "active-active" or cfg.ha.consensus.backend != "none":
+            # Accepted by the config schema for the consensus backends being
+            # built; refused here rather than silently ignored.
+            raise StartupError(
+                "ha.mode: active-passive and ha.consensus.backend raft/etcd are not "
+                "available in this release; use active-active with backend none"
+            )
         data_dir = cfg.resolved_data_dir
         try:
             data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Consensus backends for active-passive HA: the interface and its implementations."""

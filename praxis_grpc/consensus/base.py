@@ -1,0 +1,120 @@
+"""The consensus plug point: leader election plus a small replicated key-value
+state, fenced by term. Backends: ``raft`` (embedded, pysyncobj) and ``etcd``.
+
+In active-passive mode the elected node is the coordinator: it owns the task
+queue, and every change to it goes through :meth:`Consensus.commit` before it
+is acknowledged to anyone. A new coordinator reads the committed state with
+:meth:`Consensus.snapshot` and resumes from it.
+
+Contract (every backend, checked by the shared tests in
+``tests/integration/test_consensus_contract.py``):
+
+    - Leadership: at most one member believes it leads in a given term, and
+      :class:`Leadership` reports the leader's agent id and gRPC address as
+      the group agreed on them (not merely as the backend's transport knows
+      them). ``leadership()`` is cheap and never blocks.
+    - Terms (fencing tokens) only increase: every change of leader produces a
+      term greater than any term before it (a re-election of the same member
+      may also increase it).
+    - ``commit`` returns only after the write is durable on a quorum, and only
+      if this member still leads in ``term`` at the moment the write is
+      applied; otherwise it raises :class:`NotLeader` and nothing is written.
+      So a deposed leader that has not noticed yet cannot overwrite the state
+      its successor builds on.
+    - ``snapshot`` returns every committed key as of a point no older than the
+      last ``commit`` this member saw acknowledged; on a new leader it
+      includes every write acknowledged by any previous leader.
+    - Methods run on the node's asyncio loop; backends that run threads of
+      their own (pysyncobj) bridge to it themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Consensus", "ConsensusError", "Leadership", "NotLeader"]
+
+
+class ConsensusError(Exception):
+    """The backend failed (cannot reach its peers or its cluster)."""
+
+
+class NotLeader(ConsensusError):
+    """This member does not lead in the term it claimed; nothing was written.
+
+    Attributes:
+        leadership: The leadership as this member sees it now.
+    """
+
+    def __init__(self, message: str, leadership: Leadership) -> None:
+        super().__init__(message)
+        self.leadership = leadership
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """Who leads the group, as this member sees it.
+
+    Attributes:
+        leader_id: The leader's agent id; "" while there is none.
+        leader_address: The leader's gRPC endpoint ("host:port"); "" while none.
+        term: Fencing token of this leadership; 0 before the first election.
+        is_self: True when this member is the leader.
+    """
+
+    leader_id: str = ""
+    leader_address: str = ""
+    term: int = 0
+    is_self: bool = False
+
+    @property
+    def known(self) -> bool:
+        """True when there is a leader."""
+        return bool(self.leader_id)
+
+
+class Consensus(Protocol):
+    """Election and fenced replicated state. See the module docstring."""
+
+    @property
+    def backend(self) -> str:
+        """``raft`` or ``etcd`` (the config name)."""
+        ...
+
+    async def start(self) -> None:
+        """Join the group and begin campaigning. Returns once the member runs
+        (not once a leader is elected).
+
+        Raises:
+            ConsensusError: the backend cannot start (bad address, port in use,
+                unreachable cluster); the message names the config key.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Leave the group: resign leadership if held, stop threads and calls."""
+        ...
+
+    def leadership(self) -> Leadership:
+        """The current leadership as this member sees it."""
+        ...
+
+    def watch(self) -> AsyncIterator[Leadership]:
+        """Yield the current leadership, then every change of it."""
+        ...
+
+    async def commit(self, key: str, value: bytes | None, *, term: int) -> None:
+        """Replicate ``key = value`` (``None`` deletes) if this member leads in ``term``.
+
+        Raises:
+            NotLeader: this member does not lead in ``term``; nothing written.
+            ConsensusError: the write could not be made durable (timeout, no
+                quorum); it may or may not be applied later.
+        """
+        ...
+
+    async def snapshot(self) -> Mapping[str, bytes]:
+        """Every committed key and value (see the contract)."""
+        ...
