@@ -1,14 +1,18 @@
 """The load generator: one ``grpc.aio`` channel, C coroutines, per-request latency.
 
 Run as ``python -m bench.load --target-kind {echo,praxis} --address HOST:PORT ...``
-in its own process so it does not share a GIL with the server it measures. It
-sends a warm-up, then requests until ``--requests`` are done or
-``--duration-cap`` seconds passed, whichever comes first, and prints one JSON
-object (see :class:`LoadResult`) on stdout.
+in its own process (:func:`load_process` does that) so it does not share a GIL
+with the server it measures. It sends a warm-up, then requests until
+``--requests`` are done or ``--duration-cap`` seconds passed, whichever comes
+first, and prints one JSON object (see :class:`LoadResult`) on stdout.
 
 Both targets receive the same ``SubmitTaskRequest`` built the same way: praxis
 through the generated stub, the echo server as bytes it returns unchanged. The
 client-side work is therefore identical and only the server differs.
+
+With ``--expect-owner AGENT_ID`` every completed praxis task must report that
+agent as its owner (the agent that executed it); the others are counted in
+``owner_mismatches``, not as errors.
 """
 
 from __future__ import annotations
@@ -18,23 +22,29 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import math
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
+from bench._common import REPO_ROOT, percentile
 from bench.echo_server import METHOD
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
 from praxis_grpc.api.convert import dict_to_struct
 
 TARGET_KINDS = ("echo", "praxis")
 RPC_TIMEOUT = 30.0
+# Load-process start-up (imports, channel) on top of warm-up and measurement.
+_STARTUP_ALLOWANCE = 60.0
 _MAX_ERROR_SAMPLES = 5
 
 # Sends request ``i``; returns None on success or what was wrong.
 Probe = Callable[[int], Awaitable[str | None]]
+# A completed praxis task whose owner is not the expected one.
+WRONG_OWNER = "wrong owner: "
 
 
 @dataclass(frozen=True)
@@ -51,12 +61,15 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     error_samples: tuple[str, ...] = ()
+    owner_mismatches: int = 0
+    owner_samples: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
         """Parse the line :func:`main` prints."""
         fields = json.loads(text)
         fields["error_samples"] = tuple(fields["error_samples"])
+        fields["owner_samples"] = tuple(fields.get("owner_samples", ()))
         return cls(**fields)
 
 
@@ -67,15 +80,7 @@ def submit_request(index: int) -> task_service_pb2.SubmitTaskRequest:
     )
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (NaN when empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(math.ceil(fraction * len(sorted_values)), 1)
-    return sorted_values[rank - 1]
-
-
-def _probe(kind: str, channel: grpc.aio.Channel) -> Probe:
+def _probe(kind: str, channel: grpc.aio.Channel, expect_owner: str = "") -> Probe:
     if kind == "echo":
         echo = channel.unary_unary(
             METHOD,
@@ -96,7 +101,8 @@ def _probe(kind: str, channel: grpc.aio.Channel) -> Probe:
         response = await stub.SubmitTask(submit_request(index), timeout=RPC_TIMEOUT)
         state = response.task.state
         if state == types_pb2.TASK_STATE_COMPLETED:
-            return None
+            owner = response.task.owner_agent_id
+            return WRONG_OWNER + owner if expect_owner and owner != expect_owner else None
         return f"task ended {types_pb2.TaskState.Name(state)}: {response.task.error.message}"
 
     return call_praxis
@@ -143,14 +149,17 @@ async def run_load(
     requests: int,
     warmup: int,
     duration_cap: float,
+    expect_owner: str = "",
 ) -> LoadResult:
     """Warm up, then measure ``kind`` at ``address``."""
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
-        probe = _probe(kind, channel)
+        probe = _probe(kind, channel, expect_owner)
         warm, _, _ = await _drive(probe, concurrency, warmup, duration_cap)
-        latencies, errors, elapsed = await _drive(probe, concurrency, requests, duration_cap)
+        latencies, problems, elapsed = await _drive(probe, concurrency, requests, duration_cap)
     latencies.sort()
+    owners = [p.removeprefix(WRONG_OWNER) for p in problems if p.startswith(WRONG_OWNER)]
+    errors = [p for p in problems if not p.startswith(WRONG_OWNER)]
     return LoadResult(
         target=kind,
         concurrency=concurrency,
@@ -162,7 +171,58 @@ async def run_load(
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         error_samples=tuple(dict.fromkeys(errors))[:_MAX_ERROR_SAMPLES],
+        owner_mismatches=len(owners),
+        owner_samples=tuple(dict.fromkeys(owners))[:_MAX_ERROR_SAMPLES],
     )
+
+
+def load_process(
+    kind: str,
+    address: str,
+    *,
+    concurrency: int,
+    requests: int,
+    warmup: int,
+    duration_cap: float,
+    expect_owner: str = "",
+) -> LoadResult:
+    """Run :func:`run_load` in a fresh process of this module and wait for its result.
+
+    The process is killed if this call is interrupted or it overruns twice
+    ``duration_cap`` (warm-up and measurement) plus a start-up allowance.
+
+    Raises:
+        RuntimeError: the load process failed or overran its time allowance.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        f"--target-kind={kind}",
+        f"--address={address}",
+        f"--concurrency={concurrency}",
+        f"--requests={requests}",
+        f"--warmup={warmup}",
+        f"--duration-cap={duration_cap}",
+    ]
+    if expect_owner:
+        command.append(f"--expect-owner={expect_owner}")
+    allowance = 2 * duration_cap + _STARTUP_ALLOWANCE
+    try:
+        # run() kills the child on timeout and on any other exception.
+        done = subprocess.run(
+            command,
+            check=False,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=allowance,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"load process for {address} overran {allowance:g}s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"load process for {address} failed:\n{done.stderr}")
+    return LoadResult.from_json(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -174,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--duration-cap", type=float, default=60.0)
+    parser.add_argument(
+        "--expect-owner", default="", help="agent id every praxis task must be owned by"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(
         run_load(
@@ -183,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             requests=args.requests,
             warmup=args.warmup,
             duration_cap=args.duration_cap,
+            expect_owner=args.expect_owner,
         )
     )
     print(json.dumps(dataclasses.asdict(result)), flush=True)

@@ -35,34 +35,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import json
 import math
 import os
-import platform
 import random
-import re
-import shlex
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import psutil
-import yaml
 
+from bench._cluster import describe_problems, log_problems, problems_since, spawn
+from bench._common import (
+    busy_seconds,
+    command_line,
+    cpu_seconds,
+    header,
+    int_list,
+    interrupts_deferred,
+    machine,
+    positive_int,
+    positive_seconds,
+    progress,
+    run_main,
+)
 from praxis_grpc._gen.praxis.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -70,13 +74,7 @@ from praxis_grpc._gen.praxis.v1 import (
     card_service_pb2_grpc,
     types_pb2,
 )
-from praxis_grpc.launcher import (
-    LaunchError,
-    LocalMesh,
-    NodeProcess,
-    node_config,
-    start_node,
-)
+from praxis_grpc.launcher import LaunchError, LocalMesh, NodeProcess
 
 if TYPE_CHECKING:
     from praxis_grpc._gen.praxis.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
@@ -94,13 +92,7 @@ TARGET_RSS_MB = 150.0
 # Unmeasured waits (convergence before a phase) poll more gently.
 _CONVERGE_INTERVAL = 0.1
 _RPC_TIMEOUT = 2.0
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 _READY_POLL = 0.005
-_LOG_PROBLEM = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")
-_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
-_CHAINED = ("The above exception", "During handling of the above exception")
-_LOG_NOISE = re.compile(r"12D3KooW\w+|Qm\w{44}|/ip[46]/\S+|0x[0-9a-f]+|\b\d+(\.\d+)?\b")
-_MAX_LOG_SAMPLES = 6
 
 Cards = Sequence[types_pb2.AgentCard]
 Check = Callable[[Cards], bool]
@@ -310,17 +302,9 @@ def slowest(seen: FirstSeen) -> float | None:
 
 def spawn_node(mesh: LocalMesh, index: int, bootstrap: Sequence[str]) -> NodeProcess:
     """Spawn one more node into ``mesh`` the way ``LocalMesh`` does (no readiness wait)."""
-    name = f"node{index}"
-    node_dir = (mesh.root / name).resolve()
-    config = node_config(name, node_dir, mesh.base)
-    p2p = config.setdefault("p2p", {})
-    p2p.setdefault("port", 0)
-    if bootstrap and not p2p.get("bootstrap_nodes"):
-        p2p["bootstrap_nodes"] = list(bootstrap)
-    config_path = mesh.root / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    node = start_node(config_path, node_dir / "ready.json", node_dir / "node.log", name)
-    mesh.nodes.append(node)
+    with interrupts_deferred():
+        node = spawn(mesh.root, f"node{index}", mesh.base or {}, bootstrap)
+        mesh.nodes.append(node)
     return node
 
 
@@ -337,19 +321,13 @@ async def wait_ready_file(node: NodeProcess, spawned_wall: float, within: float)
     return node.ready_file.stat().st_mtime - spawned_wall
 
 
-def _busy_seconds() -> float:
-    """CPU time the whole machine spent busy, summed over CPUs."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
 class CpuLedger:
     """CPU used by processes other than the nodes and this one, over a whole mesh run."""
 
     def __init__(self, pids: Iterable[int]) -> None:
-        self._start = {pid: _cpu_seconds([pid]) for pid in pids}
+        self._start = {pid: cpu_seconds([pid]) for pid in pids}
         self._last = dict(self._start)
-        self._busy, self._own, self._wall = _busy_seconds(), time.process_time(), time.monotonic()
+        self._busy, self._own, self._wall = busy_seconds(), time.process_time(), time.monotonic()
 
     def add(self, pid: int) -> None:
         """A node spawned now (it has used no CPU before)."""
@@ -357,7 +335,7 @@ class CpuLedger:
 
     def sample(self, pid: int) -> None:
         """Record ``pid``'s CPU so far (call it before killing the process)."""
-        self._last[pid] = _cpu_seconds([pid])
+        self._last[pid] = cpu_seconds([pid])
 
     def other_pct(self) -> float:
         """Other processes' CPU since construction, in % of one core."""
@@ -367,15 +345,7 @@ class CpuLedger:
         ours = sum(self._last.values()) - sum(self._start.values())
         ours += time.process_time() - self._own
         wall = time.monotonic() - self._wall
-        return max(100.0 * (_busy_seconds() - self._busy - ours) / wall, 0.0)
-
-
-def _cpu_seconds(pids: Iterable[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        total += times.user + times.system
-    return total
+        return max(100.0 * (busy_seconds() - self._busy - ours) / wall, 0.0)
 
 
 async def measure(
@@ -397,7 +367,7 @@ async def measure(
             {name: names_are(set(old)) for name in old}, start, timeout, _CONVERGE_INTERVAL
         )
         result.converge_s = slowest(seen)
-        _progress(f"N={count}: {count - 1} nodes converged in {_fmt(result.converge_s)} s")
+        progress(f"N={count}: {count - 1} nodes converged in {_fmt(result.converge_s)} s")
         await asyncio.sleep(args.settle)
 
         # 1. Join.
@@ -428,7 +398,7 @@ async def measure(
             result.join_visible_from_ready_s = result.join_visible_s - ready
         if ready is None:
             raise LaunchError(f"{joiner.name} not ready after {timeout:g}s")
-        _progress(
+        progress(
             f"N={count}: {joiner.name} ready {_fmt(ready)} s after spawn; visible everywhere "
             f"{_fmt(result.join_visible_s)} s after spawn ({_spread(first_seen)}); "
             f"it lists all {count} after {_fmt(sees_all)} s"
@@ -442,20 +412,20 @@ async def measure(
         )
         result.converged_all_s = slowest(seen)
         if result.converged_all_s is None:
-            _progress(f"N={count}: not every node lists all {count} cards; measuring anyway")
+            progress(f"N={count}: not every node lists all {count} cards; measuring anyway")
         pids = [node.pid for node in mesh.nodes]
-        cpu_before, clock_before = _cpu_seconds(pids), time.monotonic()
-        busy_before, own_before = _busy_seconds(), time.process_time()
+        cpu_before, clock_before = cpu_seconds(pids), time.monotonic()
+        busy_before, own_before = busy_seconds(), time.process_time()
         await asyncio.sleep(args.settle)
-        cpu = _cpu_seconds(pids) - cpu_before
+        cpu = cpu_seconds(pids) - cpu_before
         window = time.monotonic() - clock_before
-        others = _busy_seconds() - busy_before - cpu - (time.process_time() - own_before)
+        others = busy_seconds() - busy_before - cpu - (time.process_time() - own_before)
         result.idle_cpu_pct = 100.0 * cpu / window
         result.other_cpu_pct = max(100.0 * others / window, 0.0)
         result.rss_mb = {
             node.name: psutil.Process(node.pid).memory_info().rss / 2**20 for node in mesh.nodes
         }
-        _progress(
+        progress(
             f"N={count}: idle mesh CPU {result.idle_cpu_pct:.0f}% of one core (other processes "
             f"{result.other_cpu_pct:.0f}%); RSS per node "
             f"median {statistics.median(result.rss_mb.values()):.0f} MB, "
@@ -476,7 +446,7 @@ async def measure(
                 )
                 elapsed = slowest(seen)
                 (result.resume_s if resume else result.drain_s).append(elapsed)
-                _progress(
+                progress(
                     f"N={count}: trial {trial} {'resume' if resume else 'drain'} of {target}: "
                     f"everywhere after {_fmt(elapsed)} s ({_spread(seen)})"
                 )
@@ -509,7 +479,7 @@ async def measure(
         victim.process.wait(timeout=10)
         result.dead_first_seen_s = seen
         result.dead_removed_s = slowest(seen) if knew else None
-        _progress(
+        progress(
             f"N={count}: SIGKILL {victim.name}: removed everywhere after "
             f"{_fmt(result.dead_removed_s)} s ({_spread(seen)}); "
             f"{result.dead_listed_before} of {len(survivors)} listed it at the kill"
@@ -534,57 +504,18 @@ def run_mesh(count: int, root: Path, args: argparse.Namespace, rng: random.Rando
         started = time.monotonic()
         mesh.start(timeout=args.launch_timeout)
         result.launch_s = time.monotonic() - started
-        _progress(f"N={count}: {count - 1} nodes ready in {result.launch_s:.1f} s")
+        progress(f"N={count}: {count - 1} nodes ready in {result.launch_s:.1f} s")
         asyncio.run(measure(mesh, result, args, rng))
     except (LaunchError, OSError, grpc.RpcError, TimeoutError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-        _progress(f"N={count}: {result.error}")
+        progress(f"N={count}: {result.error}")
     finally:
         result.log_problems_run = log_problems(mesh.nodes)
         result.exit_codes = mesh.stop()
         after = log_problems(mesh.nodes)
-        result.log_problems_shutdown = {
-            key: after[key] - result.log_problems_run.get(key, 0)
-            for key in after
-            if after[key] > result.log_problems_run.get(key, 0)
-        }
+        result.log_problems_shutdown = problems_since(result.log_problems_run, after)
     result.finish()
     return result
-
-
-def log_problems(nodes: Iterable[NodeProcess]) -> dict[str, int]:
-    """Problems in the node logs, by normalized message.
-
-    Counted: WARNING/ERROR/CRITICAL records, tracebacks (by the exception that
-    ends each one) and lines printed outside logging (py-libp2p prints some of
-    its connection errors straight to stdout).
-    """
-    counts: collections.Counter[str] = collections.Counter()
-    for node in nodes:
-        try:
-            text = node.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        in_traceback = False
-        for line in text.splitlines():
-            match = _LOG_PROBLEM.match(line)
-            if match is not None:
-                counts[f"{match[1]} {_LOG_NOISE.sub('#', match[2])[:160]}"] += 1
-            elif line.startswith("Traceback"):
-                in_traceback = True
-            elif in_traceback and line and not line[0].isspace():
-                # The first unindented line after a traceback names the exception.
-                counts[f"Traceback ending {_LOG_NOISE.sub('#', line)[:160]}"] += 1
-                in_traceback = False
-            elif (
-                line
-                and not line[0].isspace()
-                and not in_traceback
-                and not _LOG_RECORD.match(line)
-                and not line.startswith(_CHAINED)
-            ):
-                counts[f"printed {_LOG_NOISE.sub('#', line)[:80]}"] += 1
-    return dict(counts)
 
 
 def _dead(r: MeshResult, unit: str = "") -> str:
@@ -595,41 +526,6 @@ def _dead(r: MeshResult, unit: str = "") -> str:
 
 def _unit(value: float | None, unit: str) -> str:
     return "" if value is None else unit
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "libp2p": metadata.version("libp2p"),
-        "platform": platform.platform(),
-        "revision": revision(),
-    }
-
-
-def revision() -> str:
-    """The commit the nodes ran, and which files under praxis_grpc/ differed from it."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *args],
-                check=False,
-                cwd=_REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    status = git("status", "--porcelain", "--", "praxis_grpc")
-    changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return f"{commit} + uncommitted {', '.join(changed)}" if changed else commit
 
 
 def _fmt(value: float | None, digits: int = 2, missing: str = "timeout") -> str:
@@ -792,42 +688,10 @@ def notes(results: Sequence[MeshResult]) -> str:
             ("at shutdown", r.log_problems_shutdown),
         ):
             if problems:
-                top = sorted(problems.items(), key=lambda item: -item[1])[:_MAX_LOG_SAMPLES]
-                listed = "; ".join(f"{n} x {message}" for message, n in top)
-                parts.append(f"node logs {label}: {sum(problems.values())} lines: {listed}")
+                parts.append(f"node logs {label}: {describe_problems(problems)}")
         if parts:
             lines.append(f"- N={r.nodes}: " + "\n  ".join(parts))
     return "\n".join(lines) if lines else "- nothing odd: no errors, failed polls or log warnings"
-
-
-def _node_counts(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected e.g. 5,10,20, got {text!r}") from None
-    if not values or min(values) < 2:
-        raise argparse.ArgumentTypeError("every mesh needs at least 2 nodes")
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -835,25 +699,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.mesh_propagation", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--nodes", type=_node_counts, default=[5, 10, 20], help="mesh sizes")
     parser.add_argument(
-        "--trials", type=_positive, default=5, help="drain and resume pairs per mesh (default: 5)"
+        "--nodes", type=int_list(2, "5,10,20"), default=[5, 10, 20], help="mesh sizes"
     )
     parser.add_argument(
-        "--interval", type=_seconds, default=0.02, help="seconds between polls of one node"
+        "--trials",
+        type=positive_int,
+        default=5,
+        help="drain and resume pairs per mesh (default: 5)",
     )
     parser.add_argument(
-        "--timeout", type=_seconds, default=60.0, help="bound on every measured wait (default: 60)"
+        "--interval", type=positive_seconds, default=0.02, help="seconds between polls of one node"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="bound on every measured wait (default: 60)",
     )
     parser.add_argument(
         "--launch-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=180.0,
         help="bound on starting the first N-1 nodes (default: 180)",
     )
     parser.add_argument(
         "--settle",
-        type=_seconds,
+        type=positive_seconds,
         default=2.0,
         help="quiet seconds after convergence, before the join and before RSS (default: 2)",
     )
@@ -863,15 +735,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Unwind through the finally blocks so every node process is stopped.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     info = machine()  # before any node starts: the revision they run
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="praxis-mesh-bench-"))
@@ -881,10 +747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(run_mesh(count, root, args, rng))
     finally:
         if args.keep:
-            _progress(f"node directories and logs kept under {root}")
+            progress(f"node directories and logs kept under {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    command = shlex.join(sys.orig_argv)
+    command = command_line()
     if args.json:
         document = {
             "command": command,
@@ -902,12 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(json.dumps(document, indent=2))
     else:
-        print(f"command: `{command}`")
-        print(
-            f"machine: nproc={info['nproc']}, python {info['python']}, grpcio {info['grpcio']}, "
-            f"libp2p {info['libp2p']}, {info['platform']}"
-        )
-        print(f"revision: {info['revision']}")
+        print(header(info, command))
         print(
             f"polling: ListCards on every node every {args.interval * 1000:g} ms "
             "(one grpc.aio coroutine per node, staggered); resolution is about one interval "
@@ -925,13 +786,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        _progress("interrupted; every node this run started has been stopped")
-        sys.exit(130)
+    run_main(main, "node")

@@ -21,25 +21,28 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
-import platform
-import shlex
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import grpc
 import psutil
 
+from bench._common import (
+    command_line,
+    cpu_seconds,
+    header,
+    int_list,
+    interrupts_deferred,
+    machine,
+    median,
+    positive_int,
+    progress,
+    run_main,
+)
 from bench.echo_server import echo_server_process
-from bench.load import LoadResult
+from bench.load import LoadResult, load_process
 from praxis_grpc.testing import node_process
 
 # As in production (metrics on), with room for every client coroutine.
@@ -48,9 +51,6 @@ NODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "tasks": {"max_concurrency": 64, "queue_limit": 100_000},
 }
 TARGETS = ("echo", "praxis")
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-# Load-process start-up (imports, channel) on top of warm-up and measurement.
-_LOAD_STARTUP_ALLOWANCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,52 +104,28 @@ def measure(
     Raises:
         RuntimeError: the load process failed or overran its time allowance.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        f"--target-kind={target}",
-        f"--address={address}",
-        f"--concurrency={concurrency}",
-        f"--requests={requests}",
-        f"--warmup={args.warmup}",
-        f"--duration-cap={args.duration_cap}",
-    ]
-    allowance = 2 * args.duration_cap + _LOAD_STARTUP_ALLOWANCE
-    cpu_before = _cpu_seconds(server)
-    try:
-        # run() kills the child on timeout and on any other exception.
-        done = subprocess.run(
-            command,
-            check=False,
-            cwd=_REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=allowance,
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"load process for {target} overran {allowance:g}s") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"load process for {target} failed:\n{done.stderr}")
-    cpu = _cpu_seconds(server) - cpu_before
-    load = LoadResult.from_json(done.stdout.strip().splitlines()[-1])
+    cpu_before = cpu_seconds([server.pid])
+    load = load_process(
+        target,
+        address,
+        concurrency=concurrency,
+        requests=requests,
+        warmup=args.warmup,
+        duration_cap=args.duration_cap,
+    )
+    cpu = cpu_seconds([server.pid]) - cpu_before
     served = load.warmup_requests + load.requests
     return Measurement(load, cpu / served * 1e6 if served else float("nan"))
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def summarize(runs: Sequence[Measurement], concurrencies: Sequence[int]) -> list[Summary]:
     """Medians per target and concurrency; requests and errors are summed."""
     rows: list[Summary] = []
     for concurrency in concurrencies:
-        echo_rps = _median(m.load.rps for m in runs if _is(m, "echo", concurrency))
+        echo_rps = median(m.load.rps for m in runs if _is(m, "echo", concurrency))
         for target in TARGETS:
             loads = [m.load for m in runs if _is(m, target, concurrency)]
-            rps = _median(r.rps for r in loads)
+            rps = median(r.rps for r in loads)
             rows.append(
                 Summary(
                     target=target,
@@ -157,9 +133,9 @@ def summarize(runs: Sequence[Measurement], concurrencies: Sequence[int]) -> list
                     requests=sum(r.requests for r in loads),
                     errors=sum(r.errors for r in loads),
                     rps=rps,
-                    p50_ms=_median(r.p50_ms for r in loads),
-                    p99_ms=_median(r.p99_ms for r in loads),
-                    server_cpu_us=_median(
+                    p50_ms=median(r.p50_ms for r in loads),
+                    p99_ms=median(r.p99_ms for r in loads),
+                    server_cpu_us=median(
                         m.server_cpu_us for m in runs if _is(m, target, concurrency)
                     ),
                     ratio=rps / echo_rps if echo_rps else float("nan"),
@@ -168,23 +144,8 @@ def summarize(runs: Sequence[Measurement], concurrencies: Sequence[int]) -> list
     return rows
 
 
-def _median(values: Iterable[float]) -> float:
-    listed = list(values)
-    return statistics.median(listed) if listed else float("nan")
-
-
 def _is(run: Measurement, target: str, concurrency: int) -> bool:
     return run.target == target and run.concurrency == concurrency
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def markdown(rows: Sequence[Summary], rounds: int) -> str:
@@ -204,26 +165,6 @@ def markdown(rows: Sequence[Summary], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _concurrencies(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected e.g. 1,16, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("concurrency levels must be positive")
-    return values
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -231,10 +172,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--requests",
-        type=_positive,
+        type=positive_int,
         help="measured requests per run (default: 1000 at concurrency 1, 3000 above)",
     )
-    parser.add_argument("--concurrency", type=_concurrencies, default=[1, 16])
+    parser.add_argument("--concurrency", type=int_list(1, "1,16"), default=[1, 16])
     parser.add_argument(
         "--duration-cap",
         type=float,
@@ -242,27 +183,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds per measured run (and per warm-up); stops early (default: 60)",
     )
     parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
-    parser.add_argument("--rounds", type=_positive, default=1, help="repeat; report the median")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="repeat; report the median")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     return parser.parse_args(argv)
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Unwind through the finally blocks so every child process is stopped.
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    info = machine()  # before the node starts: the revision it runs
     runs: list[Measurement] = []
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="praxis-bench-")))
-        echo_address, echo_pid = stack.enter_context(echo_server_process())
-        node = stack.enter_context(node_process(scratch, overrides=NODE_OVERRIDES))
-        _progress(f"echo server pid {echo_pid} on {echo_address}")
-        _progress(f"praxis node pid {node.pid} on {node.grpc} (metrics {node.metrics})")
+        with interrupts_deferred():
+            echo_address, echo_pid = stack.enter_context(echo_server_process())
+        with interrupts_deferred():
+            node = stack.enter_context(node_process(scratch, overrides=NODE_OVERRIDES))
+        progress(f"echo server pid {echo_pid} on {echo_address}")
+        progress(f"praxis node pid {node.pid} on {node.grpc} (metrics {node.metrics})")
         servers = {
             "echo": (echo_address, psutil.Process(echo_pid)),
             "praxis": (node.grpc, psutil.Process(node.pid)),
@@ -273,25 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for target in TARGETS:
                     address, server = servers[target]
                     run = measure(target, address, server, concurrency, requests, args)
-                    _progress(f"round {round_number}: {_describe(run)}")
+                    progress(f"round {round_number}: {_describe(run)}")
                     runs.append(run)
     rows = summarize(runs, args.concurrency)
-    command = shlex.join(sys.orig_argv)
+    command = command_line()
     if args.json:
         document = {
             "command": command,
-            "machine": machine(),
+            "machine": info,
             "summary": [dataclasses.asdict(row) for row in rows],
             "runs": [dataclasses.asdict(run) for run in runs],
         }
         print(json.dumps(document, indent=2))
     else:
-        info = machine()
-        print(f"command: `{command}`")
-        print(
-            f"machine: nproc={info['nproc']}, python {info['python']}, "
-            f"grpcio {info['grpcio']}, {info['platform']}\n"
-        )
+        print(header(info, command) + "\n")
         print(markdown(rows, args.rounds))
     return 1 if any(row.errors for row in rows) else 0
 
@@ -308,13 +241,5 @@ def _describe(run: Measurement) -> str:
     return text
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        _progress("interrupted; every process this run started has been stopped")
-        sys.exit(130)
+    run_main(main)

@@ -71,9 +71,27 @@ class Candidate:
 
 @dataclass
 class _AgentLedger:
+    """Our tasks at one agent, with counters relative to its latest card.
+
+    ``since``: outstanding tasks sent after ``as_of`` (the card cannot count
+    them). ``gone``: tasks sent at or before ``as_of`` (the card counted them)
+    that finished after it. Both are kept up to date on every begin/end and
+    recomputed only when a newer card arrives, so an estimate costs O(1).
+    """
+
     outstanding: dict[str, datetime] = field(default_factory=dict)
-    # (dispatched_at, finished_at) of our tasks that finished recently.
+    # (sent, finished) of our tasks that finished after ``as_of``.
     finished: deque[tuple[datetime, datetime]] = field(default_factory=deque)
+    as_of: datetime | None = None
+    since: int = 0
+    gone: int = 0
+
+    def rebase(self, as_of: datetime) -> None:
+        self.as_of = as_of
+        while self.finished and self.finished[0][1] <= as_of:
+            self.finished.popleft()  # the card already reflects this finish
+        self.since = sum(1 for sent in self.outstanding.values() if sent > as_of)
+        self.gone = sum(1 for sent, _ in self.finished if sent <= as_of)
 
 
 class LoadLedger:
@@ -83,7 +101,8 @@ class LoadLedger:
     our tasks dispatched after the card was produced and still outstanding,
     minus our tasks the card counted that finished since; never less than our
     own outstanding count. Card timestamps come from the agent's clock, so the
-    correction assumes clocks synchronised to well under a heartbeat.
+    correction assumes clocks synchronised to well under a heartbeat. Every
+    operation is O(1) except the first estimate against a newer card.
     """
 
     def __init__(self, max_finished: int = 4096) -> None:
@@ -92,18 +111,31 @@ class LoadLedger:
 
     def begin(self, agent_id: str, task_id: str, now: datetime) -> None:
         """A task was sent to ``agent_id``."""
-        self._agents.setdefault(agent_id, _AgentLedger()).outstanding[task_id] = now
+        ledger = self._agents.setdefault(agent_id, _AgentLedger())
+        ledger.outstanding[task_id] = now
+        if ledger.as_of is not None and now > ledger.as_of:
+            ledger.since += 1
 
     def end(self, agent_id: str, task_id: str, now: datetime) -> None:
         """The task sent to ``agent_id`` finished there (or was refused or lost)."""
         ledger = self._agents.get(agent_id)
         if ledger is None:
             return
-        dispatched = ledger.outstanding.pop(task_id, None)
-        if dispatched is not None:
-            ledger.finished.append((dispatched, now))
-            if len(ledger.finished) > self._max_finished:
-                ledger.finished.popleft()
+        sent = ledger.outstanding.pop(task_id, None)
+        if sent is None:
+            return
+        as_of = ledger.as_of
+        if as_of is not None:
+            if sent > as_of:
+                ledger.since -= 1
+            elif now > as_of:
+                ledger.gone += 1
+        # Kept for later cards too: one made before ``now`` still counts it.
+        ledger.finished.append((sent, now))
+        if len(ledger.finished) > self._max_finished:
+            oldest_sent, oldest_end = ledger.finished.popleft()
+            if as_of is not None and oldest_sent <= as_of < oldest_end:
+                ledger.gone -= 1
         if not ledger.outstanding and not ledger.finished:
             del self._agents[agent_id]
 
@@ -122,11 +154,9 @@ class LoadLedger:
         ledger = self._agents.get(agent_id)
         if ledger is None:
             return published
-        while ledger.finished and ledger.finished[0][1] <= as_of:
-            ledger.finished.popleft()  # the card already reflects this finish
-        since = sum(1 for sent in ledger.outstanding.values() if sent > as_of)
-        gone = sum(1 for sent, _ in ledger.finished if sent <= as_of)
-        return max(published + since - gone, len(ledger.outstanding))
+        if ledger.as_of != as_of:
+            ledger.rebase(as_of)
+        return max(published + ledger.since - ledger.gone, len(ledger.outstanding))
 
 
 class Router:

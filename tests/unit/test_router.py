@@ -178,3 +178,31 @@ def test_router_uses_the_ledger_for_remote_load() -> None:
         r.ledger.begin("a", f"t{i}", T0 + timedelta(seconds=1))
     assert {c.agent_id: c.pending for c in r.candidates("sleep")} == {"a": 5, "b": 0}
     assert Counter(r.plan("sleep")[0].agent_id for _ in range(50)) == {"b": 50}
+
+
+def test_ledger_counters_match_a_recount_over_random_histories() -> None:
+    rng = random.Random(3)
+    ledger = LoadLedger(max_finished=10_000)
+    sent: dict[str, datetime] = {}
+    done: list[tuple[datetime, datetime]] = []
+    card_at = T0
+    clock = T0
+    for step in range(2000):
+        clock += timedelta(milliseconds=rng.randint(1, 20))
+        action = rng.random()
+        if action < 0.45:
+            task = f"t{step}"
+            ledger.begin("a", task, clock)
+            sent[task] = clock
+        elif action < 0.9 and sent:
+            task = rng.choice(sorted(sent))
+            ledger.end("a", task, clock)
+            done.append((sent.pop(task), clock))
+        else:
+            # A newer card: made a little while ago, never older than the last.
+            card_at = max(card_at, clock - timedelta(milliseconds=rng.randint(0, 200)))
+        load = CardLoad(in_flight=5, queued=0, capacity=4, queue_limit=10)
+        since = sum(1 for t in sent.values() if t > card_at)
+        gone = sum(1 for s, f in done if s <= card_at < f)
+        expected = max(5 + since - gone, len(sent))
+        assert ledger.estimate("a", load, card_at) == expected, step
