@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -255,14 +255,13 @@ class ContractTool:
         payload = json.dumps(arguments, separators=(",", ":")).encode("utf-8")
         spawning = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
-                *self._argv,
+                *_die_with_parent(self._argv),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self._directory,
                 env=self._env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         )
         try:
@@ -376,16 +375,15 @@ async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
     return bytes(data)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the node dies (Linux).
+def _die_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that it gets SIGKILL when the node dies (Linux).
 
     Without it a tool process outlives a node killed with SIGKILL and goes on
-    executing a task that the mesh is already running elsewhere.
+    executing a task that the mesh is already running elsewhere. ``setpriv``
+    (util-linux) sets the parent-death signal and execs the tool, so no
+    Python runs between fork and exec (a ``preexec_fn`` would, in a process
+    whose gRPC threads run). The signal fires when the thread that started
+    the child exits: the event loop's thread, i.e. the node.
     """
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
