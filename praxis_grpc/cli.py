@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
     up.add_argument("--config", type=Path, help="base config every node starts from")
     up.add_argument("--dir", type=Path, default=Path(".praxis/up"), help="state directory")
+    up.add_argument(
+        "--mode",
+        choices=["active-active", "active-passive"],
+        default="active-active",
+        help="HA topology (default active-active)",
+    )
+    up.add_argument(
+        "--backend",
+        choices=["raft", "etcd"],
+        help="consensus of active-passive (default raft); etcd starts a local 3-member etcd",
+    )
     up.set_defaults(handler=_cmd_up)
 
     submit = sub.add_parser("submit", help="submit a task")
@@ -170,22 +181,32 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    import time
-
+def _up_settings(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """Validate ``praxis up`` arguments; return the base config and the backend."""
     import yaml
-
-    from praxis_grpc.launcher import LaunchError, LocalMesh
 
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
+    if args.backend and args.mode != "active-passive":
+        raise UsageError("--backend needs --mode active-passive")
+    if args.mode == "active-passive" and args.nodes < 3:
+        raise UsageError("--mode active-passive needs --nodes 3 or more (a quorum of 2 of 3)")
     base: dict[str, Any] | None = None
     if args.config:
         try:
             base = yaml.safe_load(args.config.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise UsageError(f"--config {args.config}: {exc}") from None
-    mesh = LocalMesh(args.dir, args.nodes, base)
+    return base, args.backend or ("raft" if args.mode == "active-passive" else "none")
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import time
+
+    from praxis_grpc.launcher import LaunchError, LocalMesh
+
+    base, backend = _up_settings(args)
+    mesh = LocalMesh(args.dir, args.nodes, base, mode=args.mode, backend=backend)
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -202,10 +223,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(mesh.describe()), flush=True)
     else:
+        roles = mesh.roles()
         for node in mesh.nodes:
             print(
                 f"{node.name}  grpc={node.grpc}  metrics={node.metrics}  "
-                f"agent={node.info.get('agent_id')}  pid={node.pid}"
+                f"agent={node.info.get('agent_id')}  pid={node.pid}  role={roles[node.name]}"
             )
         print(f"mesh ready: {len(mesh.nodes)} node(s); Ctrl-C stops them", flush=True)
     exited: set[str] = set()

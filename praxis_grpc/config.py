@@ -152,8 +152,8 @@ class RaftConfig(_Section):
 
     @model_validator(mode="after")
     def _timing(self) -> RaftConfig:
-        if self.heartbeat * 3 > self.election_timeout:
-            raise ValueError("heartbeat must be at most a third of election_timeout")
+        if self.heartbeat * 3 >= self.election_timeout:
+            raise ValueError("heartbeat must be less than a third of election_timeout")
         return self
 
 
@@ -213,6 +213,11 @@ class HaConfig(_Section):
     def _mode_needs_backend(self) -> HaConfig:
         if self.mode == "active-passive" and self.consensus.backend == "none":
             raise ValueError("mode active-passive needs consensus.backend raft or etcd")
+        if self.mode == "active-active" and self.consensus.backend != "none":
+            raise ValueError(
+                f"consensus.backend {self.consensus.backend} elects a coordinator, which "
+                "only mode active-passive has; use backend none with active-active"
+            )
         return self
 
 
@@ -263,6 +268,11 @@ class RoutingConfig(_Section):
     )
     call_timeout: PositiveDuration = Field(
         default=10.0, description="limit of one delegation call that does not wait for the result"
+    )
+    reattach_wait: PositiveDuration = Field(
+        default=30.0,
+        description="after a restart, how long a delegated task waits for its owner's card "
+        "to appear before the owner counts as lost",
     )
     owner_lost_timeout: PositiveDuration = Field(
         default=300.0,

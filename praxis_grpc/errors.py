@@ -45,7 +45,16 @@ class FailedPrecondition(PraxisError):
 
 
 class Unavailable(PraxisError):
-    """The service is temporarily unavailable; retry, possibly elsewhere."""
+    """The service is temporarily unavailable; retry, possibly elsewhere.
+
+    ``coordinator``/``coordinator_id`` name the active-passive coordinator to
+    retry at, when known.
+    """
+
+    def __init__(self, message: str, coordinator: str = "", coordinator_id: str = "") -> None:
+        super().__init__(message)
+        self.coordinator = coordinator
+        self.coordinator_id = coordinator_id
 
 
 class DeadlineExceeded(PraxisError):

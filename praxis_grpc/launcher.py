@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,30 +171,68 @@ def stop_nodes(nodes: Iterable[NodeProcess], timeout: float = 40.0) -> dict[str,
 
 @dataclass
 class LocalMesh:
-    """N local nodes started from generated configs under ``root``."""
+    """N local nodes started from generated configs under ``root``.
+
+    ``mode``/``backend`` choose the HA topology: ``active-passive`` with
+    ``raft`` gives every node a Raft address and a shared secret; with
+    ``etcd`` a local 3-member etcd cluster (the ``etcd`` binary) is started
+    first and stopped last.
+    """
 
     root: Path
     count: int
     base: Mapping[str, Any] | None = None
+    mode: str = "active-active"
+    backend: str = "none"
     nodes: list[NodeProcess] = field(default_factory=list)
+    _ha: dict[str, Any] = field(default_factory=dict)
+    _raft_addresses: list[str] = field(default_factory=list)
+    _etcd: Any = None
 
     def start(self, timeout: float = 60.0) -> list[NodeProcess]:
         """Write configs and spawn the nodes; wait until all are ready.
 
         node1 starts first; the others bootstrap from its libp2p address, so
-        with discovery on they form one mesh.
+        with discovery on they form one mesh. In active-passive mode this also
+        waits until one node is the coordinator.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         try:
+            self._prepare_ha()
             first = self._spawn(1, bootstrap=[])
             wait_ready([first], timeout)
             seeds = list(first.info.get("p2p", []))[:1]
             rest = [self._spawn(index, seeds) for index in range(2, self.count + 1)]
             wait_ready(rest, timeout)
+            if (self.base or {}).get("p2p", {}).get("enabled", True):
+                self.wait_meshed(timeout)
+            if self.mode == "active-passive":
+                self.wait_coordinator(timeout)
         except BaseException:
             self.stop()
             raise
         return self.nodes
+
+    def _prepare_ha(self) -> None:
+        if self.mode == "active-active":
+            return
+        consensus: dict[str, Any] = {"backend": self.backend}
+        if self.backend == "raft":
+            secret = self.root / "raft.secret"
+            if not secret.exists():
+                secret.write_text(secrets.token_hex(32) + "\n")
+                secret.chmod(0o600)
+            self._raft_addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.count)]
+            consensus["raft"] = {"secret_file": str(secret.resolve())}
+        elif self.backend == "etcd":
+            from praxis_grpc.testing.etcd_cluster import EtcdCluster
+
+            self._etcd = EtcdCluster(3, heartbeat=0.1, election_timeout=1.0)
+            self._etcd.start()
+            consensus["etcd"] = {"endpoints": self._etcd.endpoints}
+        else:
+            raise LaunchError(f"--backend {self.backend!r}: active-passive needs raft or etcd")
+        self._ha = {"mode": self.mode, "consensus": consensus}
 
     def _spawn(self, index: int, bootstrap: list[str]) -> NodeProcess:
         name = f"node{index}"
@@ -202,19 +242,84 @@ class LocalMesh:
         p2p.setdefault("port", 0)
         if bootstrap and not p2p.get("bootstrap_nodes"):
             p2p["bootstrap_nodes"] = bootstrap
+        if self._ha:
+            ha = json.loads(json.dumps(self._ha))
+            if self._raft_addresses:
+                me = self._raft_addresses[index - 1]
+                ha["consensus"]["raft"]["address"] = me
+                ha["consensus"]["raft"]["peers"] = [a for a in self._raft_addresses if a != me]
+            config["ha"] = ha
         config_path = self.root / f"{name}.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         node = start_node(config_path, node_dir / "ready.json", node_dir / "node.log", name)
         self.nodes.append(node)
         return node
 
+    def roles(self) -> dict[str, str]:
+        """Each node's role (``peer``, ``coordinator``, ``standby``; "" if unreachable)."""
+        from praxis_grpc.client import PraxisClient
+
+        found: dict[str, str] = {}
+        for node in self.nodes:
+            try:
+                with PraxisClient(node.grpc, timeout=2) as client:
+                    role = client.get_agent().role
+                found[node.name] = _ROLE_NAMES.get(role, "")
+            except Exception:
+                found[node.name] = ""
+        return found
+
+    def wait_meshed(self, timeout: float = 60.0) -> None:
+        """Block until every node is connected to every other and lists all cards.
+
+        Raises:
+            LaunchError: not within ``timeout``.
+        """
+        from praxis_grpc.client import PraxisClient
+
+        names = {node.name for node in self.nodes}
+
+        def meshed(node: NodeProcess) -> bool:
+            try:
+                with PraxisClient(node.grpc, timeout=2) as client:
+                    cards = {card.name for card in client.list_cards()}
+                    return cards >= names and len(client.list_peers()) >= len(names) - 1
+            except Exception:
+                return False
+
+        deadline = time.monotonic() + timeout
+        while not all(meshed(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the {len(names)} nodes did not form a mesh within {timeout:g}s")
+            time.sleep(0.1)
+
+    def wait_coordinator(self, timeout: float = 60.0) -> str:
+        """Block until exactly one node is the coordinator; return its name.
+
+        Raises:
+            LaunchError: no coordinator within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            roles = self.roles()
+            leaders = [name for name, role in roles.items() if role == "coordinator"]
+            if len(leaders) == 1 and all(r in ("coordinator", "standby") for r in roles.values()):
+                return leaders[0]
+            time.sleep(0.1)
+        raise LaunchError(f"no coordinator elected within {timeout:g}s: {self.roles()}")
+
     def stop(self) -> dict[str, int]:
-        """Stop every node."""
-        return stop_nodes(self.nodes)
+        """Stop every node (and the local etcd cluster, if any)."""
+        codes = stop_nodes(self.nodes)
+        if self._etcd is not None:
+            self._etcd.close()
+            self._etcd = None
+        return codes
 
     def describe(self) -> dict[str, Any]:
         """The ``praxis up --json`` document."""
-        return {
+        roles = self.roles()
+        document: dict[str, Any] = {
             "nodes": [
                 {
                     "name": node.name,
@@ -223,7 +328,28 @@ class LocalMesh:
                     "grpc": node.info.get("grpc", ""),
                     "metrics": node.info.get("metrics") or "",
                     "p2p": node.info.get("p2p", []),
+                    "role": roles.get(node.name, ""),
                 }
                 for node in self.nodes
             ]
         }
+        if self._etcd is not None:
+            document["etcd"] = self._etcd.endpoints
+        return document
+
+
+_ROLE_NAMES = {1: "peer", 2: "coordinator", 3: "standby"}
+
+
+def _free_ports(count: int) -> list[int]:
+    # Hold every socket until all are bound so the ports are distinct.
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

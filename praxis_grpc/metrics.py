@@ -148,6 +148,38 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.consensus_is_leader = Gauge(
+            "consensus_is_leader",
+            "1 while this node is the active-passive coordinator (consensus leader).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.consensus_term = Gauge(
+            "consensus_term",
+            "The current consensus term (fencing token) as this node sees it.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.consensus_leader_changes_total = Counter(
+            "consensus_leader_changes",
+            "Changes of the consensus leader this node observed.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.consensus_commit_duration_seconds = Histogram(
+            "consensus_commit_duration_seconds",
+            "Time to commit a coordinator state change through consensus.",
+            buckets=_RPC_BUCKETS,
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.forwarded_submissions_total = Counter(
+            "forwarded_submissions",
+            "Submissions a standby forwarded to the coordinator, by outcome (ok, error).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.build = Info(
             "build",
             "Build information.",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,13 @@ from praxis_grpc.api.interceptors import MetricsInterceptor
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
+from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
+from praxis_grpc.consensus.factory import build_consensus
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.gossip import CardGossip
+from praxis_grpc.ha.coordinator import HaController
+from praxis_grpc.ha.fence import Fence
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool
@@ -53,6 +58,10 @@ SERVICE_NAMES = (
 )
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+# (agent_id, grpc_address) -> an unstarted consensus member; a test plug point.
+ConsensusFactory = Callable[[str, str], Consensus]
 
 
 class StartupError(Exception):
@@ -84,6 +93,7 @@ class Node:
         store: TaskStore | None = None,
         metrics: Metrics | None = None,
         discovery: Discovery | None = None,
+        consensus: ConsensusFactory | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -100,6 +110,9 @@ class Node:
         self._dispatcher: TaskDispatcher | None = None
         self._delegations: Delegations | None = None
         self._channels: ChannelPool | None = None
+        self._consensus_factory = consensus
+        self._consensus: Consensus | None = None
+        self._ha: HaController | None = None
         self._draining = False
         self._serving = False
         self._closed = asyncio.Event()
@@ -172,13 +185,6 @@ class Node:
             StartupError: with a message naming the config key at fault.
         """
         cfg = self.config
-        if cfg.ha.mode != "active-active" or cfg.ha.consensus.backend != "none":
-            # Accepted by the config schema for the consensus backends being
-            # built; refused here rather than silently ignored.
-            raise StartupError(
-                "ha.mode: active-passive and ha.consensus.backend raft/etcd are not "
-                "available in this release; use active-active with backend none"
-            )
         data_dir = cfg.resolved_data_dir
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +242,13 @@ class Node:
                 self._directory.expire_periodically(cfg.cards.heartbeat), name="card-expiry"
             ),
         ]
+        try:
+            await self._start_consensus()
+        except BaseException:
+            await self.aclose(grace=0)
+            raise
         await self._set_health(_SERVING)
+        await self._sync_task_health()
         log.info(
             "node %s (%s) serving gRPC on %s, metrics on %s; incarnation %d; "
             "recovered %d queued, %d failed; following %d delegated",
@@ -272,8 +284,20 @@ class Node:
             channels=self._channels,
             metrics=self.metrics,
             config=cfg.routing,
-            discovery_wait=cfg.cards.ttl,
+            discovery_wait=cfg.routing.reattach_wait,
+            fencing_token=lambda: self._ha.term if self._ha is not None else 0,
         )
+        if cfg.ha.mode == "active-passive":
+            self._ha = HaController(
+                engine=engine,
+                router=router,
+                delegations=self._delegations,
+                channels=self._channels,
+                fence=Fence(cfg.resolved_data_dir / "fencing"),
+                metrics=self.metrics,
+                forward=cfg.ha.forward_submissions,
+                on_change=self._role_changed,
+            )
         self._dispatcher = TaskDispatcher(
             engine=engine,
             router=router,
@@ -281,7 +305,47 @@ class Node:
             metrics=self.metrics,
             config=cfg.routing,
             limits=limits,
+            standby=self._ha,
         )
+
+    async def _start_consensus(self) -> None:
+        if self._ha is None:
+            return
+        cfg = self.config.ha.consensus
+        if self._consensus_factory is not None:
+            self._consensus = self._consensus_factory(self.agent_id, self.endpoints.grpc)
+        else:
+            self._consensus = build_consensus(
+                self.config, agent_id=self.agent_id, grpc_address=self.endpoints.grpc
+            )
+        try:
+            await self._consensus.start()
+        except ConsensusError as exc:
+            raise StartupError(str(exc)) from exc
+        self._ha.attach(self._consensus)
+        self._background.append(asyncio.create_task(self._ha.run(), name="ha-role"))
+        log.info("active-passive with consensus backend %s", cfg.backend)
+
+    def leadership(self) -> Leadership:
+        """The coordinator as this node sees it (empty in active-active mode)."""
+        return self._ha.leadership() if self._ha is not None else Leadership()
+
+    @property
+    def role(self) -> str:
+        """``peer`` (active-active), ``coordinator`` or ``standby``."""
+        return self._ha.role if self._ha is not None else "peer"
+
+    def _role_changed(self) -> None:
+        self.refresh_card()
+        self._background.append(asyncio.create_task(self._sync_task_health()))
+
+    async def _sync_task_health(self) -> None:
+        """TaskService is NOT_SERVING while draining, and in active-passive mode
+        while there is no coordinator to route or forward to."""
+        if self._ha is None or not self._serving:
+            return
+        ready = self.leadership().known and not self._draining
+        await self._health.set(SERVICE_NAMES[2], _SERVING if ready else _NOT_SERVING)
 
     async def _close_departed_channels(self) -> None:
         """Close the pooled channel of every agent whose card is removed."""
@@ -402,7 +466,7 @@ class Node:
             agent_id=self.agent_id,
             name=cfg.agent.name,
             praxis_version=__version__,
-            role="peer",
+            role=self.role,
             endpoints=(
                 Endpoint("grpc", self.endpoints.grpc),
                 *(Endpoint("libp2p", addr) for addr in self.p2p_addrs),
@@ -471,6 +535,10 @@ class Node:
             await self._engine.aclose(grace)
         if self._delegations is not None:
             await self._delegations.aclose()
+        if self._ha is not None:
+            await self._ha.aclose()
+        if self._consensus is not None:
+            await self._consensus.aclose()
         for task in self._background:
             task.cancel()
         for task in self._background:

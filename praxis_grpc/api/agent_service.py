@@ -28,8 +28,15 @@ _DIRECTIONS = {
     "inbound": pb.CONNECTION_DIRECTION_INBOUND,
     "outbound": pb.CONNECTION_DIRECTION_OUTBOUND,
 }
-_HA_MODES = {"active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE}
-_BACKENDS = {"none": types_pb2.CONSENSUS_BACKEND_NONE}
+_HA_MODES = {
+    "active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE,
+    "active-passive": types_pb2.HA_MODE_ACTIVE_PASSIVE,
+}
+_BACKENDS = {
+    "none": types_pb2.CONSENSUS_BACKEND_NONE,
+    "raft": types_pb2.CONSENSUS_BACKEND_RAFT,
+    "etcd": types_pb2.CONSENSUS_BACKEND_ETCD,
+}
 
 
 class AgentService(pb_grpc.AgentServiceServicer):
@@ -69,6 +76,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         node = self._node
         card = node.refresh_card()
         config = node.config
+        leadership = node.leadership()
         return pb.Agent(
             agent_id=card.agent_id,
             name=card.name,
@@ -78,8 +86,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             consensus_backend=_BACKENDS.get(
                 config.ha.consensus.backend, types_pb2.CONSENSUS_BACKEND_UNSPECIFIED
             ),
-            leader_agent_id="",
-            term=0,
+            leader_agent_id=leadership.leader_id,
+            leader_address=leadership.leader_address,
+            term=leadership.term,
             load=load_to_proto(card.load),
             uptime=duration(node.uptime),
             started_at=timestamp(node.started_at),

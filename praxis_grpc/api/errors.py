@@ -17,6 +17,8 @@ import grpc
 from praxis_grpc import errors
 
 RETRY_AFTER_KEY = "retry-after-ms"
+COORDINATOR_KEY = "praxis-coordinator"
+COORDINATOR_ID_KEY = "praxis-coordinator-id"
 
 _CODES: dict[type[errors.PraxisError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -37,6 +39,8 @@ def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[st
     metadata: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, errors.ResourceExhausted):
         metadata = ((RETRY_AFTER_KEY, str(math.ceil(exc.retry_after * 1000))),)
+    elif isinstance(exc, errors.Unavailable) and exc.coordinator:
+        metadata = ((COORDINATOR_KEY, exc.coordinator), (COORDINATOR_ID_KEY, exc.coordinator_id))
     return code, metadata
 
 
@@ -101,18 +105,27 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.PraxisError:
         )
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(f"{peer}: {detail}", retry_after=retry_after(exc) or 1.0)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        hints = _trailers(exc)
+        return errors.Unavailable(
+            f"{peer}: {detail}",
+            coordinator=hints.get(COORDINATOR_KEY, ""),
+            coordinator_id=hints.get(COORDINATOR_ID_KEY, ""),
+        )
     kind = _FROM_CODE.get(code, errors.Unavailable)
     return kind(f"{peer}: {detail}")
 
 
 def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
     """The ``retry-after-ms`` hint of a RESOURCE_EXHAUSTED error, in seconds."""
+    value = _trailers(exc).get(RETRY_AFTER_KEY)
+    try:
+        return int(value) / 1000 if value is not None else None
+    except ValueError:
+        return None
+
+
+def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
     # grpc.aio yields (key, value) tuples, whatever the stubs say.
     metadata: Any = exc.trailing_metadata() or ()
-    for key, value in metadata:
-        if key == RETRY_AFTER_KEY:
-            try:
-                return int(value) / 1000
-            except (TypeError, ValueError):
-                return None
-    return None
+    return {str(key): str(value) for key, value in metadata}

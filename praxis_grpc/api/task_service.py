@@ -13,6 +13,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.convert import struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.errors import InvalidArgument
+from praxis_grpc.ha.forwarding import FORWARDED_BY
 from praxis_grpc.routing.dispatcher import TaskDispatcher
 from praxis_grpc.tasks.model import Submission, TaskState
 
@@ -41,6 +42,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             task_id=request.task_id or None,
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
+            fencing_token=request.fencing_token,
+            forwarded=_forwarded(context),
         )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
@@ -48,7 +51,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(task=task_to_proto(self._tasks.get(_task_id(request.task_id))))
+        return pb.GetTaskResponse(
+            task=task_to_proto(await self._tasks.get(_task_id(request.task_id)))
+        )
 
     @translate_errors
     async def ListTasks(
@@ -109,6 +114,10 @@ def submission_from_proto(request: pb.SubmitTaskRequest) -> Submission:
         tags=tuple(request.tags),
         preferred_agent=request.preferred_agent,
     )
+
+
+def _forwarded(context: Context) -> bool:
+    return any(key == FORWARDED_BY for key, _ in context.invocation_metadata() or ())
 
 
 def _task_id(value: str) -> str:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import grpc
 
@@ -60,6 +60,20 @@ log = logging.getLogger(__name__)
 OWNER_LOST = "OWNER_LOST"
 
 __all__ = ["OWNER_LOST", "Delegations", "Refusal"]
+
+
+class Records(Protocol):
+    """Where the entry node keeps its records of delegated tasks: the local
+    store (:class:`TaskEngine`), or, on an active-passive coordinator,
+    consensus first (:class:`~praxis_grpc.ha.records.ReplicatedRecords`)."""
+
+    async def record(self, task: Task, *, durable: bool = True) -> Task:
+        """Store the record (see :meth:`TaskEngine.record`)."""
+        ...
+
+    async def forget(self, task: Task) -> None:
+        """Delete the record (see :meth:`TaskEngine.forget`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -103,9 +117,13 @@ class Delegations:
         metrics: Metrics,
         config: RoutingConfig,
         discovery_wait: float,
+        records: Records | None = None,
+        fencing_token: Callable[[], int] = lambda: 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self.records: Records = records or engine
+        self._fencing_token = fencing_token
         self._router = router
         self._directory = directory
         self._channels = channels
@@ -129,6 +147,15 @@ class Delegations:
             self._router.ledger.begin(record.owner_agent_id, record.task_id, self._clock())
             self.follow(record)
         return len(unfinished)
+
+    async def stop_following(self) -> None:
+        """Stop every follower (the records stay; :meth:`follow` resumes one)."""
+        followers = list(self._followers.values())
+        for follower in followers:
+            follower.cancel()
+        for follower in followers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     async def aclose(self) -> None:
         """Stop following (the records stay; :meth:`start` re-attaches later)."""
@@ -169,7 +196,8 @@ class Delegations:
         ledger = self._router.ledger
         ledger.begin(candidate.agent_id, record.task_id, self._clock())
         try:
-            response = await stub.SubmitTask(_request(record, wait), timeout=call_timeout)
+            request = _request(record, wait, self._fencing_token())
+            response = await stub.SubmitTask(request, timeout=call_timeout)
         except grpc.aio.AioRpcError as exc:
             return await self._dispatch_failed(exc, record, candidate, wait=wait, follow=follow)
         except asyncio.CancelledError:
@@ -179,6 +207,8 @@ class Delegations:
                 self.follow(record)
             if _cancelling():
                 raise
+            if wait:
+                return await self._engine.wait(record.task_id)
             return self._engine.get(record.task_id)
         finally:
             self._metrics.delegation_duration_seconds.observe(loop.time() - started)
@@ -314,7 +344,7 @@ class Delegations:
         mirrored = current.mirror(remote)
         if mirrored.state is current.state and mirrored.attempt == current.attempt:
             return current
-        stored = await self._engine.record(mirrored, durable=mirrored.terminal)
+        stored = await self.records.record(mirrored, durable=mirrored.terminal)
         if stored.terminal:
             self._router.ledger.end(stored.owner_agent_id, stored.task_id, self._clock())
         return stored
@@ -342,7 +372,7 @@ class Delegations:
             "elsewhere (it may or may not have run there)",
         )
         failed = record.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
-        await self._engine.record(failed)
+        await self.records.record(failed)
         self._router.ledger.end(record.owner_agent_id, record.task_id, self._clock())
         return True
 
@@ -376,7 +406,7 @@ class Delegations:
             await self._engine.adopt(record)
             return True
         if record.owner_agent_id != candidate.agent_id:
-            record = await self._engine.record(record.reassign(candidate.agent_id, now))
+            record = await self.records.record(record.reassign(candidate.agent_id, now))
         try:
             outcome = await self.dispatch(
                 record,
@@ -454,7 +484,7 @@ class Delegations:
         canceled = record.finish_unsuccessfully(
             TaskState.CANCELED, TaskError("CANCELED", message), self._clock()
         )
-        stored = await self._engine.record(canceled)
+        stored = await self.records.record(canceled)
         self._router.ledger.end(record.owner_agent_id, record.task_id, self._clock())
         return stored
 
@@ -496,7 +526,7 @@ def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
     return "failed to connect" in text or "connection refused" in text
 
 
-def _request(record: Task, wait: bool) -> pb.SubmitTaskRequest:
+def _request(record: Task, wait: bool, fencing_token: int) -> pb.SubmitTaskRequest:
     """The delegation request: identical on every send of one task."""
     request = pb.SubmitTaskRequest(
         tool=record.tool,
@@ -508,6 +538,7 @@ def _request(record: Task, wait: bool) -> pb.SubmitTaskRequest:
         task_id=record.task_id,
         local_only=True,
         origin_agent_id=record.origin_agent_id,
+        fencing_token=fencing_token,
     )
     if record.timeout > 0:
         request.timeout.FromNanoseconds(round(record.timeout * 1e9))

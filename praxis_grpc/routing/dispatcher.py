@@ -16,16 +16,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from praxis_grpc.config import RoutingConfig
 from praxis_grpc.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PraxisError,
     ResourceExhausted,
     Unavailable,
 )
+from praxis_grpc.ha.forwarding import Forwarder
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.delegation import Delegations, Refusal
 from praxis_grpc.routing.router import Candidate, Router
@@ -33,7 +36,30 @@ from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 from praxis_grpc.tools.validation import ArgumentValidator
 
-__all__ = ["TaskDispatcher"]
+__all__ = ["Standby", "TaskDispatcher"]
+
+
+class Standby(Protocol):
+    """What the dispatcher needs of active-passive HA (absent: active-active)."""
+
+    @property
+    def leading(self) -> bool:
+        """True while this node is the coordinator."""
+        ...
+
+    @property
+    def origin(self) -> str:
+        """The origin that scopes the cluster's idempotency keys."""
+        ...
+
+    @property
+    def forwarder(self) -> Forwarder:
+        """Relays calls to the coordinator."""
+        ...
+
+    def admit(self, fencing_token: int) -> None:
+        """Refuse (FailedPrecondition) a dispatch from a deposed coordinator."""
+        ...
 
 
 class TaskDispatcher:
@@ -48,8 +74,10 @@ class TaskDispatcher:
         metrics: Metrics,
         config: RoutingConfig,
         limits: EngineLimits,
+        standby: Standby | None = None,
     ) -> None:
         self._engine = engine
+        self._standby = standby
         self._router = router
         self._delegations = delegations
         self._metrics = metrics
@@ -67,8 +95,13 @@ class TaskDispatcher:
         task_id: str | None = None,
         local_only: bool = False,
         origin_agent_id: str = "",
+        fencing_token: int = 0,
+        forwarded: bool = False,
     ) -> tuple[Task, bool]:
         """Accept ``submission`` on the best capable agent.
+
+        In active-passive mode only the coordinator routes; a standby relays
+        the submission to it (:class:`~praxis_grpc.ha.forwarding.Forwarder`).
 
         Returns:
             The task (terminal when ``wait``) and whether it was deduplicated.
@@ -78,30 +111,46 @@ class TaskDispatcher:
             FailedPrecondition: no capable agent (or, ``local_only``, this
                 node cannot run it).
             ResourceExhausted: every capable agent is saturated.
-            Unavailable: no capable agent could be reached.
+            Unavailable: no capable agent could be reached; or no coordinator
+                (active-passive), naming it when known.
             DeadlineExceeded: ``wait`` and the deadline passed; the task goes on.
         """
         if local_only:
+            if self._standby is not None:
+                self._standby.admit(fencing_token)
             task, deduplicated = await self._engine.submit(
                 submission, task_id=task_id, origin_agent_id=origin_agent_id
             )
             return await self._waited(task, wait), deduplicated
-        existing = self._engine.find_duplicate(submission, task_id)
+        if self._standby is not None and not self._standby.leading:
+            return await self._standby.forwarder.submit(
+                submission,
+                wait=wait,
+                time_remaining=time_remaining,
+                task_id=task_id,
+                forwarded=forwarded,
+            )
+        existing = self._engine.find_duplicate(submission, task_id, self._origin)
         if existing is not None:
             return await self._waited(existing, wait), True
         if not self._engine.accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
         self._validate(submission)
+        return await self._place(submission, wait, time_remaining, task_id or str(uuid.uuid4()))
+
+    async def _place(
+        self, submission: Submission, wait: bool, time_remaining: float | None, task_id: str
+    ) -> tuple[Task, bool]:
+        """Try the router's candidates in order until one accepts."""
         plan = self._router.plan(submission.tool, submission.tags, submission.preferred_agent)
-        task_id = task_id or str(uuid.uuid4())
         refusals: list[Refusal] = []
         record: Task | None = None
         for candidate in plan[: self._config.max_attempts]:
             self._decided(submission.tool, candidate)
             if candidate.local:
                 if record is not None:
-                    await self._engine.forget(record)
+                    await self._delegations.records.forget(record)
                     record = None
                 local = await self._submit_here(submission, task_id, candidate)
                 if isinstance(local, Refusal):
@@ -119,14 +168,14 @@ class TaskDispatcher:
                 )
             except PraxisError as exc:
                 if not _task_goes_on(exc):
-                    await self._engine.forget(record)
+                    await self._delegations.records.forget(record)
                 raise
             if isinstance(outcome, Refusal):
                 refusals.append(outcome)
                 continue
             return outcome, False
         if record is not None:
-            await self._engine.forget(record)
+            await self._delegations.records.forget(record)
         raise _refused(submission.tool, refusals)
 
     async def _submit_here(
@@ -139,9 +188,14 @@ class TaskDispatcher:
         except FailedPrecondition as exc:
             return Refusal("refused", candidate.name, exc)
 
-    def get(self, task_id: str) -> Task:
+    async def get(self, task_id: str) -> Task:
         """The task, as last reported by its owner. Raises NotFound."""
-        return self._engine.get(task_id)
+        try:
+            return self._engine.get(task_id)
+        except NotFound:
+            if self._standby is None or self._standby.leading:
+                raise
+        return await self._standby.forwarder.get(task_id)
 
     def list(
         self,
@@ -154,16 +208,34 @@ class TaskDispatcher:
         """Tasks this node accepted or owns, newest first (see :meth:`TaskEngine.list`)."""
         return self._engine.list(states=states, tool=tool, limit=limit, page_token=page_token)
 
-    def watch(self, task_id: str) -> AsyncIterator[Task]:
+    async def watch(self, task_id: str) -> AsyncIterator[Task]:
         """The task's states as they happen, wherever it runs."""
-        return self._engine.watch(task_id)
+        try:
+            self._engine.get(task_id)
+        except NotFound:
+            if self._standby is None or self._standby.leading:
+                raise
+            async for task in self._standby.forwarder.watch(task_id):
+                yield task
+            return
+        async for task in self._engine.watch(task_id):
+            yield task
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel the task on whichever agent owns it."""
-        task = self._engine.get(task_id)
+        try:
+            task = self._engine.get(task_id)
+        except NotFound:
+            if self._standby is None or self._standby.leading:
+                raise
+            return await self._standby.forwarder.cancel(task_id, reason)
         if task.terminal or task.owner_agent_id == self._engine.agent_id:
             return await self._engine.cancel(task_id, reason)
         return await self._delegations.cancel(task, reason)
+
+    @property
+    def _origin(self) -> str:
+        return self._standby.origin if self._standby is not None else self._engine.agent_id
 
     async def _waited(self, task: Task, wait: bool) -> Task:
         if wait and not task.terminal:
@@ -207,9 +279,9 @@ class TaskDispatcher:
     ) -> Task:
         now = datetime.now(UTC)
         if record is not None:
-            return await self._engine.record(record.reassign(candidate.agent_id, now))
+            return await self._delegations.records.record(record.reassign(candidate.agent_id, now))
         fingerprint = submission.fingerprint() if submission.idempotency_key else ""
-        return await self._engine.record(
+        return await self._delegations.records.record(
             Task(
                 task_id=task_id,
                 tool=submission.tool,
@@ -218,7 +290,7 @@ class TaskDispatcher:
                 created_at=now,
                 updated_at=now,
                 owner_agent_id=candidate.agent_id,
-                origin_agent_id=self._engine.agent_id,
+                origin_agent_id=self._origin,
                 idempotency_key=submission.idempotency_key,
                 timeout=submission.timeout or 0.0,
                 tags=submission.tags,

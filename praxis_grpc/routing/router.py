@@ -186,6 +186,8 @@ class Router:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not crypto
         self._turn: dict[str, int] = {}
         self.ledger = LoadLedger()
+        # An active-passive coordinator coordinates and does not execute.
+        self.exclude_self = False
 
     @property
     def strategy(self) -> Strategy:
@@ -203,6 +205,8 @@ class Router:
                 lists the tools on offer.
         """
         excluded = set(exclude)
+        if self.exclude_self:
+            excluded.add(self._local)
         found: list[Candidate] = []
         draining: list[str] = []
         offered: set[str] = set()

@@ -330,9 +330,12 @@ class TaskEngine:
             raise
         return self._recorded(task, result)
 
-    def find_duplicate(self, submission: Submission, task_id: str | None = None) -> Task | None:
+    def find_duplicate(
+        self, submission: Submission, task_id: str | None = None, origin_agent_id: str = ""
+    ) -> Task | None:
         """The task an equal earlier submission created, by ``task_id`` or by
-        idempotency key (scoped to this agent as origin), wherever it runs.
+        idempotency key (scoped to ``origin_agent_id``, default this agent),
+        wherever it runs.
 
         Raises:
             InvalidArgument: ``task_id`` is not a canonical UUID.
@@ -351,7 +354,8 @@ class TaskEngine:
             if existing is not None:
                 return self._deduplicated(existing, fingerprint, by_id=True)
         if key:
-            existing = self._store.find_by_idempotency_key(key, self._agent_id)
+            origin = origin_agent_id or self._agent_id
+            existing = self._store.find_by_idempotency_key(key, origin)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint)
         return None

@@ -44,7 +44,10 @@ def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> N
     for node in mesh.nodes:
         converged(node.grpc, everyone, node.name)
     with PraxisClient(mesh.nodes[0].grpc) as client:
-        assert len(client.list_peers()) == len(everyone) - 1
+        # A connection may churn on a saturated machine; it comes back.
+        eventually(
+            lambda: len(client.list_peers()) == len(everyone) - 1, timeout=20, what="all peers"
+        )
         cards = {c.name: c for c in client.list_cards()}
     victim = mesh.nodes[2]
     incarnation = cards["node3"].incarnation

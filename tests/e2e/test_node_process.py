@@ -208,7 +208,8 @@ def test_praxis_up_json_and_clean_stop(tmp_path: Path) -> None:
             nodes = document["nodes"]
             assert [n["name"] for n in nodes] == ["node1", "node2"]
             for entry in nodes:
-                assert set(entry) == {"name", "agent_id", "pid", "grpc", "metrics", "p2p"}
+                assert set(entry) == {"name", "agent_id", "pid", "grpc", "metrics", "p2p", "role"}
+                assert entry["role"] == "peer"
                 with PraxisClient(entry["grpc"]) as client:
                     assert client.get_agent().agent_id == entry["agent_id"]
             process.send_signal(signal.SIGTERM)

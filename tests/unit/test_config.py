@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from praxis_grpc.config import ConfigError, load_config, parse_duration
+from praxis_grpc.config import Config, ConfigError, load_config, parse_duration
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -80,3 +81,41 @@ def test_parse_duration(value: object, seconds: float) -> None:
 def test_parse_duration_rejects(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("ha", "message"),
+    [
+        ({"mode": "active-passive"}, "needs consensus.backend raft or etcd"),
+        (
+            {"mode": "active-passive", "consensus": {"backend": "raft", "raft": {"secret": "s"}}},
+            "raft.address is required",
+        ),
+        (
+            {
+                "mode": "active-passive",
+                "consensus": {"backend": "raft", "raft": {"address": "h:1"}},
+            },
+            "raft.secret (or raft.secret_file) is required",
+        ),
+        ({"consensus": {"backend": "etcd"}}, "only mode active-passive has"),
+        (
+            {"mode": "active-passive", "consensus": {"backend": "etcd", "etcd": {"prefix": "x"}}},
+            "must start and end with '/'",
+        ),
+        (
+            {
+                "mode": "active-passive",
+                "consensus": {
+                    "backend": "raft",
+                    "raft": {"address": "h:1", "secret": "s", "peers": ["nope"]},
+                },
+            },
+            "'nope' is not host:port",
+        ),
+    ],
+)
+def test_bad_ha_settings_are_refused_naming_the_key(ha: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Config.model_validate({"ha": ha})
+    assert message in str(info.value)

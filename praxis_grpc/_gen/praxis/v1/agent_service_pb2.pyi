@@ -23,7 +23,7 @@ CONNECTION_DIRECTION_INBOUND: ConnectionDirection
 CONNECTION_DIRECTION_OUTBOUND: ConnectionDirection
 
 class Agent(_message.Message):
-    __slots__ = ("agent_id", "name", "praxis_version", "role", "ha_mode", "consensus_backend", "leader_agent_id", "term", "load", "uptime", "started_at", "draining", "endpoints", "incarnation", "tags")
+    __slots__ = ("agent_id", "name", "praxis_version", "role", "ha_mode", "consensus_backend", "leader_agent_id", "term", "load", "uptime", "started_at", "draining", "endpoints", "incarnation", "tags", "leader_address")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRAXIS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Agent(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     praxis_version: str
@@ -54,7 +55,8 @@ class Agent(_message.Message):
     endpoints: _containers.RepeatedCompositeFieldContainer[_types_pb2.Endpoint]
     incarnation: int
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[_types_pb2.AgentRole, str]] = ..., ha_mode: _Optional[_Union[_types_pb2.HaMode, str]] = ..., consensus_backend: _Optional[_Union[_types_pb2.ConsensusBackend, str]] = ..., leader_agent_id: _Optional[str] = ..., term: _Optional[int] = ..., load: _Optional[_Union[_types_pb2.Load, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., incarnation: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    leader_address: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[_types_pb2.AgentRole, str]] = ..., ha_mode: _Optional[_Union[_types_pb2.HaMode, str]] = ..., consensus_backend: _Optional[_Union[_types_pb2.ConsensusBackend, str]] = ..., leader_agent_id: _Optional[str] = ..., term: _Optional[int] = ..., load: _Optional[_Union[_types_pb2.Load, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., incarnation: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., leader_address: _Optional[str] = ...) -> None: ...
 
 class Peer(_message.Message):
     __slots__ = ("agent_id", "addresses", "direction", "ping_rtt", "connected_at")

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "wait", "task_id", "local_only", "origin_agent_id")
+    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "wait", "task_id", "local_only", "origin_agent_id", "fencing_token")
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class SubmitTaskRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tool: str
     arguments: _struct_pb2.Struct
     idempotency_key: str
@@ -34,7 +35,8 @@ class SubmitTaskRequest(_message.Message):
     task_id: str
     local_only: bool
     origin_agent_id: str
-    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., wait: _Optional[bool] = ..., task_id: _Optional[str] = ..., local_only: _Optional[bool] = ..., origin_agent_id: _Optional[str] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., wait: _Optional[bool] = ..., task_id: _Optional[str] = ..., local_only: _Optional[bool] = ..., origin_agent_id: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task", "deduplicated")

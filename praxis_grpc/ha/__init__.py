@@ -1,0 +1,1 @@
+"""Active-passive HA: the coordinator role, its replicated task records, fencing."""

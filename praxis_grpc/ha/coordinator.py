@@ -1,0 +1,209 @@
+"""The active-passive role switch: COORDINATOR while this node leads the
+consensus group, STANDBY otherwise.
+
+Taking over (leadership gained in term T):
+    1. read the committed task records (:meth:`Consensus.snapshot`): every
+       task any coordinator acknowledged is there, with the agent it was
+       dispatched to (records are committed before dispatch: write-ahead);
+    2. store them locally and follow every unfinished one at its owner by
+       task id (the owner dedups on it, so nothing runs twice; a task the
+       owner never received is sent again, fenced with T);
+    3. watch tasks this node itself executes (it was a worker) and commit
+       their outcome;
+    4. stop being a routing candidate: the coordinator coordinates.
+
+Stepping down stops following; the records stay for the next coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from praxis_grpc.consensus.base import Consensus, Leadership
+from praxis_grpc.errors import NotFound, PraxisError
+from praxis_grpc.ha.fence import Fence
+from praxis_grpc.ha.forwarding import Forwarder
+from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.delegation import Delegations
+from praxis_grpc.routing.router import Router
+from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.tasks.model import Task
+
+log = logging.getLogger(__name__)
+
+# Idempotency keys of an active-passive cluster belong to the cluster, not to
+# whichever node coordinated when the task arrived.
+CLUSTER_ORIGIN = "coordinator"
+
+__all__ = ["CLUSTER_ORIGIN", "HaController"]
+
+
+class HaController:
+    """Follows consensus leadership and plays the matching role."""
+
+    def __init__(
+        self,
+        *,
+        engine: TaskEngine,
+        router: Router,
+        delegations: Delegations,
+        channels: ChannelPool,
+        fence: Fence,
+        metrics: Metrics,
+        forward: bool,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._consensus: Consensus | None = None
+        self._engine = engine
+        self._router = router
+        self._delegations = delegations
+        self._fence = fence
+        self._metrics = metrics
+        self._on_change = on_change
+        self._leadership = Leadership()
+        self._leading_term = 0
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._switch = asyncio.Lock()
+        self._records: ReplicatedRecords | None = None
+        self.forwarder = Forwarder(
+            agent_id=engine.agent_id,
+            channels=channels,
+            leadership=self.leadership,
+            enabled=forward,
+            metrics=metrics,
+        )
+
+    def attach(self, consensus: Consensus) -> None:
+        """Use ``consensus`` (started by the caller): from now on the
+        coordinator's records are committed through it first."""
+        self._consensus = consensus
+        self._records = ReplicatedRecords(
+            self._engine, consensus, lambda: self.term, self._metrics, CLUSTER_ORIGIN
+        )
+        self._delegations.records = self._records
+
+    @property
+    def origin(self) -> str:
+        """The origin scoping idempotency keys: the cluster."""
+        return CLUSTER_ORIGIN
+
+    def admit(self, fencing_token: int) -> None:
+        """Refuse a dispatch from a coordinator older than one seen (see Fence)."""
+        self._fence.admit(fencing_token)
+
+    @property
+    def leading(self) -> bool:
+        """True while this node is the coordinator (took over in the current term)."""
+        return self._leading_term != 0 and self._leadership.is_self
+
+    @property
+    def term(self) -> int:
+        """The term this node coordinates in (0 when it does not): its fencing token."""
+        return self._leading_term if self.leading else 0
+
+    @property
+    def role(self) -> str:
+        """``coordinator`` or ``standby``."""
+        return "coordinator" if self.leading else "standby"
+
+    def leadership(self) -> Leadership:
+        """The latest leadership observed."""
+        return self._leadership
+
+    async def run(self) -> None:
+        """Follow leadership changes until cancelled (after :meth:`attach`)."""
+        assert self._consensus is not None
+        async for leadership in self._consensus.watch():
+            await self._changed(leadership)
+
+    async def aclose(self) -> None:
+        """Stop the watchers of local tasks (the records stay)."""
+        await self._stop_watchers()
+
+    async def _changed(self, leadership: Leadership) -> None:
+        async with self._switch:
+            previous, self._leadership = self._leadership, leadership
+            self._metrics.consensus_term.set(leadership.term)
+            if leadership.leader_id != previous.leader_id and leadership.known:
+                self._metrics.consensus_leader_changes_total.inc()
+            if leadership.is_self and self._leading_term != leadership.term:
+                await self._take_over(leadership.term)
+            elif not leadership.is_self and self._leading_term:
+                await self._step_down()
+            self._metrics.consensus_is_leader.set(1 if self.leading else 0)
+            self._on_change()
+
+    async def _take_over(self, term: int) -> None:
+        log.info("taking over as coordinator in term %d", term)
+        self._router.exclude_self = True
+        assert self._consensus is not None
+        # Not leading until the records are loaded: a submission meanwhile is
+        # refused (UNAVAILABLE) rather than missing the idempotency keys.
+        snapshot = await self._consensus.snapshot()
+        follow: list[Task] = []
+        watch: list[Task] = []
+        for task in decode_snapshot(snapshot):
+            await self._resume(task, follow, watch)
+        self._leading_term = term
+        for task in follow:
+            self._delegations.follow(task)
+        for task in watch:
+            self._watch_local(task)
+        log.info(
+            "coordinator in term %d resumed %d unfinished task(s)", term, len(follow) + len(watch)
+        )
+
+    async def _resume(self, task: Task, follow: list[Task], watch: list[Task]) -> None:
+        """Load one committed record; note whether to follow or watch it."""
+        local = _get(self._engine, task.task_id)
+        if task.owner_agent_id == self._engine.agent_id:
+            if local is not None and local.owner_agent_id == task.owner_agent_id:
+                watch.append(local)  # we run it: report how it ends
+                return
+            # Dispatched to us but never arrived: place it again.
+            task = task.reassign("", task.updated_at) if not task.terminal else task
+        if task.terminal:
+            if local is None or not local.terminal:
+                await self._engine.record(task)
+            return
+        await self._engine.record(task)
+        follow.append(task)
+
+    def _watch_local(self, task: Task) -> None:
+        records = self._records
+        assert records is not None
+
+        async def report() -> None:
+            final = await self._engine.wait(task.task_id)
+            await records.replicate(final)
+
+        watcher = asyncio.get_running_loop().create_task(report())
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _step_down(self) -> None:
+        log.info("stepping down as coordinator of term %d", self._leading_term)
+        self._leading_term = 0
+        self._router.exclude_self = False
+        await self._delegations.stop_following()
+        await self._stop_watchers()
+
+    async def _stop_watchers(self) -> None:
+        watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.cancel()
+        for watcher in watchers:
+            with contextlib.suppress(asyncio.CancelledError, PraxisError):
+                await watcher
+
+
+def _get(engine: TaskEngine, task_id: str) -> Task | None:
+    try:
+        return engine.get(task_id)
+    except NotFound:
+        return None

@@ -1,0 +1,141 @@
+"""A standby's task calls, forwarded to the active-passive coordinator.
+
+A standby owns no task queue: it relays ``SubmitTask`` (and reads of tasks
+it does not hold) to the coordinator over the pooled channel, with the
+client's deadline. A relayed call carries ``praxis-forwarded-by`` so a node
+that is not the coordinator either (leadership just moved) answers
+UNAVAILABLE with the coordinator it knows instead of relaying again. With
+``ha.forward_submissions: false``, or while no coordinator is known, the
+standby answers UNAVAILABLE itself, naming the coordinator in the trailing
+metadata (``praxis-coordinator``, ``praxis-coordinator-id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc.api.convert import dict_to_struct, task_from_proto
+from praxis_grpc.api.errors import error_from_rpc
+from praxis_grpc.consensus.base import Leadership
+from praxis_grpc.errors import Unavailable
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.tasks.model import Submission, Task
+
+FORWARDED_BY = "praxis-forwarded-by"
+
+__all__ = ["FORWARDED_BY", "Forwarder"]
+
+
+class Forwarder:
+    """Relays task calls from a standby to the coordinator."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        channels: ChannelPool,
+        leadership: Callable[[], Leadership],
+        enabled: bool,
+        metrics: Metrics,
+    ) -> None:
+        self._agent_id = agent_id
+        self._channels = channels
+        self._leadership = leadership
+        self._enabled = enabled
+        self._metrics = metrics
+
+    def coordinator(self, *, forwarded: bool = False) -> str:
+        """The coordinator's address to relay to.
+
+        Raises:
+            Unavailable: no coordinator is known, forwarding is off, or the
+                call was relayed here already; names the coordinator if known.
+        """
+        leader = self._leadership()
+        if not leader.known or leader.is_self:
+            raise Unavailable("no coordinator is elected yet; retry shortly")
+        if forwarded or not self._enabled:
+            reason = "this node is a standby" + (
+                " and does not relay relayed calls" if forwarded else ""
+            )
+            raise Unavailable(
+                f"{reason}; send task calls to the coordinator at {leader.leader_address}",
+                coordinator=leader.leader_address,
+                coordinator_id=leader.leader_id,
+            )
+        return leader.leader_address
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        wait: bool,
+        time_remaining: float | None,
+        task_id: str | None,
+        forwarded: bool,
+    ) -> tuple[Task, bool]:
+        """Submit at the coordinator; its answer (or error) is ours."""
+        address = self.coordinator(forwarded=forwarded)
+        request = pb.SubmitTaskRequest(
+            tool=submission.tool,
+            arguments=dict_to_struct(submission.arguments),
+            idempotency_key=submission.idempotency_key,
+            tags=submission.tags,
+            preferred_agent=submission.preferred_agent,
+            wait=wait,
+            task_id=task_id or "",
+        )
+        if submission.timeout is not None:
+            request.timeout.FromNanoseconds(round(submission.timeout * 1e9))
+        try:
+            response = await self._channels.tasks(address).SubmitTask(
+                request, timeout=time_remaining, metadata=self._metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._metrics.forwarded_submissions_total.labels("error").inc()
+            raise error_from_rpc(exc, "coordinator") from None
+        self._metrics.forwarded_submissions_total.labels("ok").inc()
+        return task_from_proto(response.task), response.deduplicated
+
+    async def get(self, task_id: str) -> Task:
+        """GetTask at the coordinator."""
+        address = self.coordinator()
+        try:
+            response = await self._channels.tasks(address).GetTask(
+                pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "coordinator") from None
+        return task_from_proto(response.task)
+
+    async def cancel(self, task_id: str, reason: str) -> Task:
+        """CancelTask at the coordinator."""
+        address = self.coordinator()
+        try:
+            response = await self._channels.tasks(address).CancelTask(
+                pb.CancelTaskRequest(task_id=task_id, reason=reason),
+                timeout=10,
+                metadata=self._metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "coordinator") from None
+        return task_from_proto(response.task)
+
+    async def watch(self, task_id: str) -> AsyncIterator[Task]:
+        """WatchTask at the coordinator, relayed."""
+        address = self.coordinator()
+        stream = self._channels.tasks(address).WatchTask(
+            pb.WatchTaskRequest(task_id=task_id), metadata=self._metadata()
+        )
+        try:
+            async for message in stream:
+                yield task_from_proto(message.task)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "coordinator") from None
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((FORWARDED_BY, self._agent_id),)

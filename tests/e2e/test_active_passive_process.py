@@ -1,0 +1,319 @@
+"""End to end: active-passive clusters of node processes on embedded Raft and on
+a real 3-member etcd cluster: election, forwarding, coordinator kill -9 under
+load, a paused (SIGSTOP) coordinator, whole-cluster restart, topology switch."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.client import PraxisClient
+from praxis_grpc.launcher import LocalMesh, NodeProcess, start_node, stop_nodes, wait_ready
+from praxis_grpc.testing import eventually
+from praxis_grpc.testing.etcd_cluster import find_etcd
+
+pytestmark = pytest.mark.e2e
+
+COUNT_CONTRACT = """\
+name: count
+description: Log the node's pid and the key, then sleep.
+input_schema:
+  type: object
+  properties:
+    seconds: {type: number, minimum: 0, maximum: 60}
+    key: {type: string}
+    log: {type: string}
+  required: [seconds, key, log]
+  additionalProperties: false
+command: ["{python}", "count.py"]
+timeout: 60s
+idempotent: true
+"""
+COUNT_SCRIPT = """\
+import json, os, sys, time
+args = json.load(sys.stdin)
+with open(args["log"], "a") as log:
+    log.write(f"{os.getppid()} {args['key']}\\n")
+time.sleep(args["seconds"])
+print(json.dumps({"key": args["key"]}))
+"""
+BACKENDS = ["raft", "etcd"]
+
+
+def base_config(tools: Path) -> dict[str, Any]:
+    return {
+        "tools": {"builtins": ["echo"], "contracts_dir": str(tools)},
+        "cards": {"heartbeat": "500ms", "ttl": "5s"},
+        "p2p": {"disconnect_grace": "500ms", "rendezvous": ""},
+    }
+
+
+@pytest.fixture
+def count_tool(tmp_path: Path) -> Path:
+    tool = tmp_path / "tools" / "count"
+    tool.mkdir(parents=True)
+    (tool / "contract.yaml").write_text(COUNT_CONTRACT)
+    (tool / "count.py").write_text(COUNT_SCRIPT)
+    return tool.parent
+
+
+def need(backend: str) -> None:
+    if backend == "etcd" and find_etcd() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("etcd is not installed (scripts/test installs etcd-server)")
+        pytest.skip("etcd is not installed")
+
+
+@contextlib.contextmanager
+def cluster(
+    root: Path, backend: str, tools: Path, mode: str = "active-passive"
+) -> Iterator[LocalMesh]:
+    mesh = LocalMesh(root, 3, base_config(tools), mode=mode, backend=backend)
+    mesh.start()
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def by_role(mesh: LocalMesh, role: str) -> list[NodeProcess]:
+    roles = mesh.roles()
+    return [node for node in mesh.nodes if roles[node.name] == role]
+
+
+def executions(log: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            _, key = line.split()
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def submit_retrying(
+    nodes: list[NodeProcess], key: str, arguments: dict[str, Any], deadline: float
+) -> types_pb2.Task:
+    """Submit with an idempotency key, retrying UNAVAILABLE on every live node."""
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.process.poll() is not None:
+                continue
+            try:
+                with PraxisClient(node.grpc, timeout=5) as client:
+                    return client.submit("count", arguments, idempotency_key=key).task
+            except grpc.RpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise
+                last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{key} not acknowledged: {last}")
+
+
+def final_state(nodes: list[NodeProcess], task_id: str) -> types_pb2.Task | None:
+    for node in nodes:
+        if node.process.poll() is not None:
+            continue
+        with contextlib.suppress(grpc.RpcError), PraxisClient(node.grpc, timeout=5) as client:
+            task = client.get_task(task_id)
+            if task.state in (types_pb2.TASK_STATE_COMPLETED, types_pb2.TASK_STATE_FAILED):
+                return task
+    return None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_coordinator_standby_forwarding_and_kill_9_under_load(
+    tmp_path: Path, count_tool: Path, backend: str
+) -> None:
+    need(backend)
+    log = tmp_path / "executions.log"
+    with cluster(tmp_path / "c", backend, count_tool) as mesh:
+        (coordinator,) = by_role(mesh, "coordinator")
+        standbys = by_role(mesh, "standby")
+        assert len(standbys) == 2
+        with PraxisClient(standbys[0].grpc) as client:
+            forwarded = client.submit("echo", {"x": 1}, wait=True).task
+            agent = client.get_agent()
+        assert forwarded.state == types_pb2.TASK_STATE_COMPLETED
+        assert agent.leader_agent_id == coordinator.info["agent_id"]
+        assert agent.term > 0
+        acknowledged: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        for i in range(200):
+            if i == 60:
+                coordinator.process.send_signal(signal.SIGKILL)
+                coordinator.process.wait(timeout=10)
+            key = f"k{i}"
+            task = submit_retrying(
+                mesh.nodes, key, {"seconds": 0, "key": key, "log": str(log)}, deadline
+            )
+            acknowledged[key] = task.task_id
+        survivors = [node for node in mesh.nodes if node is not coordinator]
+        eventually(lambda: len(by_role(mesh, "coordinator")) == 1, timeout=30, what="new leader")
+        for key, task_id in acknowledged.items():
+            final = eventually(
+                lambda task_id=task_id: final_state(survivors, task_id),  # type: ignore[misc]
+                timeout=60,
+                what=f"{key} finishes",
+            )
+            assert final.state == types_pb2.TASK_STATE_COMPLETED, (key, final)
+        counts = executions(log)
+        assert {key: counts.get(key, 0) for key in acknowledged} == dict.fromkeys(acknowledged, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_paused_coordinator_cannot_dispatch_after_a_new_one_is_elected(
+    tmp_path: Path, count_tool: Path, backend: str
+) -> None:
+    need(backend)
+    log = tmp_path / "executions.log"
+    with cluster(tmp_path / "c", backend, count_tool) as mesh:
+        (old,) = by_role(mesh, "coordinator")
+        others = [node for node in mesh.nodes if node is not old]
+        old.process.send_signal(signal.SIGSTOP)
+        try:
+
+            def new_coordinator() -> NodeProcess | None:
+                roles = {n.name: r for n, r in zip(others, _roles(others), strict=True)}
+                return next((n for n in others if roles[n.name] == "coordinator"), None)
+
+            new = eventually(new_coordinator, timeout=30, what="a new coordinator")
+            with PraxisClient(new.grpc) as client:
+                fresh = client.submit(
+                    "count", {"seconds": 0, "key": "fresh", "log": str(log)}, wait=True
+                ).task
+            assert fresh.state == types_pb2.TASK_STATE_COMPLETED, fresh
+        finally:
+            old.process.send_signal(signal.SIGCONT)
+        # Right after waking up the old coordinator still believes it leads.
+        outcome = ""
+        refused: grpc.StatusCode | None = None
+        try:
+            with PraxisClient(old.grpc, timeout=10) as client:
+                task = client.submit(
+                    "count", {"seconds": 0, "key": "stale", "log": str(log)}, rpc_timeout=10
+                ).task
+            outcome = task.task_id
+        except grpc.RpcError as exc:
+            refused = exc.code()
+        assert outcome or refused == grpc.StatusCode.UNAVAILABLE, refused
+        if outcome:
+            # Accepted: then by the new coordinator (relayed), which holds it.
+            with PraxisClient(new.grpc) as client:
+                assert client.get_task(outcome).task_id == outcome
+            eventually(lambda: executions(log).get("stale") == 1, timeout=30, what="stale runs")
+        time.sleep(1)
+        assert executions(log).get("stale", 0) <= 1
+        assert executions(log)["fresh"] == 1
+
+
+def _roles(nodes: list[NodeProcess]) -> list[str]:
+    names = {1: "peer", 2: "coordinator", 3: "standby"}
+    found = []
+    for node in nodes:
+        try:
+            with PraxisClient(node.grpc, timeout=2) as client:
+                found.append(names.get(client.get_agent().role, ""))
+        except grpc.RpcError:
+            found.append("")
+    return found
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_whole_cluster_restart_keeps_the_queue(
+    tmp_path: Path, count_tool: Path, backend: str
+) -> None:
+    need(backend)
+    log = tmp_path / "executions.log"
+    mesh = LocalMesh(
+        tmp_path / "c", 3, base_config(count_tool), mode="active-passive", backend=backend
+    )
+    mesh.start()
+    try:
+        (coordinator,) = by_role(mesh, "coordinator")
+        with PraxisClient(coordinator.grpc) as client:
+            ids = [
+                client.submit(
+                    "count",
+                    {"seconds": 2, "key": f"q{i}", "log": str(log)},
+                    idempotency_key=f"q{i}",
+                ).task.task_id
+                for i in range(12)
+            ]
+        for node in mesh.nodes:
+            node.process.send_signal(signal.SIGKILL)
+        for node in mesh.nodes:
+            node.process.wait(timeout=10)
+        restarted = [
+            start_node(n.config_path, n.ready_file, n.log_path, n.name) for n in mesh.nodes
+        ]
+        mesh.nodes = restarted
+        wait_ready(restarted)
+        mesh.wait_coordinator(60)
+        for task_id in ids:
+            final = eventually(
+                lambda task_id=task_id: final_state(restarted, task_id),  # type: ignore[misc]
+                timeout=90,
+                what=f"{task_id} finishes after the restart",
+            )
+            assert final.state == types_pb2.TASK_STATE_COMPLETED
+        counts = executions(log)
+        assert all(counts.get(f"q{i}", 0) >= 1 for i in range(12))
+    finally:
+        mesh.stop()
+
+
+def test_switching_topology_keeps_every_task(tmp_path: Path, count_tool: Path) -> None:
+    log = tmp_path / "executions.log"
+    root = tmp_path / "c"
+    ids: dict[str, str] = {}
+
+    def submit_some(mesh: LocalMesh, prefix: str) -> None:
+        with PraxisClient(mesh.nodes[0].grpc) as client:
+            for i in range(4):
+                key = f"{prefix}{i}"
+                ids[key] = client.submit(
+                    "count", {"seconds": 1, "key": key, "log": str(log)}, idempotency_key=key
+                ).task.task_id
+
+    def every_task_completes(nodes: list[NodeProcess]) -> None:
+        for key, task_id in ids.items():
+            final = eventually(
+                lambda task_id=task_id: final_state(nodes, task_id),  # type: ignore[misc]
+                timeout=60,
+                what=f"{key} finishes",
+            )
+            assert final.state == types_pb2.TASK_STATE_COMPLETED, key
+
+    for mode, prefix in (
+        ("active-active", "aa"),
+        ("active-passive", "ap"),
+        ("active-active", "bb"),
+    ):
+        backend = "raft" if mode == "active-passive" else "none"
+        mesh = LocalMesh(root, 3, base_config(count_tool), mode=mode, backend=backend)
+        mesh.start()
+        try:
+            every_task_completes(mesh.nodes)
+            submit_some(mesh, prefix)
+        finally:
+            stop_nodes(mesh.nodes)  # SIGTERM: running tasks are handed back
+            mesh.stop()
+    mesh = LocalMesh(root, 3, base_config(count_tool))
+    mesh.start()
+    try:
+        every_task_completes(mesh.nodes)
+    finally:
+        mesh.stop()

@@ -1,0 +1,221 @@
+"""Active-passive HA between in-process nodes: real gRPC, in-memory discovery
+and the in-memory consensus fake (the real backends have their own tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, task_service_pb2_grpc, types_pb2
+from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc.identity import load_or_create_identity
+from praxis_grpc.node import Node
+from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
+from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
+from praxis_grpc.testing.memory_mesh import MemoryMesh
+from praxis_grpc.tools.registry import ToolRegistry
+
+COMPLETED = types_pb2.TASK_STATE_COMPLETED
+HA = {
+    "mode": "active-passive",
+    # The consensus member is the in-memory fake; the raft settings only
+    # satisfy the config schema.
+    "consensus": {"backend": "raft", "raft": {"address": "127.0.0.1:1", "secret": "test"}},
+}
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@dataclass
+class Cluster:
+    root: Path
+    mesh: MemoryMesh
+    group: MemoryConsensusGroup
+    log: ExecutionLog
+    stack: contextlib.AsyncExitStack
+    nodes: dict[str, Node]
+
+    async def start(self, name: str, **ha: Any) -> Node:
+        config = make_config(
+            self.root / name,
+            name=name,
+            metrics={"enabled": False},
+            p2p={"disconnect_grace": "200ms"},
+            cards={"heartbeat": "200ms", "ttl": "3s"},
+            agent={"name": name},
+            ha={**HA, **ha},
+        )
+        identity = load_or_create_identity(config.key_file)
+        node = Node(
+            config,
+            identity=identity,
+            tools=ToolRegistry([RecordingTool(name, self.log)]),
+            discovery=self.mesh.member(identity.agent_id),
+            consensus=self.group.member,
+        )
+        await node.start()
+        self.nodes[name] = node
+        self.stack.push_async_callback(node.aclose, 0)
+        return node
+
+    async def converged(self) -> None:
+        names = set(self.nodes)
+        await until(
+            lambda: all({c.name for c in n.directory.cards()} >= names for n in self.nodes.values())
+        )
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield Cluster(tmp_path, MemoryMesh(), MemoryConsensusGroup(), ExecutionLog(), stack, {})
+
+
+@contextlib.asynccontextmanager
+async def stub(node: Node) -> AsyncIterator[task_service_pb2_grpc.TaskServiceAsyncStub]:
+    async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
+        yield task_service_pb2_grpc.TaskServiceStub(channel)
+
+
+def work(seconds: float, key: str, **fields: Any) -> pb.SubmitTaskRequest:
+    arguments = struct_pb2.Struct()
+    arguments.update({"seconds": seconds, "key": key})
+    return pb.SubmitTaskRequest(tool="work", arguments=arguments, **fields)
+
+
+async def three(cluster: Cluster, **ha: Any) -> tuple[Node, Node, Node]:
+    a = await cluster.start("a", **ha)
+    b = await cluster.start("b", **ha)
+    c = await cluster.start("c", **ha)
+    await cluster.converged()
+    cluster.group.elect(a.agent_id)
+    await until(lambda: a.role == "coordinator" and b.role == c.role == "standby")
+    return a, b, c
+
+
+async def test_standby_forwards_to_the_coordinator_which_does_not_execute(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    async with stub(b) as tasks:
+        results = [(await tasks.SubmitTask(work(0, f"f{i}", wait=True))).task for i in range(6)]
+    assert all(task.state == COMPLETED for task in results)
+    assert {task.owner_agent_id for task in results} <= {b.agent_id, c.agent_id}
+    assert all(task.origin_agent_id == "coordinator" for task in results)
+    assert b.metrics.forwarded_submissions_total.labels("ok")._value.get() == 6
+    # The coordinator holds the records; GetTask at a standby is relayed.
+    async with stub(c) as tasks:
+        got = await tasks.GetTask(pb.GetTaskRequest(task_id=results[0].task_id))
+        assert got.task.state == COMPLETED
+    async with grpc.aio.insecure_channel(b.endpoints.grpc) as channel:
+        agent = await agent_service_pb2_grpc.AgentServiceStub(channel).GetAgent(
+            apb.GetAgentRequest()
+        )
+    assert agent.agent.role == types_pb2.AGENT_ROLE_STANDBY
+    assert agent.agent.leader_agent_id == a.agent_id
+    assert agent.agent.leader_address == a.endpoints.grpc
+    assert agent.agent.term == cluster.group.term
+    assert agent.agent.ha_mode == types_pb2.HA_MODE_ACTIVE_PASSIVE
+    card = b.directory.get(a.agent_id)
+    assert card is not None
+    assert card.role == "coordinator"
+    assert a.metrics.consensus_is_leader._value.get() == 1
+
+
+async def test_without_forwarding_a_standby_names_the_coordinator(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster, forward_submissions=False)
+    async with stub(b) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "x"))
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    trailers = dict(cast(Any, info.value.trailing_metadata()) or ())
+    assert trailers["praxis-coordinator"] == a.endpoints.grpc
+    assert trailers["praxis-coordinator-id"] == a.agent_id
+
+
+async def test_no_coordinator_task_service_not_serving(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    async with grpc.aio.insecure_channel(a.endpoints.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="praxis.v1.TaskService")
+        assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with stub(a) as tasks:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await tasks.SubmitTask(work(0, "x"))
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        cluster.group.elect(a.agent_id)
+        await until(lambda: a.role == "coordinator")
+
+        async def serving() -> bool:
+            response = await health.Check(request)
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+        async with asyncio.timeout(5):
+            while not await serving():
+                await asyncio.sleep(0.02)
+
+
+async def test_failover_resumes_every_accepted_task_once(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    async with stub(a) as tasks:
+        accepted = [
+            (await tasks.SubmitTask(work(0.5, f"t{i}", idempotency_key=f"k{i}"))).task
+            for i in range(10)
+        ]
+    # The coordinator is lost; b takes over from the committed records.
+    cluster.group.isolate(a.agent_id)
+    cluster.group.elect(b.agent_id)
+    await until(lambda: b.role == "coordinator")
+    await until(lambda: all(b.engine.get(t.task_id).terminal for t in accepted))
+    for task in accepted:
+        assert b.engine.get(task.task_id).state.name == "COMPLETED"
+        assert cluster.log.count(str(task.arguments["key"])) == 1
+    # A retry of an acknowledged submission is answered from the records.
+    async with stub(c) as tasks:
+        again = await tasks.SubmitTask(work(0.5, "t3", idempotency_key="k3"))
+    assert again.deduplicated
+    assert again.task.task_id == accepted[3].task_id
+
+
+async def test_a_deposed_coordinator_cannot_dispatch(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    cluster.group.isolate(a.agent_id)  # a still believes it leads
+    cluster.group.elect(b.agent_id)
+    assert a.role == "coordinator"
+    async with stub(a) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "stale"))
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert cluster.log.count("stale") == 0
+    # Workers refuse dispatches fenced with an older term than they have seen.
+    async with stub(b) as tasks:
+        fresh = (await tasks.SubmitTask(work(0, "fresh", wait=True))).task
+    worker = next(n for n in cluster.nodes.values() if n.agent_id == fresh.owner_agent_id)
+    async with stub(worker) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(
+                work(
+                    0,
+                    "fenced",
+                    local_only=True,
+                    fencing_token=cluster.group.term - 1,
+                    task_id="6f1d8f0c-1b9e-4a57-9c43-0d8f1e2a3b4c",
+                )
+            )
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "fencing_token" in (info.value.details() or "")
+    assert cluster.log.count("fenced") == 0
