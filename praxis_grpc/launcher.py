@@ -242,6 +242,7 @@ class LocalMesh:
         p2p.setdefault("port", 0)
         if bootstrap and not p2p.get("bootstrap_nodes"):
             p2p["bootstrap_nodes"] = bootstrap
+        config.pop("ha", None)
         if self._ha:
             ha = json.loads(json.dumps(self._ha))
             if self._raft_addresses:
@@ -254,6 +255,35 @@ class LocalMesh:
         node = start_node(config_path, node_dir / "ready.json", node_dir / "node.log", name)
         self.nodes.append(node)
         return node
+
+    def switch(self, mode: str, backend: str, timeout: float = 60.0) -> None:
+        """Change the HA topology with a rolling restart, one node at a time.
+
+        Each node is stopped with SIGTERM (it drains), its config is rewritten
+        with the new ``ha`` section and it is started again before the next
+        one goes; in active-passive mode this finally waits for a coordinator.
+        """
+        if self._etcd is not None:
+            self._etcd.close()
+            self._etcd = None
+        self.mode, self.backend = mode, backend
+        self._ha, self._raft_addresses = {}, []
+        self._prepare_ha()
+        for position, node in enumerate(list(self.nodes)):
+            stop_nodes([node])
+            seeds = [
+                address
+                for other in self.nodes
+                if other is not node and other.process.poll() is None
+                for address in list(other.info.get("p2p", []))[:1]
+            ]
+            self.nodes.remove(node)
+            restarted = self._spawn(position + 1, seeds)
+            self.nodes.remove(restarted)
+            self.nodes.insert(position, restarted)
+            wait_ready([restarted], timeout)
+        if mode == "active-passive":
+            self.wait_coordinator(timeout)
 
     def roles(self) -> dict[str, str]:
         """Each node's role (``peer``, ``coordinator``, ``standby``; "" if unreachable)."""

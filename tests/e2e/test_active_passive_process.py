@@ -17,7 +17,7 @@ import pytest
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.client import PraxisClient
-from praxis_grpc.launcher import LocalMesh, NodeProcess, start_node, stop_nodes, wait_ready
+from praxis_grpc.launcher import LocalMesh, NodeProcess, start_node, wait_ready
 from praxis_grpc.testing import eventually
 from praxis_grpc.testing.etcd_cluster import find_etcd
 
@@ -275,9 +275,10 @@ def test_whole_cluster_restart_keeps_the_queue(
         mesh.stop()
 
 
-def test_switching_topology_keeps_every_task(tmp_path: Path, count_tool: Path) -> None:
+def test_switching_topology_by_rolling_restart_keeps_every_task(
+    tmp_path: Path, count_tool: Path
+) -> None:
     log = tmp_path / "executions.log"
-    root = tmp_path / "c"
     ids: dict[str, str] = {}
 
     def submit_some(mesh: LocalMesh, prefix: str) -> None:
@@ -297,23 +298,18 @@ def test_switching_topology_keeps_every_task(tmp_path: Path, count_tool: Path) -
             )
             assert final.state == types_pb2.TASK_STATE_COMPLETED, key
 
-    for mode, prefix in (
-        ("active-active", "aa"),
-        ("active-passive", "ap"),
-        ("active-active", "bb"),
-    ):
-        backend = "raft" if mode == "active-passive" else "none"
-        mesh = LocalMesh(root, 3, base_config(count_tool), mode=mode, backend=backend)
-        mesh.start()
-        try:
-            every_task_completes(mesh.nodes)
-            submit_some(mesh, prefix)
-        finally:
-            stop_nodes(mesh.nodes)  # SIGTERM: running tasks are handed back
-            mesh.stop()
-    mesh = LocalMesh(root, 3, base_config(count_tool))
+    mesh = LocalMesh(tmp_path / "c", 3, base_config(count_tool))
     mesh.start()
     try:
+        submit_some(mesh, "aa")  # still running when the roll begins
+        mesh.switch("active-passive", "raft")
+        assert sorted(mesh.roles().values()) == ["coordinator", "standby", "standby"]
+        submit_some(mesh, "ap")
+        mesh.switch("active-active", "none")
+        assert set(mesh.roles().values()) == {"peer"}
+        submit_some(mesh, "bb")
         every_task_completes(mesh.nodes)
+        counts = executions(log)
+        assert all(counts.get(key, 0) >= 1 for key in ids)
     finally:
         mesh.stop()
