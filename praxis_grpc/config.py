@@ -203,6 +203,11 @@ class HaConfig(_Section):
 
     mode: Literal["active-active", "active-passive"] = "active-active"
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+    record_retention: PositiveDuration = Field(
+        default=600.0,
+        description="how long a finished task's record stays in the consensus state "
+        "(its idempotency key deduplicates across failovers for that long)",
+    )
     forward_submissions: bool = Field(
         default=True,
         description="a standby forwards SubmitTask to the coordinator; off: UNAVAILABLE "

@@ -297,6 +297,7 @@ class Node:
                 metrics=self.metrics,
                 forward=cfg.ha.forward_submissions,
                 on_change=self._role_changed,
+                retention=cfg.ha.record_retention,
             )
         self._dispatcher = TaskDispatcher(
             engine=engine,

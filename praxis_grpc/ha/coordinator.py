@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from praxis_grpc.consensus.base import Consensus, Leadership
 from praxis_grpc.errors import NotFound, PraxisError
@@ -57,7 +58,10 @@ class HaController:
         metrics: Metrics,
         forward: bool,
         on_change: Callable[[], None],
+        retention: float = 600.0,
     ) -> None:
+        self._retention = retention
+        self._sweeper: asyncio.Task[None] | None = None
         self._consensus: Consensus | None = None
         self._engine = engine
         self._router = router
@@ -123,7 +127,31 @@ class HaController:
 
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
+        await self._stop_sweeper()
         await self._stop_watchers()
+
+    async def _sweep(self) -> None:
+        """While leading, drop finished tasks older than the retention from
+        the consensus state, so it (and Raft's snapshots) stays small."""
+        records = self._records
+        assert records is not None
+        while True:
+            await asyncio.sleep(min(self._retention / 10, 60.0))
+            cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)
+            try:
+                expired = await records.expire(cutoff)
+            except PraxisError as exc:
+                log.info("record retention sweep stopped: %s", exc.message)
+                return
+            if expired:
+                log.info("dropped %d finished task record(s) from the consensus state", expired)
+
+    async def _stop_sweeper(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     async def _changed(self, leadership: Leadership) -> None:
         async with self._switch:
@@ -150,6 +178,7 @@ class HaController:
         for task in decode_snapshot(snapshot):
             await self._resume(task, follow, watch)
         self._leading_term = term
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ha-sweep")
         for task in follow:
             self._delegations.follow(task)
         for task in watch:
@@ -168,6 +197,8 @@ class HaController:
             # Dispatched to us but never arrived: place it again.
             task = task.reassign("", task.updated_at) if not task.terminal else task
         if task.terminal:
+            if self._records is not None:
+                self._records.note(task)
             if local is None or not local.terminal:
                 await self._engine.record(task)
             return
@@ -190,6 +221,7 @@ class HaController:
         log.info("stepping down as coordinator of term %d", self._leading_term)
         self._leading_term = 0
         self._router.exclude_self = False
+        await self._stop_sweeper()
         await self._delegations.stop_following()
         await self._stop_watchers()
 

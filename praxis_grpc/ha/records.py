@@ -104,6 +104,8 @@ class ReplicatedRecords:
         origin: str,
     ) -> None:
         self._origin = origin
+        # Finished tasks still in the consensus state, by when they finished.
+        self.finished: dict[str, datetime] = {}
         self._engine = engine
         self._consensus = consensus
         self._term = term
@@ -128,6 +130,21 @@ class ReplicatedRecords:
     async def replicate(self, task: Task) -> None:
         """Commit ``task`` to consensus only (a local task's state change)."""
         await self._commit(TASK_PREFIX + task.task_id, encode_task(task))
+        self.note(task)
+
+    def note(self, task: Task) -> None:
+        """Remember a finished task that is in the consensus state."""
+        if task.terminal:
+            self.finished[task.task_id] = task.finished_at or task.updated_at
+
+    async def expire(self, before: datetime) -> int:
+        """Delete the consensus records of tasks finished before ``before``
+        (the local store keeps them). Returns how many were deleted."""
+        old = [task_id for task_id, at in self.finished.items() if at < before]
+        for task_id in old:
+            await self._commit(TASK_PREFIX + task_id, None)
+            del self.finished[task_id]
+        return len(old)
 
     async def _commit(self, key: str, value: bytes | None) -> None:
         started = time.monotonic()

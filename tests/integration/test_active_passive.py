@@ -219,3 +219,19 @@ async def test_a_deposed_coordinator_cannot_dispatch(cluster: Cluster) -> None:
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "fencing_token" in (info.value.details() or "")
     assert cluster.log.count("fenced") == 0
+
+
+async def test_finished_records_leave_the_consensus_state_after_the_retention(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = await three(cluster, record_retention="300ms")
+    async with stub(b) as tasks:
+        done = (await tasks.SubmitTask(work(0, "kept", wait=True))).task
+        running = (await tasks.SubmitTask(work(5, "running"))).task
+    state = cluster.group._data  # the fake's replicated state
+    assert f"task/{done.task_id}" in state
+    await until(lambda: f"task/{done.task_id}" not in state, timeout=5)
+    assert f"task/{running.task_id}" in state  # unfinished: kept
+    async with stub(a) as tasks:  # the coordinator's store still answers
+        got = await tasks.GetTask(pb.GetTaskRequest(task_id=done.task_id))
+    assert got.task.state == COMPLETED
