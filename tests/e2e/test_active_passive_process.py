@@ -5,8 +5,11 @@ load, a paused (SIGSTOP) coordinator, whole-cluster restart, topology switch."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +316,33 @@ def test_switching_topology_by_rolling_restart_keeps_every_task(
         assert all(counts.get(key, 0) >= 1 for key in ids)
     finally:
         mesh.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_praxis_up_active_passive_reports_roles(tmp_path: Path, backend: str) -> None:
+    need(backend)
+    command = [sys.executable, "-m", "praxis_grpc", "--json", "up", "--nodes", "3"]
+    command += ["--mode", "active-passive", "--backend", backend, "--dir", str(tmp_path / "up")]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            document = json.loads(process.stdout.readline())
+            roles = sorted(node["role"] for node in document["nodes"])
+            assert roles == ["coordinator", "standby", "standby"]
+            if backend == "etcd":
+                assert len(document["etcd"]) == 3
+            standby = next(n for n in document["nodes"] if n["role"] == "standby")
+            with PraxisClient(standby["grpc"]) as client:
+                task = client.submit("calculator", {"expression": "2+2"}, wait=True).task
+            assert task.result["result"] == 4
+            pids = [node["pid"] for node in document["nodes"]]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+            for pid in pids:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+        finally:
+            if process.poll() is None:
+                process.kill()

@@ -127,6 +127,14 @@ async def test_metrics_endpoint_exposes_every_family(stubs: Stubs, node: Node) -
         'service="praxis.v1.TaskService"} 1.0',
         "praxis_grpc_server_request_duration_seconds_bucket",
         'praxis_node_info{agent="node1",backend="none",ha_mode="active-active",version=',
+        'praxis_route_decisions_total{target="node1",tool="calculator"} 1.0',
+        "praxis_delegation_duration_seconds_bucket",
+        "praxis_redispatches_total 0.0",
+        "praxis_delegated_tasks_following 0.0",
+        "praxis_consensus_is_leader 0.0",
+        "praxis_consensus_term 0.0",
+        "praxis_consensus_leader_changes_total 0.0",
+        "praxis_consensus_commit_duration_seconds_bucket",
     ):
         assert line in body, line
 
