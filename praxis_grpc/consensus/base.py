@@ -30,11 +30,12 @@ Contract (every backend, checked by the shared tests in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Consensus", "ConsensusError", "Leadership", "NotLeader"]
+__all__ = ["Consensus", "ConsensusError", "Leadership", "LeadershipFeed", "NotLeader"]
 
 
 class ConsensusError(Exception):
@@ -118,3 +119,37 @@ class Consensus(Protocol):
     async def snapshot(self) -> Mapping[str, bytes]:
         """Every committed key and value (see the contract)."""
         ...
+
+
+class LeadershipFeed:
+    """Fan-out of leadership changes to any number of ``watch()`` streams,
+    for backends to share. Runs on one event loop."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[Leadership | None]] = set()
+
+    def publish(self, leadership: Leadership) -> None:
+        """Tell every stream about ``leadership`` (streams skip repeats)."""
+        for queue in self._queues:
+            queue.put_nowait(leadership)
+
+    def close(self) -> None:
+        """End every stream."""
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    async def stream(
+        self, current: Callable[[], Leadership], closed: Callable[[], bool]
+    ) -> AsyncIterator[Leadership]:
+        """Yield ``current()``, then every published change, until closed."""
+        queue: asyncio.Queue[Leadership | None] = asyncio.Queue()
+        self._queues.add(queue)
+        try:
+            latest = current()
+            yield latest
+            while not closed() and (changed := await queue.get()) is not None:
+                if changed != latest:
+                    latest = changed
+                    yield latest
+        finally:
+            self._queues.discard(queue)

@@ -57,7 +57,7 @@ from praxis_grpc.consensus._etcd_endpoints import (
     unreachable,
 )
 from praxis_grpc.consensus._etcd_lease import ATTEMPT_TIMEOUT, Lease, grant, keep_alive, revoke
-from praxis_grpc.consensus.base import ConsensusError, Leadership, NotLeader
+from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["EtcdConsensus"]
 
@@ -110,7 +110,7 @@ class EtcdConsensus:
         self._own_leases: set[int] = set()
         self._leader_key: v3election_pb2.LeaderKey | None = None
         self._leadership = Leadership()
-        self._watchers: set[asyncio.Queue[Leadership | None]] = set()
+        self._feed = LeadershipFeed()
         self._started = False
         self._closed = False
 
@@ -136,8 +136,7 @@ class EtcdConsensus:
         except (grpc.aio.AioRpcError, ConsensusError) as exc:
             await endpoints.aclose()
             self._closed = True
-            for queue in self._watchers:
-                queue.put_nowait(None)
+            self._feed.close()
             errors = "; ".join(f"{a}: {e}" for a, e in endpoints.last_errors.items())
             raise ConsensusError(
                 f"ha.consensus.etcd.endpoints: no etcd endpoint answered within "
@@ -170,24 +169,13 @@ class EtcdConsensus:
             if lease is not None:
                 await revoke(endpoints, lease, self._config.commit_timeout)
             await endpoints.aclose()
-        for queue in self._watchers:
-            queue.put_nowait(None)
+        self._feed.close()
 
     def leadership(self) -> Leadership:
         return Leadership() if self._closed else self._leadership
 
-    async def watch(self) -> AsyncIterator[Leadership]:
-        queue: asyncio.Queue[Leadership | None] = asyncio.Queue()
-        self._watchers.add(queue)
-        try:
-            current = self.leadership()
-            yield current
-            while not self._closed and (changed := await queue.get()) is not None:
-                if changed != current:
-                    current = changed
-                    yield current
-        finally:
-            self._watchers.discard(queue)
+    def watch(self) -> AsyncIterator[Leadership]:
+        return self._feed.stream(self.leadership, lambda: self._closed)
 
     async def commit(self, key: str, value: bytes | None, *, term: int) -> None:
         """See :meth:`Consensus.commit`.
@@ -409,8 +397,7 @@ class EtcdConsensus:
 
     def _publish(self, leadership: Leadership) -> None:
         self._leadership = leadership
-        for queue in self._watchers:
-            queue.put_nowait(leadership)
+        self._feed.publish(leadership)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)

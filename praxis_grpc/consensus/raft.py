@@ -54,7 +54,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 )
 
 from praxis_grpc.config import RaftConfig
-from praxis_grpc.consensus.base import ConsensusError, Leadership, NotLeader
+from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["RaftConsensus"]
 
@@ -160,7 +160,7 @@ class RaftConsensus:
         self._lock_fd: int | None = None
         self._closed = False
         self._leadership = Leadership()
-        self._watchers: set[asyncio.Queue[Leadership | None]] = set()
+        self._feed = LeadershipFeed()
         self._pending: set[asyncio.Future[tuple[Any, int]]] = set()
         # Owned by pysyncobj's thread (written only in _on_tick and its callbacks).
         self._claim_term = 0
@@ -228,8 +228,7 @@ class RaftConsensus:
         if self._closed:
             return
         self._closed = True
-        for queue in self._watchers:
-            queue.put_nowait(None)
+        self._feed.close()
         node = self._node
         if node is not None:
             await self._resign()
@@ -256,18 +255,8 @@ class RaftConsensus:
     def leadership(self) -> Leadership:
         return Leadership() if self._closed else self._leadership
 
-    async def watch(self) -> AsyncIterator[Leadership]:
-        queue: asyncio.Queue[Leadership | None] = asyncio.Queue()
-        self._watchers.add(queue)
-        try:
-            current = self.leadership()
-            yield current
-            while not self._closed and (changed := await queue.get()) is not None:
-                if changed != current:
-                    current = changed
-                    yield current
-        finally:
-            self._watchers.discard(queue)
+    def watch(self) -> AsyncIterator[Leadership]:
+        return self._feed.stream(self.leadership, lambda: self._closed)
 
     async def commit(self, key: str, value: bytes | None, *, term: int) -> None:
         """See :meth:`Consensus.commit`.
@@ -364,8 +353,7 @@ class RaftConsensus:
             self._claim_term = 0  # the next tick claims again if we still lead in term
 
     def _publish(self, leadership: Leadership) -> None:
-        for queue in self._watchers:
-            queue.put_nowait(leadership)
+        self._feed.publish(leadership)
 
     def _call_in_loop(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is not None:

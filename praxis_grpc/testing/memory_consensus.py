@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 
-from praxis_grpc.consensus.base import ConsensusError, Leadership, NotLeader
+from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["MemoryConsensus", "MemoryConsensusGroup"]
 
@@ -132,7 +132,7 @@ class MemoryConsensus:
         self._group = group
         self._closed = False
         self._seen = Leadership()
-        self._watchers: set[asyncio.Queue[Leadership | None]] = set()
+        self._feed = LeadershipFeed()
 
     @property
     def backend(self) -> str:
@@ -150,8 +150,7 @@ class MemoryConsensus:
         self._closed = True
         self._group._leave(self)
         self._running = False
-        for queue in self._watchers:
-            queue.put_nowait(None)
+        self._feed.close()
 
     def leadership(self) -> Leadership:
         if not self._running:
@@ -160,18 +159,8 @@ class MemoryConsensus:
             return self._frozen[0]
         return self._group._view(self)
 
-    async def watch(self) -> AsyncIterator[Leadership]:
-        queue: asyncio.Queue[Leadership | None] = asyncio.Queue()
-        self._watchers.add(queue)
-        try:
-            current = self.leadership()
-            yield current
-            while not self._closed and (changed := await queue.get()) is not None:
-                if changed != current:
-                    current = changed
-                    yield current
-        finally:
-            self._watchers.discard(queue)
+    def watch(self) -> AsyncIterator[Leadership]:
+        return self._feed.stream(self.leadership, lambda: self._closed)
 
     async def commit(self, key: str, value: bytes | None, *, term: int) -> None:
         if value is not None and not isinstance(value, bytes):
@@ -192,5 +181,4 @@ class MemoryConsensus:
         current = self.leadership()
         if current != self._seen:
             self._seen = current
-            for queue in self._watchers:
-                queue.put_nowait(current)
+            self._feed.publish(current)

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, task_service_pb2_grpc, types_pb2
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
@@ -24,6 +23,7 @@ from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry
+from tests.integration.helpers import NodeGroup, stub, until, work
 
 COMPLETED = types_pb2.TASK_STATE_COMPLETED
 HA = {
@@ -34,20 +34,12 @@ HA = {
 }
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-@dataclass
-class Cluster:
+@dataclass(kw_only=True)
+class Cluster(NodeGroup):
     root: Path
     mesh: MemoryMesh
     group: MemoryConsensusGroup
     log: ExecutionLog
-    stack: contextlib.AsyncExitStack
-    nodes: dict[str, Node]
 
     async def start(self, name: str, **ha: Any) -> Node:
         config = make_config(
@@ -67,34 +59,19 @@ class Cluster:
             discovery=self.mesh.member(identity.agent_id),
             consensus=self.group.member,
         )
-        await node.start()
-        self.nodes[name] = node
-        self.stack.push_async_callback(node.aclose, 0)
-        return node
-
-    async def converged(self) -> None:
-        names = set(self.nodes)
-        await until(
-            lambda: all({c.name for c in n.directory.cards()} >= names for n in self.nodes.values())
-        )
+        return await self.started(name, node)
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with contextlib.AsyncExitStack() as stack:
-        yield Cluster(tmp_path, MemoryMesh(), MemoryConsensusGroup(), ExecutionLog(), stack, {})
-
-
-@contextlib.asynccontextmanager
-async def stub(node: Node) -> AsyncIterator[task_service_pb2_grpc.TaskServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
-        yield task_service_pb2_grpc.TaskServiceStub(channel)
-
-
-def work(seconds: float, key: str, **fields: Any) -> pb.SubmitTaskRequest:
-    arguments = struct_pb2.Struct()
-    arguments.update({"seconds": seconds, "key": key})
-    return pb.SubmitTaskRequest(tool="work", arguments=arguments, **fields)
+        yield Cluster(
+            stack=stack,
+            root=tmp_path,
+            mesh=MemoryMesh(),
+            group=MemoryConsensusGroup(),
+            log=ExecutionLog(),
+        )
 
 
 async def three(cluster: Cluster, **ha: Any) -> tuple[Node, Node, Node]:
