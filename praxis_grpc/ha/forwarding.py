@@ -12,6 +12,7 @@ metadata (``praxis-coordinator``, ``praxis-coordinator-id``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -22,7 +23,7 @@ from praxis_grpc.api.errors import error_from_rpc
 from praxis_grpc.consensus.base import Leadership
 from praxis_grpc.errors import Unavailable
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.tasks.model import Submission, Task
 
 FORWARDED_BY = "praxis-forwarded-by"
@@ -98,6 +99,15 @@ class Forwarder:
         except grpc.aio.AioRpcError as exc:
             self._metrics.forwarded_submissions_total.labels("error").inc()
             raise error_from_rpc(exc, "coordinator") from None
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            # The coordinator left and its channel was closed under the call.
+            self._metrics.forwarded_submissions_total.labels("error").inc()
+            raise Unavailable(
+                "the coordinator was lost during the call; retry (with the same "
+                "idempotency key, the task is not submitted twice)"
+            ) from None
         self._metrics.forwarded_submissions_total.labels("ok").inc()
         return task_from_proto(response.task), response.deduplicated
 

@@ -14,7 +14,7 @@ import grpc
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc
 
-__all__ = ["ChannelPool"]
+__all__ = ["ChannelPool", "cancelling"]
 
 
 class ChannelPool:
@@ -71,3 +71,14 @@ class ChannelPool:
             await channel.close(grace=None)
         if self._closing:
             await asyncio.wait(set(self._closing))
+
+
+def cancelling() -> bool:
+    """True when the current asyncio task itself is being cancelled.
+
+    grpc.aio cancels the calls of a channel that is closed (here: when the
+    peer's card is removed) by raising ``CancelledError`` in the caller; this
+    tells that apart from the caller's own cancellation.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -50,7 +50,7 @@ from praxis_grpc.errors import (
     Unavailable,
 )
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
@@ -205,7 +205,7 @@ class Delegations:
             # whatever the agent did, follow the task.
             if follow:
                 self.follow(record)
-            if _cancelling():
+            if cancelling():
                 raise
             if wait:
                 return await self._engine.wait(record.task_id)
@@ -329,7 +329,7 @@ class Delegations:
                     continue
                 log.debug("watch of task %s on %s broke: %s", task_id, address, exc.code().name)
             except asyncio.CancelledError:
-                if _cancelling():
+                if cancelling():
                     raise
                 # grpc.aio cancels the calls of a channel that is closed (the
                 # owner's card was removed): the stream broke, we did not.
@@ -506,12 +506,6 @@ class Delegations:
             if info.name == tool
         ]
         return bool(flags) and all(flags)
-
-
-def _cancelling() -> bool:
-    """True when the current asyncio task itself is being cancelled."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _grpc_address(card: AgentCard | None) -> str | None:
