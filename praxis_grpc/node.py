@@ -36,7 +36,7 @@ from praxis_grpc.consensus.factory import build_consensus
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.gossip import CardGossip
-from praxis_grpc.ha.coordinator import HaController
+from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
@@ -234,7 +234,7 @@ class Node:
         self._serving = True
         self.refresh_card()
         assert self._delegations is not None
-        following = self._delegations.start()
+        following = self._delegations.start(CLUSTER_ORIGIN if self._ha is not None else "")
         self._background = [
             asyncio.create_task(self._heartbeat(), name="card-heartbeat"),
             asyncio.create_task(self._close_departed_channels(), name="channel-cleanup"),

@@ -160,7 +160,13 @@ class HaController:
             if leadership.leader_id != previous.leader_id and leadership.known:
                 self._metrics.consensus_leader_changes_total.inc()
             if leadership.is_self and self._leading_term != leadership.term:
-                await self._take_over(leadership.term)
+                try:
+                    await self._take_over(leadership.term)
+                except Exception:
+                    # Holding the election without coordinating would stall the
+                    # cluster: try again shortly (the snapshot read may succeed).
+                    log.exception("take-over in term %d failed; retrying", leadership.term)
+                    self._retry_take_over(leadership)
             elif not leadership.is_self and self._leading_term:
                 await self._step_down()
             self._metrics.consensus_is_leader.set(1 if self.leading else 0)
@@ -176,7 +182,10 @@ class HaController:
         follow: list[Task] = []
         watch: list[Task] = []
         for task in decode_snapshot(snapshot):
-            await self._resume(task, follow, watch)
+            try:
+                await self._resume(task, follow, watch)
+            except Exception:
+                log.exception("cannot resume task %s; continuing the take-over", task.task_id)
         self._leading_term = term
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ha-sweep")
         for task in follow:
@@ -190,10 +199,14 @@ class HaController:
     async def _resume(self, task: Task, follow: list[Task], watch: list[Task]) -> None:
         """Load one committed record; note whether to follow or watch it."""
         local = _get(self._engine, task.task_id)
+        if local is not None and local.owner_agent_id == self._engine.agent_id:
+            # We run (or ran) it. If the records name another owner, it was
+            # re-dispatched away from us; either way our outcome is reported
+            # and the first terminal state recorded wins.
+            if not (task.terminal and local.terminal):
+                watch.append(local)
+            return
         if task.owner_agent_id == self._engine.agent_id:
-            if local is not None and local.owner_agent_id == task.owner_agent_id:
-                watch.append(local)  # we run it: report how it ends
-                return
             # Dispatched to us but never arrived: place it again.
             task = task.reassign("", task.updated_at) if not task.terminal else task
         if task.terminal:
@@ -204,6 +217,16 @@ class HaController:
             return
         await self._engine.record(task)
         follow.append(task)
+
+    def _retry_take_over(self, leadership: Leadership) -> None:
+        async def retry() -> None:
+            await asyncio.sleep(1.0)
+            if self._leadership == leadership and not self.leading:
+                await self._changed(leadership)
+
+        retrying = asyncio.get_running_loop().create_task(retry())
+        self._watchers.add(retrying)
+        retrying.add_done_callback(self._watchers.discard)
 
     def _watch_local(self, task: Task) -> None:
         records = self._records

@@ -136,13 +136,21 @@ class Delegations:
         self._absent: set[str] = set()
         metrics.delegated_tasks_following.set_function(lambda: len(self._followers))
 
-    def start(self) -> int:
+    def start(self, skip_origin: str = "") -> int:
         """Re-attach to every unfinished task the store records as delegated.
+
+        Args:
+            skip_origin: Leave records of this origin alone: an active-passive
+                cluster's records are resumed by whichever node coordinates.
 
         Returns:
             How many tasks are followed again.
         """
-        unfinished = self._engine.foreign_unfinished()
+        unfinished = [
+            record
+            for record in self._engine.foreign_unfinished()
+            if not skip_origin or record.origin_agent_id != skip_origin
+        ]
         for record in unfinished:
             self._router.ledger.begin(record.owner_agent_id, record.task_id, self._clock())
             self.follow(record)

@@ -190,11 +190,11 @@ class TaskDispatcher:
 
     async def get(self, task_id: str) -> Task:
         """The task, as last reported by its owner. Raises NotFound."""
-        try:
-            return self._engine.get(task_id)
-        except NotFound:
-            if self._standby is None or self._standby.leading:
-                raise
+        local = self._local_or_none(task_id)
+        if local is not None:
+            return local
+        if self._standby is None or self._standby.leading:
+            raise NotFound(f"task {task_id!r} not found")
         return await self._standby.forwarder.get(task_id)
 
     def list(
@@ -210,11 +210,9 @@ class TaskDispatcher:
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
         """The task's states as they happen, wherever it runs."""
-        try:
-            self._engine.get(task_id)
-        except NotFound:
+        if self._local_or_none(task_id) is None:
             if self._standby is None or self._standby.leading:
-                raise
+                raise NotFound(f"task {task_id!r} not found")
             async for task in self._standby.forwarder.watch(task_id):
                 yield task
             return
@@ -223,15 +221,30 @@ class TaskDispatcher:
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel the task on whichever agent owns it."""
-        try:
-            task = self._engine.get(task_id)
-        except NotFound:
+        task = self._local_or_none(task_id)
+        if task is None:
             if self._standby is None or self._standby.leading:
-                raise
+                raise NotFound(f"task {task_id!r} not found")
             return await self._standby.forwarder.cancel(task_id, reason)
         if task.terminal or task.owner_agent_id == self._engine.agent_id:
             return await self._engine.cancel(task_id, reason)
         return await self._delegations.cancel(task, reason)
+
+    def _local_or_none(self, task_id: str) -> Task | None:
+        """The task as this node knows it, or None when only the coordinator
+        does: a standby's copy of a cluster record (from when it coordinated)
+        may be stale, so it does not answer for it."""
+        try:
+            task = self._engine.get(task_id)
+        except NotFound:
+            return None
+        stale = (
+            self._standby is not None
+            and not self._standby.leading
+            and task.origin_agent_id == self._standby.origin
+            and task.owner_agent_id != self._engine.agent_id
+        )
+        return None if stale else task
 
     @property
     def _origin(self) -> str:
