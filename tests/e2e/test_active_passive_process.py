@@ -349,5 +349,11 @@ def test_praxis_up_active_passive_reports_roles(tmp_path: Path, backend: str) ->
                 with pytest.raises(ProcessLookupError):
                     os.kill(pid, 0)
         finally:
+            # SIGTERM lets `praxis up` stop its nodes (and etcd); SIGKILL would
+            # orphan them.
             if process.poll() is None:
-                process.kill()
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()

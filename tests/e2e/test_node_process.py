@@ -218,5 +218,11 @@ def test_praxis_up_json_and_clean_stop(tmp_path: Path) -> None:
                 with pytest.raises(ProcessLookupError):
                     os.kill(entry["pid"], 0)
         finally:
+            # SIGTERM lets `praxis up` stop its nodes (and etcd); SIGKILL would
+            # orphan them.
             if process.poll() is None:
-                process.kill()
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
