@@ -147,9 +147,16 @@ def test_one_coordinator_standby_forwarding_and_kill_9_under_load(
         standbys = by_role(mesh, "standby")
         assert len(standbys) == 2
         with PraxisClient(standbys[0].grpc) as client:
-            forwarded = client.submit("echo", {"x": 1}, wait=True).task
+            # A client retries UNAVAILABLE: right after start-up a re-election
+            # may leave the standby without a coordinator for a moment.
+            forwarded = eventually(
+                lambda: client.submit("echo", {"x": 1}, wait=True, rpc_timeout=10).task,
+                timeout=20,
+                what="a submission forwarded through a standby",
+            )
             agent = client.get_agent()
         assert forwarded.state == types_pb2.TASK_STATE_COMPLETED
+        (coordinator,) = by_role(mesh, "coordinator")
         assert agent.leader_agent_id == coordinator.info["agent_id"]
         assert agent.term > 0
         acknowledged: dict[str, str] = {}
