@@ -65,6 +65,11 @@ class AgentCard:
         """Ordering key: a card with a greater key supersedes one with a smaller key."""
         return (self.incarnation, self.version)
 
+    @property
+    def grpc_address(self) -> str:
+        """The agent's gRPC endpoint ("host:port"), or "" when it has none."""
+        return next((e.address for e in self.endpoints if e.transport == "grpc"), "")
+
     def offers(self, tool: str) -> bool:
         """True when the agent advertises ``tool``."""
         return any(t.name == tool for t in self.tools)

@@ -354,11 +354,8 @@ class Node:
         while True:
             try:
                 async for event in self.directory.watch():
-                    if event is None or event.type is not CardEventType.REMOVED:
-                        continue
-                    for endpoint in event.card.endpoints:
-                        if endpoint.transport == "grpc":
-                            self._channels.discard(endpoint.address)
+                    if event is not None and event.type is CardEventType.REMOVED:
+                        self._channels.discard(event.card.grpc_address)
                 return
             except OverflowError:
                 continue

@@ -519,7 +519,7 @@ class Delegations:
 def _grpc_address(card: AgentCard | None) -> str | None:
     if card is None:
         return None
-    return next((e.address for e in card.endpoints if e.transport == "grpc"), None)
+    return card.grpc_address or None
 
 
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:

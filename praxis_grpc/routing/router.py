@@ -281,7 +281,7 @@ class Router:
         if card.agent_id == self._local:
             pending, capacity, limit = self._local_pending()
             return Candidate(card.agent_id, card.name, True, "", pending, capacity, limit, info)
-        address = next((e.address for e in card.endpoints if e.transport == "grpc"), "")
+        address = card.grpc_address
         if not address:
             return None
         load = card.load

@@ -217,22 +217,14 @@ class TaskEngine:
             FailedPrecondition: the node is draining or lacks required tags.
             ResourceExhausted: the queue is full.
         """
-        if task_id is not None and not _canonical_uuid(task_id):
-            raise InvalidArgument(
-                "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
-            )
+        _check_task_id(task_id)
         timeout = self._validate(submission)
         origin = origin_agent_id or self._agent_id
         key = submission.idempotency_key
         fingerprint = submission.fingerprint() if key or task_id is not None else ""
-        if task_id is not None:
-            existing = self._live.get(task_id) or self._store.get(task_id)
-            if existing is not None:
-                return self._deduplicated(existing, fingerprint, by_id=True), True
-        if key:
-            existing = self._store.find_by_idempotency_key(key, origin)
-            if existing is not None:
-                return self._deduplicated(existing, fingerprint), True
+        existing = self.find_duplicate(submission, task_id, origin)
+        if existing is not None:
+            return existing, True
         if not self._accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
@@ -341,10 +333,7 @@ class TaskEngine:
             InvalidArgument: ``task_id`` is not a canonical UUID.
             AlreadyExists: the id or key belongs to a different request.
         """
-        if task_id is not None and not _canonical_uuid(task_id):
-            raise InvalidArgument(
-                "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
-            )
+        _check_task_id(task_id)
         key = submission.idempotency_key
         if task_id is None and not key:
             return None
@@ -757,6 +746,13 @@ class TaskEngine:
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))
         self._metrics.tasks_in_flight.set(len(self._running))
+
+
+def _check_task_id(task_id: str | None) -> None:
+    if task_id is not None and not _canonical_uuid(task_id):
+        raise InvalidArgument(
+            "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
+        )
 
 
 def _canonical_uuid(value: str) -> bool:

@@ -216,7 +216,9 @@ async def test_load_spreads_over_equal_workers(mesh: Mesh, strategy: str) -> Non
         await sampler
         await until(lambda: sum(r.outcome == "completed" for r in mesh.log.runs) == len(durations))
     placed = [mesh.log.agents(f"s{i}")[0] for i in range(len(durations))]
-    assert 0.3 < placed.count("a") / len(placed) < 0.7, placed
+    # Both workers take work; load-aware routing need not split it evenly
+    # (a worker holding the long tasks rightly gets fewer).
+    assert set(placed) == {"a", "b"}, placed
     # While tasks arrive, neither worker sits idle while the other has a queue
     # (a sample may fall between a completion and the next arrival). The
     # load-blind strategy on the same arrivals shows the measure discriminates.
