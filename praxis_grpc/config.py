@@ -208,6 +208,12 @@ class HaConfig(_Section):
         description="how long a finished task's record stays in the consensus state "
         "(its idempotency key deduplicates across failovers for that long)",
     )
+    hold_timeout: Duration = Field(
+        default=5.0,
+        description="how long a task call waits for a coordinator during an election or "
+        "take-over (and resends a relay the old coordinator never answered) before "
+        "UNAVAILABLE; bounded by the caller's deadline; 0 answers at once",
+    )
     forward_submissions: bool = Field(
         default=True,
         description="a standby forwards SubmitTask to the coordinator; off: UNAVAILABLE "

@@ -180,6 +180,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.task_calls_held = Gauge(
+            "task_calls_held",
+            "Task calls waiting for a coordinator (an election or take-over is under "
+            "way, or a relay went unanswered); see ha.hold_timeout.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.build = Info(
             "build",
             "Build information.",

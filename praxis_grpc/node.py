@@ -298,6 +298,7 @@ class Node:
                 forward=cfg.ha.forward_submissions,
                 on_change=self._role_changed,
                 retention=cfg.ha.record_retention,
+                hold_timeout=cfg.ha.hold_timeout,
             )
         self._dispatcher = TaskDispatcher(
             engine=engine,

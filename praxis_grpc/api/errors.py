@@ -19,6 +19,10 @@ from praxis_grpc import errors
 RETRY_AFTER_KEY = "retry-after-ms"
 COORDINATOR_KEY = "praxis-coordinator"
 COORDINATOR_ID_KEY = "praxis-coordinator-id"
+# Every status a praxis node chooses carries this trailer (the error's kind),
+# so a caller tells "the node answered UNAVAILABLE" from "the call never got
+# an answer" (connection refused or reset: gRPC's own UNAVAILABLE).
+ERROR_KEY = "praxis-error"
 
 _CODES: dict[type[errors.PraxisError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,11 +40,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
     """The status code and trailing metadata that represent ``exc``."""
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN)
-    metadata: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ((ERROR_KEY, code.name.lower()),)
     if isinstance(exc, errors.ResourceExhausted):
-        metadata = ((RETRY_AFTER_KEY, str(math.ceil(exc.retry_after * 1000))),)
+        metadata += ((RETRY_AFTER_KEY, str(math.ceil(exc.retry_after * 1000))),)
     elif isinstance(exc, errors.Unavailable) and exc.coordinator:
-        metadata = ((COORDINATOR_KEY, exc.coordinator), (COORDINATOR_ID_KEY, exc.coordinator_id))
+        metadata += ((COORDINATOR_KEY, exc.coordinator), (COORDINATOR_ID_KEY, exc.coordinator_id))
     return code, metadata
 
 
@@ -114,6 +118,12 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.PraxisError:
         )
     kind = _FROM_CODE.get(code, errors.Unavailable)
     return kind(f"{peer}: {detail}")
+
+
+def answered(exc: grpc.aio.AioRpcError) -> bool:
+    """True if a praxis node chose this status; False if gRPC did (the peer
+    could not be reached, or the connection broke before it answered)."""
+    return ERROR_KEY in _trailers(exc)
 
 
 def retry_after(exc: grpc.aio.AioRpcError) -> float | None:

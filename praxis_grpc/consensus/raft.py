@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import io
 import logging
 import os
 import socket
@@ -245,6 +246,7 @@ class RaftConsensus:
                 thread.join(timeout=0.1)
             if thread is None or not thread.is_alive():
                 _close_pipe(node)
+                _close_dump_files(node)
         for future in self._pending:
             if not future.done():
                 future.set_exception(
@@ -421,8 +423,8 @@ def _check_bindable(address: str) -> None:
 
 
 # pysyncobj 0.3.17 (pinned) keeps these private: the tick thread, which
-# destroy() stops without a non-blocking join, and the wake-up pipe that
-# destroy() leaves open.
+# destroy() stops without a non-blocking join, and the wake-up pipe and dump
+# transfer files that destroy() leaves open.
 
 
 def _tick_thread(node: _SyncObjHandle) -> threading.Thread | None:
@@ -437,3 +439,18 @@ def _close_pipe(node: _SyncObjHandle) -> None:
         if isinstance(fd, int):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _close_dump_files(node: _SyncObjHandle) -> None:
+    """Close the dump files a snapshot transfer to or from a peer left open
+    (a peer that went away mid-transfer, or this member closing during one)."""
+    serializer = getattr(node, "_SyncObj__serializer", None)
+    transmissions = getattr(serializer, "_Serializer__transmissions", None)
+    files = (
+        [t.get("file") for t in transmissions.values()] if isinstance(transmissions, dict) else []
+    )
+    files.append(getattr(serializer, "_Serializer__incomingTransmissionFile", None))
+    for file in files:
+        if isinstance(file, io.IOBase):
+            with contextlib.suppress(OSError):
+                file.close()

@@ -59,8 +59,11 @@ class HaController:
         forward: bool,
         on_change: Callable[[], None],
         retention: float = 600.0,
+        hold_timeout: float = 5.0,
     ) -> None:
         self._retention = retention
+        self.hold_timeout = hold_timeout
+        self._settled = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._consensus: Consensus | None = None
         self._engine = engine
@@ -119,6 +122,38 @@ class HaController:
         """The latest leadership observed."""
         return self._leadership
 
+    async def settle(self, deadline: float, *, avoid: str = "") -> None:
+        """Return once a coordinator is ready to take task calls, or at event
+        loop time ``deadline``, whichever is first.
+
+        Ready: this node took over, or another node leads (and its gRPC
+        address is not ``avoid``, a coordinator a relay just failed to reach).
+        """
+        if self._ready(avoid):
+            return
+        loop = asyncio.get_running_loop()
+        self._metrics.task_calls_held.inc()
+        try:
+            while not self._ready(avoid):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settled.wait(), remaining)
+        finally:
+            self._metrics.task_calls_held.dec()
+
+    def _ready(self, avoid: str) -> bool:
+        leader = self._leadership
+        if leader.is_self:
+            return self.leading
+        return leader.known and leader.leader_address != avoid
+
+    def _announce(self) -> None:
+        """Wake the calls waiting in :meth:`settle` to look again."""
+        settled, self._settled = self._settled, asyncio.Event()
+        settled.set()
+
     async def run(self) -> None:
         """Follow leadership changes until cancelled (after :meth:`attach`)."""
         assert self._consensus is not None
@@ -171,6 +206,7 @@ class HaController:
                 await self._step_down()
             self._metrics.consensus_is_leader.set(1 if self.leading else 0)
             self._on_change()
+            self._announce()
 
     async def _take_over(self, term: int) -> None:
         log.info("taking over as coordinator in term %d", term)

@@ -8,27 +8,64 @@ UNAVAILABLE with the coordinator it knows instead of relaying again. With
 ``ha.forward_submissions: false``, or while no coordinator is known, the
 standby answers UNAVAILABLE itself, naming the coordinator in the trailing
 metadata (``praxis-coordinator``, ``praxis-coordinator-id``).
+
+A relay that got no answer from a coordinator (the connection was refused or
+broke, or the node relayed to no longer coordinates) raises
+:class:`RelayFailed`: the caller may wait for the next coordinator and send
+again. Submissions are relayed with a task id, so a resend after a lost
+answer is deduplicated instead of run twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc.api.convert import dict_to_struct, task_from_proto
-from praxis_grpc.api.errors import error_from_rpc
+from praxis_grpc.api.errors import answered, error_from_rpc
 from praxis_grpc.consensus.base import Leadership
-from praxis_grpc.errors import Unavailable
+from praxis_grpc.errors import PraxisError, Unavailable
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.tasks.model import Submission, Task
 
 FORWARDED_BY = "praxis-forwarded-by"
 
-__all__ = ["FORWARDED_BY", "Forwarder"]
+__all__ = ["FORWARDED_BY", "Forwarder", "RelayFailed"]
+
+
+class RelayFailed(Unavailable):
+    """The coordinator at ``address`` did not answer the relayed call: it was
+    unreachable, the connection broke, or it no longer coordinates. Sending
+    again to the next coordinator is safe for reads, and for submissions
+    relayed with a task id."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+@contextlib.contextmanager
+def _relaying(address: str) -> Iterator[None]:
+    """Turn a failed relay to ``address`` into the error its caller acts on."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        error = error_from_rpc(exc, "coordinator")
+        if exc.code() is grpc.StatusCode.UNAVAILABLE and (
+            not answered(exc) or (isinstance(error, Unavailable) and error.coordinator)
+        ):
+            raise RelayFailed(error.message, address) from None
+        raise error from None
+    except asyncio.CancelledError:
+        if cancelling():
+            raise
+        # The coordinator left and its channel was closed under the call.
+        raise RelayFailed("the coordinator was lost during the call", address) from None
 
 
 class Forwarder:
@@ -93,46 +130,34 @@ class Forwarder:
         if submission.timeout is not None:
             request.timeout.FromNanoseconds(round(submission.timeout * 1e9))
         try:
-            response = await self._channels.tasks(address).SubmitTask(
-                request, timeout=time_remaining, metadata=self._metadata()
-            )
-        except grpc.aio.AioRpcError as exc:
+            with _relaying(address):
+                response = await self._channels.tasks(address).SubmitTask(
+                    request, timeout=time_remaining, metadata=self._metadata()
+                )
+        except PraxisError:
             self._metrics.forwarded_submissions_total.labels("error").inc()
-            raise error_from_rpc(exc, "coordinator") from None
-        except asyncio.CancelledError:
-            if cancelling():
-                raise
-            # The coordinator left and its channel was closed under the call.
-            self._metrics.forwarded_submissions_total.labels("error").inc()
-            raise Unavailable(
-                "the coordinator was lost during the call; retry (with the same "
-                "idempotency key, the task is not submitted twice)"
-            ) from None
+            raise
         self._metrics.forwarded_submissions_total.labels("ok").inc()
         return task_from_proto(response.task), response.deduplicated
 
     async def get(self, task_id: str) -> Task:
         """GetTask at the coordinator."""
         address = self.coordinator()
-        try:
+        with _relaying(address):
             response = await self._channels.tasks(address).GetTask(
                 pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
             )
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, "coordinator") from None
         return task_from_proto(response.task)
 
     async def cancel(self, task_id: str, reason: str) -> Task:
         """CancelTask at the coordinator."""
         address = self.coordinator()
-        try:
+        with _relaying(address):
             response = await self._channels.tasks(address).CancelTask(
                 pb.CancelTaskRequest(task_id=task_id, reason=reason),
                 timeout=10,
                 metadata=self._metadata(),
             )
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, "coordinator") from None
         return task_from_proto(response.task)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
@@ -141,11 +166,9 @@ class Forwarder:
         stream = self._channels.tasks(address).WatchTask(
             pb.WatchTaskRequest(task_id=task_id), metadata=self._metadata()
         )
-        try:
+        with _relaying(address):
             async for message in stream:
                 yield task_from_proto(message.task)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, "coordinator") from None
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return ((FORWARDED_BY, self._agent_id),)

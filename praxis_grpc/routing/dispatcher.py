@@ -12,11 +12,13 @@ left) costs nothing but a try; once an agent accepted, the task is its.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from praxis_grpc.config import RoutingConfig
 from praxis_grpc.errors import (
@@ -28,13 +30,17 @@ from praxis_grpc.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from praxis_grpc.ha.forwarding import Forwarder
+from praxis_grpc.ha.forwarding import Forwarder, RelayFailed
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.delegation import Delegations, Refusal
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 from praxis_grpc.tools.validation import ArgumentValidator
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["Standby", "TaskDispatcher"]
 
@@ -59,6 +65,16 @@ class Standby(Protocol):
 
     def admit(self, fencing_token: int) -> None:
         """Refuse (FailedPrecondition) a dispatch from a deposed coordinator."""
+        ...
+
+    @property
+    def hold_timeout(self) -> float:
+        """How long a task call waits for a coordinator (ha.hold_timeout)."""
+        ...
+
+    async def settle(self, deadline: float, *, avoid: str = "") -> None:
+        """Return once a coordinator is ready (this node, or another whose
+        address is not ``avoid``), or at event loop time ``deadline``."""
         ...
 
 
@@ -123,13 +139,16 @@ class TaskDispatcher:
             )
             return await self._waited(task, wait), deduplicated
         if self._standby is not None and not self._standby.leading:
-            return await self._standby.forwarder.submit(
+            relayed = await self._submit_at_coordinator(
+                self._standby,
                 submission,
                 wait=wait,
                 time_remaining=time_remaining,
                 task_id=task_id,
                 forwarded=forwarded,
             )
+            if relayed is not None:
+                return relayed
         existing = self._engine.find_duplicate(submission, task_id, self._origin)
         if existing is not None:
             return await self._waited(existing, wait), True
@@ -138,6 +157,68 @@ class TaskDispatcher:
             raise FailedPrecondition("node is draining and accepts no new tasks")
         self._validate(submission)
         return await self._place(submission, wait, time_remaining, task_id or str(uuid.uuid4()))
+
+    async def _submit_at_coordinator(
+        self,
+        standby: Standby,
+        submission: Submission,
+        *,
+        wait: bool,
+        time_remaining: float | None,
+        task_id: str | None,
+        forwarded: bool,
+    ) -> tuple[Task, bool] | None:
+        """Relay ``submission`` to the coordinator, holding through an election
+        or take-over for up to ``ha.hold_timeout`` (within the caller's
+        deadline), and sending again when a relay got no answer. The relay
+        carries a task id, so a coordinator that accepted the first send
+        deduplicates the second. None: this node took over meanwhile."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        hold_until = start + _min(time_remaining, standby.hold_timeout)
+        chosen = task_id or str(uuid.uuid4())
+        avoid = ""
+        while True:
+            await standby.settle(hold_until, avoid=avoid)
+            if standby.leading:
+                return None
+            remaining = None if time_remaining is None else time_remaining - (loop.time() - start)
+            try:
+                task, deduplicated = await standby.forwarder.submit(
+                    submission,
+                    wait=wait,
+                    time_remaining=remaining,
+                    task_id=chosen,
+                    forwarded=forwarded,
+                )
+            except RelayFailed as exc:
+                if loop.time() >= hold_until:
+                    raise
+                log.info("relay to coordinator %s failed (%s); sending again", exc.address, exc)
+                avoid = exc.address
+                continue
+            if avoid and task_id is None and task.task_id == chosen:
+                deduplicated = False  # our own earlier send, not the client's
+            return task, deduplicated
+
+    async def _at_coordinator(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a read or cancel relay, holding and resending like submissions.
+        None: this node took over meanwhile (answer locally)."""
+        standby = self._standby
+        assert standby is not None
+        loop = asyncio.get_running_loop()
+        hold_until = loop.time() + standby.hold_timeout
+        avoid = ""
+        while True:
+            await standby.settle(hold_until, avoid=avoid)
+            if standby.leading:
+                return None
+            try:
+                return await call()
+            except RelayFailed as exc:
+                if loop.time() >= hold_until:
+                    raise
+                avoid = exc.address
 
     async def _place(
         self, submission: Submission, wait: bool, time_remaining: float | None, task_id: str
@@ -195,7 +276,9 @@ class TaskDispatcher:
             return local
         if self._standby is None or self._standby.leading:
             raise NotFound(f"task {task_id!r} not found")
-        return await self._standby.forwarder.get(task_id)
+        forwarder = self._standby.forwarder
+        relayed = await self._at_coordinator(lambda: forwarder.get(task_id))
+        return relayed if relayed is not None else await self.get(task_id)
 
     def list(
         self,
@@ -213,11 +296,39 @@ class TaskDispatcher:
         if self._local_or_none(task_id) is None:
             if self._standby is None or self._standby.leading:
                 raise NotFound(f"task {task_id!r} not found")
-            async for task in self._standby.forwarder.watch(task_id):
+            async for task in self._watch_at_coordinator(self._standby, task_id):
                 yield task
             return
         async for task in self._engine.watch(task_id):
             yield task
+
+    async def _watch_at_coordinator(self, standby: Standby, task_id: str) -> AsyncIterator[Task]:
+        """Relay WatchTask; when the coordinator goes away mid-stream, hold for
+        the next one and watch there (states already seen are not repeated)."""
+        loop = asyncio.get_running_loop()
+        last: Task | None = None
+        avoid = ""
+        hold_until = loop.time() + standby.hold_timeout
+        while True:
+            await standby.settle(hold_until, avoid=avoid)
+            stream = self.watch(task_id) if standby.leading else standby.forwarder.watch(task_id)
+            try:
+                async for task in stream:
+                    hold_until = loop.time() + standby.hold_timeout
+                    if last is None or (task.state, task.updated_at) != (
+                        last.state,
+                        last.updated_at,
+                    ):
+                        last = task
+                        yield task
+                return
+            except RelayFailed as exc:
+                if last is not None and last.terminal:
+                    return
+                if loop.time() >= hold_until:
+                    raise
+                log.info("relayed watch of %s broke (%s); watching again", task_id, exc)
+                avoid = exc.address
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel the task on whichever agent owns it."""
@@ -225,7 +336,9 @@ class TaskDispatcher:
         if task is None:
             if self._standby is None or self._standby.leading:
                 raise NotFound(f"task {task_id!r} not found")
-            return await self._standby.forwarder.cancel(task_id, reason)
+            forwarder = self._standby.forwarder
+            relayed = await self._at_coordinator(lambda: forwarder.cancel(task_id, reason))
+            return relayed if relayed is not None else await self.cancel(task_id, reason)
         if task.terminal or task.owner_agent_id == self._engine.agent_id:
             return await self._engine.cancel(task_id, reason)
         return await self._delegations.cancel(task, reason)

@@ -125,7 +125,7 @@ async def test_without_forwarding_a_standby_names_the_coordinator(cluster: Clust
 
 
 async def test_no_coordinator_task_service_not_serving(cluster: Cluster) -> None:
-    a = await cluster.start("a")
+    a = await cluster.start("a", hold_timeout="200ms")
     async with grpc.aio.insecure_channel(a.endpoints.grpc) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service="praxis.v1.TaskService")
@@ -144,6 +144,72 @@ async def test_no_coordinator_task_service_not_serving(cluster: Cluster) -> None
         async with asyncio.timeout(5):
             while not await serving():
                 await asyncio.sleep(0.02)
+
+
+def held(node: Node) -> float:
+    return float(node.metrics.task_calls_held._value.get())
+
+
+async def test_a_submission_during_an_election_is_held_until_a_coordinator_takes_over(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    await cluster.converged()
+    async with stub(b) as tasks:
+        call = asyncio.ensure_future(tasks.SubmitTask(work(0, "held", wait=True)))
+        await until(lambda: held(b) == 1)
+        cluster.group.elect(a.agent_id)
+        response = await asyncio.wait_for(call, 10)
+    assert response.task.state == COMPLETED
+    assert not response.deduplicated
+    assert response.task.owner_agent_id == b.agent_id  # the coordinator does not execute
+    assert held(b) == 0
+    assert cluster.log.count("held") == 1
+
+
+async def test_a_relay_the_old_coordinator_never_answered_goes_to_the_new_one(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    cluster.group.isolate(b.agent_id)  # b keeps believing a coordinates
+    await a.aclose()  # a is gone: its port refuses connections
+    cluster.group.elect(c.agent_id)
+    await until(lambda: c.role == "coordinator")
+    async with stub(b) as tasks:
+        call = asyncio.ensure_future(tasks.SubmitTask(work(0, "resent", wait=True)))
+        # The relay to a was refused; b waits for a coordinator other than a.
+        await until(lambda: held(b) == 1)
+        assert b.metrics.forwarded_submissions_total.labels("error")._value.get() == 1
+        cluster.group.rejoin(b.agent_id)
+        response = await asyncio.wait_for(call, 10)
+    assert response.task.state == COMPLETED
+    assert not response.deduplicated
+    assert cluster.log.count("resent") == 1
+    assert b.metrics.forwarded_submissions_total.labels("ok")._value.get() == 1
+
+
+async def test_a_watch_at_a_standby_carries_on_at_the_next_coordinator(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    states: list[int] = []
+    async with stub(b) as tasks:
+        task = (await tasks.SubmitTask(work(1.0, "watched"))).task
+        stream = tasks.WatchTask(pb.WatchTaskRequest(task_id=task.task_id))
+
+        async def watch() -> None:
+            async for message in stream:
+                states.append(message.task.state)
+
+        watching = asyncio.ensure_future(watch())
+        await until(lambda: bool(states))
+        await a.aclose()  # the relayed stream breaks
+        cluster.group.elect(c.agent_id)
+        await asyncio.wait_for(watching, 10)
+    assert states[-1] == COMPLETED
+    assert len(states) == len(set(states))  # nothing repeated across the switch
+    assert cluster.log.count("watched") == 1
 
 
 async def test_failover_resumes_every_accepted_task_once(cluster: Cluster) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -33,21 +34,36 @@ ELECTION = 0.3
 HEARTBEAT = 0.05
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> dict[str, str]:
+    """This process's open file descriptors and what they refer to."""
+    fds: dict[str, str] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return fds
 
 
 @pytest.fixture(autouse=True)
 async def no_leaks() -> AsyncIterator[None]:
-    threads, fds = threading.active_count(), open_fds()
+    """Every thread and file a test's members opened is gone after it."""
+    gc.collect()  # what earlier tests left to the collector is not ours
+    threads, fds = set(threading.enumerate()), open_fds()
     yield
-    await until(
-        lambda: threading.active_count() == threads and open_fds() == fds,
-        # pysyncobj's threads and files go with the garbage collector; a
-        # loaded machine needs longer than a quiet one.
-        timeout=20,
-        what=f"threads back to {threads} and open fds back to {fds}",
-    )
+
+    def leaks() -> tuple[list[str], list[str]]:
+        # What pysyncobj leaves to the garbage collector is collected here,
+        # not whenever the collector happens to run.
+        gc.collect()
+        now = open_fds()
+        return (
+            [thread.name for thread in set(threading.enumerate()) - threads],
+            [f"{fd} -> {now[fd]}" for fd in now if fds.get(fd) != now[fd]],
+        )
+
+    try:
+        await until(lambda: leaks() == ([], []), timeout=20)
+    except TimeoutError:
+        pytest.fail(f"leaked threads and fds: {leaks()}")
 
 
 async def until(probe: Callable[[], T | None], timeout: float = 5.0, what: str = "") -> T:

@@ -102,6 +102,7 @@ async def test_queue_full_has_retry_hint(stubs: Stubs, node: Node) -> None:
     )
     trailers = dict(cast(Any, error.trailing_metadata()) or ())
     assert int(trailers["retry-after-ms"]) > 0
+    assert trailers["praxis-error"] == "resource_exhausted"  # the node chose this status
 
 
 async def test_list_tasks_pages_and_filters(stubs: Stubs) -> None:
