@@ -180,6 +180,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.consensus_suspicions_total = Counter(
+            "consensus_suspicions",
+            "Times this node found the coordinator's process gone (its gRPC port "
+            "refused connections) and the backend ended its term early.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.task_calls_held = Gauge(
             "task_calls_held",
             "Task calls waiting for a coordinator (an election or take-over is under "

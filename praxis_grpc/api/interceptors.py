@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -95,7 +96,12 @@ class _Observer:
 
         return call
 
-    def stream(self, behavior: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
+    def stream(self, behavior: Callable[[Any, Context], Any]) -> Any:
+        if not inspect.isasyncgenfunction(behavior):
+            # A handler that writes with context.write() and returns (as the
+            # health service's Watch does) is observed like a unary one.
+            return self.unary(behavior)
+
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             failure: BaseException | None = None

@@ -120,6 +120,23 @@ class Consensus(Protocol):
         """Every committed key and value (see the contract)."""
         ...
 
+    async def suspect(self, leadership: Leadership, evidence: str) -> bool:
+        """The caller has evidence that the leader of ``leadership`` is dead
+        (its gRPC port refuses connections): end that term now if the backend
+        would otherwise wait for its own failure detector.
+
+        Acts only while ``leadership`` (leader and term) is still the current
+        one, never against this member itself. Only liveness rests on the
+        evidence: a wrong suspicion deposes a live leader, which fencing makes
+        safe, and the group elects again.
+
+        Returns:
+            True if the term was ended; False if the backend has nothing to
+            speed up (Raft elects within its election timeout anyway) or the
+            leadership is no longer current.
+        """
+        ...
+
 
 class LeadershipFeed:
     """Fan-out of leadership changes to any number of ``watch()`` streams,

@@ -28,6 +28,11 @@ goes to one endpoint and moves to the next when it fails (see
 a third of the TTL counts as a failure, which catches a hung member.
 ``commit`` fails fast (:class:`ConsensusError`) when its endpoint fails or etcd
 elects a new leader while it waits, rather than after ``commit_timeout``.
+
+A leader that dies holds the election until its lease expires (``lease_ttl``,
+at least a second). :meth:`EtcdConsensus.suspect` ends that wait: given
+evidence that the leader's process is gone, a follower revokes the lease the
+leader's key is attached to, and the next campaigner wins at once.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ class EtcdConsensus:
         self._lease: Lease | None = None
         self._own_leases: set[int] = set()
         self._leader_key: v3election_pb2.LeaderKey | None = None
+        # (term, lease id) of the leader key last observed from another member.
+        self._observed_lease: tuple[int, int] | None = None
         self._leadership = Leadership()
         self._feed = LeadershipFeed()
         self._started = False
@@ -243,6 +250,43 @@ class EtcdConsensus:
                 limit=_PAGE,
                 revision=response.header.revision,
             )
+
+    async def suspect(self, leadership: Leadership, evidence: str) -> bool:
+        """See :meth:`Consensus.suspect`: revoke the lease of the observed
+        leader's key, so etcd deletes the key and the next campaign wins now
+        instead of after the dead leader's ``lease_ttl``."""
+        current, observed, endpoints = self.leadership(), self._observed_lease, self._endpoints
+        if (
+            endpoints is None
+            or current.is_self
+            or not current.known
+            or (current.leader_id, current.term) != (leadership.leader_id, leadership.term)
+            or observed is None
+            or observed[0] != leadership.term
+        ):
+            return False
+        lease_id = observed[1]
+        log.warning(
+            "etcd: leader %s of term %d is gone (%s); revoking its lease %x",
+            leadership.leader_id,
+            leadership.term,
+            evidence,
+            lease_id,
+        )
+        request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
+        try:
+            await endpoints.call(
+                lambda ep, t: ep.lease.LeaseRevoke(request, timeout=t),
+                within=self._config.commit_timeout,
+                attempt_timeout=ATTEMPT_TIMEOUT,
+                idempotent=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # NOT_FOUND: it expired or was revoked meanwhile; either way it is gone.
+            if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                log.info("etcd: could not revoke lease %x: %s", lease_id, describe(exc))
+            return False
+        return True
 
     def _stop_keepalive(self) -> None:
         """For tests: stop renewing the current lease, as a hung process would."""
@@ -391,6 +435,7 @@ class EtcdConsensus:
         except (ValueError, TypeError, KeyError):
             log.warning("etcd: ignoring leader key %r: value is not praxis JSON", kv.key)
             return
+        self._observed_lease = (term, kv.lease)
         self._publish(leader)
         if self._leader_key is not None:
             self._depose(self._leader_key, f"{leader.leader_id} leads in term {term}")

@@ -318,6 +318,12 @@ class RaftConsensus:
                 return
             await asyncio.sleep(_STOP_POLL)
 
+    async def suspect(self, leadership: Leadership, evidence: str) -> bool:
+        """See :meth:`Consensus.suspect`: nothing to speed up. Followers stop
+        hearing a dead leader's heartbeats and elect within an election
+        timeout, which is as fast as this evidence arrives."""
+        return False
+
     def _on_tick(self) -> None:
         """Runs on pysyncobj's thread after every tick: claim leadership when it
         is ours, and publish the leadership when what it derives from changed."""

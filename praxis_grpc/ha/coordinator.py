@@ -13,6 +13,11 @@ Taking over (leadership gained in term T):
     4. stop being a routing candidate: the coordinator coordinates.
 
 Stepping down stops following; the records stay for the next coordinator.
+
+A standby watches the coordinator's process (:mod:`praxis_grpc.ha.liveness`)
+and, when it is certainly gone, asks the backend to end its term now
+(:meth:`Consensus.suspect`) instead of waiting for the backend's failure
+detector (etcd: the dead coordinator's lease TTL).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from praxis_grpc.consensus.base import Consensus, Leadership
 from praxis_grpc.errors import NotFound, PraxisError
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
+from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool
@@ -64,6 +70,8 @@ class HaController:
         self._retention = retention
         self.hold_timeout = hold_timeout
         self._settled = asyncio.Event()
+        self._prober: asyncio.Task[None] | None = None
+        self._probed = Leadership()
         self._sweeper: asyncio.Task[None] | None = None
         self._consensus: Consensus | None = None
         self._engine = engine
@@ -162,8 +170,34 @@ class HaController:
 
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
+        self._probe(Leadership())
         await self._stop_sweeper()
         await self._stop_watchers()
+
+    def _probe(self, leadership: Leadership) -> None:
+        """Watch the process of ``leadership``'s leader if it is another node."""
+        if leadership == self._probed:
+            return
+        self._probed = leadership
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
+        if leadership.known and not leadership.is_self and leadership.leader_address:
+            self._prober = asyncio.get_running_loop().create_task(
+                self._suspect_when_gone(leadership), name="ha-probe"
+            )
+
+    async def _suspect_when_gone(self, leadership: Leadership) -> None:
+        assert self._consensus is not None
+        evidence = await wait_gone(leadership.leader_address)
+        log.warning(
+            "coordinator %s at %s is gone: %s",
+            leadership.leader_id,
+            leadership.leader_address,
+            evidence,
+        )
+        if await self._consensus.suspect(leadership, evidence):
+            self._metrics.consensus_suspicions_total.inc()
 
     async def _sweep(self) -> None:
         """While leading, drop finished tasks older than the retention from
@@ -189,6 +223,7 @@ class HaController:
                 await sweeper
 
     async def _changed(self, leadership: Leadership) -> None:
+        self._probe(leadership)
         async with self._switch:
             previous, self._leadership = self._leadership, leadership
             self._metrics.consensus_term.set(leadership.term)

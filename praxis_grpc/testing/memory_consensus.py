@@ -32,6 +32,8 @@ class MemoryConsensusGroup:
         self._data: dict[str, bytes] = {}
         self._term = 0
         self._leader: MemoryConsensus | None = None
+        self.suspicions: list[tuple[str, Leadership, str]] = []
+        """(suspecting agent id, suspected leadership, evidence), in order."""
 
     @property
     def term(self) -> int:
@@ -176,6 +178,17 @@ class MemoryConsensus:
         if self._frozen is not None:
             return dict(self._frozen[1])
         return dict(self._group._data)
+
+    async def suspect(self, leadership: Leadership, evidence: str) -> bool:
+        """Like etcd's lease revocation: a connected member that still sees
+        ``leadership`` as current deposes that leader (no one is elected until
+        the test calls :meth:`MemoryConsensusGroup.elect`)."""
+        current = self.leadership()
+        if self._isolated or current.is_self or not current.known or current != leadership:
+            return False
+        self._group.suspicions.append((self.agent_id, leadership, evidence))
+        self._group.depose()
+        return True
 
     def _publish(self) -> None:
         current = self.leadership()

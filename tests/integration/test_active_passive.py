@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, types_pb2
@@ -210,6 +210,41 @@ async def test_a_watch_at_a_standby_carries_on_at_the_next_coordinator(
     assert states[-1] == COMPLETED
     assert len(states) == len(set(states))  # nothing repeated across the switch
     assert cluster.log.count("watched") == 1
+
+
+async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    await cluster.converged()
+    # The coordinator is a bare gRPC server (health only) standing in for a
+    # node process that is about to die.
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)  # type: ignore[attr-defined]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ghost = cluster.group.member("ghost", f"127.0.0.1:{port}")
+    await ghost.start()
+    try:
+        term = cluster.group.elect("ghost").term
+        await until(lambda: a.leadership().leader_id == b.leadership().leader_id == "ghost")
+        await asyncio.sleep(0.3)  # alive: the standbys' probes leave it alone
+        assert cluster.group.suspicions == []
+        await server.stop(None)  # the port now refuses connections
+        await until(lambda: bool(cluster.group.suspicions))
+        suspecting, leadership, evidence = cluster.group.suspicions[0]
+        assert suspecting in {a.agent_id, b.agent_id}
+        assert (leadership.leader_id, leadership.term) == ("ghost", term)
+        assert "refuses connections" in evidence
+        assert cluster.group.term > term  # the term ended without waiting for anything
+        # A standby that is now the coordinator takes over at once.
+        cluster.group.elect(a.agent_id)
+        await until(lambda: a.role == "coordinator")
+        suspicions = sum(n.metrics.consensus_suspicions_total._value.get() for n in (a, b))
+        assert suspicions == 1  # the second standby found the term already ended
+    finally:
+        await ghost.aclose()
 
 
 async def test_failover_resumes_every_accepted_task_once(cluster: Cluster) -> None:

@@ -224,6 +224,33 @@ async def test_deposed_leader_that_has_not_noticed_is_fenced_by_etcd(etcd: EtcdC
         assert await leader.snapshot() == {"marker": b""}
 
 
+async def test_a_suspected_dead_leader_loses_its_term_without_waiting_for_its_lease(
+    etcd: EtcdCluster,
+) -> None:
+    # A 30 s lease: a successor within the test's 10 s can only come from suspect().
+    async with etcd_group(etcd.endpoints, lease_ttl=30) as members, asyncio.timeout(60):
+        leader = await agreed_leader(members)
+        seen = leader.leadership()
+        follower = next(member for member in members if member is not leader)
+        assert not await leader.suspect(seen, "not against itself")
+        assert not await follower.suspect(
+            Leadership(seen.leader_id, seen.leader_address, seen.term - 1), "an older term"
+        )
+        assert leader_agreed(members) is leader
+        leader._stop_keepalive()  # as if its process were gone
+
+        assert await follower.suspect(follower.leadership(), "its port refuses connections")
+
+        successor = await agreed_leader(members, above=seen.term, timeout=10)
+        assert successor is not leader
+        assert not leader.leadership().is_self
+        # Too late now: that term is over.
+        assert not await follower.suspect(
+            Leadership(seen.leader_id, seen.leader_address, seen.term), "again"
+        )
+        await successor.commit("after", b"x", term=successor.leadership().term)
+
+
 async def revoke_leases(endpoint: str) -> None:
     """Revoke every lease in the cluster behind the members' back."""
     async with grpc.aio.insecure_channel(endpoint) as channel:

@@ -77,6 +77,11 @@ async def test_card_load_is_live(stubs: Stubs) -> None:
 
 
 async def test_drain_refuses_tasks_and_reports_not_serving(stubs: Stubs) -> None:
+    health_watch = stubs.health.Watch(
+        health_pb2.HealthCheckRequest(service="praxis.v1.TaskService")
+    )
+    health_events = aiter(health_watch)
+    assert (await anext(health_events)).status == health_pb2.HealthCheckResponse.SERVING
     watch = stubs.cards.WatchCards(card_pb.WatchCardsRequest())
     events = aiter(watch)
     first = await anext(events)
@@ -91,6 +96,9 @@ async def test_drain_refuses_tasks_and_reports_not_serving(stubs: Stubs) -> None
     assert update.card.version > first.card.version
     for service in ("", *SERVICE_NAMES):
         assert await health_of(stubs, service) == health_pb2.HealthCheckResponse.NOT_SERVING
+    not_serving = await asyncio.wait_for(anext(health_events), 5)  # Health/Watch streams it
+    assert not_serving.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    health_watch.cancel()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.tasks.SubmitTask(
             task_pb.SubmitTaskRequest(tool="calculator", arguments={"expression": "1"})

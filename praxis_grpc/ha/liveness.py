@@ -1,0 +1,66 @@
+"""Evidence that the coordinator's process is gone, for
+:meth:`~praxis_grpc.consensus.base.Consensus.suspect`.
+
+A standby keeps a ``grpc.health.v1.Health/Watch`` stream open to the
+coordinator. When that process dies (kill -9, a crash, OOM) the kernel closes
+its sockets, so the stream breaks at once; the standby then opens a fresh TCP
+connection to the same port. *Refused* is the evidence: the host answers and
+nothing listens there. A timeout or an unreachable host is not evidence (a
+partition looks the same); those cases wait for the backend's own failure
+detector, as does a stream that breaks while the port still accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+__all__ = ["wait_gone"]
+
+_CONNECT_TIMEOUT = 1.0
+_FIRST_PAUSE = 0.1
+_MAX_PAUSE = 2.0
+
+
+async def wait_gone(address: str) -> str:
+    """Return the evidence once the process serving gRPC at ``address``
+    ("host:port") is gone; until then keep watching (cancel to stop).
+
+    Holds one idle HTTP/2 stream to ``address``; after a broken stream whose
+    port still accepts, waits a little longer each time before watching again.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    pause = _FIRST_PAUSE
+    while True:
+        await _watch_until_broken(address)
+        evidence = await _refused(host, int(port))
+        if evidence is not None:
+            return evidence
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, _MAX_PAUSE)
+
+
+async def _watch_until_broken(address: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for _ in stream:
+                pass
+
+
+async def _refused(host: str, port: int) -> str | None:
+    """The evidence if a TCP connection to ``host:port`` is refused, else None."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), _CONNECT_TIMEOUT)
+    except ConnectionRefusedError:
+        return f"its gRPC port {host}:{port} refuses connections"
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
