@@ -276,11 +276,14 @@ def test_worker_killed_after_completing_is_not_run_again(tmp_path: Path, count_t
                 preferred_agent=cards_at(entry)["first"].agent_id,
             ).task
         kill(entry)
-        eventually(
-            lambda: (first.pid, "done") in executions(log, "once"),
-            timeout=20,
-            what="the task completes on first",
-        )
+
+        def completed_on_first() -> bool:
+            # Committed, not merely logged by the tool: a kill between the
+            # two is a worker dying mid-task, and an idempotent task re-runs.
+            with PraxisClient(first.grpc, timeout=5) as client:
+                return client.get_task(task.task_id).state == types_pb2.TASK_STATE_COMPLETED
+
+        eventually(completed_on_first, timeout=20, what="the task completes on first")
         kill(first)
         stack.enter_context(
             node_process(tmp_path, "first", joined, CONFIGS / "worker_analytics.yaml")
