@@ -18,6 +18,10 @@ pysyncobj elects a leader among fixed raft addresses and replicates calls to
 The raft term is the fencing token. ``is_self`` holds while the latest
 committed claim is this member's and pysyncobj still leads in that term.
 
+:meth:`RaftConsensus.suspect` (the leader's process is certainly gone) makes
+one follower campaign at once, as Raft's TimeoutNow does for a handover,
+instead of after its election timeout.
+
 Durability: every entry goes to pysyncobj's journal under ``<data_dir>/raft``
 before it counts towards a quorum, log compactions write a full dump there, and
 the current term and vote are stored before they are announced. The journal is
@@ -168,6 +172,9 @@ class RaftConsensus:
         self._raft_leader = False
         self._resigning = False
         self._seen: tuple[_Claim | None, bool, int] | None = None
+        # A term whose leader is gone (suspect()); written on the loop,
+        # consumed by _on_tick on pysyncobj's thread.
+        self._expedite = 0
 
     @property
     def backend(self) -> str:
@@ -319,10 +326,35 @@ class RaftConsensus:
             await asyncio.sleep(_STOP_POLL)
 
     async def suspect(self, leadership: Leadership, evidence: str) -> bool:
-        """See :meth:`Consensus.suspect`: nothing to speed up. Followers stop
-        hearing a dead leader's heartbeats and elect within an election
-        timeout, which is as fast as this evidence arrives."""
-        return False
+        """See :meth:`Consensus.suspect`: campaign now instead of after the
+        election timeout (Raft's safety never rests on timing).
+
+        One follower does: the voter with the lowest address other than the
+        dead leader's, so that two followers do not split the vote. The rest
+        keep their timeouts, which also covers that one being down.
+        """
+        claim, node = self._state.claim, self._node
+        if node is None or claim is None or self._closed:
+            return False
+        claim_term, member, agent_id, _ = claim
+        current = self.leadership()
+        if (
+            current.is_self
+            or (current.leader_id, current.term) != (leadership.leader_id, leadership.term)
+            or (agent_id, claim_term) != (leadership.leader_id, leadership.term)
+        ):
+            return False
+        voters = sorted({self._address, *self._peers} - {member})
+        if not voters or voters[0] != self._address:
+            return False
+        log.warning(
+            "raft: leader %s of term %d is gone (%s); campaigning now",
+            agent_id,
+            claim_term,
+            evidence,
+        )
+        self._expedite = claim_term  # read by _on_tick on pysyncobj's thread
+        return True
 
     def _on_tick(self) -> None:
         """Runs on pysyncobj's thread after every tick: claim leadership when it
@@ -332,6 +364,10 @@ class RaftConsensus:
             return
         leader, term, claim = node._isLeader(), node.raftCurrentTerm, self._state.claim
         self._raft_leader = leader
+        expedite, self._expedite = self._expedite, 0
+        if expedite and not leader and term == expedite:
+            # No election since the dead leader's: the next tick starts one.
+            _campaign_now(node)
         if leader and self._resigning:
             self._resigning = False
             node.transferLeadership()
@@ -429,8 +465,15 @@ def _check_bindable(address: str) -> None:
 
 
 # pysyncobj 0.3.17 (pinned) keeps these private: the tick thread, which
-# destroy() stops without a non-blocking join, and the wake-up pipe and dump
-# transfer files that destroy() leaves open.
+# destroy() stops without a non-blocking join, the wake-up pipe and dump
+# transfer files that destroy() leaves open, and the election deadline.
+
+
+def _campaign_now(node: _SyncObjHandle) -> None:
+    """Make a follower's next tick start an election (as Raft's TimeoutNow
+    does); call on pysyncobj's thread."""
+    if hasattr(node, "_SyncObj__raftElectionDeadline"):
+        node._SyncObj__raftElectionDeadline = 0
 
 
 def _tick_thread(node: _SyncObjHandle) -> threading.Thread | None:

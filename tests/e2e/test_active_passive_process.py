@@ -22,33 +22,11 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.client import PraxisClient
 from praxis_grpc.launcher import LocalMesh, NodeProcess, start_node, wait_ready
 from praxis_grpc.testing import eventually
+from praxis_grpc.testing.counting import RunLog, install_counting_tools
 from praxis_grpc.testing.etcd_cluster import find_etcd
 
 pytestmark = pytest.mark.e2e
 
-COUNT_CONTRACT = """\
-name: count
-description: Log the node's pid and the key, then sleep.
-input_schema:
-  type: object
-  properties:
-    seconds: {type: number, minimum: 0, maximum: 60}
-    key: {type: string}
-    log: {type: string}
-  required: [seconds, key, log]
-  additionalProperties: false
-command: ["{python}", "count.py"]
-timeout: 60s
-idempotent: true
-"""
-COUNT_SCRIPT = """\
-import json, os, sys, time
-args = json.load(sys.stdin)
-with open(args["log"], "a") as log:
-    log.write(f"{os.getppid()} {args['key']}\\n")
-time.sleep(args["seconds"])
-print(json.dumps({"key": args["key"]}))
-"""
 BACKENDS = ["raft", "etcd"]
 
 
@@ -62,11 +40,7 @@ def base_config(tools: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def count_tool(tmp_path: Path) -> Path:
-    tool = tmp_path / "tools" / "count"
-    tool.mkdir(parents=True)
-    (tool / "contract.yaml").write_text(COUNT_CONTRACT)
-    (tool / "count.py").write_text(COUNT_SCRIPT)
-    return tool.parent
+    return install_counting_tools(tmp_path / "tools")
 
 
 def need(backend: str) -> None:
@@ -94,12 +68,8 @@ def by_role(mesh: LocalMesh, role: str) -> list[NodeProcess]:
 
 
 def executions(log: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            _, key = line.split()
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+    """Runs started, per key."""
+    return RunLog(log).runs()
 
 
 def final_state(nodes: list[NodeProcess], task_id: str) -> types_pb2.Task | None:

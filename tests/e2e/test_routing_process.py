@@ -17,6 +17,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.client import PraxisClient
 from praxis_grpc.launcher import NodeProcess
 from praxis_grpc.testing import eventually, node_process
+from praxis_grpc.testing.counting import RunLog, install_counting_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -26,35 +27,6 @@ FAST = {
     "cards": {"heartbeat": "500ms", "ttl": "5s"},
     "p2p": {"disconnect_grace": "500ms", "rendezvous": "", "enable_dht": False},
 }
-
-# A contract tool that logs "<pid> start|done <key>" to a shared file, so a
-# test counts executions across processes (the pid is the node's).
-COUNT_CONTRACT = """\
-name: count
-description: Sleep, logging start and end with the node's pid.
-input_schema:
-  type: object
-  properties:
-    seconds: {type: number, minimum: 0, maximum: 60}
-    key: {type: string}
-    log: {type: string}
-  required: [seconds, key, log]
-  additionalProperties: false
-command: ["{python}", "count.py"]
-timeout: 60s
-idempotent: true
-"""
-COUNT_SCRIPT = """\
-import json, os, sys, time
-args = json.load(sys.stdin)
-def note(what):
-    with open(args["log"], "a") as log:
-        log.write(f"{os.getppid()} {what} {args['key']}\\n")
-note("start")
-time.sleep(args["seconds"])
-note("done")
-print(json.dumps({"pid": os.getppid(), "key": args["key"]}))
-"""
 
 
 def overrides(*sections: dict[str, Any]) -> dict[str, Any]:
@@ -68,15 +40,7 @@ def overrides(*sections: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def count_tool(tmp_path: Path) -> Path:
     """``count`` (idempotent) and ``count_once`` (not idempotent)."""
-    root = tmp_path / "count_tools"
-    for name, idempotent in (("count", "true"), ("count_once", "false")):
-        tool = root / name
-        tool.mkdir(parents=True)
-        contract = COUNT_CONTRACT.replace("name: count", f"name: {name}")
-        contract = contract.replace("idempotent: true", f"idempotent: {idempotent}")
-        (tool / "contract.yaml").write_text(contract)
-        (tool / "count.py").write_text(COUNT_SCRIPT)
-    return root
+    return install_counting_tools(tmp_path / "count_tools", {"count": True, "count_once": False})
 
 
 def bootstrap(node: NodeProcess) -> dict[str, Any]:
@@ -93,10 +57,7 @@ def sees(node: NodeProcess, names: set[str], timeout: float = 30) -> None:
 
 
 def executions(log: Path, key: str) -> list[tuple[int, str]]:
-    if not log.exists():
-        return []
-    lines = [line.split() for line in log.read_text().splitlines()]
-    return [(int(pid), what) for pid, what, k in lines if k == key]
+    return RunLog(log).events(key)
 
 
 def kill(node: NodeProcess) -> None:

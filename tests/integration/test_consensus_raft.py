@@ -273,6 +273,32 @@ async def test_leader_stopping_mid_way_keeps_every_acknowledged_write(tmp_path: 
             assert sorted(snapshot) == acknowledged
 
 
+async def test_a_suspected_dead_leader_is_succeeded_at_once_by_one_chosen_follower(
+    tmp_path: Path,
+) -> None:
+    # With a 1 s election timeout, either follower could win after a second;
+    # only suspect() makes the lowest-addressed one campaign at once.
+    settings = [{"election_timeout": 1.0, "heartbeat": 0.1}] * 3
+    async with raft_group(tmp_path, settings=settings) as members, asyncio.timeout(60):
+        leader = await agreed_leader(members)
+        seen = leader.leadership()
+        first, second = sorted((m for m in members if m is not leader), key=lambda m: m._address)
+        assert not await leader.suspect(seen, "not against itself")
+        assert not await second.suspect(seen, "not the chosen follower: no split vote")
+
+        async def no_handover() -> None:
+            return None
+
+        leader._resign = no_handover  # type: ignore[method-assign]  # it dies, as under kill -9
+        await leader.aclose()
+        assert await first.suspect(seen, "its port refuses connections")
+
+        successor = await agreed_leader([first, second])
+        assert successor is first
+        assert successor.leadership().term > seen.term
+        assert not await second.suspect(seen, "that term is over")
+
+
 async def test_whole_group_restart_keeps_the_state(tmp_path: Path) -> None:
     addresses = free_addresses(3)
     async with raft_group(tmp_path, addresses=addresses) as members:
