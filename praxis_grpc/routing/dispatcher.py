@@ -138,20 +138,29 @@ class TaskDispatcher:
                 submission, task_id=task_id, origin_agent_id=origin_agent_id
             )
             return await self._waited(task, wait), deduplicated
+        generated = task_id is None
         if self._standby is not None and not self._standby.leading:
+            # The relay, any resend and (if this node takes over meanwhile) the
+            # local placement share one task id: a send that was accepted
+            # after all is found by it, never accepted twice.
+            task_id = task_id or str(uuid.uuid4())
             relayed = await self._submit_at_coordinator(
                 self._standby,
                 submission,
                 wait=wait,
                 time_remaining=time_remaining,
                 task_id=task_id,
+                generated=generated,
                 forwarded=forwarded,
             )
             if relayed is not None:
                 return relayed
         existing = self._engine.find_duplicate(submission, task_id, self._origin)
         if existing is not None:
-            return await self._waited(existing, wait), True
+            # Our own earlier relay of this call is not the client's duplicate.
+            return await self._waited(existing, wait), not (
+                generated and existing.task_id == task_id
+            )
         if not self._engine.accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
@@ -165,39 +174,42 @@ class TaskDispatcher:
         *,
         wait: bool,
         time_remaining: float | None,
-        task_id: str | None,
+        task_id: str,
+        generated: bool,
         forwarded: bool,
     ) -> tuple[Task, bool] | None:
         """Relay ``submission`` to the coordinator, holding through an election
         or take-over for up to ``ha.hold_timeout`` (within the caller's
-        deadline), and sending again when a relay got no answer. The relay
-        carries a task id, so a coordinator that accepted the first send
-        deduplicates the second. None: this node took over meanwhile."""
+        deadline), and sending again, after another hold, when a relay got no
+        answer. Every send carries ``task_id``, so a coordinator that accepted
+        an earlier one deduplicates the next. None: this node took over
+        meanwhile."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        hold_until = start + _min(time_remaining, standby.hold_timeout)
-        chosen = task_id or str(uuid.uuid4())
+        deadline = start + time_remaining if time_remaining is not None else float("inf")
+        hold_until = min(start + standby.hold_timeout, deadline)
         avoid = ""
         while True:
             await standby.settle(hold_until, avoid=avoid)
             if standby.leading:
                 return None
-            remaining = None if time_remaining is None else time_remaining - (loop.time() - start)
+            remaining = None if time_remaining is None else deadline - loop.time()
             try:
                 task, deduplicated = await standby.forwarder.submit(
                     submission,
                     wait=wait,
                     time_remaining=remaining,
-                    task_id=chosen,
+                    task_id=task_id,
                     forwarded=forwarded,
                 )
             except RelayFailed as exc:
+                hold_until = min(loop.time() + standby.hold_timeout, deadline)
                 if loop.time() >= hold_until:
                     raise
                 log.info("relay to coordinator %s failed (%s); sending again", exc.address, exc)
                 avoid = exc.address
                 continue
-            if avoid and task_id is None and task.task_id == chosen:
+            if avoid and generated and task.task_id == task_id:
                 deduplicated = False  # our own earlier send, not the client's
             return task, deduplicated
 
