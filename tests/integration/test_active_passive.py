@@ -150,20 +150,23 @@ def held(node: Node) -> float:
     return float(node.metrics.task_calls_held._value.get())
 
 
+@pytest.mark.parametrize("elected", ["other", "self"])
 async def test_a_submission_during_an_election_is_held_until_a_coordinator_takes_over(
-    cluster: Cluster,
+    cluster: Cluster, elected: str
 ) -> None:
     a = await cluster.start("a")
     b = await cluster.start("b")
     await cluster.converged()
+    coordinator, worker = (a, b) if elected == "other" else (b, a)
     async with stub(b) as tasks:
         call = asyncio.ensure_future(tasks.SubmitTask(work(0, "held", wait=True)))
         await until(lambda: held(b) == 1)
-        cluster.group.elect(a.agent_id)
+        # b relays the held call, or (elected itself) places it.
+        cluster.group.elect(coordinator.agent_id)
         response = await asyncio.wait_for(call, 10)
     assert response.task.state == COMPLETED
     assert not response.deduplicated
-    assert response.task.owner_agent_id == b.agent_id  # the coordinator does not execute
+    assert response.task.owner_agent_id == worker.agent_id  # the coordinator does not execute
     assert held(b) == 0
     assert cluster.log.count("held") == 1
 
