@@ -43,7 +43,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
             fencing_token=request.fencing_token,
-            forwarded=_forwarded(context),
+            forwarded=self._tasks.relays and _forwarded(context),
         )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
@@ -66,7 +66,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             if value == types_pb2.TASK_STATE_UNSPECIFIED or value not in _STATE_VALUES:
                 raise InvalidArgument(f"states[{index}]", f"{value} is not a task state")
             states.append(TaskState(value))
-        tasks, token = self._tasks.list(
+        tasks, token = await self._tasks.list(
             states=states,
             tool=request.tool,
             limit=request.page_size or DEFAULT_PAGE_SIZE,

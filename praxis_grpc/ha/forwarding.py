@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 
 import grpc
 
@@ -31,7 +31,7 @@ from praxis_grpc.consensus.base import Leadership
 from praxis_grpc.errors import PraxisError, Unavailable
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool, cancelling
-from praxis_grpc.tasks.model import Submission, Task
+from praxis_grpc.tasks.model import Submission, Task, TaskState
 
 FORWARDED_BY = "praxis-forwarded-by"
 
@@ -148,6 +148,23 @@ class Forwarder:
                 pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
             )
         return task_from_proto(response.task)
+
+    async def list(
+        self, *, states: Collection[TaskState], tool: str, limit: int, page_token: str
+    ) -> tuple[list[Task], str]:
+        """ListTasks at the coordinator (its page token is opaque here)."""
+        address = self.coordinator()
+        request = pb.ListTasksRequest(
+            states=[state.value for state in states],  # type: ignore[misc]  # same numbers
+            tool=tool,
+            page_size=limit,
+            page_token=page_token,
+        )
+        with _relaying(address):
+            response = await self._channels.tasks(address).ListTasks(
+                request, timeout=10, metadata=self._metadata()
+            )
+        return [task_from_proto(task) for task in response.tasks], response.next_page_token
 
     async def cancel(self, task_id: str, reason: str) -> Task:
         """CancelTask at the coordinator."""

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from praxis_grpc.cards import ToolInfo
 from praxis_grpc.config import RoutingConfig
 from praxis_grpc.errors import (
     AlreadyExists,
@@ -100,7 +101,14 @@ class TaskDispatcher:
         self._config = config
         self._limits = limits
         self._validators: dict[tuple[str, str], ArgumentValidator] = {}
+        self._validator_of: dict[int, tuple[ToolInfo, ArgumentValidator]] = {}
         self._decisions: dict[tuple[str, str], object] = {}
+
+    @property
+    def relays(self) -> bool:
+        """True when submissions may be relayed to a coordinator (active-passive),
+        so whether a call was forwarded already matters."""
+        return self._standby is not None
 
     async def submit(
         self,
@@ -292,7 +300,7 @@ class TaskDispatcher:
         relayed = await self._at_coordinator(lambda: forwarder.get(task_id))
         return relayed if relayed is not None else await self.get(task_id)
 
-    def list(
+    async def list(
         self,
         *,
         states: Collection[TaskState] = (),
@@ -300,7 +308,16 @@ class TaskDispatcher:
         limit: int = 100,
         page_token: str = "",
     ) -> tuple[Sequence[Task], str]:
-        """Tasks this node accepted or owns, newest first (see :meth:`TaskEngine.list`)."""
+        """Tasks newest first (see :meth:`TaskEngine.list`): those this node
+        accepted or owns; at an active-passive standby, the coordinator's
+        (the cluster's queue, which includes what this node runs)."""
+        if self._standby is not None and not self._standby.leading:
+            forwarder = self._standby.forwarder
+            relayed = await self._at_coordinator(
+                lambda: forwarder.list(states=states, tool=tool, limit=limit, page_token=page_token)
+            )
+            if relayed is not None:
+                return relayed
         return self._engine.list(states=states, tool=tool, limit=limit, page_token=page_token)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
@@ -399,6 +416,18 @@ class TaskDispatcher:
                 )
 
     def _validator(self, candidate: Candidate) -> ArgumentValidator:
+        # Cards are immutable, so the same ToolInfo object has the same schema:
+        # look it up by identity before serializing the schema.
+        seen = self._validator_of.get(id(candidate.tool))
+        if seen is not None and seen[0] is candidate.tool:
+            return seen[1]
+        validator = self._validator_for_schema(candidate)
+        if len(self._validator_of) > 256:
+            self._validator_of.clear()
+        self._validator_of[id(candidate.tool)] = (candidate.tool, validator)
+        return validator
+
+    def _validator_for_schema(self, candidate: Candidate) -> ArgumentValidator:
         schema = json.dumps(candidate.tool.input_schema, sort_keys=True)
         key = (candidate.tool.name, schema)
         validator = self._validators.get(key)

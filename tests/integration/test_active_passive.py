@@ -98,6 +98,15 @@ async def test_standby_forwards_to_the_coordinator_which_does_not_execute(
     async with stub(c) as tasks:
         got = await tasks.GetTask(pb.GetTaskRequest(task_id=results[0].task_id))
         assert got.task.state == COMPLETED
+        # So is ListTasks: a standby lists the cluster's queue, not its own copies.
+        listed = await tasks.ListTasks(pb.ListTasksRequest(page_size=4))
+        rest = await tasks.ListTasks(
+            pb.ListTasksRequest(page_size=4, page_token=listed.next_page_token)
+        )
+    every = [*listed.tasks, *rest.tasks]
+    assert sorted(t.task_id for t in every) == sorted(t.task_id for t in results)
+    assert all(t.state == COMPLETED for t in every)
+    assert not rest.next_page_token
     async with grpc.aio.insecure_channel(b.endpoints.grpc) as channel:
         agent = await agent_service_pb2_grpc.AgentServiceStub(channel).GetAgent(
             apb.GetAgentRequest()
