@@ -384,7 +384,10 @@ async def _every_task(
     token = ""
     while True:
         page = await stub.ListTasks(
-            task_service_pb2.ListTasksRequest(tool="echo", page_size=_PAGE, page_token=token),
+            # Each node's own store: what ran where, not the coordinator's view.
+            task_service_pb2.ListTasksRequest(
+                tool="echo", page_size=_PAGE, page_token=token, local_only=True
+            ),
             timeout=rpc_timeout,
         )
         for task in page.tasks:

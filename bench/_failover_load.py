@@ -57,7 +57,9 @@ def unfinished(nodes: Sequence[NodeProcess]) -> set[tuple[str, str]]:
         with PraxisClient(node.grpc, timeout=5) as client:
             token = ""
             while True:
-                page = client.list_tasks(_UNFINISHED, page_size=_PAGE, page_token=token)
+                page = client.list_tasks(
+                    _UNFINISHED, page_size=_PAGE, page_token=token, local_only=True
+                )
                 found.update((node.name, task.task_id) for task in page.tasks)
                 token = page.next_page_token
                 if not token:

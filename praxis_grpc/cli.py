@@ -124,12 +124,17 @@ def _add_task_commands(sub: Any) -> None:
     listing.add_argument("--state", action="append", default=[], help="e.g. COMPLETED")
     listing.add_argument("--tool", default="")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--local", action="store_true", help=_LOCAL_HELP)
     listing.set_defaults(handler=_cmd_task_list)
     tasks_alias = sub.add_parser("tasks", help="same as 'task list'")
     tasks_alias.add_argument("--state", action="append", default=[])
     tasks_alias.add_argument("--tool", default="")
     tasks_alias.add_argument("--limit", type=int, default=20)
+    tasks_alias.add_argument("--local", action="store_true", help=_LOCAL_HELP)
     tasks_alias.set_defaults(handler=_cmd_task_list)
+
+
+_LOCAL_HELP = "only this node's own store (a standby otherwise lists the coordinator's queue)"
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -312,7 +317,9 @@ def _cmd_task_list(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 1000:
         raise UsageError("--limit must be between 1 and 1000")
     with _client(args) as client:
-        response = client.list_tasks(states=states, tool=args.tool, page_size=args.limit)
+        response = client.list_tasks(
+            states=states, tool=args.tool, page_size=args.limit, local_only=args.local
+        )
         names = {} if args.json else {c.agent_id: c.name for c in client.list_cards()}
     if args.json:
         print(json.dumps([_as_dict(t) for t in response.tasks]))

@@ -89,14 +89,16 @@ class PraxisClient:
         tool: str = "",
         page_size: int = 0,
         page_token: str = "",
+        local_only: bool = False,
     ) -> task_service_pb2.ListTasksResponse:
-        """One page of tasks."""
+        """One page of tasks (``local_only``: this node's own store, see the proto)."""
         response: task_service_pb2.ListTasksResponse = self.tasks.ListTasks(
             task_service_pb2.ListTasksRequest(
                 states=list(states),  # type: ignore[arg-type]
                 tool=tool,
                 page_size=page_size,
                 page_token=page_token,
+                local_only=local_only,
             ),
             timeout=self.timeout,
         )

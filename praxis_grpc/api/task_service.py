@@ -71,6 +71,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             tool=request.tool,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
             page_token=request.page_token,
+            local_only=request.local_only,
         )
         return pb.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 

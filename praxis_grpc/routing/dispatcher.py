@@ -307,11 +307,13 @@ class TaskDispatcher:
         tool: str = "",
         limit: int = 100,
         page_token: str = "",
+        local_only: bool = False,
     ) -> tuple[Sequence[Task], str]:
         """Tasks newest first (see :meth:`TaskEngine.list`): those this node
-        accepted or owns; at an active-passive standby, the coordinator's
-        (the cluster's queue, which includes what this node runs)."""
-        if self._standby is not None and not self._standby.leading:
+        accepted or owns; at an active-passive standby, unless ``local_only``,
+        the coordinator's (the cluster's queue, which includes what this node
+        runs)."""
+        if not local_only and self._standby is not None and not self._standby.leading:
             forwarder = self._standby.forwarder
             relayed = await self._at_coordinator(
                 lambda: forwarder.list(states=states, tool=tool, limit=limit, page_token=page_token)

@@ -103,6 +103,9 @@ async def test_standby_forwards_to_the_coordinator_which_does_not_execute(
         rest = await tasks.ListTasks(
             pb.ListTasksRequest(page_size=4, page_token=listed.next_page_token)
         )
+        own = await tasks.ListTasks(pb.ListTasksRequest(local_only=True))
+    ran_on_c = sorted(t.task_id for t in results if t.owner_agent_id == c.agent_id)
+    assert sorted(t.task_id for t in own.tasks) == ran_on_c
     every = [*listed.tasks, *rest.tasks]
     assert sorted(t.task_id for t in every) == sorted(t.task_id for t in results)
     assert all(t.state == COMPLETED for t in every)
