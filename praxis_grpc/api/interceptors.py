@@ -73,13 +73,19 @@ class _Observer:
         self._duration = metrics.grpc_server_request_duration_seconds.labels(service, method)
         self._service = service
         self._method = method
+        # The labelled child per status code (a labels() lookup costs more than inc()).
+        self._by_code: dict[object, Any] = {}
 
     def record(self, context: Context, started: float, failure: BaseException | None) -> None:
         code = context.code()
         if code is None or (code == grpc.StatusCode.OK and failure is not None):
             code = grpc.StatusCode.OK if failure is None else _code_of(failure)
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        self._requests.labels(self._service, self._method, name).inc()
+        counter = self._by_code.get(code)
+        if counter is None:
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            counter = self._requests.labels(self._service, self._method, name)
+            self._by_code[code] = counter
+        counter.inc()
         self._duration.observe(time.perf_counter() - started)
 
     def unary(self, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:

@@ -135,6 +135,7 @@ class Delegations:
         self._background: set[asyncio.Task[None]] = set()
         self._absent: set[str] = set()
         metrics.delegated_tasks_following.set_function(lambda: len(self._followers))
+        self._accepted = metrics.delegations_total.labels("accepted")
 
     def start(self, skip_origin: str = "") -> int:
         """Re-attach to every unfinished task the store records as delegated.
@@ -220,7 +221,7 @@ class Delegations:
             return self._engine.get(record.task_id)
         finally:
             self._metrics.delegation_duration_seconds.observe(loop.time() - started)
-        self._metrics.delegations_total.labels("accepted").inc()
+        self._accepted.inc()
         current = await self._mirror(record, task_from_proto(response.task))
         if follow and not current.terminal:
             self.follow(current)

@@ -173,7 +173,9 @@ class TaskDispatcher:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
         self._validate(submission)
-        return await self._place(submission, wait, time_remaining, task_id or str(uuid.uuid4()))
+        return await self._place(
+            submission, wait, time_remaining, task_id or self._engine.new_task_id()
+        )
 
     async def _submit_at_coordinator(
         self,

@@ -209,11 +209,10 @@ class Router:
             excluded.add(self._local)
         found: list[Candidate] = []
         draining: list[str] = []
-        offered: set[str] = set()
+        wanted = set(tags)
         for card in self._cards():
-            offered.update(t.name for t in card.tools)
             info = next((t for t in card.tools if t.name == tool), None)
-            if info is None or not set(tags) <= set(card.tags) or card.agent_id in excluded:
+            if info is None or not wanted <= set(card.tags) or card.agent_id in excluded:
                 continue
             if card.draining:
                 draining.append(card.name)
@@ -222,6 +221,7 @@ class Router:
             if candidate is not None:
                 found.append(candidate)
         if not found:
+            offered = {t.name for card in self._cards() for t in card.tools}
             raise FailedPrecondition(_no_agent(tool, tags, offered, draining, bool(excluded)))
         return found
 

@@ -137,6 +137,8 @@ class TaskEngine:
         self._admitting = 0
         # Unfinished tasks (local and foreign records), so reads of them skip the store.
         self._live: dict[str, Task] = {}
+        # Ids from new_task_id() that no stored task has yet.
+        self._fresh: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_reasons: dict[str, str] = {}
         # None tells a watcher that its (foreign) task was forgotten.
@@ -222,7 +224,13 @@ class TaskEngine:
         origin = origin_agent_id or self._agent_id
         key = submission.idempotency_key
         fingerprint = submission.fingerprint() if key or task_id is not None else ""
-        existing = self.find_duplicate(submission, task_id, origin)
+        # An id that is not live here is looked up in the store only when this
+        # submission would be refused otherwise: the insert below refuses a
+        # stored id itself (DuplicateTask), and that path answers like this one.
+        admits = self._accepting and len(self._pending) + self._admitting < self._limits.queue_limit
+        existing = self._duplicate_of(
+            key, task_id, origin, fingerprint, stored_ids=bool(key) or not admits
+        )
         if existing is not None:
             return existing, True
         if not self._accepting:
@@ -251,11 +259,13 @@ class TaskEngine:
             request_fingerprint=fingerprint,
         )
         self._admitting += 1
+        self._fresh.discard(task.task_id)
         written = self._journal.insert(task)
         written.add_done_callback(lambda future: self._admitted(task, future))
-        stored = await asyncio.shield(written)
+        stored = await written
         if isinstance(stored, DuplicateTask) and task_id is not None:
-            # A concurrent submission of the same id committed first.
+            # A task with this id was stored before, or a concurrent
+            # submission of the same id committed first.
             existing = self._live.get(task_id) or self._store.get(task_id)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint, by_id=True), True
@@ -265,6 +275,19 @@ class TaskEngine:
         if stored.task_id != task.task_id:
             return self._deduplicated(stored, fingerprint), True
         return task, False
+
+    def new_task_id(self) -> str:
+        """A new task id (a random UUID) for a task to submit or record here.
+
+        Until a task is stored under it, the engine knows that no task has it
+        and skips the store lookups that :meth:`submit` and :meth:`record`
+        otherwise make for a given id.
+        """
+        task_id = str(uuid.uuid4())
+        if len(self._fresh) >= _MAX_FRESH_IDS:
+            self._fresh.clear()  # ids issued but never used: they lose the shortcut
+        self._fresh.add(task_id)
+        return task_id
 
     def get(self, task_id: str) -> Task:
         """The task's current state, local or a foreign record. Raises NotFound."""
@@ -314,9 +337,10 @@ class TaskEngine:
         if not durable and known is not None:
             self._notify(task)
             return task
+        self._fresh.discard(task.task_id)
         write = self._journal.insert(task) if known is None else self._journal.update(task)
         try:
-            result = await asyncio.shield(write)
+            result = await write
         except asyncio.CancelledError:
             self._recorded(task, await write)
             raise
@@ -337,13 +361,27 @@ class TaskEngine:
         key = submission.idempotency_key
         if task_id is None and not key:
             return None
-        fingerprint = submission.fingerprint()
+        origin = origin_agent_id or self._agent_id
+        return self._duplicate_of(key, task_id, origin, submission.fingerprint())
+
+    def _duplicate_of(
+        self,
+        key: str,
+        task_id: str | None,
+        origin: str,
+        fingerprint: str,
+        *,
+        stored_ids: bool = True,
+    ) -> Task | None:
+        """:meth:`find_duplicate` for a checked task id and a computed
+        fingerprint; with ``stored_ids=False`` only live tasks are matched by id."""
         if task_id is not None:
-            existing = self._live.get(task_id) or self._store.get(task_id)
+            existing = self._live.get(task_id)
+            if existing is None and stored_ids and task_id not in self._fresh:
+                existing = self._store.get(task_id)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint, by_id=True)
         if key:
-            origin = origin_agent_id or self._agent_id
             existing = self._store.find_by_idempotency_key(key, origin)
             if existing is not None:
                 return self._deduplicated(existing, fingerprint)
@@ -375,7 +413,7 @@ class TaskEngine:
         self._foreign(task, "forgotten")
         write = self._journal.delete(task)
         try:
-            result = await asyncio.shield(write)
+            result = await write
         except asyncio.CancelledError:
             self._forgotten(task.task_id, await write)
             raise
@@ -533,7 +571,9 @@ class TaskEngine:
         """The stored record of foreign ``task``, if any; refuses local tasks."""
         if self._local(task):
             raise ValueError(f"task {task.task_id} is owned by this agent and cannot be {verb}")
-        known = self._live.get(task.task_id) or self._store.get(task.task_id)
+        known = self._live.get(task.task_id)
+        if known is None and task.task_id not in self._fresh:
+            known = self._store.get(task.task_id)
         if known is not None and self._local(known):
             raise ValueError(f"task {task.task_id} is a local task and cannot be {verb}")
         return known
@@ -692,7 +732,7 @@ class TaskEngine:
         a cancellation arriving during the commit is re-raised after it."""
         write = self._journal.update(task)
         try:
-            result = await asyncio.shield(write)
+            result = await write
         except asyncio.CancelledError:
             result = await write
             self._record(result, task)
@@ -746,6 +786,10 @@ class TaskEngine:
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))
         self._metrics.tasks_in_flight.set(len(self._running))
+
+
+# Bounds the ids new_task_id() issued that were never used.
+_MAX_FRESH_IDS = 1024
 
 
 def _check_task_id(task_id: str | None) -> None:

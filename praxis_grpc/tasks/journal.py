@@ -10,24 +10,49 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from praxis_grpc.tasks.model import Task
 from praxis_grpc.tasks.store import TaskStore, TaskStoreError, Write, WriteResult
+
+__all__ = ["Commit", "GroupCommit"]
+
+
+class Commit(asyncio.Future[WriteResult]):
+    """The outcome of one queued write; it cannot be cancelled.
+
+    A queued write is committed whatever happens to whoever issued it, so its
+    future is never cancelled either: a task cancelled while it awaits one
+    gets ``CancelledError`` once the batch has committed, and can still read
+    the result then (``await`` it again). This keeps a state change that
+    started from being abandoned halfway without :func:`asyncio.shield`, whose
+    extra future costs every awaited write another event-loop round.
+    """
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Refuse: the write is committed regardless (see the class docstring)."""
+        return False
 
 
 class GroupCommit:
     """Batches writes to a :class:`TaskStore`.
 
-    Writes are applied in the order they were issued. A batch is flushed on
-    the next event-loop iteration after its first write (or at once by
-    :meth:`flush`), so a write never waits for more than the work already
-    scheduled in that iteration. Runs on one event loop; not thread-safe.
+    Writes are applied in the order they were issued, except that an update
+    of a task whose previous pending write is also an update replaces that
+    write (both futures resolve with the one result): only the latest state
+    of a task needs committing, and every state it passed through is in it.
+    A batch is flushed on the next event-loop iteration after its first write
+    (or at once by :meth:`flush`), so a write never waits for more than the
+    work already scheduled in that iteration. Runs on one event loop; not
+    thread-safe.
     """
 
     def __init__(self, store: TaskStore, max_batch: int = 512) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._pending: list[tuple[Write, asyncio.Future[WriteResult]]] = []
+        self._pending: list[tuple[Write, list[Commit]]] = []
+        # task id -> index in _pending of its latest pending write.
+        self._latest: dict[str, int] = {}
         self._scheduled: asyncio.Handle | None = None
 
     @property
@@ -35,15 +60,15 @@ class GroupCommit:
         """The store the writes go to."""
         return self._store
 
-    def insert(self, task: Task) -> asyncio.Future[WriteResult]:
+    def insert(self, task: Task) -> Commit:
         """Queue an insert; the future yields the stored task or the error."""
         return self._queue(Write("insert", task))
 
-    def update(self, task: Task) -> asyncio.Future[WriteResult]:
+    def update(self, task: Task) -> Commit:
         """Queue a lifecycle update; the future yields None or the error."""
         return self._queue(Write("update", task))
 
-    def delete(self, task: Task) -> asyncio.Future[WriteResult]:
+    def delete(self, task: Task) -> Commit:
         """Queue the removal of ``task.task_id``; the future yields None or the error."""
         return self._queue(Write("delete", task))
 
@@ -58,28 +83,37 @@ class GroupCommit:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self._commit(batch)
+        pending, self._pending = self._pending, []
+        self._latest.clear()
+        for start in range(0, len(pending), self._max_batch):
+            self._commit(pending[start : start + self._max_batch])
 
-    def _queue(self, write: Write) -> asyncio.Future[WriteResult]:
+    def _queue(self, write: Write) -> Commit:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[WriteResult] = loop.create_future()
-        self._pending.append((write, future))
+        future = Commit(loop=loop)
+        task_id = write.task.task_id
+        index = self._latest.get(task_id)
+        if write.kind == "update" and index is not None:
+            earlier, futures = self._pending[index]
+            if earlier.kind == "update":
+                futures.append(future)
+                self._pending[index] = (write, futures)
+                return future
+        self._latest[task_id] = len(self._pending)
+        self._pending.append((write, [future]))
         if self._scheduled is None:
             self._scheduled = loop.call_soon(self.flush)
         return future
 
-    def _commit(self, batch: Sequence[tuple[Write, asyncio.Future[WriteResult]]]) -> None:
+    def _commit(self, batch: Sequence[tuple[Write, list[Commit]]]) -> None:
         try:
             results = self._store.apply([write for write, _ in batch])
         except Exception as exc:
             # The whole transaction failed: nothing in the batch was written.
-            for _, future in batch:
-                if not future.done():
+            for _, futures in batch:
+                for future in futures:
                     future.set_exception(TaskStoreError(f"task store write failed: {exc}"))
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
+        for (_, futures), result in zip(batch, results, strict=True):
+            for future in futures:
                 future.set_result(result)

@@ -14,6 +14,10 @@ from praxis_grpc.errors import InvalidArgument
 
 ROOT_FIELD: Final = "arguments"
 _MAX_MESSAGE: Final = 200
+# Keywords that constrain nothing, next to "type".
+_ANNOTATIONS: Final = frozenset(
+    {"type", "$schema", "$id", "$comment", "title", "description", "examples", "default"}
+)
 
 _BOUNDS: Final[Mapping[str, str]] = {
     "minimum": "must be >= {}",
@@ -46,6 +50,10 @@ class ArgumentValidator:
         except SchemaError as exc:
             raise ValueError(f"tool {tool_name!r}: invalid input_schema: {exc.message}") from None
         self._validator = Draft202012Validator(schema)
+        # {"type": "object"} (annotations aside) accepts every object: skip
+        # jsonschema's per-call machinery, which costs more than the rest of
+        # a cheap tool's request.
+        self._any_object = schema.get("type") == "object" and set(schema) <= _ANNOTATIONS
 
     def validate(self, arguments: object) -> None:
         """Accept ``arguments`` or raise for its most relevant violation.
@@ -58,6 +66,8 @@ class ArgumentValidator:
         """
         if not isinstance(arguments, dict):
             raise InvalidArgument(ROOT_FIELD, "must be a JSON object")
+        if self._any_object:
+            return
         error = best_match(self._validator.iter_errors(arguments))
         if error is not None:
             field, message = describe(error)

@@ -613,3 +613,44 @@ async def test_engine_shares_its_journal_and_names_its_agent() -> None:
             agent_id="agent-a",
             journal=journal,
         )
+
+
+class CountingStore(MemoryTaskStore):
+    """Counts lookups by task id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, task_id: str) -> Task | None:
+        self.gets += 1
+        return super().get(task_id)
+
+
+async def test_a_new_task_id_is_recorded_without_a_store_lookup() -> None:
+    store = CountingStore()
+    h = make_engine(store)
+    h.engine.start()
+    record = foreign(h.engine.new_task_id())
+    assert await h.engine.record(record) == record
+    assert store.gets == 0
+    assert h.engine.get(record.task_id) == record
+    # Once a task is stored under an issued id, the lookup protects it again.
+    local, _ = await h.engine.submit(Submission("gate"), task_id=h.engine.new_task_id())
+    await h.engine.wait(local.task_id)
+    with pytest.raises(ValueError, match="local task"):
+        await h.engine.record(foreign(local.task_id))
+
+
+async def test_a_submission_under_an_unknown_id_is_settled_by_its_insert() -> None:
+    store = CountingStore()
+    h = make_engine(store)
+    h.engine.start()
+    task_id = new_id()
+    task, dedup = await h.engine.submit(Submission("gate"), task_id=task_id)
+    assert (task.task_id, dedup) == (task_id, False)
+    assert store.gets == 0
+    done = await h.engine.wait(task_id)
+    again, dedup = await h.engine.submit(Submission("gate"), task_id=task_id)
+    assert (again, dedup) == (done, True)
+    assert h.gate.started == 1

@@ -1,0 +1,110 @@
+"""GroupCommit: batching, coalescing of a task's updates, and uncancellable commits."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from praxis_grpc.tasks.journal import GroupCommit
+from praxis_grpc.tasks.model import Task, TaskState
+from praxis_grpc.tasks.store import UnknownTask, Write, WriteResult
+from praxis_grpc.testing import MemoryTaskStore
+
+
+class RecordingStore(MemoryTaskStore):
+    """Remembers every batch it was asked to apply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[str, str, TaskState]]] = []
+
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        self.batches.append([(w.kind, w.task.task_id, w.task.state) for w in writes])
+        return super().apply(writes)
+
+
+def task(task_id: str) -> Task:
+    now = datetime.now(UTC)
+    return Task(task_id, "echo", {}, TaskState.SUBMITTED, now, now, owner_agent_id="agent-a")
+
+
+async def test_writes_of_one_iteration_share_one_commit() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    first, second = task("t-1"), task("t-2")
+    results = list(await asyncio.gather(journal.insert(first), journal.insert(second)))
+    assert results == [first, second]
+    assert store.batches == [
+        [("insert", "t-1", TaskState.SUBMITTED), ("insert", "t-2", TaskState.SUBMITTED)]
+    ]
+
+
+async def test_an_update_replaces_the_pending_update_of_its_task() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    submitted = task("t-1")
+    await journal.insert(submitted)
+    now = datetime.now(UTC)
+    working = submitted.start(now)
+    completed = working.complete({"ok": True}, now)
+    other = task("t-2")
+    results = list(
+        await asyncio.gather(
+            journal.update(working), journal.insert(other), journal.update(completed)
+        )
+    )
+    assert results == [None, other, None]
+    assert store.batches[1] == [
+        ("update", "t-1", TaskState.COMPLETED),
+        ("insert", "t-2", TaskState.SUBMITTED),
+    ]
+    assert store.get("t-1") == completed
+
+
+async def test_updates_are_not_merged_across_another_write_of_their_task() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    submitted = task("t-1")
+    working = submitted.start(datetime.now(UTC))
+    results = list(
+        await asyncio.gather(
+            journal.insert(submitted),
+            journal.update(working),
+            journal.delete(working),
+            journal.update(working),
+        )
+    )
+    assert results[:3] == [submitted, None, None]
+    assert isinstance(results[3], UnknownTask)
+    assert [kind for kind, _, _ in store.batches[0]] == ["insert", "update", "delete", "update"]
+
+
+async def test_a_cancelled_waiter_sees_the_cancellation_after_the_commit() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    new = task("t-1")
+    writes: list[asyncio.Future[WriteResult]] = []
+    observed: list[object] = []
+
+    async def waiter() -> None:
+        write = journal.insert(new)
+        writes.append(write)
+        try:
+            await write
+        except asyncio.CancelledError:
+            observed.append(await write)
+            raise
+
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0)  # the waiter queued its write and awaits the commit
+    assert not writes[0].done()
+    waiting.cancel()
+    assert not writes[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert observed == [new]
+    assert store.get("t-1") == new
