@@ -232,7 +232,7 @@ class TaskEngine:
             key, task_id, origin, fingerprint, stored_ids=bool(key) or not admits
         )
         if existing is not None:
-            return existing, True
+            return await self._existing(existing, task_id)
         if not self._accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
@@ -268,13 +268,29 @@ class TaskEngine:
             # submission of the same id committed first.
             existing = self._live.get(task_id) or self._store.get(task_id)
             if existing is not None:
-                return self._deduplicated(existing, fingerprint, by_id=True), True
+                return await self._existing(
+                    self._deduplicated(existing, fingerprint, by_id=True), task_id
+                )
         if isinstance(stored, TaskStoreError):
             raise stored
         assert stored is not None
         if stored.task_id != task.task_id:
             return self._deduplicated(stored, fingerprint), True
         return task, False
+
+    async def _existing(self, existing: Task, task_id: str | None) -> tuple[Task, bool]:
+        """Answer a submission that matched ``existing``.
+
+        A submission of a task id this node holds only as an unfinished
+        foreign record (kept from when it routed or coordinated the task, and
+        no longer followed) is the cluster sending it here to run: this node
+        adopts it. Answering with the record instead would leave the task with
+        no one running it.
+        """
+        if existing.task_id == task_id and not self._local(existing) and not existing.terminal:
+            log.info("task %s was dispatched here; running the record kept of it", task_id)
+            return await self.adopt(existing), False
+        return existing, True
 
     def new_task_id(self) -> str:
         """A new task id (a random UUID) for a task to submit or record here.

@@ -654,3 +654,34 @@ async def test_a_submission_under_an_unknown_id_is_settled_by_its_insert() -> No
     again, dedup = await h.engine.submit(Submission("gate"), task_id=task_id)
     assert (again, dedup) == (done, True)
     assert h.gate.started == 1
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+async def test_a_task_dispatched_here_runs_although_a_record_of_it_was_kept(
+    restarted: bool,
+) -> None:
+    # agent-a kept a record of a task it once routed (it coordinated); now the
+    # cluster dispatches that task to agent-a: it must run it, not answer with
+    # the record (nobody would run it then).
+    h = make_engine()
+    h.engine.start()
+    record = await h.engine.record(foreign(owner_agent_id="", origin_agent_id="coordinator"))
+    done_elsewhere = await h.engine.record(foreign(state=TaskState.COMPLETED, result={"r": 1}))
+    if restarted:
+        await h.engine.aclose(grace=0)
+        h = make_engine(h.store)
+        h.engine.start()
+    task, dedup = await h.engine.submit(
+        Submission("gate", {"x": 1}), task_id=record.task_id, origin_agent_id="coordinator"
+    )
+    assert not dedup
+    assert (task.task_id, task.owner_agent_id) == (record.task_id, "agent-a")
+    assert (await h.engine.wait(record.task_id)).state is TaskState.COMPLETED
+    assert h.gate.started == 1
+    # A finished record is the answer: the task ran elsewhere.
+    again, dedup = await h.engine.submit(
+        Submission("gate", {"x": 1}), task_id=done_elsewhere.task_id, origin_agent_id="agent-a"
+    )
+    assert dedup
+    assert again.state is TaskState.COMPLETED
+    assert h.gate.started == 1
