@@ -308,6 +308,9 @@ class Delegations:
             record = self._engine.get(task_id)
             if record.terminal or record.owner_agent_id == self._engine.agent_id:
                 return
+            if not record.owner_agent_id:
+                await self._place_unplaced(record, backoff)
+                continue
             card = self._directory.get(record.owner_agent_id)
             address = _grpc_address(card)
             if address is None:
@@ -343,6 +346,15 @@ class Delegations:
                 # grpc.aio cancels the calls of a channel that is closed (the
                 # owner's card was removed): the stream broke, we did not.
                 log.debug("watch of task %s on %s ended with its channel", task_id, address)
+            await asyncio.sleep(backoff())
+
+    async def _place_unplaced(self, record: Task, backoff: _Backoff) -> None:
+        """Place a record no agent ever received (a take-over found it
+        dispatched to the new coordinator itself) now, whatever the tool;
+        back off if no capable agent takes it."""
+        if await self._redispatch(record, exclude=""):
+            backoff.reset()
+        else:
             await asyncio.sleep(backoff())
 
     async def _mirror(self, record: Task, remote: Task) -> Task:
@@ -398,13 +410,16 @@ class Delegations:
                 self._router.ledger.end(exclude, record.task_id, self._clock())
                 self._metrics.redispatches_total.inc()
                 self._metrics.route_decisions_total.labels(record.tool, candidate.name).inc()
-                log.info(
-                    "task %s re-dispatched from lost agent %s to %s",
-                    record.task_id,
-                    exclude,
-                    candidate.name,
-                )
-                self._tell_when_back(record.task_id, exclude, candidate.name)
+                if exclude:
+                    log.info(
+                        "task %s re-dispatched from lost agent %s to %s",
+                        record.task_id,
+                        exclude,
+                        candidate.name,
+                    )
+                    self._tell_when_back(record.task_id, exclude, candidate.name)
+                else:
+                    log.info("task %s placed on %s", record.task_id, candidate.name)
                 return True
         return False
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,8 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc.ha.records import TASK_PREFIX, encode_task
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
+from praxis_grpc.tasks.model import Task, TaskState
 from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
@@ -49,6 +53,7 @@ class Cluster(NodeGroup):
             p2p={"disconnect_grace": "200ms"},
             cards={"heartbeat": "200ms", "ttl": "3s"},
             agent={"name": name},
+            routing={"reattach_wait": "60s"},
             ha={**HA, **ha},
         )
         identity = load_or_create_identity(config.key_file)
@@ -260,6 +265,35 @@ async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
         assert suspicions == 1  # the second standby found the term already ended
     finally:
         await ghost.aclose()
+
+
+async def test_a_task_dispatched_to_the_next_coordinator_itself_is_placed_at_once(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    # The committed record names b as the owner, but b never received the
+    # task (the coordinator died sending it). When b takes over it holds no
+    # copy, and being the coordinator it does not execute: the task must be
+    # placed on a worker now, not after routing.reattach_wait (60 s here).
+    now = datetime.now(UTC)
+    task_id = str(uuid.uuid4())
+    record = Task(
+        task_id=task_id,
+        tool="work",
+        arguments={"seconds": 0, "key": "unplaced"},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id=b.agent_id,
+        origin_agent_id="coordinator",
+    )
+    cluster.group._data[TASK_PREFIX + task_id] = encode_task(record)
+    cluster.group.isolate(a.agent_id)
+    cluster.group.elect(b.agent_id)
+    await until(lambda: b.role == "coordinator")
+    await until(lambda: b.engine.get(task_id).state == TaskState.COMPLETED)
+    assert b.engine.get(task_id).owner_agent_id in {a.agent_id, c.agent_id}
+    assert cluster.log.count("unplaced") == 1
 
 
 async def test_failover_resumes_every_accepted_task_once(cluster: Cluster) -> None:
