@@ -14,6 +14,7 @@ from praxis_grpc.api.convert import struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.ha.forwarding import FORWARDED_BY
+from praxis_grpc.routing.delegation import OWNER_QUERY
 from praxis_grpc.routing.dispatcher import TaskDispatcher
 from praxis_grpc.tasks.model import Submission, TaskState
 
@@ -86,7 +87,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.WatchTaskResponse]:
-        async for task in self._tasks.watch(_task_id(request.task_id)):
+        owner_query = any(key == OWNER_QUERY for key, _ in context.invocation_metadata() or ())
+        async for task in self._tasks.watch(_task_id(request.task_id), owner_query=owner_query):
             yield pb.WatchTaskResponse(task=task_to_proto(task))
 
 

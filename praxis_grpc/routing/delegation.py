@@ -59,7 +59,12 @@ log = logging.getLogger(__name__)
 
 OWNER_LOST = "OWNER_LOST"
 
-__all__ = ["OWNER_LOST", "Delegations", "Refusal"]
+# Metadata of a follower's WatchTask at the agent a task was dispatched to: it
+# asks about that agent's own execution (see TaskDispatcher.watch).
+OWNER_QUERY = "praxis-owner-query"
+_OWNER_QUERY = ((OWNER_QUERY, "1"),)
+
+__all__ = ["OWNER_LOST", "OWNER_QUERY", "Delegations", "Refusal"]
 
 
 class Records(Protocol):
@@ -330,7 +335,8 @@ class Delegations:
             absent_since, seen_owner = None, True
             try:
                 request = pb.WatchTaskRequest(task_id=task_id)
-                async for message in self._channels.tasks(address).WatchTask(request):
+                stream = self._channels.tasks(address).WatchTask(request, metadata=_OWNER_QUERY)
+                async for message in stream:
                     backoff.reset()
                     record = await self._mirror(record, task_from_proto(message.task))
                     if record.terminal:

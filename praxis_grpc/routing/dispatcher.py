@@ -324,9 +324,18 @@ class TaskDispatcher:
                 return relayed
         return self._engine.list(states=states, tool=tool, limit=limit, page_token=page_token)
 
-    async def watch(self, task_id: str) -> AsyncIterator[Task]:
-        """The task's states as they happen, wherever it runs."""
-        if self._local_or_none(task_id) is None:
+    async def watch(self, task_id: str, *, owner_query: bool = False) -> AsyncIterator[Task]:
+        """The task's states as they happen, wherever it runs.
+
+        ``owner_query``: the caller follows the task at the agent it was
+        dispatched to; only a task this agent runs is watched, anything else
+        (no copy, or a record kept from when it routed the task) is NotFound,
+        which tells the caller to send it again.
+        """
+        local = self._local_or_none(task_id)
+        if owner_query and (local is None or local.owner_agent_id != self._engine.agent_id):
+            raise NotFound(f"task {task_id!r} does not run on this agent")
+        if local is None:
             if self._standby is None or self._standby.leading:
                 raise NotFound(f"task {task_id!r} not found")
             async for task in self._watch_at_coordinator(self._standby, task_id):

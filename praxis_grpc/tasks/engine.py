@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -409,6 +409,10 @@ class TaskEngine:
         to a task that was accepted already."""
         self._foreign(record, "adopted")
         task = record.reassign(self._agent_id, self._clock())
+        if task.timeout <= 0:
+            # Recorded without a client timeout: this agent's default applies,
+            # as it would have to a submission (not "a timeout of 0s").
+            task = replace(task, timeout=self._default_timeout(task.tool))
         task = await self._persist(task)
         self._enqueue(task)
         self._dispatch()
@@ -554,10 +558,7 @@ class TaskEngine:
                 f"has {sorted(self._agent_tags)}"
             )
         if submission.timeout is None:
-            return min(
-                tool.spec.default_timeout or self._limits.default_timeout,
-                self._limits.max_timeout,
-            )
+            return self._default_timeout(tool.spec.name)
         if submission.timeout <= 0:
             raise InvalidArgument("timeout", "must be positive")
         if submission.timeout > self._limits.max_timeout:
@@ -579,6 +580,10 @@ class TaskEngine:
                 f"different request (task {existing.task_id})"
             )
         return self._live.get(existing.task_id, existing)
+
+    def _default_timeout(self, tool: str) -> float:
+        own = self._tools.get(tool).spec.default_timeout if tool in self._tools else None
+        return min(own or self._limits.default_timeout, self._limits.max_timeout)
 
     def _local(self, task: Task) -> bool:
         return task.owner_agent_id == self._agent_id

@@ -296,6 +296,36 @@ async def test_a_task_dispatched_to_the_next_coordinator_itself_is_placed_at_onc
     assert cluster.log.count("unplaced") == 1
 
 
+async def test_a_worker_holding_a_stale_record_of_a_task_dispatched_to_it_runs_it(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    # b keeps an unfinished record of the task from an earlier term in which it
+    # coordinated; the committed record says it was dispatched to b, which
+    # never got it. The next coordinator's follower must not take b's record
+    # for b's execution: b answers NOT_FOUND, the task is sent again, b runs it.
+    now = datetime.now(UTC)
+    task_id = str(uuid.uuid4())
+    record = Task(
+        task_id=task_id,
+        tool="work",
+        arguments={"seconds": 0, "key": "stale-copy"},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id=b.agent_id,
+        origin_agent_id="coordinator",
+    )
+    await b.engine.record(record.reassign("", now))
+    cluster.group._data[TASK_PREFIX + task_id] = encode_task(record)
+    cluster.group.isolate(a.agent_id)
+    cluster.group.elect(c.agent_id)
+    await until(lambda: c.role == "coordinator")
+    await until(lambda: c.engine.get(task_id).state == TaskState.COMPLETED)
+    assert b.engine.get(task_id).owner_agent_id == b.agent_id
+    assert cluster.log.count("stale-copy") == 1
+
+
 async def test_failover_resumes_every_accepted_task_once(cluster: Cluster) -> None:
     a, b, c = await three(cluster)
     async with stub(a) as tasks:
