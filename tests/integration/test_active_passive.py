@@ -267,6 +267,24 @@ async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
         await ghost.aclose()
 
 
+def committed_record(cluster: Cluster, key: str, *, owner: Node) -> Task:
+    """A coordinator's committed record of a ``work`` task dispatched to ``owner``
+    (written into the fake group's state, as if its coordinator died right after)."""
+    now = datetime.now(UTC)
+    record = Task(
+        task_id=str(uuid.uuid4()),
+        tool="work",
+        arguments={"seconds": 0, "key": key},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id=owner.agent_id,
+        origin_agent_id="coordinator",
+    )
+    cluster.group._data[TASK_PREFIX + record.task_id] = encode_task(record)
+    return record
+
+
 async def test_a_task_dispatched_to_the_next_coordinator_itself_is_placed_at_once(
     cluster: Cluster,
 ) -> None:
@@ -275,19 +293,7 @@ async def test_a_task_dispatched_to_the_next_coordinator_itself_is_placed_at_onc
     # task (the coordinator died sending it). When b takes over it holds no
     # copy, and being the coordinator it does not execute: the task must be
     # placed on a worker now, not after routing.reattach_wait (60 s here).
-    now = datetime.now(UTC)
-    task_id = str(uuid.uuid4())
-    record = Task(
-        task_id=task_id,
-        tool="work",
-        arguments={"seconds": 0, "key": "unplaced"},
-        state=TaskState.SUBMITTED,
-        created_at=now,
-        updated_at=now,
-        owner_agent_id=b.agent_id,
-        origin_agent_id="coordinator",
-    )
-    cluster.group._data[TASK_PREFIX + task_id] = encode_task(record)
+    task_id = committed_record(cluster, "unplaced", owner=b).task_id
     cluster.group.isolate(a.agent_id)
     cluster.group.elect(b.agent_id)
     await until(lambda: b.role == "coordinator")
@@ -304,20 +310,9 @@ async def test_a_worker_holding_a_stale_record_of_a_task_dispatched_to_it_runs_i
     # coordinated; the committed record says it was dispatched to b, which
     # never got it. The next coordinator's follower must not take b's record
     # for b's execution: b answers NOT_FOUND, the task is sent again, b runs it.
-    now = datetime.now(UTC)
-    task_id = str(uuid.uuid4())
-    record = Task(
-        task_id=task_id,
-        tool="work",
-        arguments={"seconds": 0, "key": "stale-copy"},
-        state=TaskState.SUBMITTED,
-        created_at=now,
-        updated_at=now,
-        owner_agent_id=b.agent_id,
-        origin_agent_id="coordinator",
-    )
-    await b.engine.record(record.reassign("", now))
-    cluster.group._data[TASK_PREFIX + task_id] = encode_task(record)
+    record = committed_record(cluster, "stale-copy", owner=b)
+    task_id = record.task_id
+    await b.engine.record(record.reassign("", record.created_at))
     cluster.group.isolate(a.agent_id)
     cluster.group.elect(c.agent_id)
     await until(lambda: c.role == "coordinator")
