@@ -44,7 +44,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
             fencing_token=request.fencing_token,
-            forwarded=self._tasks.relays and _forwarded(context),
+            forwarded=self._tasks.relays and _has_metadata(context, FORWARDED_BY),
         )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
@@ -87,7 +87,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.WatchTaskResponse]:
-        owner_query = any(key == OWNER_QUERY for key, _ in context.invocation_metadata() or ())
+        owner_query = _has_metadata(context, OWNER_QUERY)
         async for task in self._tasks.watch(_task_id(request.task_id), owner_query=owner_query):
             yield pb.WatchTaskResponse(task=task_to_proto(task))
 
@@ -119,8 +119,8 @@ def submission_from_proto(request: pb.SubmitTaskRequest) -> Submission:
     )
 
 
-def _forwarded(context: Context) -> bool:
-    return any(key == FORWARDED_BY for key, _ in context.invocation_metadata() or ())
+def _has_metadata(context: Context, name: str) -> bool:
+    return any(key == name for key, _ in context.invocation_metadata() or ())
 
 
 def _task_id(value: str) -> str:

@@ -130,24 +130,25 @@ class HaController:
         """The latest leadership observed."""
         return self._leadership
 
-    async def settle(self, deadline: float, *, avoid: str = "") -> None:
+    async def settle(self, deadline: float, *, avoid: str = "") -> bool:
         """Return once a coordinator is ready to take task calls, or at event
-        loop time ``deadline``, whichever is first.
+        loop time ``deadline``, whichever is first; True if one is ready.
 
         Ready: this node took over, or another node leads (and its gRPC
         address is not ``avoid``, a coordinator a relay just failed to reach).
         """
         if self._ready(avoid):
-            return
+            return True
         loop = asyncio.get_running_loop()
         self._metrics.task_calls_held.inc()
         try:
             while not self._ready(avoid):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return
+                    return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._settled.wait(), remaining)
+            return True
         finally:
             self._metrics.task_calls_held.dec()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -73,9 +74,10 @@ class Standby(Protocol):
         """How long a task call waits for a coordinator (ha.hold_timeout)."""
         ...
 
-    async def settle(self, deadline: float, *, avoid: str = "") -> None:
+    async def settle(self, deadline: float, *, avoid: str = "") -> bool:
         """Return once a coordinator is ready (this node, or another whose
-        address is not ``avoid``), or at event loop time ``deadline``."""
+        address is not ``avoid``), or at event loop time ``deadline``;
+        True if one is ready."""
         ...
 
 
@@ -188,59 +190,56 @@ class TaskDispatcher:
         generated: bool,
         forwarded: bool,
     ) -> tuple[Task, bool] | None:
-        """Relay ``submission`` to the coordinator, holding through an election
-        or take-over for up to ``ha.hold_timeout`` (within the caller's
-        deadline), and sending again, after another hold, when a relay got no
-        answer. Every send carries ``task_id``, so a coordinator that accepted
-        an earlier one deduplicates the next. None: this node took over
-        meanwhile."""
+        """Relay ``submission`` to the coordinator (see :meth:`_at_coordinator`).
+        Every send carries ``task_id``, so a coordinator that accepted an
+        earlier one deduplicates the next. None: this node took over meanwhile."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + time_remaining if time_remaining is not None else float("inf")
-        hold_until = min(start + standby.hold_timeout, deadline)
-        avoid = ""
+        deadline = math.inf if time_remaining is None else loop.time() + time_remaining
+        sends = 0
+
+        async def send() -> tuple[Task, bool]:
+            nonlocal sends
+            sends += 1
+            return await standby.forwarder.submit(
+                submission,
+                wait=wait,
+                time_remaining=None if time_remaining is None else deadline - loop.time(),
+                task_id=task_id,
+                forwarded=forwarded,
+            )
+
+        relayed = await self._at_coordinator(send, deadline=deadline)
+        if relayed is not None and sends > 1 and generated and relayed[0].task_id == task_id:
+            return relayed[0], False  # our own earlier send, not the client's duplicate
+        return relayed
+
+    async def _at_coordinator(
+        self, call: Callable[[], Awaitable[T]], *, deadline: float = math.inf
+    ) -> T | None:
+        """Run a relay to the coordinator, holding through an election or
+        take-over for up to ``ha.hold_timeout`` (never past event loop time
+        ``deadline``), and running it again, after another hold, when the
+        coordinator did not answer. None: this node took over meanwhile
+        (answer locally)."""
+        standby = self._standby
+        assert standby is not None
+        loop = asyncio.get_running_loop()
+        hold_until = min(loop.time() + standby.hold_timeout, deadline)
+        failed: RelayFailed | None = None
         while True:
-            await standby.settle(hold_until, avoid=avoid)
+            ready = await standby.settle(hold_until, avoid=failed.address if failed else "")
             if standby.leading:
                 return None
-            remaining = None if time_remaining is None else deadline - loop.time()
+            if failed is not None and not ready:
+                raise failed  # no other coordinator within the hold
             try:
-                task, deduplicated = await standby.forwarder.submit(
-                    submission,
-                    wait=wait,
-                    time_remaining=remaining,
-                    task_id=task_id,
-                    forwarded=forwarded,
-                )
+                return await call()
             except RelayFailed as exc:
                 hold_until = min(loop.time() + standby.hold_timeout, deadline)
                 if loop.time() >= hold_until:
                     raise
                 log.info("relay to coordinator %s failed (%s); sending again", exc.address, exc)
-                avoid = exc.address
-                continue
-            if avoid and generated and task.task_id == task_id:
-                deduplicated = False  # our own earlier send, not the client's
-            return task, deduplicated
-
-    async def _at_coordinator(self, call: Callable[[], Awaitable[T]]) -> T | None:
-        """Run a read or cancel relay, holding and resending like submissions.
-        None: this node took over meanwhile (answer locally)."""
-        standby = self._standby
-        assert standby is not None
-        loop = asyncio.get_running_loop()
-        hold_until = loop.time() + standby.hold_timeout
-        avoid = ""
-        while True:
-            await standby.settle(hold_until, avoid=avoid)
-            if standby.leading:
-                return None
-            try:
-                return await call()
-            except RelayFailed as exc:
-                if loop.time() >= hold_until:
-                    raise
-                avoid = exc.address
+                failed = exc
 
     async def _place(
         self, submission: Submission, wait: bool, time_remaining: float | None, task_id: str

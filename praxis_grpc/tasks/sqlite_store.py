@@ -109,7 +109,6 @@ def _to_json(value: Any) -> str:
 
 def _row(task: Task) -> tuple[Any, ...]:
     """The insert parameters of ``task``, in ``_COLUMNS`` order."""
-    error = task.error
     return (
         task.task_id,
         task.tool,
@@ -123,11 +122,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         float(task.timeout),
         _to_json(list(task.tags)),
         task.preferred_agent,
-        None if task.result is None else _to_json(task.result),
-        None if error is None else error.reason,
-        None if error is None else error.message,
-        None if task.started_at is None else to_micros(task.started_at),
-        None if task.finished_at is None else to_micros(task.finished_at),
+        *_outcome(task),
         task.attempt,
         task.request_fingerprint,
     )
@@ -135,18 +130,26 @@ def _row(task: Task) -> tuple[Any, ...]:
 
 def _lifecycle_row(task: Task) -> tuple[Any, ...]:
     """The update parameters of ``task``, in ``_UPDATE`` order."""
-    error = task.error
     return (
         task.state.name,
         to_micros(task.updated_at),
+        *_outcome(task),
+        task.attempt,
+        task.owner_agent_id,
+        task.task_id,
+    )
+
+
+def _outcome(task: Task) -> tuple[Any, ...]:
+    """result, error_reason, error_message, started_at, finished_at: the
+    columns both an insert and an update write, in that order."""
+    error = task.error
+    return (
         None if task.result is None else _to_json(task.result),
         None if error is None else error.reason,
         None if error is None else error.message,
         None if task.started_at is None else to_micros(task.started_at),
         None if task.finished_at is None else to_micros(task.finished_at),
-        task.attempt,
-        task.owner_agent_id,
-        task.task_id,
     )
 
 

@@ -232,6 +232,16 @@ async def test_a_watch_at_a_standby_carries_on_at_the_next_coordinator(
     assert cluster.log.count("watched") == 1
 
 
+class WatchedHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """A health service that counts the Health/Watch streams opened on it."""
+
+    watches = 0
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        self.watches += 1
+        await super().Watch(request, context)
+
+
 async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
     cluster: Cluster,
 ) -> None:
@@ -241,7 +251,8 @@ async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
     # The coordinator is a bare gRPC server (health only) standing in for a
     # node process that is about to die.
     server = grpc.aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)  # type: ignore[attr-defined]
+    ghost_health = WatchedHealth()
+    health_pb2_grpc.add_HealthServicer_to_server(ghost_health, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     ghost = cluster.group.member("ghost", f"127.0.0.1:{port}")
@@ -249,7 +260,8 @@ async def test_standbys_end_the_term_of_a_coordinator_whose_process_is_gone(
     try:
         term = cluster.group.elect("ghost").term
         await until(lambda: a.leadership().leader_id == b.leadership().leader_id == "ghost")
-        await asyncio.sleep(0.3)  # alive: the standbys' probes leave it alone
+        # Both standbys' probes watch it; alive, it is left alone.
+        await until(lambda: ghost_health.watches == 2)
         assert cluster.group.suspicions == []
         await server.stop(None)  # the port now refuses connections
         await until(lambda: bool(cluster.group.suspicions))
