@@ -254,6 +254,13 @@ class TasksConfig(_Section):
     max_timeout: PositiveDuration = 3600.0
     drain_timeout: Duration = 30.0
     max_argument_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_result_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest result a task stores, as protobuf Struct bytes; a larger one "
+        "fails the task (RESULT_TOO_LARGE). With max_argument_bytes and 64 KiB it must fit "
+        "api.max_message_bytes, so every task fits a response",
+    )
     fsync: bool = Field(
         default=False,
         description="fsync every commit (survives power loss); off survives process crashes",
@@ -305,6 +312,10 @@ class CardsConfig(_Section):
         return self
 
 
+# Room a task's other fields and its response take besides arguments and result.
+TASK_ENVELOPE_BYTES = 64 * 1024
+
+
 class Config(_Section):
     """A whole node configuration."""
 
@@ -318,6 +329,17 @@ class Config(_Section):
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     cards: CardsConfig = Field(default_factory=CardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @model_validator(mode="after")
+    def _tasks_fit_messages(self) -> Config:
+        tasks, room = self.tasks, self.api.max_message_bytes - TASK_ENVELOPE_BYTES
+        if tasks.max_argument_bytes + tasks.max_result_bytes > room:
+            raise ValueError(
+                f"tasks.max_argument_bytes ({tasks.max_argument_bytes}) + tasks.max_result_bytes "
+                f"({tasks.max_result_bytes}) + {TASK_ENVELOPE_BYTES} must not exceed "
+                f"api.max_message_bytes ({self.api.max_message_bytes}): a task must fit a response"
+            )
+        return self
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -211,6 +211,7 @@ class Node:
             default_timeout=cfg.tasks.default_timeout,
             max_timeout=cfg.tasks.max_timeout,
             max_argument_bytes=cfg.tasks.max_argument_bytes,
+            max_result_bytes=cfg.tasks.max_result_bytes,
         )
         self._engine = TaskEngine(
             store=self._store,
@@ -377,7 +378,7 @@ class Node:
             CardService(self.directory, self.refresh_card), server
         )
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(self.dispatcher), server
+            TaskService(self.dispatcher, cfg.api.max_message_bytes), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -11,7 +11,8 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.tasks.json_values import check_json_object
+from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
 
 _ROLES = {
     "peer": types_pb2.AGENT_ROLE_PEER,
@@ -19,6 +20,7 @@ _ROLES = {
     "standby": types_pb2.AGENT_ROLE_STANDBY,
 }
 _MAX_SAFE_INT = 2**53  # integers above this are not exact in a double
+_MAX_OMITTED_MESSAGE = 600
 _TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
 
 
@@ -86,20 +88,35 @@ def duration(seconds: float | None) -> duration_pb2.Duration | None:
 
 
 def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
-    """A domain task as ``praxis.v1.Task``.
+    """A domain task as ``praxis.v1.Task``; never fails on the task's values.
 
     ``arguments``, when given, is the task's arguments already as a Struct
     (the request's), which saves converting them back.
+
+    Arguments or a result that cannot be returned (the store could not
+    decode them, see ``Task.unreadable``, or they break the contract of
+    :mod:`praxis_grpc.tasks.json_values`: values stored by an older version)
+    are left unset, and ``error`` says so with reason
+    ``STORED_VALUE_UNREADABLE`` (see :func:`omitted_error`), so one bad task
+    cannot fail a read that includes it.
     """
+    omitted = list(task.unreadable)
+    damaged = {entry.partition(":")[0] for entry in task.unreadable}
+    if arguments is None and "arguments" not in damaged:
+        arguments = _returnable(task.arguments, "arguments", omitted)
+    result = None
+    if task.result is not None and "result" not in damaged:
+        result = _returnable(task.result, "result", omitted)
+    error = task.error
+    if omitted:
+        error = omitted_error(Reason.STORED_VALUE_UNREADABLE, "; ".join(omitted), task.error)
     return types_pb2.Task(
         task_id=task.task_id,
         tool=task.tool,
-        arguments=arguments if arguments is not None else dict_to_struct(task.arguments),
+        arguments=arguments,
         state=task.state.value,  # type: ignore[arg-type]
-        result=dict_to_struct(task.result),
-        error=types_pb2.TaskError(reason=task.error.reason, message=task.error.message)
-        if task.error
-        else None,
+        result=result,
+        error=types_pb2.TaskError(reason=error.reason, message=error.message) if error else None,
         idempotency_key=task.idempotency_key,
         owner_agent_id=task.owner_agent_id,
         origin_agent_id=task.origin_agent_id,
@@ -112,6 +129,35 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         finished_at=timestamp(task.finished_at),
         attempt=task.attempt,
     )
+
+
+def omitted_error(reason: str, why: str, own: TaskError | None) -> TaskError:
+    """The error of a task message whose arguments and/or result were left out.
+
+    ``reason`` is ``STORED_VALUE_UNREADABLE`` or ``STORED_VALUE_TOO_LARGE``;
+    the task's own error, if any, follows in the message.
+    """
+    message = _clip(why, _MAX_OMITTED_MESSAGE)
+    if own is not None and own.reason != reason:
+        message += f" (the task's own error: {own.reason}: {_clip(own.message, 1000)})"
+    return TaskError(reason, message)
+
+
+def _returnable(value: dict[str, Any], field: str, omitted: list[str]) -> struct_pb2.Struct | None:
+    """``value`` as a Struct, or None (noted in ``omitted``) if no reader could
+    take it back (see the json_values contract)."""
+    try:
+        check_json_object(value, field)
+        return dict_to_struct(value)
+    except InvalidArgument as exc:
+        omitted.append(_clip(str(exc), 200))
+    except (ValueError, TypeError, OverflowError) as exc:  # check_json_object misses these
+        omitted.append(_clip(f"{field}: {type(exc).__name__}: {exc}", 200))
+    return None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def task_from_proto(message: types_pb2.Task) -> Task:

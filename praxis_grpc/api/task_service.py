@@ -6,17 +6,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.convert import struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
+from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.ha.forwarding import FORWARDED_BY
 from praxis_grpc.routing.delegation import OWNER_QUERY
 from praxis_grpc.routing.dispatcher import TaskDispatcher
-from praxis_grpc.tasks.model import Submission, TaskState
+from praxis_grpc.tasks.model import Submission, Task, TaskState
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -26,10 +28,22 @@ MAX_KEY_LENGTH = 256
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run."""
+    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run.
 
-    def __init__(self, dispatcher: TaskDispatcher) -> None:
+    Every response fits ``max_message_bytes`` (``api.max_message_bytes``):
+    a ListTasks page ends early, with a ``next_page_token``, when the next
+    task would not fit, and a task that fits no response is sent without
+    its arguments and result (see :mod:`praxis_grpc.api.message_size`).
+    """
+
+    def __init__(
+        self, dispatcher: TaskDispatcher, max_message_bytes: int = 4 * 1024 * 1024
+    ) -> None:
         self._tasks = dispatcher
+        self._room = max_message_bytes - ENVELOPE_BYTES
+
+    def _message(self, task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
+        return fit_task(task_to_proto(task, arguments), self._room)
 
     @translate_errors
     async def SubmitTask(
@@ -48,12 +62,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
         )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
-        return pb.SubmitTaskResponse(task=task_to_proto(task, arguments), deduplicated=deduplicated)
+        return pb.SubmitTaskResponse(task=self._message(task, arguments), deduplicated=deduplicated)
 
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
         return pb.GetTaskResponse(
-            task=task_to_proto(await self._tasks.get(_task_id(request.task_id)))
+            task=self._message(await self._tasks.get(_task_id(request.task_id)))
         )
 
     @translate_errors
@@ -74,14 +88,17 @@ class TaskService(pb_grpc.TaskServiceServicer):
             page_token=request.page_token,
             local_only=request.local_only,
         )
-        return pb.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
+        page = fit_page(tasks, task_to_proto, self._room)
+        if len(page) < len(tasks):  # cut to fit: the next page starts after the last one sent
+            token = self._tasks.page_token_after(tasks[len(page) - 1])
+        return pb.ListTasksResponse(tasks=page, next_page_token=token)
 
     @translate_errors
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
         task = await self._tasks.cancel(_task_id(request.task_id), request.reason)
-        return pb.CancelTaskResponse(task=task_to_proto(task))
+        return pb.CancelTaskResponse(task=self._message(task))
 
     @translate_errors
     async def WatchTask(
@@ -89,7 +106,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> AsyncIterator[pb.WatchTaskResponse]:
         owner_query = _has_metadata(context, OWNER_QUERY)
         async for task in self._tasks.watch(_task_id(request.task_id), owner_query=owner_query):
-            yield pb.WatchTaskResponse(task=task_to_proto(task))
+            yield pb.WatchTaskResponse(task=self._message(task))
 
 
 _STATE_VALUES = {state.value for state in TaskState}

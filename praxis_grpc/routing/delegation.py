@@ -54,6 +54,7 @@ from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.tasks.results import storable
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,7 @@ class Delegations:
         current = self._engine.get(record.task_id)
         if current.terminal or current.owner_agent_id != record.owner_agent_id:
             return current  # decided already, or re-dispatched meanwhile
-        mirrored = current.mirror(remote)
+        mirrored = storable(current.mirror(remote), self._engine.limits.max_result_bytes)
         if mirrored.state is current.state and mirrored.attempt == current.attempt:
             return current
         stored = await self.records.record(mirrored, durable=mirrored.terminal)

@@ -38,6 +38,7 @@ from praxis_grpc.routing.delegation import Delegations, Refusal
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.model import Submission, Task, TaskState
+from praxis_grpc.tasks.store import Cursor
 from praxis_grpc.tools.validation import ArgumentValidator
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,13 @@ class TaskDispatcher:
             if relayed is not None:
                 return relayed
         return self._engine.list(states=states, tool=tool, limit=limit, page_token=page_token)
+
+    @staticmethod
+    def page_token_after(task: Task) -> str:
+        """The ``page_token`` of the listing that continues right after
+        ``task`` (a task of a page :meth:`list` returned, whichever node's),
+        for a page cut short; same filter as that page."""
+        return Cursor.at(task).encode()
 
     async def watch(self, task_id: str, *, owner_query: bool = False) -> AsyncIterator[Task]:
         """The task's states as they happen, wherever it runs.

@@ -47,6 +47,7 @@ from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.recovery import Action, plan_recovery
+from praxis_grpc.tasks.results import checked_result
 from praxis_grpc.tasks.store import (
     Cursor,
     DuplicateTask,
@@ -79,6 +80,8 @@ class EngineLimits:
     default_timeout: float = 60.0
     max_timeout: float = 3600.0
     max_argument_bytes: int = 1024 * 1024
+    # A result's size as a protobuf Struct (see tasks/results.py).
+    max_result_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,11 @@ class TaskEngine:
     def agent_id(self) -> str:
         """The agent this engine runs tasks for: the owner of its local tasks."""
         return self._agent_id
+
+    @property
+    def limits(self) -> EngineLimits:
+        """The admission and execution limits this engine enforces."""
+        return self._limits
 
     @property
     def journal(self) -> GroupCommit:
@@ -641,7 +649,15 @@ class TaskEngine:
         now = self._clock()
         local: list[Task] = []
         for task in self._store.unfinished():
-            if self._local(task):
+            if task.unreadable:
+                # Running or re-dispatching it would act on placeholders.
+                error = TaskError(
+                    Reason.STORED_VALUE_UNREADABLE,
+                    "the stored task is damaged and cannot run: " + "; ".join(task.unreadable),
+                )
+                self._write_now(task.finish_unsuccessfully(TaskState.FAILED, error, now))
+                outcome[Action.FAIL].append(task.task_id)
+            elif self._local(task):
                 local.append(task)
             else:  # a foreign record: the delegation component re-attaches to it
                 self._live[task.task_id] = task
@@ -697,7 +713,8 @@ class TaskEngine:
                 task = await self._persist(task)
             async with asyncio.timeout(task.timeout):
                 result = await tool.run(dict(task.arguments))
-            await self._persist(task.complete(_json_object(result), self._clock()))
+            stored = checked_result(result, self._limits.max_result_bytes)
+            await self._persist(task.complete(stored, self._clock()))
         except TimeoutError:
             expired = TaskError(
                 Reason.DEADLINE_EXCEEDED, f"task exceeded its timeout of {task.timeout:g}s"
@@ -825,13 +842,3 @@ def _canonical_uuid(value: str) -> bool:
         return str(uuid.UUID(value)) == value
     except ValueError:
         return False
-
-
-def _json_object(result: Any) -> dict[str, Any]:
-    if not isinstance(result, dict):
-        raise ToolError(f"tool returned {type(result).__name__}, expected a JSON object")
-    try:
-        normalized: dict[str, Any] = json.loads(json.dumps(result, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ToolError(f"tool returned a result that is not JSON: {exc}") from None
-    return normalized

@@ -51,6 +51,14 @@ class Reason:
     CANCELED = "CANCELED"
     INTERRUPTED = "INTERRUPTED"
     TOOL_UNAVAILABLE = "TOOL_UNAVAILABLE"
+    # The tool's result cannot be stored (see tasks/results.py); the task FAILED.
+    RESULT_INVALID = "RESULT_INVALID"
+    RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+    # The task's arguments or result cannot be returned (damaged, or written by
+    # an older version) or do not fit a response: reads leave them out and say
+    # so with one of these (see api/convert.py).
+    STORED_VALUE_UNREADABLE = "STORED_VALUE_UNREADABLE"
+    STORED_VALUE_TOO_LARGE = "STORED_VALUE_TOO_LARGE"
 
 
 class InvalidTransition(Exception):
@@ -88,6 +96,10 @@ class Task:
     finished_at: datetime | None = None
     attempt: int = 0
     request_fingerprint: str = field(default="", compare=False)
+    # Set only by a store reading a damaged row: why a stored field could not
+    # be decoded ("arguments: ..."); that field holds a placeholder ({},
+    # None or ()) and must not be acted on.
+    unreadable: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:

@@ -154,15 +154,20 @@ def _outcome(task: Task) -> tuple[Any, ...]:
 
 
 def _task(row: sqlite3.Row) -> Task:
+    """The task of ``row``. A JSON column that does not decode to its type
+    (damaged) comes back as a placeholder, named in ``Task.unreadable``, so
+    one bad row cannot fail a read that includes it."""
+
     def moment(column: str) -> datetime | None:
         micros = row[column]
         return None if micros is None else from_micros(micros)
 
+    unreadable: builtins.list[str] = []
     result, error_reason = row["result"], row["error_reason"]
     return Task(
         task_id=row["task_id"],
         tool=row["tool"],
-        arguments=json.loads(row["arguments"]),
+        arguments=_decoded(row, "arguments", dict, {}, unreadable),
         state=TaskState[row["state"]],
         created_at=from_micros(row["created_at"]),
         updated_at=from_micros(row["updated_at"]),
@@ -170,15 +175,39 @@ def _task(row: sqlite3.Row) -> Task:
         origin_agent_id=row["origin_agent_id"],
         idempotency_key=row["idempotency_key"],
         timeout=row["timeout"],
-        tags=tuple(json.loads(row["tags"])),
+        tags=tuple(_decoded(row, "tags", list, [], unreadable)),
         preferred_agent=row["preferred_agent"],
-        result=None if result is None else json.loads(result),
+        result=None if result is None else _decoded(row, "result", dict, None, unreadable),
         error=None if error_reason is None else TaskError(error_reason, row["error_message"]),
         started_at=moment("started_at"),
         finished_at=moment("finished_at"),
         attempt=row["attempt"],
         request_fingerprint=row["request_fingerprint"],
+        unreadable=tuple(unreadable),
     )
+
+
+def _decoded(
+    row: sqlite3.Row, column: str, kind: type, placeholder: Any, unreadable: builtins.list[str]
+) -> Any:
+    """Column ``column`` of ``row`` as JSON of type ``kind`` (dict, or list of
+    strings), or ``placeholder`` with the reason added to ``unreadable``."""
+    try:
+        value = json.loads(row[column])
+    except (ValueError, RecursionError, TypeError) as exc:
+        why = f"the stored value is not valid JSON ({_clip(str(exc))})"
+    else:
+        if isinstance(value, dict) and kind is dict:
+            return value
+        if isinstance(value, list) and kind is list and all(isinstance(v, str) for v in value):
+            return value
+        why = f"the stored value is not a JSON {'object' if kind is dict else 'list of strings'}"
+    unreadable.append(f"{column}: {why}")
+    return placeholder
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class SqliteTaskStore:
