@@ -21,18 +21,17 @@ __all__ = ["ENVELOPE_BYTES", "fit_page", "fit_task"]
 # What a response adds around its task messages: field tags and lengths, the
 # next_page_token (about 100 bytes), the deduplicated flag.
 ENVELOPE_BYTES: Final = 1024
-# A repeated message field's tag and length (a varint of at most 5 bytes).
-_ENTRY_OVERHEAD: Final = 6
 
 T = TypeVar("T")
 
 
 def fit_task(message: types_pb2.Task, limit: int) -> types_pb2.Task:
-    """``message`` if it takes at most ``limit`` bytes; otherwise the same
-    message, changed in place, without arguments and result, its error
-    saying so (reason ``STORED_VALUE_TOO_LARGE``, then the task's own error)."""
+    """``message`` if it takes at most ``limit`` bytes as a field of its
+    response; otherwise the same message, changed in place, without arguments
+    and result, its error saying so (reason ``STORED_VALUE_TOO_LARGE``, then
+    the task's own error)."""
     size = message.ByteSize()
-    if size <= limit:
+    if _entry_bytes(size) <= limit:
         return message
     own = (
         TaskError(message.error.reason, message.error.message)
@@ -42,7 +41,7 @@ def fit_task(message: types_pb2.Task, limit: int) -> types_pb2.Task:
     error = omitted_error(
         Reason.STORED_VALUE_TOO_LARGE,
         f"arguments and result left out: the task takes {size} bytes, more than the "
-        f"{limit} bytes a response of this node carries (api.max_message_bytes)",
+        f"{limit} bytes a response of this node carries for it (api.max_message_bytes)",
         own,
     )
     message.ClearField("arguments")
@@ -69,7 +68,7 @@ def fit_page(
         if size > limit:
             if page:  # it starts the next page, shrunk there
                 break
-            message = fit_task(message, limit - _ENTRY_OVERHEAD)
+            message = fit_task(message, limit)
             size = _entry_bytes(message.ByteSize())
         if used + size > limit:
             break

@@ -3,7 +3,7 @@
 from praxis_grpc.testing.memory_consensus import MemoryConsensus, MemoryConsensusGroup
 from praxis_grpc.testing.memory_store import MemoryTaskStore
 from praxis_grpc.testing.nodes import TEST_BUILTINS, make_config, node_process, running_node
-from praxis_grpc.testing.tools import Execution, ExecutionLog, RecordingTool
+from praxis_grpc.testing.tools import Execution, ExecutionLog, RecordingTool, ReturningTool
 from praxis_grpc.testing.wait import eventually
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "MemoryConsensusGroup",
     "MemoryTaskStore",
     "RecordingTool",
+    "ReturningTool",
     "eventually",
     "make_config",
     "node_process",

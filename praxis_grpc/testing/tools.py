@@ -1,8 +1,10 @@
-"""A tool fake that records every execution, to count runs across a mesh."""
+"""Tool fakes: one that records every execution, to count runs across a mesh, and
+one that returns whatever a test asks for."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,3 +85,32 @@ class RecordingTool:
             raise
         execution.outcome = "completed"
         return {"agent": self._agent, "key": arguments.get("key", "")}
+
+
+class ReturningTool:
+    """``returns`` (by default): returns what ``make`` makes of the arguments,
+    unchecked, so tests can hand the engine results that break the result
+    contract (too large, too deep, numbers no double holds).
+
+    Args:
+        make: Builds the result from the arguments.
+        name: Tool name.
+    """
+
+    def __init__(self, make: Callable[[JSON], Any], *, name: str = "returns") -> None:
+        self._make = make
+        self._spec = ToolSpec(
+            name=name,
+            description="Return what the test asks for (test fake).",
+            input_schema={"type": "object"},
+            idempotent=True,
+        )
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool's spec."""
+        return self._spec
+
+    async def run(self, arguments: JSON) -> JSON:
+        """Return ``make(arguments)``."""
+        return self._make(arguments)  # type: ignore[no-any-return]

@@ -119,3 +119,23 @@ def test_bad_ha_settings_are_refused_naming_the_key(ha: dict[str, object], messa
     with pytest.raises(ValidationError) as info:
         Config.model_validate({"ha": ha})
     assert message in str(info.value)
+
+
+def test_task_limits_must_fit_a_message() -> None:
+    config = load_config(None, environ={})
+    assert config.tasks.max_result_bytes == 1024 * 1024
+    assert (
+        config.tasks.max_argument_bytes + config.tasks.max_result_bytes
+        < config.api.max_message_bytes
+    )
+    with pytest.raises(ConfigError, match=r"tasks.max_result_bytes \(3145728\)"):
+        load_config(None, environ={"PRAXIS_TASKS__MAX_RESULT_BYTES": str(3 * 1024 * 1024)})
+    small = load_config(
+        None,
+        environ={
+            "PRAXIS_API__MAX_MESSAGE_BYTES": str(256 * 1024),
+            "PRAXIS_TASKS__MAX_ARGUMENT_BYTES": str(64 * 1024),
+            "PRAXIS_TASKS__MAX_RESULT_BYTES": str(64 * 1024),
+        },
+    )
+    assert small.tasks.max_result_bytes == 64 * 1024

@@ -23,7 +23,7 @@ from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import EngineLimits, EngineLoad, TaskEngine
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
-from praxis_grpc.testing import MemoryTaskStore
+from praxis_grpc.testing import MemoryTaskStore, ReturningTool
 from praxis_grpc.tools.base import JSON, ToolSpec
 from praxis_grpc.tools.registry import ToolRegistry
 
@@ -685,3 +685,66 @@ async def test_a_task_dispatched_here_runs_although_a_record_of_it_was_kept(
     assert dedup
     assert again.state is TaskState.COMPLETED
     assert h.gate.started == 1
+
+
+def _returning_engine(store: MemoryTaskStore | None = None, **limits: Any) -> TaskEngine:
+    def make(arguments: JSON) -> Any:
+        return {"huge": {"n": 2**1100}, "big": {"blob": "x" * 2000}}.get(arguments["kind"], {})
+
+    return TaskEngine(
+        store=store or MemoryTaskStore(),
+        tools=ToolRegistry([ReturningTool(make)]),
+        limits=EngineLimits(**limits),
+        metrics=Metrics(),
+        agent_id="agent-a",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "detail"),
+    [
+        ("huge", Reason.RESULT_INVALID, "result.n: integer is too large for a JSON number"),
+        ("big", Reason.RESULT_TOO_LARGE, "limit is 1024 bytes (tasks.max_result_bytes)"),
+    ],
+)
+async def test_a_result_that_cannot_be_stored_fails_the_task(
+    kind: str, reason: str, detail: str
+) -> None:
+    store = MemoryTaskStore()
+    engine = _returning_engine(store, max_result_bytes=1024)
+    engine.start()
+    task, _ = await engine.submit(Submission("returns", {"kind": kind}))
+    done = await engine.wait(task.task_id)
+    assert done.state is TaskState.FAILED
+    assert done.result is None
+    assert done.error is not None
+    assert done.error.reason == reason
+    assert detail in done.error.message
+    assert store.get(task.task_id) == done
+
+
+async def test_recovery_fails_a_task_whose_stored_arguments_are_damaged() -> None:
+    store = MemoryTaskStore()
+    now = datetime.now(UTC)
+    damaged = Task(
+        task_id=new_id(),
+        tool="returns",
+        arguments={},  # the placeholder a store returns for an unreadable column
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id="agent-a",
+        timeout=5,
+        unreadable=("arguments: the stored value is not valid JSON (x)",),
+    )
+    store.insert(damaged)
+    engine = _returning_engine(store)
+    report = engine.start()
+    assert report.failed == (damaged.task_id,)
+    assert report.requeued == ()
+    failed = engine.get(damaged.task_id)
+    assert failed.state is TaskState.FAILED
+    assert failed.attempt == 0
+    assert failed.error is not None
+    assert failed.error.reason == Reason.STORED_VALUE_UNREADABLE
+    assert "arguments: the stored value is not valid JSON" in failed.error.message
