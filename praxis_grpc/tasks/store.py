@@ -155,6 +155,11 @@ class TaskStore(Protocol):
           through JSON (tuples come back as lists, keys as strings) and
           timestamps come back as equal UTC datetimes. Naive datetimes and
           values JSON cannot encode raise ``ValueError``/``TypeError``.
+        - A read never fails on a stored value: a row whose ``arguments``,
+          ``result`` or ``tags`` cannot be decoded (damaged) comes back with
+          a placeholder there (``{}``, ``None``, ``()``) and the reason in
+          ``Task.unreadable``. Checking that a decoded value can travel as a
+          ``Struct`` is the reader's job (``api.convert.task_to_proto``).
         - After :meth:`close` every other method raises ``RuntimeError``.
     """
 

@@ -96,7 +96,11 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """ListTasks lists tasks, newest first, optionally filtered, in pages.
+        """ListTasks lists tasks, newest first, optionally filtered, in pages. A page
+        holds fewer than page_size tasks, with a next_page_token, when more would
+        not fit the node's api.max_message_bytes. A stored task that cannot be
+        returned is listed with its error saying so (see Task.error), never
+        failing the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

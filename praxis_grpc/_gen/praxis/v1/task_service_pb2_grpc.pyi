@@ -54,7 +54,12 @@ class TaskServiceStub:
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """GetTask returns a task by id. Errors: NOT_FOUND."""
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
-    """ListTasks lists tasks, newest first, optionally filtered, in pages."""
+    """ListTasks lists tasks, newest first, optionally filtered, in pages. A page
+    holds fewer than page_size tasks, with a next_page_token, when more would
+    not fit the node's api.max_message_bytes. A stored task that cannot be
+    returned is listed with its error saying so (see Task.error), never
+    failing the call.
+    """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """CancelTask cancels a queued or running task; a running subprocess tool is
     killed. Canceling a terminal task returns it unchanged. A task running on
@@ -92,7 +97,12 @@ class TaskServiceAsyncStub(TaskServiceStub):
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns a task by id. Errors: NOT_FOUND."""
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """ListTasks lists tasks, newest first, optionally filtered, in pages."""
+    """ListTasks lists tasks, newest first, optionally filtered, in pages. A page
+    holds fewer than page_size tasks, with a next_page_token, when more would
+    not fit the node's api.max_message_bytes. A stored task that cannot be
+    returned is listed with its error saying so (see Task.error), never
+    failing the call.
+    """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask cancels a queued or running task; a running subprocess tool is
     killed. Canceling a terminal task returns it unchanged. A task running on
@@ -145,7 +155,12 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
-        """ListTasks lists tasks, newest first, optionally filtered, in pages."""
+        """ListTasks lists tasks, newest first, optionally filtered, in pages. A page
+        holds fewer than page_size tasks, with a next_page_token, when more would
+        not fit the node's api.max_message_bytes. A stored task that cannot be
+        returned is listed with its error saying so (see Task.error), never
+        failing the call.
+        """
 
     @_abc_1.abstractmethod
     def CancelTask(
