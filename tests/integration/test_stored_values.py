@@ -5,6 +5,7 @@ every response."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -19,13 +20,17 @@ from google.protobuf import struct_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc, types_pb2
 from praxis_grpc.config import Config
+from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.testing import TEST_BUILTINS, ReturningTool, make_config, running_node
+from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
+from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.base import JSON, Tool
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
+from tests.integration.helpers import NodeGroup, stub, until
 
 MiB = 1024 * 1024
 COMPLETED, FAILED = types_pb2.TASK_STATE_COMPLETED, types_pb2.TASK_STATE_FAILED
@@ -304,3 +309,48 @@ async def test_a_task_larger_than_any_response_is_sent_without_its_values(
     assert [task.task_id for task in listed] == [stored(n).task_id for n in (3, 2, 1)]
     assert listed[1] == fetched
     assert listed[0].arguments == struct({"n": 3})
+
+
+async def test_a_standby_relaying_list_tasks_pages_within_the_limit(tmp_path: Path) -> None:
+    # A standby answers ListTasks with the coordinator's page, re-encoded:
+    # the limit applies where each response is built.
+    mesh, group = MemoryMesh(), MemoryConsensusGroup()
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = NodeGroup(stack=stack)
+        for name in ("a", "b"):
+            config = make_config(
+                tmp_path / name,
+                name=name,
+                metrics={"enabled": False},
+                agent={"name": name},
+                ha={
+                    "mode": "active-passive",
+                    "consensus": {
+                        "backend": "raft",
+                        "raft": {"address": "127.0.0.1:1", "secret": "test"},
+                    },
+                },
+            )
+            identity = load_or_create_identity(config.key_file)
+            node = Node(
+                config,
+                identity=identity,
+                tools=tools(config),
+                discovery=mesh.member(identity.agent_id),
+                consensus=group.member,
+            )
+            await nodes.started(name, node)
+        await nodes.converged()
+        a, b = nodes.nodes["a"], nodes.nodes["b"]
+        group.elect(a.agent_id)
+        await until(lambda: a.role == "coordinator" and b.role == "standby")
+        async with stub(b) as client:
+            submitted = []
+            for n in range(3):
+                request = pb.SubmitTaskRequest(
+                    tool="echo", arguments=struct({"text": str(n) * 1_000_000}), wait=True
+                )
+                submitted.append((await client.SubmitTask(request)).task.task_id)
+            listed = await every_task(client)
+    assert [task.task_id for task in listed] == submitted[::-1]
+    assert all(task.state == COMPLETED for task in listed)
