@@ -311,37 +311,70 @@ async def test_a_task_larger_than_any_response_is_sent_without_its_values(
     assert listed[0].arguments == struct({"n": 3})
 
 
+async def start_member(
+    nodes: NodeGroup,
+    root: Path,
+    name: str,
+    mesh: MemoryMesh,
+    *extra: Tool,
+    group: MemoryConsensusGroup | None = None,
+    **sections: Any,
+) -> Node:
+    """Start a node of an in-memory mesh offering the test built-ins and ``extra``."""
+    config = make_config(
+        root / name, name=name, metrics={"enabled": False}, agent={"name": name}, **sections
+    )
+    identity = load_or_create_identity(config.key_file)
+    node = Node(
+        config,
+        identity=identity,
+        tools=tools(config, *extra),
+        discovery=mesh.member(identity.agent_id),
+        consensus=None if group is None else group.member,
+    )
+    return await nodes.started(name, node)
+
+
+async def test_a_result_the_entry_node_cannot_store_fails_its_record(tmp_path: Path) -> None:
+    # The owner (other limits, or an older version) completed the task; the
+    # entry node that delegated it records it FAILED rather than store it.
+    mesh = MemoryMesh()
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = NodeGroup(stack=stack)
+        entry = await start_member(
+            nodes, tmp_path, "entry", mesh, tasks={"max_result_bytes": 64 * 1024}
+        )
+        owner = await start_member(nodes, tmp_path, "owner", mesh, ReturningTool(bad_result))
+        await nodes.converged()
+        request = pb.SubmitTaskRequest(
+            tool="returns", arguments=struct({"kind": "large", "size": 100_000}), wait=True
+        )
+        async with stub(entry) as client:
+            task = (await client.SubmitTask(request)).task
+            fetched = (await client.GetTask(pb.GetTaskRequest(task_id=task.task_id))).task
+        async with stub(owner) as client:
+            at_owner = (await client.GetTask(pb.GetTaskRequest(task_id=task.task_id))).task
+    assert task.owner_agent_id == owner.agent_id
+    assert at_owner.state == COMPLETED
+    assert task.state == FAILED
+    assert task.error.reason == "RESULT_TOO_LARGE"
+    assert f"agent {owner.agent_id} returned a result of" in task.error.message
+    assert fetched == task
+
+
 async def test_a_standby_relaying_list_tasks_pages_within_the_limit(tmp_path: Path) -> None:
     # A standby answers ListTasks with the coordinator's page, re-encoded:
     # the limit applies where each response is built.
     mesh, group = MemoryMesh(), MemoryConsensusGroup()
+    ha = {
+        "mode": "active-passive",
+        "consensus": {"backend": "raft", "raft": {"address": "127.0.0.1:1", "secret": "test"}},
+    }
     async with contextlib.AsyncExitStack() as stack:
         nodes = NodeGroup(stack=stack)
-        for name in ("a", "b"):
-            config = make_config(
-                tmp_path / name,
-                name=name,
-                metrics={"enabled": False},
-                agent={"name": name},
-                ha={
-                    "mode": "active-passive",
-                    "consensus": {
-                        "backend": "raft",
-                        "raft": {"address": "127.0.0.1:1", "secret": "test"},
-                    },
-                },
-            )
-            identity = load_or_create_identity(config.key_file)
-            node = Node(
-                config,
-                identity=identity,
-                tools=tools(config),
-                discovery=mesh.member(identity.agent_id),
-                consensus=group.member,
-            )
-            await nodes.started(name, node)
+        a = await start_member(nodes, tmp_path, "a", mesh, group=group, ha=ha)
+        b = await start_member(nodes, tmp_path, "b", mesh, group=group, ha=ha)
         await nodes.converged()
-        a, b = nodes.nodes["a"], nodes.nodes["b"]
         group.elect(a.agent_id)
         await until(lambda: a.role == "coordinator" and b.role == "standby")
         async with stub(b) as client:
