@@ -27,7 +27,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
-from praxis_grpc.api.interceptors import MetricsInterceptor
+from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
@@ -365,7 +365,7 @@ class Node:
         cfg = self.config
         limit = cfg.api.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics)],
+            interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
