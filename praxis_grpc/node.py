@@ -210,7 +210,6 @@ class Node:
             queue_limit=cfg.tasks.queue_limit,
             default_timeout=cfg.tasks.default_timeout,
             max_timeout=cfg.tasks.max_timeout,
-            max_argument_bytes=cfg.tasks.max_argument_bytes,
         )
         self._engine = TaskEngine(
             store=self._store,
@@ -377,7 +376,7 @@ class Node:
             CardService(self.directory, self.refresh_card), server
         )
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(self.dispatcher), server
+            TaskService(self.dispatcher, max_argument_bytes=cfg.tasks.max_argument_bytes), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -51,9 +51,7 @@ class _HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         raise NotImplementedError
 
 
-def _rebuilt(
-    handler: Any, wrap: BehaviorWrapper, request_deserializer: Any | None = None
-) -> Any:
+def _rebuilt(handler: Any, wrap: BehaviorWrapper, request_deserializer: Any | None = None) -> Any:
     """``handler`` with its behaviour wrapped (and, if given, its deserializer replaced)."""
     deserializer = request_deserializer or handler.request_deserializer
     serializer = handler.response_serializer

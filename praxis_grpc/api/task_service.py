@@ -10,7 +10,7 @@ import grpc
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import struct_to_dict, task_to_proto
+from praxis_grpc.api.convert import duration_seconds, struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.ha.forwarding import FORWARDED_BY
@@ -23,24 +23,33 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_KEY_LENGTH = 256
+# Task ids are canonical UUIDs (36 characters); anything much longer is
+# refused before it is looked up or quoted.
+MAX_TASK_ID_LENGTH = 64
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run."""
+    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run.
 
-    def __init__(self, dispatcher: TaskDispatcher) -> None:
+    Args:
+        max_argument_bytes: The largest ``arguments`` accepted, in protobuf
+            wire bytes (``tasks.max_argument_bytes``).
+    """
+
+    def __init__(self, dispatcher: TaskDispatcher, *, max_argument_bytes: int) -> None:
         self._tasks = dispatcher
+        self._max_argument_bytes = max_argument_bytes
 
     @translate_errors
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        submission = submission_from_proto(request)
+        submission = submission_from_proto(request, self._max_argument_bytes)
         task, deduplicated = await self._tasks.submit(
             submission,
             wait=request.wait,
             time_remaining=context.time_remaining(),
-            task_id=request.task_id or None,
+            task_id=_task_id(request.task_id) if request.task_id else None,
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
             fencing_token=request.fencing_token,
@@ -95,15 +104,28 @@ class TaskService(pb_grpc.TaskServiceServicer):
 _STATE_VALUES = {state.value for state in TaskState}
 
 
-def submission_from_proto(request: pb.SubmitTaskRequest) -> Submission:
-    """Validate the request's shape and build the domain submission."""
+def submission_from_proto(request: pb.SubmitTaskRequest, max_argument_bytes: int) -> Submission:
+    """Validate the request's shape and build the domain submission.
+
+    The size of ``arguments`` is checked first, in protobuf wire bytes (what
+    the client sent, cheap to measure), so an oversized request is refused
+    before it costs a conversion.
+
+    Raises:
+        InvalidArgument: the message names the offending field.
+    """
     if not request.tool:
         raise InvalidArgument("tool", "is required")
+    size = request.arguments.ByteSize()
+    if size > max_argument_bytes:
+        raise InvalidArgument(
+            "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
+        )
     if len(request.idempotency_key) > MAX_KEY_LENGTH:
         raise InvalidArgument("idempotency_key", f"longer than {MAX_KEY_LENGTH} characters")
     timeout = None
     if request.HasField("timeout"):
-        timeout = request.timeout.ToNanoseconds() / 1e9
+        timeout = duration_seconds(request.timeout, "timeout")
         if timeout <= 0:
             raise InvalidArgument("timeout", "must be positive")
     for index, tag in enumerate(request.tags):
@@ -126,4 +148,8 @@ def _has_metadata(context: Context, name: str) -> bool:
 def _task_id(value: str) -> str:
     if not value:
         raise InvalidArgument("task_id", "is required")
+    if len(value) > MAX_TASK_ID_LENGTH:
+        raise InvalidArgument(
+            "task_id", f"{len(value)} characters is longer than any task id (a UUID)"
+        )
     return value
