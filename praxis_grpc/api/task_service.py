@@ -23,6 +23,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_KEY_LENGTH = 256
+# Strings a task stores and returns with every read: bounded, so no request
+# stores more than max_argument_bytes of arguments plus a little.
+MAX_NAME_LENGTH = 256  # a tag, preferred_agent, origin_agent_id
+MAX_TAGS = 64
+MAX_REASON_LENGTH = 1024
 # Task ids are canonical UUIDs (36 characters); anything much longer is
 # refused before it is looked up or quoted.
 MAX_TASK_ID_LENGTH = 64
@@ -89,7 +94,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        task = await self._tasks.cancel(_task_id(request.task_id), request.reason)
+        task_id = _task_id(request.task_id)
+        _check_length("reason", request.reason, MAX_REASON_LENGTH)
+        task = await self._tasks.cancel(task_id, request.reason)
         return pb.CancelTaskResponse(task=task_to_proto(task))
 
     @translate_errors
@@ -121,16 +128,20 @@ def submission_from_proto(request: pb.SubmitTaskRequest, max_argument_bytes: int
         raise InvalidArgument(
             "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
         )
-    if len(request.idempotency_key) > MAX_KEY_LENGTH:
-        raise InvalidArgument("idempotency_key", f"longer than {MAX_KEY_LENGTH} characters")
+    _check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
+    _check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
+    _check_length("origin_agent_id", request.origin_agent_id, MAX_NAME_LENGTH)
     timeout = None
     if request.HasField("timeout"):
         timeout = duration_seconds(request.timeout, "timeout")
         if timeout <= 0:
             raise InvalidArgument("timeout", "must be positive")
+    if len(request.tags) > MAX_TAGS:
+        raise InvalidArgument("tags", f"more than {MAX_TAGS} tags")
     for index, tag in enumerate(request.tags):
         if not tag:
             raise InvalidArgument(f"tags[{index}]", "must not be empty")
+        _check_length(f"tags[{index}]", tag, MAX_NAME_LENGTH)
     return Submission(
         tool=request.tool,
         arguments=struct_to_dict(request.arguments),
@@ -139,6 +150,11 @@ def submission_from_proto(request: pb.SubmitTaskRequest, max_argument_bytes: int
         tags=tuple(request.tags),
         preferred_agent=request.preferred_agent,
     )
+
+
+def _check_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"longer than {limit} characters")
 
 
 def _has_metadata(context: Context, name: str) -> bool:

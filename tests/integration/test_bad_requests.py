@@ -150,7 +150,7 @@ async def test_undecodable_submissions_are_invalid_argument(
 
 
 async def test_undecodable_requests_log_no_traceback_and_are_throttled(
-    stubs: Stubs, caplog: pytest.LogCaptureFixture
+    stubs: Stubs, node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sent = 20
@@ -163,6 +163,11 @@ async def test_undecodable_requests_log_no_traceback_and_are_throttled(
     undecodable = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
     # 20 requests in well under the time 20 one-second windows take.
     assert 1 <= len(undecodable) < sent
+    counted = node.metrics.registry.get_sample_value(
+        "praxis_grpc_server_requests_total",
+        {"service": "praxis.v1.TaskService", "method": "GetTask", "code": "INVALID_ARGUMENT"},
+    )
+    assert counted == sent
 
 
 async def test_long_task_ids_get_a_short_answer(stubs: Stubs) -> None:
@@ -205,12 +210,29 @@ async def test_long_tool_names_get_a_short_answer(stubs: Stubs, local_only: bool
 
 
 async def test_long_tags_and_keys_get_a_short_answer(stubs: Stubs) -> None:
-    request = pb.SubmitTaskRequest(
-        tool="echo", arguments=_struct({"text": "x"}), tags=["g" * 50_000, "h" * 50_000]
-    )
+    tags = [f"{'g' * 250}{index:03}" for index in range(64)]  # each within the limits
+    request = pb.SubmitTaskRequest(tool="echo", arguments=_struct({"text": "x"}), tags=tags)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.tasks.SubmitTask(request)
     _check_refusal(info.value, grpc.StatusCode.FAILED_PRECONDITION, "tool")
+    for field, request in (
+        ("tags[1]", pb.SubmitTaskRequest(tool="echo", tags=["gpu", "g" * 50_000])),
+        ("tags", pb.SubmitTaskRequest(tool="echo", tags=["gpu"] * 65)),
+        ("preferred_agent", pb.SubmitTaskRequest(tool="echo", preferred_agent="p" * 50_000)),
+        ("origin_agent_id", pb.SubmitTaskRequest(tool="echo", origin_agent_id="o" * 50_000)),
+        ("idempotency_key", pb.SubmitTaskRequest(tool="echo", idempotency_key="i" * 50_000)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.tasks.SubmitTask(request)
+        _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, field)
+    submitted = await stubs.tasks.SubmitTask(
+        pb.SubmitTaskRequest(tool="sleep", arguments=_struct({"seconds": 30}))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.tasks.CancelTask(
+            pb.CancelTaskRequest(task_id=submitted.task.task_id, reason="r" * 50_000)
+        )
+    _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, "reason")
     # An unexpected property is named in the field path (within the 4096-byte
     # argument limit of the fixture).
     request = pb.SubmitTaskRequest(

@@ -292,7 +292,15 @@ def test_submissions_convert_or_raise_invalid_argument(
     submission = _outcome(submission_from_proto, request, limit)
     if isinstance(submission, InvalidArgument):
         field = submission.field.split(".")[0].split("[")[0]
-        assert field in {"tool", "arguments", "idempotency_key", "timeout", "tags"}
+        assert field in {
+            "tool",
+            "arguments",
+            "idempotency_key",
+            "timeout",
+            "tags",
+            "preferred_agent",
+            "origin_agent_id",
+        }
         assert len(submission.message) < 400
         return
     assert submission.tool == request.tool
