@@ -7,6 +7,43 @@ No gRPC types appear here so pure logic stays importable without a server.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Final
+
+# How many characters of a client-supplied value an error message may quote.
+MAX_QUOTED: Final = 100
+
+
+def clip(text: str, limit: int = MAX_QUOTED) -> str:
+    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote(value: str, limit: int = MAX_QUOTED) -> str:
+    """A client-supplied value for an error message: ``repr`` of at most
+    ``limit`` characters of it, so no request can make a message (and the
+    status trailer that carries it) large.
+
+    >>> quote("x" * 1000, 5)
+    "'xxxx…'"
+    """
+    return repr(clip(value, limit))
+
+
+def quote_all(values: Iterable[str], limit: int = MAX_QUOTED) -> str:
+    """Several client-supplied values (such as tags) as a list, each quoted,
+    showing about ``limit`` characters of them in all."""
+    items = list(values)
+    shown: list[str] = []
+    budget = limit
+    for item in items:
+        if budget <= 0:
+            break
+        shown.append(quote(item, max(budget, 8)))
+        budget -= len(item) + 2
+    more = len(items) - len(shown)
+    return "[" + ", ".join(shown) + (f", … {more} more" if more else "") + "]"
+
 
 class PraxisError(Exception):
     """Base class of every error a client may see."""

@@ -27,7 +27,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
-from praxis_grpc.api.interceptors import MetricsInterceptor
+from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
@@ -210,7 +210,6 @@ class Node:
             queue_limit=cfg.tasks.queue_limit,
             default_timeout=cfg.tasks.default_timeout,
             max_timeout=cfg.tasks.max_timeout,
-            max_argument_bytes=cfg.tasks.max_argument_bytes,
             max_result_bytes=cfg.tasks.max_result_bytes,
         )
         self._engine = TaskEngine(
@@ -366,7 +365,7 @@ class Node:
         cfg = self.config
         limit = cfg.api.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics)],
+            interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -378,7 +377,12 @@ class Node:
             CardService(self.directory, self.refresh_card), server
         )
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(self.dispatcher, cfg.api.max_message_bytes), server
+            TaskService(
+                self.dispatcher,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -12,7 +12,7 @@ from praxis_grpc._gen.praxis.v1 import card_service_pb2_grpc as pb_grpc
 from praxis_grpc.api.convert import card_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.directory import CardDirectory
-from praxis_grpc.errors import NotFound, Unavailable
+from praxis_grpc.errors import NotFound, Unavailable, quote
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -31,7 +31,7 @@ class CardService(pb_grpc.CardServiceServicer):
             return pb.GetCardResponse(card=card_to_proto(self._directory.local))
         card = self._directory.get(request.agent_id)
         if card is None:
-            raise NotFound(f"no card for agent {request.agent_id!r}")
+            raise NotFound(f"no card for agent {quote(request.agent_id)}")
         return pb.GetCardResponse(card=card_to_proto(card))
 
     @translate_errors

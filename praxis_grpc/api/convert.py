@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +11,8 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
-from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.tasks.json_values import check_json_object
+from praxis_grpc.errors import InvalidArgument, clip
+from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
 from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
 
 _ROLES = {
@@ -21,6 +22,10 @@ _ROLES = {
 }
 _MAX_SAFE_INT = 2**53  # integers above this are not exact in a double
 _MAX_OMITTED_MESSAGE = 600
+_MAX_KEY_SHOWN = 40  # characters of an object key shown in a field path
+# google/protobuf/duration.proto: about 10,000 years, and nanos of one second.
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_NANOS = 999_999_999
 _TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
 
 
@@ -29,34 +34,103 @@ _TRANSPORT_NAMES = {value: name for name, value in _TRANSPORTS.items()}
 _TASK_STATES = {state.value: state for state in TaskState}
 
 
-def struct_to_dict(message: struct_pb2.Struct, path: str = "arguments") -> dict[str, Any]:
+def struct_to_dict(
+    message: struct_pb2.Struct, path: str = "arguments", *, max_depth: int = MAX_JSON_DEPTH
+) -> dict[str, Any]:
     """A Struct as a plain JSON-compatible dict.
 
     Struct numbers are doubles; integral ones come back as ``int`` so tools
     see ``3`` where a client sent ``3``. ``path`` names the field in errors.
+    Accepts what :func:`~praxis_grpc.tasks.json_values.check_json_object`
+    accepts, so the dict converts back to a Struct that every client can parse.
 
     Raises:
-        InvalidArgument: a number is NaN or infinite (not JSON).
+        InvalidArgument: a number is NaN or infinite (not JSON), or an object
+            or list is nested more than ``max_depth`` levels deep (the Struct
+            itself is level 1); the field is the offending value's path below
+            ``path``, such as ``arguments.rows[3].name``.
     """
-    return {key: _value(value, f"{path}.{key}") for key, value in message.fields.items()}
+    try:
+        return _object(message, 2, max_depth)
+    except _Refused as exc:
+        raise InvalidArgument(_path(path, reversed(exc.parts)), exc.message) from None
 
 
-def _value(value: struct_pb2.Value, path: str) -> Any:
+class _Refused(Exception):
+    """A value that is not JSON; ``parts`` is its path, innermost first,
+    collected as the exception leaves each level (the accepting path builds no
+    path strings)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parts: list[str | int] = []
+
+
+def _object(message: struct_pb2.Struct, depth: int, max_depth: int) -> dict[str, Any]:
+    """The fields of ``message``, whose values are at nesting level ``depth``."""
+    result = {}
+    for key, value in message.fields.items():
+        try:
+            result[key] = _value(value, depth, max_depth)
+        except _Refused as exc:
+            exc.parts.append(key)
+            raise
+    return result
+
+
+def _value(value: struct_pb2.Value, depth: int, max_depth: int) -> Any:
     kind = value.WhichOneof("kind")
+    if kind == "null_value" or kind is None:
+        return None
+    if kind == "string_value":
+        return value.string_value
     if kind == "number_value":
         number = value.number_value
         if not math.isfinite(number):
-            raise InvalidArgument(path, f"{number} is not a finite number")
+            raise _Refused(f"{number} is not a finite number")
         return int(number) if number.is_integer() and abs(number) <= _MAX_SAFE_INT else number
-    if kind == "string_value":
-        return value.string_value
     if kind == "bool_value":
         return value.bool_value
+    if depth > max_depth:
+        raise _Refused(f"is nested more than {max_depth} levels deep")
     if kind == "struct_value":
-        return struct_to_dict(value.struct_value, path)
-    if kind == "list_value":
-        return [_value(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
-    return None
+        return _object(value.struct_value, depth + 1, max_depth)
+    items = []
+    for index, item in enumerate(value.list_value.values):
+        try:
+            items.append(_value(item, depth + 1, max_depth))
+        except _Refused as exc:
+            exc.parts.append(index)
+            raise
+    return items
+
+
+def _path(root: str, parts: Iterable[str | int]) -> str:
+    """``arguments`` and ``["rows", 3]`` -> ``arguments.rows[3]``; long keys are clipped."""
+    return root + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{clip(part, _MAX_KEY_SHOWN)}" for part in parts
+    )
+
+
+def duration_seconds(message: duration_pb2.Duration, field: str) -> float:
+    """A Duration in seconds, if it is valid by the rules of
+    ``google/protobuf/duration.proto``.
+
+    Raises:
+        InvalidArgument: ``seconds`` is outside ±315,576,000,000, ``nanos``
+            outside ±999,999,999, or the two have opposite signs.
+    """
+    seconds, nanos = message.seconds, message.nanos
+    if not -_MAX_DURATION_SECONDS <= seconds <= _MAX_DURATION_SECONDS:
+        problem = f"seconds must be within ±{_MAX_DURATION_SECONDS}"
+    elif not -_MAX_NANOS <= nanos <= _MAX_NANOS:
+        problem = f"nanos must be within ±{_MAX_NANOS}"
+    elif (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        problem = "seconds and nanos must have the same sign"
+    else:
+        return seconds + nanos / 1e9
+    raise InvalidArgument(field, f"not a valid Duration ({problem})")
 
 
 def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct | None:
@@ -183,7 +257,9 @@ def task_from_proto(message: types_pb2.Task) -> Task:
         owner_agent_id=message.owner_agent_id,
         origin_agent_id=message.origin_agent_id,
         idempotency_key=message.idempotency_key,
-        timeout=message.timeout.ToNanoseconds() / 1e9 if message.HasField("timeout") else 0.0,
+        timeout=duration_seconds(message.timeout, "task.timeout")
+        if message.HasField("timeout")
+        else 0.0,
         tags=tuple(message.tags),
         preferred_agent=message.preferred_agent,
         result=struct_to_dict(message.result, "task.result")
@@ -246,9 +322,13 @@ def card_from_proto(message: types_pb2.AgentCard) -> AgentCard:
             ToolInfo(
                 name=t.name,
                 description=t.description,
-                input_schema=struct_to_dict(t.input_schema, f"tools.{t.name}.input_schema"),
+                input_schema=struct_to_dict(
+                    t.input_schema, f"tools.{clip(t.name, _MAX_KEY_SHOWN)}.input_schema"
+                ),
                 idempotent=t.idempotent,
-                default_timeout=t.default_timeout.ToNanoseconds() / 1e9
+                default_timeout=duration_seconds(
+                    t.default_timeout, f"tools.{clip(t.name, _MAX_KEY_SHOWN)}.default_timeout"
+                )
                 if t.HasField("default_timeout")
                 else None,
             )

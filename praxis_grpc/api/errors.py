@@ -23,6 +23,10 @@ COORDINATOR_ID_KEY = "praxis-coordinator-id"
 # so a caller tells "the node answered UNAVAILABLE" from "the call never got
 # an answer" (connection refused or reset: gRPC's own UNAVAILABLE).
 ERROR_KEY = "praxis-error"
+# The longest status message a node sends, in UTF-8 bytes. Messages quote at
+# most ~100 characters of a client's value (praxis_grpc.errors.quote); this is
+# the last guard, far below the 8 KiB of metadata a default client accepts.
+MAX_MESSAGE_BYTES = 1024
 
 _CODES: dict[type[errors.PraxisError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -48,9 +52,18 @@ def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[st
     return code, metadata
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.PraxisError) -> None:
+def status_message(message: str) -> str:
+    """``message`` cut to :data:`MAX_MESSAGE_BYTES` of UTF-8 (marked with an ellipsis)."""
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    return encoded[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "…"
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.PraxisError) -> None:
+    """End the call with the status that represents ``exc`` (raises grpc's AbortError)."""
     code, metadata = status_for(exc)
-    await context.abort(code, exc.message, trailing_metadata=metadata)
+    await context.abort(code, status_message(exc.message), trailing_metadata=metadata)
 
 
 def translate_errors(method: F) -> F:
@@ -66,7 +79,7 @@ def translate_errors(method: F) -> F:
                 async for item in method(self, request, context):
                     yield item
             except errors.PraxisError as exc:
-                await _abort(context, exc)
+                await abort(context, exc)
 
         return stream  # type: ignore[return-value]
 
@@ -77,7 +90,7 @@ def translate_errors(method: F) -> F:
         try:
             return await unary(self, request, context)
         except errors.PraxisError as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
 
     return call  # type: ignore[return-value]
 

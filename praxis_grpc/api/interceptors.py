@@ -1,25 +1,33 @@
-"""Server interceptors: request metrics for every RPC, including health and reflection."""
+"""Server interceptors, applied to every RPC including health and reflection:
+request metrics, and the refusal of requests that cannot be decoded."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from praxis_grpc import errors
+from praxis_grpc.api.errors import abort
 from praxis_grpc.metrics import Metrics
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Wraps a handler's behaviour; the second argument says whether the behaviour
+# takes a stream of requests.
+BehaviorWrapper = Callable[[Callable[..., Any], bool], Any]
+
+log = logging.getLogger(__name__)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts requests by service, method and final status code, and times them."""
+class _HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Replaces each method's handler by a wrapped one, built once per method."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+    def __init__(self) -> None:
         # method -> (registered handler, wrapped handler); handlers are per method.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
@@ -40,31 +48,165 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped
 
     def _wrap(self, handler: Any, full_method: str) -> Any:
+        raise NotImplementedError
+
+
+def _rebuilt(handler: Any, wrap: BehaviorWrapper, request_deserializer: Any | None = None) -> Any:
+    """``handler`` with its behaviour wrapped (and, if given, its deserializer replaced)."""
+    deserializer = request_deserializer or handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, False),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, True),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True),
+        request_deserializer=deserializer,
+        response_serializer=serializer,
+    )
+
+
+class MetricsInterceptor(_HandlerInterceptor):
+    """Counts requests by service, method and final status code, and times them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def _wrap(self, handler: Any, full_method: str) -> Any:
         service, _, method = full_method.lstrip("/").rpartition("/")
         observe = _Observer(self._metrics, service or "unknown", method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                observe.unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                observe.stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                observe.unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            observe.stream(handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return _rebuilt(handler, lambda behavior, _: observe.stream(behavior))
+
+
+class RequestDecodingInterceptor(_HandlerInterceptor):
+    """Answers a request that cannot be decoded (invalid UTF-8 in a string,
+    a truncated message, a bad wire type, nesting past protobuf's limit) with
+    INVALID_ARGUMENT ``request: cannot be decoded as <message type>`` and a
+    ``praxis-error`` trailer, instead of grpc's UNKNOWN and a traceback.
+
+    Such requests are logged as a warning at most once per ``log_interval``
+    seconds, with the count of those not logged. Install it after (inside)
+    :class:`MetricsInterceptor`, so refusals are counted.
+    """
+
+    def __init__(self, log_interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._log = ThrottledLog(log, log_interval, clock)
+
+    def _wrap(self, handler: Any, full_method: str) -> Any:
+        deserializer = handler.request_deserializer
+        if deserializer is None:
+            return handler  # the behaviour takes the raw bytes
+        message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+        name = message.full_name if message is not None else "the request message"
+        refusal = errors.InvalidArgument("request", f"cannot be decoded as {name}")
+
+        def decode(raw: bytes) -> Any:
+            try:
+                return deserializer(raw)
+            except Exception as exc:  # any failure to parse client bytes is the client's
+                self._log.warning(
+                    "%s: request of %d bytes cannot be decoded as %s (%s)",
+                    full_method,
+                    len(raw),
+                    name,
+                    errors.clip(str(exc)),
+                )
+                return _UNDECODABLE
+
+        return _rebuilt(
+            handler, lambda behavior, streamed: _refusing(behavior, streamed, refusal), decode
         )
+
+
+class _Undecodable:
+    """Stands in for a request that could not be decoded."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _refusing(behavior: Callable[..., Any], streamed: bool, refusal: errors.PraxisError) -> Any:
+    """``behavior``, refusing with ``refusal`` when a request is undecodable."""
+    if streamed:
+
+        async def requests(iterator: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for request in iterator:
+                if request is _UNDECODABLE:
+                    await abort(context, refusal)
+                yield request
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def each_of_stream(iterator: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in behavior(requests(iterator, context), context):
+                    yield response
+
+            return each_of_stream
+
+        async def one_of_stream(iterator: Any, context: Context) -> Any:
+            return await behavior(requests(iterator, context), context)
+
+        return one_of_stream
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def each(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is _UNDECODABLE:
+                await abort(context, refusal)
+            async for response in behavior(request, context):
+                yield response
+
+        return each
+
+    async def one(request: Any, context: Context) -> Any:
+        if request is _UNDECODABLE:
+            await abort(context, refusal)
+        return await behavior(request, context)
+
+    return one
+
+
+class ThrottledLog:
+    """Logs a recurring warning at most once per ``interval`` seconds; the next
+    one logged says how many were suppressed in between. Not thread-safe."""
+
+    def __init__(
+        self, logger: logging.Logger, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._quiet_until = -float("inf")
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        """Log ``message % args`` unless one was logged less than ``interval`` ago."""
+        now = self._clock()
+        if now < self._quiet_until:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += " (%d more like it not logged)"
+            args = (*args, self._suppressed)
+        self._logger.warning(message, *args)
+        self._suppressed = 0
+        self._quiet_until = now + self._interval
 
 
 class _Observer:

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import struct_to_dict, task_to_proto
+from praxis_grpc.api.convert import duration_seconds, struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
@@ -25,6 +25,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_KEY_LENGTH = 256
+# Strings a task stores and returns with every read: bounded, so no request
+# stores more than max_argument_bytes of arguments plus a little.
+MAX_NAME_LENGTH = 256  # a tag, preferred_agent, origin_agent_id
+MAX_TAGS = 64
+MAX_REASON_LENGTH = 1024
+# Task ids are canonical UUIDs (36 characters); anything much longer is
+# refused before it is looked up or quoted.
+MAX_TASK_ID_LENGTH = 64
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
@@ -34,12 +42,22 @@ class TaskService(pb_grpc.TaskServiceServicer):
     a ListTasks page ends early, with a ``next_page_token``, when the next
     task would not fit, and a task that fits no response is sent without
     its arguments and result (see :mod:`praxis_grpc.api.message_size`).
+
+    Args:
+        max_argument_bytes: The largest ``arguments`` accepted, in protobuf
+            wire bytes (``tasks.max_argument_bytes``).
+        max_message_bytes: The largest response (``api.max_message_bytes``).
     """
 
     def __init__(
-        self, dispatcher: TaskDispatcher, max_message_bytes: int = 4 * 1024 * 1024
+        self,
+        dispatcher: TaskDispatcher,
+        *,
+        max_argument_bytes: int,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._tasks = dispatcher
+        self._max_argument_bytes = max_argument_bytes
         self._room = max_message_bytes - ENVELOPE_BYTES
 
     def _message(self, task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
@@ -49,12 +67,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        submission = submission_from_proto(request)
+        submission = submission_from_proto(request, self._max_argument_bytes)
         task, deduplicated = await self._tasks.submit(
             submission,
             wait=request.wait,
             time_remaining=context.time_remaining(),
-            task_id=request.task_id or None,
+            task_id=_task_id(request.task_id) if request.task_id else None,
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
             fencing_token=request.fencing_token,
@@ -97,7 +115,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        task = await self._tasks.cancel(_task_id(request.task_id), request.reason)
+        task_id = _task_id(request.task_id)
+        _check_length("reason", request.reason, MAX_REASON_LENGTH)
+        task = await self._tasks.cancel(task_id, request.reason)
         return pb.CancelTaskResponse(task=self._message(task))
 
     @translate_errors
@@ -112,20 +132,37 @@ class TaskService(pb_grpc.TaskServiceServicer):
 _STATE_VALUES = {state.value for state in TaskState}
 
 
-def submission_from_proto(request: pb.SubmitTaskRequest) -> Submission:
-    """Validate the request's shape and build the domain submission."""
+def submission_from_proto(request: pb.SubmitTaskRequest, max_argument_bytes: int) -> Submission:
+    """Validate the request's shape and build the domain submission.
+
+    The size of ``arguments`` is checked first, in protobuf wire bytes (what
+    the client sent, cheap to measure), so an oversized request is refused
+    before it costs a conversion.
+
+    Raises:
+        InvalidArgument: the message names the offending field.
+    """
     if not request.tool:
         raise InvalidArgument("tool", "is required")
-    if len(request.idempotency_key) > MAX_KEY_LENGTH:
-        raise InvalidArgument("idempotency_key", f"longer than {MAX_KEY_LENGTH} characters")
+    size = request.arguments.ByteSize()
+    if size > max_argument_bytes:
+        raise InvalidArgument(
+            "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
+        )
+    _check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
+    _check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
+    _check_length("origin_agent_id", request.origin_agent_id, MAX_NAME_LENGTH)
     timeout = None
     if request.HasField("timeout"):
-        timeout = request.timeout.ToNanoseconds() / 1e9
+        timeout = duration_seconds(request.timeout, "timeout")
         if timeout <= 0:
             raise InvalidArgument("timeout", "must be positive")
+    if len(request.tags) > MAX_TAGS:
+        raise InvalidArgument("tags", f"more than {MAX_TAGS} tags")
     for index, tag in enumerate(request.tags):
         if not tag:
             raise InvalidArgument(f"tags[{index}]", "must not be empty")
+        _check_length(f"tags[{index}]", tag, MAX_NAME_LENGTH)
     return Submission(
         tool=request.tool,
         arguments=struct_to_dict(request.arguments),
@@ -136,6 +173,11 @@ def submission_from_proto(request: pb.SubmitTaskRequest) -> Submission:
     )
 
 
+def _check_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"longer than {limit} characters")
+
+
 def _has_metadata(context: Context, name: str) -> bool:
     return any(key == name for key, _ in context.invocation_metadata() or ())
 
@@ -143,4 +185,8 @@ def _has_metadata(context: Context, name: str) -> bool:
 def _task_id(value: str) -> str:
     if not value:
         raise InvalidArgument("task_id", "is required")
+    if len(value) > MAX_TASK_ID_LENGTH:
+        raise InvalidArgument(
+            "task_id", f"{len(value)} characters is longer than any task id (a UUID)"
+        )
     return value

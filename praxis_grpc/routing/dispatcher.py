@@ -31,6 +31,7 @@ from praxis_grpc.errors import (
     PraxisError,
     ResourceExhausted,
     Unavailable,
+    quote,
 )
 from praxis_grpc.ha.forwarding import Forwarder, RelayFailed
 from praxis_grpc.metrics import Metrics
@@ -297,7 +298,7 @@ class TaskDispatcher:
         if local is not None:
             return local
         if self._standby is None or self._standby.leading:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {quote(task_id)} not found")
         forwarder = self._standby.forwarder
         relayed = await self._at_coordinator(lambda: forwarder.get(task_id))
         return relayed if relayed is not None else await self.get(task_id)
@@ -341,10 +342,10 @@ class TaskDispatcher:
         """
         local = self._local_or_none(task_id)
         if owner_query and (local is None or local.owner_agent_id != self._engine.agent_id):
-            raise NotFound(f"task {task_id!r} does not run on this agent")
+            raise NotFound(f"task {quote(task_id)} does not run on this agent")
         if local is None:
             if self._standby is None or self._standby.leading:
-                raise NotFound(f"task {task_id!r} not found")
+                raise NotFound(f"task {quote(task_id)} not found")
             async for task in self._watch_at_coordinator(self._standby, task_id):
                 yield task
             return
@@ -384,7 +385,7 @@ class TaskDispatcher:
         task = self._local_or_none(task_id)
         if task is None:
             if self._standby is None or self._standby.leading:
-                raise NotFound(f"task {task_id!r} not found")
+                raise NotFound(f"task {quote(task_id)} not found")
             forwarder = self._standby.forwarder
             relayed = await self._at_coordinator(lambda: forwarder.cancel(task_id, reason))
             return relayed if relayed is not None else await self.cancel(task_id, reason)
@@ -418,13 +419,8 @@ class TaskDispatcher:
         return task
 
     def _validate(self, submission: Submission) -> None:
-        """Checks this node applies before placing a task anywhere."""
-        size = len(json.dumps(submission.arguments, separators=(",", ":")))
-        if size > self._limits.max_argument_bytes:
-            raise InvalidArgument(
-                "arguments",
-                f"{size} bytes exceeds the limit of {self._limits.max_argument_bytes} bytes",
-            )
+        """Checks this node applies before placing a task anywhere (the size
+        of the arguments is checked on the wire, in api.task_service)."""
         if submission.timeout is not None:
             if submission.timeout <= 0:
                 raise InvalidArgument("timeout", "must be positive")
@@ -509,9 +505,9 @@ def _refused(tool: str, refusals: Sequence[Refusal]) -> PraxisError:
     if refusals and all(r.kind == "saturated" for r in refusals):
         hints = [r.error.retry_after for r in refusals if isinstance(r.error, ResourceExhausted)]
         return ResourceExhausted(
-            f"every agent tried for tool {tool!r} is saturated ({detail})",
+            f"every agent tried for tool {quote(tool)} is saturated ({detail})",
             retry_after=min(hints, default=1.0),
         )
     if any(r.kind == "unavailable" for r in refusals):
-        return Unavailable(f"no agent tried for tool {tool!r} took the task ({detail})")
-    return FailedPrecondition(f"no agent tried for tool {tool!r} took the task ({detail})")
+        return Unavailable(f"no agent tried for tool {quote(tool)} took the task ({detail})")
+    return FailedPrecondition(f"no agent tried for tool {quote(tool)} took the task ({detail})")

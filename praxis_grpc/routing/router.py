@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Literal
 
 from praxis_grpc.cards import AgentCard, CardLoad, ToolInfo
-from praxis_grpc.errors import FailedPrecondition, ResourceExhausted
+from praxis_grpc.errors import FailedPrecondition, ResourceExhausted, quote, quote_all
 
 Strategy = Literal["p2c", "round_robin", "random"]
 
@@ -245,7 +245,7 @@ class Router:
         if not open_:
             least = min(found, key=lambda c: c.pending - c.limit)
             raise ResourceExhausted(
-                f"every agent offering tool {tool!r} is saturated "
+                f"every agent offering tool {quote(tool)} is saturated "
                 f"({len(found)} agent(s); least loaded {least.name}: "
                 f"{least.pending}/{least.limit} tasks)",
                 retry_after=_retry_after(found),
@@ -305,7 +305,7 @@ def _retry_after(found: Sequence[Candidate]) -> float:
 def _no_agent(
     tool: str, tags: Sequence[str], offered: set[str], draining: list[str], excluded: bool
 ) -> str:
-    wanted = f"tool {tool!r}" + (f" with tags {sorted(tags)}" if tags else "")
+    wanted = f"tool {quote(tool)}" + (f" with tags {quote_all(sorted(tags))}" if tags else "")
     if draining:
         return f"no agent can take {wanted}: {', '.join(sorted(draining))} draining"
     if excluded:

@@ -26,7 +26,6 @@ Everything here runs on one asyncio event loop; no method is thread-safe.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -42,6 +41,8 @@ from praxis_grpc.errors import (
     NotFound,
     ResourceExhausted,
     ToolError,
+    quote,
+    quote_all,
 )
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.journal import GroupCommit
@@ -79,7 +80,6 @@ class EngineLimits:
     queue_limit: int = 1000
     default_timeout: float = 60.0
     max_timeout: float = 3600.0
-    max_argument_bytes: int = 1024 * 1024
     # A result's size as a protobuf Struct (see tasks/results.py).
     max_result_bytes: int = 1024 * 1024
 
@@ -220,11 +220,11 @@ class TaskEngine:
 
         Raises:
             InvalidArgument: malformed task id, tool, arguments or timeout.
-            NotFound: the tool is not offered here.
             AlreadyExists: the task id or idempotency key belongs to a
                 different request (a task stored without a request fingerprint
                 matches any request).
-            FailedPrecondition: the node is draining or lacks required tags.
+            FailedPrecondition: the tool is not offered here, or the node is
+                draining or lacks required tags.
             ResourceExhausted: the queue is full.
         """
         _check_task_id(task_id)
@@ -317,7 +317,7 @@ class TaskEngine:
         """The task's current state, local or a foreign record. Raises NotFound."""
         task = self._live.get(task_id) or self._store.get(task_id)
         if task is None:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {quote(task_id)} not found")
         return task
 
     def foreign_unfinished(self) -> list[Task]:
@@ -498,7 +498,7 @@ class TaskEngine:
             while not current.terminal:
                 change = await queue.get()
                 if change is None:
-                    raise NotFound(f"task {task_id!r} not found")
+                    raise NotFound(f"task {quote(task_id)} not found")
                 current = change
                 yield current
         finally:
@@ -552,18 +552,18 @@ class TaskEngine:
     def _validate(self, submission: Submission) -> float:
         if not submission.tool:
             raise InvalidArgument("tool", "is required")
-        size = len(json.dumps(submission.arguments, separators=(",", ":")))
-        if size > self._limits.max_argument_bytes:
-            raise InvalidArgument(
-                "arguments",
-                f"{size} bytes exceeds the limit of {self._limits.max_argument_bytes} bytes",
-            )
-        tool = self._tools.validate(submission.tool, submission.arguments)
+        # The size of the arguments is checked on the wire, where they arrive
+        # (api.task_service.submission_from_proto): one limit, in protobuf bytes.
+        try:
+            tool = self._tools.validate(submission.tool, submission.arguments)
+        except NotFound as exc:
+            # Not "no such task": this node, asked to run it, cannot (README).
+            raise FailedPrecondition(f"no capable agent: {exc.message}") from None
         missing = set(submission.tags) - self._agent_tags
         if missing:
             raise FailedPrecondition(
-                f"no capable agent: tags {sorted(missing)} are required but this node "
-                f"has {sorted(self._agent_tags)}"
+                f"no capable agent: tags {quote_all(sorted(missing))} are required but this "
+                f"node has {sorted(self._agent_tags)}"
             )
         if submission.timeout is None:
             return self._default_timeout(tool.spec.name)
@@ -581,10 +581,10 @@ class TaskEngine:
         if existing.request_fingerprint and existing.request_fingerprint != fingerprint:
             if by_id:
                 raise AlreadyExists(
-                    f"task_id {existing.task_id!r} was already used for a different request"
+                    f"task_id {quote(existing.task_id)} was already used for a different request"
                 )
             raise AlreadyExists(
-                f"idempotency_key {existing.idempotency_key!r} was already used for a "
+                f"idempotency_key {quote(existing.idempotency_key)} was already used for a "
                 f"different request (task {existing.task_id})"
             )
         return self._live.get(existing.task_id, existing)
@@ -626,7 +626,7 @@ class TaskEngine:
             queue.put_nowait(None)
         for future in self._waiters.pop(task_id, ()):
             if not future.done():
-                future.set_exception(NotFound(f"task {task_id!r} not found"))
+                future.set_exception(NotFound(f"task {quote(task_id)} not found"))
 
     def _admitted(self, task: Task, written: asyncio.Future[Any]) -> None:
         self._admitting -= 1
@@ -833,7 +833,8 @@ _MAX_FRESH_IDS = 1024
 def _check_task_id(task_id: str | None) -> None:
     if task_id is not None and not _canonical_uuid(task_id):
         raise InvalidArgument(
-            "task_id", f"{task_id!r} must be a UUID in canonical (lowercase, hyphenated) form"
+            "task_id",
+            f"{quote(task_id)} must be a UUID in canonical (lowercase, hyphenated) form",
         )
 
 

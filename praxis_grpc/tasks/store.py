@@ -35,6 +35,8 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+# A token encodes a timestamp and a task id (a UUID): about 110 characters.
+_MAX_TOKEN_LENGTH = 512
 UNFINISHED_STATES: tuple[TaskState, ...] = (TaskState.SUBMITTED, TaskState.WORKING)
 
 
@@ -112,12 +114,14 @@ class Cursor:
         Raises:
             ValueError: ``token`` is not a page token this store issued.
         """
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise ValueError(f"invalid page token: longer than {_MAX_TOKEN_LENGTH} characters")
         if not _TOKEN.fullmatch(token):
             raise ValueError("invalid page token: not URL-safe base64")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             fields = json.loads(raw.decode())
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, RecursionError):
             raise ValueError("invalid page token: not an encoded cursor") from None
         if not isinstance(fields, dict) or fields.keys() != {"created_at", "task_id"}:
             raise ValueError("invalid page token: unexpected content")

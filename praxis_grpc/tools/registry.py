@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from praxis_grpc.errors import NotFound
+from praxis_grpc.errors import NotFound, quote
 from praxis_grpc.tools.base import JSON, Tool, ToolSpec
 from praxis_grpc.tools.calculator import Calculator
 from praxis_grpc.tools.contract import load_contracts
@@ -70,7 +70,7 @@ class ToolRegistry:
         tool = self._tools.get(name)
         if tool is None:
             offered = ", ".join(self.names()) or "no tools"
-            raise NotFound(f"unknown tool {name!r}; this node offers: {offered}")
+            raise NotFound(f"unknown tool {quote(name)}; this node offers: {offered}")
         return tool
 
     def validate(self, name: str, arguments: JSON) -> Tool:

@@ -10,10 +10,11 @@ from typing import Any, Final
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from praxis_grpc.errors import InvalidArgument
+from praxis_grpc.errors import InvalidArgument, clip
 
 ROOT_FIELD: Final = "arguments"
 _MAX_MESSAGE: Final = 200
+_MAX_KEY_SHOWN: Final = 40  # characters of a client's property name shown in a field path
 # Keywords that constrain nothing, next to "type".
 _ANNOTATIONS: Final = frozenset(
     {"type", "$schema", "$id", "$comment", "title", "description", "examples", "default"}
@@ -78,7 +79,7 @@ def field_path(parts: Iterable[str | int]) -> str:
     """``["paths", 2]`` -> ``arguments.paths[2]``."""
     field = ROOT_FIELD
     for part in parts:
-        field += f"[{part}]" if isinstance(part, int) else f".{part}"
+        field += f"[{part}]" if isinstance(part, int) else f".{clip(part, _MAX_KEY_SHOWN)}"
     return field
 
 
