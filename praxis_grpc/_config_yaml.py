@@ -12,10 +12,9 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from praxis_grpc._config_errors import ConfigError, key_path, quote
+from praxis_grpc._config_errors import MAX_QUOTE, ConfigError, key_path, quote
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -76,6 +75,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._nodes = 0
         self._measured: dict[int, tuple[int, int]] = {}  # id(node): (nodes, height)
+        self._paths: dict[int, tuple[object, ...]] = {}  # id(node): its key path
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
@@ -109,21 +109,23 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ConfigError):
             raise
         except Exception as exc:  # bad timestamps, ints past str limits, bad !!tags...
-            message = f"cannot read this value: {str(exc)[:100]}"
-            raise ConstructorError(None, None, message, node.start_mark) from None
+            where = key_path(self._paths.get(id(node), ()))
+            raise ConfigError(
+                f"{self._source}: line {node.start_mark.line + 1}: {where}: "
+                f"cannot read this value ({str(exc)[:MAX_QUOTE]})"
+            ) from None
 
     def construct_unique(self, root: Node) -> Any:
         """Refuse a key that appears twice in one mapping, then construct ``root``."""
         stack: list[tuple[Node, tuple[object, ...]]] = [(root, ())]
-        visited: set[int] = set()
         while stack:
             node, path = stack.pop()
-            if id(node) in visited:
+            if id(node) in self._paths:
                 continue
-            visited.add(id(node))
+            self._paths[id(node)] = path
             if isinstance(node, SequenceNode):
                 stack.extend((child, (*path, i)) for i, child in enumerate(node.value))
             elif isinstance(node, MappingNode):
@@ -131,6 +133,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 for key_node, value_node in node.value:
                     key: object = "?"  # a complex key; construct_document refuses it
                     if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                        self._paths.setdefault(id(key_node), path)
                         key = self.construct_object(key_node)
                         self._refuse_duplicate(first_line, path, key, key_node)
                     stack.append((value_node, (*path, key)))
