@@ -50,14 +50,16 @@ def parse_mapping(raw: bytes, source: str) -> dict[str, Any]:
             f"{source}: not UTF-8 text (byte {quote(raw[exc.start : exc.start + 1])} "
             f"at offset {exc.start})"
         ) from None
-    loader = _BoundedLoader(text, source)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text, source)  # reads: refuses unprintable characters
         node = loader.get_single_node()
         document = None if node is None else loader.construct_unique(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{source}: {_yaml_problem(exc)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -153,6 +155,22 @@ class _BoundedLoader(yaml.SafeLoader):
                 f"duplicate key (first at line {first})"
             )
         first_line[key] = line
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where (line, column) and what, without the multi-line snippet."""
+    where, what = "", str(exc)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        what = ", ".join(part for part in (exc.context, exc.problem) if part)
+    elif isinstance(exc, yaml.reader.ReaderError):
+        where = f"offset {exc.position}: "
+        char = exc.character
+        shown = f"#x{char:04x}" if isinstance(char, int) else quote(char)
+        what = f"unacceptable character {shown}: {exc.reason}"
+    return f"{where}invalid YAML: {' '.join(what.split())[:200]}"
 
 
 def _children(node: Node) -> list[Node]:

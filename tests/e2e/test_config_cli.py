@@ -40,7 +40,7 @@ def test_bad_config_exits_2_naming_the_key_without_traceback(
             "p2p: {port: 0, bootstrap_nodes: [/ip4/127.0.0.1/tcp/1/p2p/nope]}\n"
         ).encode(),
         "data_dir_is_a_file": f"{QUIET}data_dir: {tmp_path / 'a_file'}\n".encode(),
-        "store_is_a_directory": f"{QUIET}{data_dir}tasks: {{store: {tmp_path / 'a_dir'}}}\n".encode(),
+        "store_is_a_directory": f"{QUIET}{data_dir}tasks: {{store: {tmp_path}/a_dir}}\n".encode(),
         "missing_raft_secret_file": (
             f"{QUIET}{data_dir}ha:\n  mode: active-passive\n  consensus:\n    backend: raft\n"
             f"    raft: {{address: '127.0.0.1:1', secret_file: {tmp_path / 'nope'}}}\n"

@@ -44,7 +44,8 @@ def test_env_overrides_nested_keys_and_lists(tmp_path: Path) -> None:
         ("tasks:\n  default_timeout: 2h\n", r"tasks: .*default_timeout must not exceed"),
         ("cards:\n  heartbeat: 20s\n", r"cards: .*heartbeat must be shorter than ttl"),
         ("- just\n- a list\n", r"top level must be a mapping"),
-        ("api: [\n", r"invalid YAML"),
+        ("api: [\n", r"c\.yaml: line 2, column 1: invalid YAML: while parsing a flow node, "),
+        ("api:\x00\n", r"c\.yaml: offset 4: invalid YAML: unacceptable character #x0000: special"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -165,7 +166,10 @@ PEER = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
     [
         (b"\x00\x01\x02\xff\xfe\x89PNG", r"c\.yaml: not UTF-8 text \(byte b'\\xff' at offset 3\)"),
         (b"api:\n  host: caf\xe9\n", r"c\.yaml: not UTF-8 text"),
-        (b"a: " + b"[" * 20_000 + b"]" * 20_000, r"c\.yaml: invalid YAML: nested deeper than 32"),
+        (
+            b"a: " + b"[" * 20_000 + b"]" * 20_000,
+            r"c\.yaml: line 1, column 35: invalid YAML: nested deeper than 32 levels",
+        ),
         (
             b"p2p:\n  bootstrap_nodes: [/ip4/10.0.0.1/tcp/4001/p2p/" + PEER.encode() + b"]\n"
             b"  rendezvous_points: [/ip4/10.0.0.1/tcp/4001/p2p/notapeerid]\n",
@@ -218,16 +222,19 @@ def test_issue_9_reproductions_are_refused_naming_the_key(
         ("tasks:\n  drain_timeout: 9999h\n", r"tasks\.drain_timeout: must be finite and at most"),
         (
             "tasks:\n  drain_timeout: " + "9" * 5000 + "\n",
-            r"line 2: tasks\.drain_timeout: cannot read this value \(Exceeds the limit",
+            r"line 2: tasks\.drain_timeout: cannot read this value \(Exceeds",
         ),
         ("tasks:\n  drain_timeout: 1" + ":0" * 300 + "\n", r"drain_timeout: must be at most"),
         ("api:\n  host: 2001-02-30\n", r"line 2: api\.host: cannot read this value \(day is"),
         ("tasks: {store: x, store: y}\n", r"line 1: tasks\.store: duplicate key \(first at line 1"),
         ("agent:\n  tags: [a, {b: 1, b: 2}]\n", r"line 2: agent\.tags\[1\]\.b: duplicate key"),
-        ("a: &a [*a]\n", r"invalid YAML: found a recursive alias"),
+        ("a: &a [*a]\n", r"line 1, column 8: invalid YAML: found a recursive alias"),
         (
             "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
-            + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcd", "bcde")),
+            + "".join(
+                f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n"
+                for p, c in zip("abcd", "bcde", strict=True)
+            ),
             r"more than 100000 nodes",
         ),
         (
@@ -238,7 +245,10 @@ def test_issue_9_reproductions_are_refused_naming_the_key(
             "ha:\n  consensus:\n    raft:\n      peers: ['h:1', 'h:70000']\n",
             r"ha\.consensus\.raft\.peers\[1\]: 'h:70000' is not host:port",
         ),
-        ("api: !!python/object:os.system {}\n", r"invalid YAML: could not determine a constructor"),
+        (
+            "api: !!python/object:os.system {}\n",
+            r"line 1, column 6: invalid YAML: could not determine a constructor for the tag",
+        ),
     ],
 )
 def test_strict_and_bounded(tmp_path: Path, text: str, expected: str) -> None:
@@ -251,7 +261,7 @@ def test_strict_and_bounded(tmp_path: Path, text: str, expected: str) -> None:
 def test_oversized_file_and_directory_are_refused(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("# " + "x" * (1 << 20) + "\n")
-    with pytest.raises(ConfigError, match="big.yaml: larger than 1048576 bytes"):
+    with pytest.raises(ConfigError, match=r"big\.yaml: larger than 1048576 bytes"):
         load_config(big, environ={})
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path, environ={})
