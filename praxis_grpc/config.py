@@ -3,7 +3,12 @@
 The section and key names are part of the operator contract. Any key can be
 overridden from the environment as ``PRAXIS_<SECTION>__<KEY>`` (nested keys
 joined by ``__``); values are parsed as JSON when they parse (numbers, booleans,
-lists), otherwise taken as strings.
+lists), otherwise taken as strings; string and path keys take the value as written.
+
+Types are strict (``true`` is not a port, ``"8000"`` in a file is not a number);
+durations are finite and at most a year; duplicate keys are an error. Whatever the
+input, :func:`load_config` returns a valid :class:`Config` or raises
+:class:`ConfigError` naming the file or variable and the key.
 
 Relative paths are resolved against the working directory of the node.
 """

@@ -61,6 +61,7 @@ scalars = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["10s", "500ms", "2m", "1h", "127.0.0.1", "::1", "/p2p/x", "true", "1e14"]),
 )
+keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
 values = st.recursive(
     scalars,
     lambda children: st.one_of(
@@ -71,7 +72,7 @@ values = st.recursive(
     ),
     max_leaves=20,
 )
-YAML_ALPHABET = list("[]{}:,-&*!|>'\"#?%@`\n\t ab01.~<=\\") + ["\x00", "\ufeff", "é", "\x85"]
+YAML_ALPHABET = [*"[]{}:,-&*!|>'\"#?%@`\n\t ab01.~<=\\", "\x00", "\ufeff", "é", "\x85"]
 
 
 @PROPERTY
