@@ -188,7 +188,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 def _up_settings(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     """Validate ``praxis up`` arguments; return the base config and the backend."""
-    import yaml
+    from praxis_grpc.config import ConfigError, read_mapping, validate_config
 
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
@@ -198,10 +198,14 @@ def _up_settings(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
         raise UsageError("--mode active-passive needs --nodes 3 or more (a quorum of 2 of 3)")
     base: dict[str, Any] | None = None
     if args.config:
+        source = str(args.config)
         try:
-            base = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--config {args.config}: {exc}") from None
+            # Each node gets its own ports, data_dir and ha (from --mode); the rest
+            # must be valid.
+            base = {k: v for k, v in read_mapping(args.config, source).items() if k != "ha"}
+            validate_config(base, source)
+        except ConfigError as exc:
+            raise UsageError(f"--config: invalid configuration:\n{exc}") from None
     return base, args.backend or ("raft" if args.mode == "active-passive" else "none")
 
 

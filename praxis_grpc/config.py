@@ -3,61 +3,66 @@
 The section and key names are part of the operator contract. Any key can be
 overridden from the environment as ``PRAXIS_<SECTION>__<KEY>`` (nested keys
 joined by ``__``); values are parsed as JSON when they parse (numbers, booleans,
-lists), otherwise taken as strings.
+lists), otherwise taken as strings; string and path keys take the value as written.
+
+Types are strict (``true`` is not a port, ``"8000"`` in a file is not a number);
+durations are finite and at most a year; duplicate keys are an error. Whatever the
+input, :func:`load_config` returns a valid :class:`Config` or raises
+:class:`ConfigError` naming the file or variable and the key.
 
 Relative paths are resolved against the working directory of the node.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from praxis_grpc._config_env import ENV_PREFIX, apply_env_overrides
+from praxis_grpc._config_errors import ConfigError, describe
+from praxis_grpc._config_values import (
+    MAX_BYTES,
+    ConfigPath,
+    Duration,
+    Host,
+    HostPort,
+    IpAddress,
+    PeerMultiaddr,
+    Port,
+    PositiveDuration,
+    check_host_port,
+    parse_duration,
 )
+from praxis_grpc._config_yaml import read_mapping
 
-ENV_PREFIX = "PRAXIS_"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+__all__ = [
+    "ENV_PREFIX",
+    "Config",
+    "ConfigError",
+    "Duration",
+    "PositiveDuration",
+    "load_config",
+    "parse_duration",
+    "read_mapping",
+    "validate_config",
+]
+
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the bad key and why."""
-
-
-def parse_duration(value: object) -> float:
-    """Parse ``1.5``, ``"500ms"``, ``"30s"``, ``"2m"`` or ``"1h"`` into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 500ms or 2m")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"expected a duration such as 30s, 500ms or 2m, got {value!r}")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: unknown keys, booleans for numbers, numbers for strings are all refused.
+
+    A new key needs a type that bounds it: ``Port``, ``Duration``/``PositiveDuration``
+    (finite, at most a year), ``int`` with ``Field(ge=..., le=...)`` (sizes at most
+    ``MAX_BYTES``), ``bool``, ``Literal[...]``, ``Host``/``IpAddress``, ``ConfigPath``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class AgentConfig(_Section):
@@ -70,19 +75,19 @@ class AgentConfig(_Section):
 class ApiConfig(_Section):
     """The gRPC server. Port 0 picks a free port."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 50051
-    advertise_host: str | None = Field(
+    advertise_host: Host | None = Field(
         default=None, description="host put in the card; defaults to host"
     )
-    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=MAX_BYTES)
 
 
 class MetricsConfig(_Section):
     """The Prometheus HTTP endpoint. Port 0 picks a free port."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 9464
 
 
@@ -90,34 +95,26 @@ class P2PConfig(_Section):
     """The libp2p host: identity, listening address and discovery methods."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: IpAddress = "127.0.0.1"
     port: Port = 0
     secure: Literal["noise"] = Field(
         default="noise", description="transport security; only Noise is offered"
     )
     rendezvous: str = Field(default="praxis-agents", description="namespace; '' turns it off")
-    rendezvous_points: list[str] = Field(
+    rendezvous_points: list[PeerMultiaddr] = Field(
         default_factory=list,
         description="multiaddrs of rendezvous servers; empty: serve rendezvous here",
     )
     enable_mdns: bool = False
     enable_dht: bool = False
-    bootstrap_nodes: list[str] = Field(default_factory=list)
-    key_file: Path | None = Field(
+    bootstrap_nodes: list[PeerMultiaddr] = Field(default_factory=list)
+    key_file: ConfigPath | None = Field(
         default=None, description="libp2p private key; defaults to <data_dir>/node.key"
     )
     max_card_bytes: int = Field(default=64 * 1024, ge=1024, le=4 * 1024 * 1024)
     disconnect_grace: Duration = Field(
         default=1.0, description="how long a disconnected peer's card is kept"
     )
-
-    @field_validator("bootstrap_nodes", "rendezvous_points")
-    @classmethod
-    def _peer_multiaddrs(cls, values: list[str]) -> list[str]:
-        for index, value in enumerate(values):
-            if not value.startswith("/") or "/p2p/" not in value:
-                raise ValueError(f"[{index}] {value!r} is not a multiaddr ending in /p2p/<peer id>")
-        return values
 
 
 class RaftConfig(_Section):
@@ -126,13 +123,13 @@ class RaftConfig(_Section):
     address: str = Field(
         default="", description="this member's Raft address host:port (fixed; peers dial it)"
     )
-    peers: list[str] = Field(default_factory=list, description="the other voters' addresses")
+    peers: list[HostPort] = Field(default_factory=list, description="the other voters' addresses")
     secret: str = Field(
         default="",
         description="shared by every member; required: pysyncobj speaks pickle, so "
         "only authenticated peers may talk to it",
     )
-    secret_file: Path | None = Field(default=None, description="read the secret from a file")
+    secret_file: ConfigPath | None = Field(default=None, description="read the secret from a file")
     election_timeout: PositiveDuration = Field(
         default=0.3, description="minimum election timeout; the maximum is twice it"
     )
@@ -141,14 +138,10 @@ class RaftConfig(_Section):
     )
     commit_timeout: PositiveDuration = 5.0
 
-    @field_validator("address", "peers")
+    @field_validator("address")
     @classmethod
-    def _host_ports(cls, value: str | list[str]) -> str | list[str]:
-        for index, item in enumerate([value] if isinstance(value, str) else value):
-            if item and not re.fullmatch(r"[^\s:]+:\d{1,5}", item):
-                where = "" if isinstance(value, str) else f"[{index}] "
-                raise ValueError(f"{where}{item!r} is not host:port")
-        return value
+    def _host_port(cls, value: str) -> str:
+        return check_host_port(value) if value else value
 
     @model_validator(mode="after")
     def _timing(self) -> RaftConfig:
@@ -236,8 +229,8 @@ class ToolsConfig(_Section):
     """Which tools this node offers."""
 
     builtins: list[str] = Field(default_factory=lambda: ["calculator", "system_info"])
-    contracts_dir: Path | None = None
-    sandbox_root: Path | None = Field(
+    contracts_dir: ConfigPath | None = None
+    sandbox_root: ConfigPath | None = Field(
         default=None, description="root of file tools; defaults to <data_dir>/sandbox"
     )
 
@@ -245,7 +238,7 @@ class ToolsConfig(_Section):
 class TasksConfig(_Section):
     """The local task engine."""
 
-    store: Path | None = Field(
+    store: ConfigPath | None = Field(
         default=None, description="SQLite file; defaults to <data_dir>/tasks.db"
     )
     max_concurrency: int = Field(default=8, ge=1, le=10_000)
@@ -253,10 +246,11 @@ class TasksConfig(_Section):
     default_timeout: PositiveDuration = 60.0
     max_timeout: PositiveDuration = 3600.0
     drain_timeout: Duration = 30.0
-    max_argument_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_argument_bytes: int = Field(default=1024 * 1024, ge=1024, le=MAX_BYTES)
     max_result_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
+        le=MAX_BYTES,
         description="largest result a task stores, as protobuf Struct bytes; a larger one "
         "fails the task (RESULT_TOO_LARGE). With max_argument_bytes and 64 KiB it must fit "
         "api.max_message_bytes, so every task fits a response",
@@ -319,7 +313,9 @@ TASK_ENVELOPE_BYTES = 64 * 1024
 class Config(_Section):
     """A whole node configuration."""
 
-    data_dir: Path | None = Field(default=None, description="defaults to .praxis/<agent.name>")
+    data_dir: ConfigPath | None = Field(
+        default=None, description="defaults to .praxis/<agent.name>"
+    )
     agent: AgentConfig = Field(default_factory=AgentConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -365,77 +361,31 @@ class Config(_Section):
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Load ``path`` (or defaults when ``None``), apply ``PRAXIS_*`` overrides, validate.
 
+    No input makes this raise anything but :class:`ConfigError`.
+
     Raises:
-        ConfigError: unreadable file, bad YAML, unknown key or invalid value; the
-            message starts with the file and the dotted key.
+        ConfigError: unreadable, oversized, non-UTF-8 or invalid YAML file, a duplicate
+            key, an unknown key, an invalid value or environment variable; each line of
+            the message starts with the file (or ``environment PRAXIS_...``) and the key.
     """
     source = str(path) if path is not None else "<defaults>"
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
-        if raw is not None and not isinstance(raw, dict):
-            raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
-        data = raw or {}
-    overridden = apply_env_overrides(data, os.environ if environ is None else environ)
+    data = read_mapping(Path(path), source) if path is not None else {}
+    overridden = apply_env_overrides(data, os.environ if environ is None else environ, Config)
+    return validate_config(data, source, overridden)
+
+
+def validate_config(
+    data: Mapping[str, Any],
+    source: str = "<defaults>",
+    overridden: Mapping[tuple[str, ...], str] | None = None,
+) -> Config:
+    """Validate parsed config ``data`` (from ``source``).
+
+    Raises:
+        ConfigError: as :func:`load_config`; problems at keys in ``overridden`` (key
+            path: variable name) are reported against the variable.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, overridden)) from None
-
-
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """Merge ``PRAXIS_A__B=value`` into ``data`` in place.
-
-    Returns:
-        The dotted keys that were overridden, mapped to their variable names.
-    """
-    overridden: dict[str, str] = {}
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
-        if not all(keys):
-            raise ConfigError(f"{name}: malformed variable name (empty key between '__')")
-        node = data
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[keys[-1]] = _parse_env_value(raw)
-        overridden[".".join(keys)] = name
-    return overridden
-
-
-def _parse_env_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-def _describe(exc: ValidationError, source: str, overridden: Mapping[str, str]) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "<root>"
-        origin = source
-        for dotted, var in overridden.items():
-            if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
-                origin = f"environment {var}"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif (
-            "input" in err
-            and not isinstance(err["input"], dict | list)
-            and repr(err["input"]) not in message
-        ):
-            message = f"{message} (got {err['input']!r})"
-        lines.append(f"{origin}: {key}: {message}")
-    return "\n".join(lines)
+        raise ConfigError(describe(exc, source, overridden or {})) from None

@@ -186,21 +186,26 @@ class Node:
         """
         cfg = self.config
         data_dir = cfg.resolved_data_dir
+        key = "data_dir"  # the config key a failure below is reported against
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             if self._identity is None:
+                key = "p2p.key_file"
                 self._identity = load_or_create_identity(cfg.key_file)
+            key = "data_dir"
             self.incarnation = next_incarnation(data_dir / "incarnation")
             if self._store is None:
+                key = "tasks.store"
                 self._store = SqliteTaskStore(cfg.store_path, fsync=cfg.tasks.fsync)
             if self._tools is None:
+                key = "tools"
                 self._tools = build_registry(
                     cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root
                 )
         except StartupError:
             raise
         except Exception as exc:
-            raise StartupError(str(exc)) from exc
+            raise StartupError(f"{key}: {exc}") from exc
         self.metrics.node_info.labels(
             __version__, cfg.agent.name, cfg.ha.mode, cfg.ha.consensus.backend
         ).set(1)
@@ -314,13 +319,13 @@ class Node:
         if self._ha is None:
             return
         cfg = self.config.ha.consensus
-        if self._consensus_factory is not None:
-            self._consensus = self._consensus_factory(self.agent_id, self.endpoints.grpc)
-        else:
-            self._consensus = build_consensus(
-                self.config, agent_id=self.agent_id, grpc_address=self.endpoints.grpc
-            )
         try:
+            if self._consensus_factory is not None:
+                self._consensus = self._consensus_factory(self.agent_id, self.endpoints.grpc)
+            else:
+                self._consensus = build_consensus(
+                    self.config, agent_id=self.agent_id, grpc_address=self.endpoints.grpc
+                )
             await self._consensus.start()
         except ConsensusError as exc:
             raise StartupError(str(exc)) from exc
