@@ -240,6 +240,19 @@ class ToolsConfig(_Section):
     sandbox_root: Path | None = Field(
         default=None, description="root of file tools; defaults to <data_dir>/sandbox"
     )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="worker processes that run input-dependent tools (calculator, "
+        "text_analyzer, json_formatter, file_merger) at once; started on demand",
+    )
+    worker_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=256 * 1024 * 1024,
+        description="address-space limit of each worker process; a tool that exceeds it "
+        "fails its task (WORKER_OUT_OF_MEMORY)",
+    )
 
 
 class TasksConfig(_Section):
@@ -254,6 +267,13 @@ class TasksConfig(_Section):
     max_timeout: PositiveDuration = 3600.0
     drain_timeout: Duration = 30.0
     max_argument_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="times a task may start (on any agent) before a restart or a "
+        "re-dispatch ends it FAILED (POISONED) instead of running it again",
+    )
     fsync: bool = Field(
         default=False,
         description="fsync every commit (survives power loss); off survives process crashes",

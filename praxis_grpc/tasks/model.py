@@ -51,6 +51,8 @@ class Reason:
     CANCELED = "CANCELED"
     INTERRUPTED = "INTERRUPTED"
     TOOL_UNAVAILABLE = "TOOL_UNAVAILABLE"
+    # Started ``tasks.max_attempts`` times without finishing: it is not run again.
+    POISONED = "POISONED"
 
 
 class InvalidTransition(Exception):

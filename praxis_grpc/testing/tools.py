@@ -1,12 +1,26 @@
-"""A tool fake that records every execution, to count runs across a mesh."""
+"""A tool fake that records every execution, to count runs across a mesh, and
+a worker pool for the tools that compute in one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from praxis_grpc.tools.base import JSON, ToolSpec
+from praxis_grpc.tools.workers import WorkerPool
+
+
+@contextlib.asynccontextmanager
+async def worker_pool(size: int = 1, **options: Any) -> AsyncIterator[WorkerPool]:
+    """A :class:`WorkerPool` whose workers are killed and reaped on exit."""
+    pool = WorkerPool(size, **options)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
 
 
 @dataclass

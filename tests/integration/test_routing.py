@@ -18,7 +18,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import Endpoint
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
-from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
+from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config, worker_pool
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
 from tests.integration.helpers import NodeGroup, stub, until, work
@@ -55,8 +55,9 @@ class Mesh(NodeGroup):
             **sections,
         )
         # Only nodes without the work tool offer the calculator.
+        workers = await self.stack.enter_async_context(worker_pool())
         builtins = build_registry(
-            [] if work else ["calculator"], None, self.root / name / "sandbox"
+            [] if work else ["calculator"], None, self.root / name / "sandbox", workers
         )
         tools = [builtins.get(tool) for tool in builtins.names()]
         if work:

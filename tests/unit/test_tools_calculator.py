@@ -14,6 +14,7 @@ from praxis_grpc.tools.calculator import (
     Calculator,
     evaluate,
 )
+from praxis_grpc.tools.workers import WorkerPool
 
 
 @pytest.mark.parametrize(
@@ -52,8 +53,8 @@ def test_evaluates_arithmetic(expression: str, expected: float) -> None:
     assert evaluate(expression) == pytest.approx(expected)
 
 
-async def test_run_returns_expression_and_result() -> None:
-    result = await Calculator().run({"expression": "2 + 2"})
+async def test_run_returns_expression_and_result(workers: WorkerPool) -> None:
+    result = await Calculator(workers).run({"expression": "2 + 2"})
 
     assert result == {"expression": "2 + 2", "result": 4}
 

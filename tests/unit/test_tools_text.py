@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from praxis_grpc.tools.text import INLINE_LIMIT, TextAnalyzer, analyze, count_sentences
+from praxis_grpc.tools.text import TextAnalyzer, analyze, count_sentences
+from praxis_grpc.tools.workers import WorkerPool
 
 SAMPLE = """The quick brown fox. The lazy dog!
 Is it the end? Don't stop.
@@ -62,13 +63,13 @@ def test_empty_text_has_zero_counts() -> None:
     assert result["top_words"] == []
 
 
-async def test_large_text_gives_the_same_result_as_inline() -> None:
-    text = "Word. " * (INLINE_LIMIT // 5)
+async def test_the_worker_gives_the_same_result_as_a_direct_call(workers: WorkerPool) -> None:
+    text = "Word. " * 20_000
 
-    result = await TextAnalyzer().run({"text": text})
+    result = await TextAnalyzer(workers).run({"text": text})
 
     assert result == analyze(text)
-    assert result["sentences"] == INLINE_LIMIT // 5
+    assert result["sentences"] == 20_000
 
 
 def test_many_initials_stay_fast() -> None:
