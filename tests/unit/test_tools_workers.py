@@ -112,7 +112,7 @@ async def test_a_crashed_worker_fails_the_call_and_is_replaced(workers: WorkerPo
 async def test_a_memory_bomb_fails_the_call_not_the_host() -> None:
     limit = 256 * 1024 * 1024
     async with worker_pool(1, memory_limit=limit) as pool:
-        with pytest.raises(ToolError, match="out of memory.*256 MiB") as caught:
+        with pytest.raises(ToolError, match=r"out of memory.*256 MiB") as caught:
             await pool.call("builtins:bytearray", 2 * limit)
 
         assert caught.value.reason == WORKER_OUT_OF_MEMORY
