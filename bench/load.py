@@ -10,6 +10,10 @@ Both targets receive the same ``SubmitTaskRequest`` built the same way: praxis
 through the generated stub, the echo server as bytes it returns unchanged. The
 client-side work is therefore identical and only the server differs.
 
+``--tool calculator`` sends ``calculator`` tasks (``{"expression": "<i> + 1"}``,
+computed in the node's worker processes) instead of ``echo`` ones, to measure
+what the worker pool costs.
+
 With ``--expect-owner AGENT_ID`` every completed praxis task must report that
 agent as its owner (the agent that executed it); the others are counted in
 ``owner_mismatches``, not as errors.
@@ -36,6 +40,7 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, 
 from praxis_grpc.api.convert import dict_to_struct
 
 TARGET_KINDS = ("echo", "praxis")
+TOOLS = ("echo", "calculator")
 RPC_TIMEOUT = 30.0
 # Load-process start-up (imports, channel) on top of warm-up and measurement.
 _STARTUP_ALLOWANCE = 60.0
@@ -73,14 +78,17 @@ class LoadResult:
         return cls(**fields)
 
 
-def submit_request(index: int) -> task_service_pb2.SubmitTaskRequest:
+def submit_request(index: int, tool: str = "echo") -> task_service_pb2.SubmitTaskRequest:
     """The request every benchmark call sends."""
+    arguments = {"expression": f"{index} + 1"} if tool == "calculator" else {"n": index}
     return task_service_pb2.SubmitTaskRequest(
-        tool="echo", arguments=dict_to_struct({"n": index}), wait=True
+        tool=tool, arguments=dict_to_struct(arguments), wait=True
     )
 
 
-def _probe(kind: str, channel: grpc.aio.Channel, expect_owner: str = "") -> Probe:
+def _probe(
+    kind: str, channel: grpc.aio.Channel, expect_owner: str = "", tool: str = "echo"
+) -> Probe:
     if kind == "echo":
         echo = channel.unary_unary(
             METHOD,
@@ -89,7 +97,7 @@ def _probe(kind: str, channel: grpc.aio.Channel, expect_owner: str = "") -> Prob
         )
 
         async def call_echo(index: int) -> str | None:
-            request = submit_request(index)
+            request = submit_request(index, tool)
             response = await echo(request, timeout=RPC_TIMEOUT)
             return None if response == request else "echo returned a different message"
 
@@ -98,7 +106,7 @@ def _probe(kind: str, channel: grpc.aio.Channel, expect_owner: str = "") -> Prob
     stub = task_service_pb2_grpc.TaskServiceStub(channel)
 
     async def call_praxis(index: int) -> str | None:
-        response = await stub.SubmitTask(submit_request(index), timeout=RPC_TIMEOUT)
+        response = await stub.SubmitTask(submit_request(index, tool), timeout=RPC_TIMEOUT)
         state = response.task.state
         if state == types_pb2.TASK_STATE_COMPLETED:
             owner = response.task.owner_agent_id
@@ -150,11 +158,12 @@ async def run_load(
     warmup: int,
     duration_cap: float,
     expect_owner: str = "",
+    tool: str = "echo",
 ) -> LoadResult:
     """Warm up, then measure ``kind`` at ``address``."""
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
-        probe = _probe(kind, channel, expect_owner)
+        probe = _probe(kind, channel, expect_owner, tool)
         warm, _, _ = await _drive(probe, concurrency, warmup, duration_cap)
         latencies, problems, elapsed = await _drive(probe, concurrency, requests, duration_cap)
     latencies.sort()
@@ -185,6 +194,7 @@ def load_process(
     warmup: int,
     duration_cap: float,
     expect_owner: str = "",
+    tool: str = "echo",
 ) -> LoadResult:
     """Run :func:`run_load` in a fresh process of this module and wait for its result.
 
@@ -204,6 +214,7 @@ def load_process(
         f"--requests={requests}",
         f"--warmup={warmup}",
         f"--duration-cap={duration_cap}",
+        f"--tool={tool}",
     ]
     if expect_owner:
         command.append(f"--expect-owner={expect_owner}")
@@ -237,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--expect-owner", default="", help="agent id every praxis task must be owned by"
     )
+    parser.add_argument("--tool", choices=TOOLS, default="echo", help="the tool praxis runs")
     args = parser.parse_args(argv)
     result = asyncio.run(
         run_load(
@@ -247,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             warmup=args.warmup,
             duration_cap=args.duration_cap,
             expect_owner=args.expect_owner,
+            tool=args.tool,
         )
     )
     print(json.dumps(dataclasses.asdict(result)), flush=True)

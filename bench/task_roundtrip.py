@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.task_roundtrip [--requests N] [--concurrency 1,16]
         [--duration-cap SECONDS] [--warmup N] [--rounds R] [--json]
+        [--tool {echo,calculator}]
 
 Starts, in separate processes, a raw ``grpc.aio`` echo server
 (:mod:`bench.echo_server`) and one ``praxis node`` with the ``echo`` tool and
@@ -12,7 +13,10 @@ alternately from a fresh load process (:mod:`bench.load`). Reports the median
 over rounds and praxis throughput as a fraction of echo at the same
 concurrency. Server CPU per request (user + system time of the server
 process across warm-up and measurement) is reported too: unlike req/s it barely
-moves when other work shares the machine. Run it by hand; tests never run it.
+moves when other work shares the machine. With ``--tool calculator`` praxis
+runs the ``calculator`` (computed in the node's worker processes, so the
+result shows what the worker pool costs over ``echo``, which runs inline).
+Run it by hand; tests never run it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from bench._common import (
     run_main,
 )
 from bench.echo_server import echo_server_process
-from bench.load import LoadResult, load_process
+from bench.load import TOOLS, LoadResult, load_process
 from praxis_grpc.testing import node_process
 
 # As in production (metrics on), with room for every client coroutine.
@@ -112,6 +116,7 @@ def measure(
         requests=requests,
         warmup=args.warmup,
         duration_cap=args.duration_cap,
+        tool=args.tool,
     )
     cpu = cpu_seconds([server.pid]) - cpu_before
     served = load.warmup_requests + load.requests
@@ -185,6 +190,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     parser.add_argument("--rounds", type=positive_int, default=1, help="repeat; report the median")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument(
+        "--tool", choices=TOOLS, default="echo", help="the tool praxis runs (default: echo)"
+    )
     return parser.parse_args(argv)
 
 

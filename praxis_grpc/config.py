@@ -233,6 +233,20 @@ class ToolsConfig(_Section):
     sandbox_root: ConfigPath | None = Field(
         default=None, description="root of file tools; defaults to <data_dir>/sandbox"
     )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="worker processes that run input-dependent tools (calculator, "
+        "text_analyzer, json_formatter, file_merger) at once; started on demand",
+    )
+    worker_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=256 * 1024 * 1024,
+        le=1 << 40,
+        description="address-space limit of each worker process; a tool that exceeds it "
+        "fails its task (WORKER_OUT_OF_MEMORY)",
+    )
 
 
 class TasksConfig(_Section):
@@ -254,6 +268,13 @@ class TasksConfig(_Section):
         description="largest result a task stores, as protobuf Struct bytes; a larger one "
         "fails the task (RESULT_TOO_LARGE). With max_argument_bytes and 64 KiB it must fit "
         "api.max_message_bytes, so every task fits a response",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="times a task may start (on any agent) before a restart or a "
+        "re-dispatch ends it FAILED (POISONED) instead of running it again",
     )
     fsync: bool = Field(
         default=False,

@@ -48,6 +48,7 @@ from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
+from praxis_grpc.tools.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ class Node:
         self._identity = identity
         self._tools = tools
         self._store = store
+        # Where the built-in tools compute; workers start on demand, so the
+        # pool costs nothing when the tools are passed in. Closed after the engine.
+        self._workers = WorkerPool(
+            config.tools.workers, memory_limit=config.tools.worker_memory_bytes
+        )
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._metrics_server: Any = None
@@ -200,7 +206,7 @@ class Node:
             if self._tools is None:
                 key = "tools"
                 self._tools = build_registry(
-                    cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root
+                    cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root, self._workers
                 )
         except StartupError:
             raise
@@ -216,6 +222,7 @@ class Node:
             default_timeout=cfg.tasks.default_timeout,
             max_timeout=cfg.tasks.max_timeout,
             max_result_bytes=cfg.tasks.max_result_bytes,
+            max_attempts=cfg.tasks.max_attempts,
         )
         self._engine = TaskEngine(
             store=self._store,
@@ -291,6 +298,7 @@ class Node:
             config=cfg.routing,
             discovery_wait=cfg.routing.reattach_wait,
             fencing_token=lambda: self._ha.term if self._ha is not None else 0,
+            max_attempts=cfg.tasks.max_attempts,
         )
         if cfg.ha.mode == "active-passive":
             self._ha = HaController(
@@ -542,6 +550,7 @@ class Node:
             self.refresh_card()
         if self._engine is not None:
             await self._engine.aclose(grace)
+        await self._workers.aclose()
         if self._delegations is not None:
             await self._delegations.aclose()
         if self._ha is not None:

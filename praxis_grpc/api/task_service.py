@@ -76,6 +76,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             local_only=request.local_only,
             origin_agent_id=request.origin_agent_id,
             fencing_token=request.fencing_token,
+            prior_attempts=request.prior_attempts,
             forwarded=self._tasks.relays and _has_metadata(context, FORWARDED_BY),
         )
         # A deduplicated task may have been submitted with other (equal) arguments.

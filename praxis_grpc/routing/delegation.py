@@ -19,6 +19,11 @@ record of it in its own store, owned by the agent that executes it. Rules:
       ``routing.owner_lost_timeout`` for the owner to come back and then ends
       FAILED with reason OWNER_LOST, since it may have run there. A task the
       owner provably never received is re-dispatched whatever its tool.
+    - Bounded attempts: the record's ``attempt`` mirrors the owner's, and a
+      re-dispatch sends it along (``prior_attempts``) so the next owner counts
+      on from it. A task that already started ``tasks.max_attempts`` times is
+      not placed again but ends FAILED with reason POISONED: one task that
+      stops every agent running it cannot walk through the whole mesh.
     - The first terminal state the entry node records is final.
 
 Everything runs on the node's event loop.
@@ -54,6 +59,7 @@ from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.tasks.recovery import poisoned
 from praxis_grpc.tasks.results import storable
 
 log = logging.getLogger(__name__)
@@ -126,8 +132,10 @@ class Delegations:
         records: Records | None = None,
         fencing_token: Callable[[], int] = lambda: 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_attempts: int = 3,
     ) -> None:
         self._engine = engine
+        self._max_attempts = max_attempts
         self.records: Records = records or engine
         self._fencing_token = fencing_token
         self._router = router
@@ -379,6 +387,8 @@ class Delegations:
 
     async def _resend(self, record: Task) -> None:
         """The owner never received the task: send it again, or elsewhere."""
+        if await self._poisoned(record):
+            return
         candidate = self._capable(record, record.owner_agent_id)
         if candidate is not None:
             outcome = await self._try(record, candidate)
@@ -405,6 +415,8 @@ class Delegations:
         return True
 
     async def _redispatch(self, record: Task, exclude: str) -> bool:
+        if await self._poisoned(record):
+            return True
         try:
             plan = self._router.plan(
                 record.tool, record.tags, record.preferred_agent, exclude=(exclude,)
@@ -429,6 +441,22 @@ class Delegations:
                     log.info("task %s placed on %s", record.task_id, candidate.name)
                 return True
         return False
+
+    async def _poisoned(self, record: Task) -> bool:
+        """End ``record`` FAILED (POISONED) if it started ``max_attempts`` times already."""
+        if record.attempt < self._max_attempts:
+            return False
+        log.warning(
+            "task %s started %d times without finishing; not placing it again",
+            record.task_id,
+            record.attempt,
+        )
+        error = poisoned(record, self._max_attempts)
+        await self.records.record(
+            record.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
+        )
+        self._router.ledger.end(record.owner_agent_id, record.task_id, self._clock())
+        return True
 
     async def _try(self, record: Task, candidate: Candidate) -> bool:
         """Hand ``record`` to ``candidate``; True when it took it."""
@@ -552,7 +580,8 @@ def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
 
 
 def _request(record: Task, wait: bool, fencing_token: int) -> pb.SubmitTaskRequest:
-    """The delegation request: identical on every send of one task."""
+    """The delegation request: identical on every send of one task to one agent
+    (a re-dispatch carries the attempts made so far)."""
     request = pb.SubmitTaskRequest(
         tool=record.tool,
         arguments=dict_to_struct(record.arguments),
@@ -564,6 +593,7 @@ def _request(record: Task, wait: bool, fencing_token: int) -> pb.SubmitTaskReque
         local_only=True,
         origin_agent_id=record.origin_agent_id,
         fencing_token=fencing_token,
+        prior_attempts=record.attempt,
     )
     if record.timeout > 0:
         request.timeout.FromNanoseconds(round(record.timeout * 1e9))

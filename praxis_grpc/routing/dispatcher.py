@@ -124,6 +124,7 @@ class TaskDispatcher:
         local_only: bool = False,
         origin_agent_id: str = "",
         fencing_token: int = 0,
+        prior_attempts: int = 0,
         forwarded: bool = False,
     ) -> tuple[Task, bool]:
         """Accept ``submission`` on the best capable agent.
@@ -147,7 +148,10 @@ class TaskDispatcher:
             if self._standby is not None:
                 self._standby.admit(fencing_token)
             task, deduplicated = await self._engine.submit(
-                submission, task_id=task_id, origin_agent_id=origin_agent_id
+                submission,
+                task_id=task_id,
+                origin_agent_id=origin_agent_id,
+                prior_attempts=prior_attempts,
             )
             return await self._waited(task, wait), deduplicated
         generated = task_id is None

@@ -82,6 +82,7 @@ class EngineLimits:
     max_timeout: float = 3600.0
     # A result's size as a protobuf Struct (see tasks/results.py).
     max_result_bytes: int = 1024 * 1024
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,12 @@ class TaskEngine:
         )
 
     async def submit(
-        self, submission: Submission, *, task_id: str | None = None, origin_agent_id: str = ""
+        self,
+        submission: Submission,
+        *,
+        task_id: str | None = None,
+        origin_agent_id: str = "",
+        prior_attempts: int = 0,
     ) -> tuple[Task, bool]:
         """Validate, commit and enqueue a task.
 
@@ -213,6 +219,9 @@ class TaskEngine:
             origin_agent_id: The agent that accepted the task from its client,
                 stored on the task and scoping its idempotency key; empty means
                 this agent.
+            prior_attempts: Starts the task already made on other agents (a
+                re-dispatch); its ``attempt`` counts on from there, so recovery
+                sees every start (see ``tasks.max_attempts``).
 
         Returns:
             The task and whether it was deduplicated (an existing task with
@@ -264,6 +273,7 @@ class TaskEngine:
             timeout=timeout,
             tags=submission.tags,
             preferred_agent=submission.preferred_agent,
+            attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )
         self._admitting += 1
@@ -661,7 +671,7 @@ class TaskEngine:
                 local.append(task)
             else:  # a foreign record: the delegation component re-attaches to it
                 self._live[task.task_id] = task
-        for decision in plan_recovery(local, idempotent):
+        for decision in plan_recovery(local, idempotent, self._limits.max_attempts):
             task = decision.task
             if decision.action is Action.REQUEUE:
                 if task.state is TaskState.WORKING:

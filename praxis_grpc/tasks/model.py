@@ -59,6 +59,8 @@ class Reason:
     # so with one of these (see api/convert.py).
     STORED_VALUE_UNREADABLE = "STORED_VALUE_UNREADABLE"
     STORED_VALUE_TOO_LARGE = "STORED_VALUE_TOO_LARGE"
+    # Started ``tasks.max_attempts`` times without finishing: it is not run again.
+    POISONED = "POISONED"
 
 
 class InvalidTransition(Exception):

@@ -27,7 +27,7 @@ class Decision:
 
 
 def plan_recovery(
-    unfinished: Iterable[Task], idempotent: Callable[[str], bool | None]
+    unfinished: Iterable[Task], idempotent: Callable[[str], bool | None], max_attempts: int
 ) -> list[Decision]:
     """Decide, for each unfinished task, whether it runs again.
 
@@ -35,11 +35,15 @@ def plan_recovery(
         unfinished: Tasks found SUBMITTED or WORKING, oldest first.
         idempotent: For a tool name, whether the tool is idempotent, or
             ``None`` when this node no longer offers it.
+        max_attempts: ``tasks.max_attempts``: how many times a task may start.
 
-    The rules: a SUBMITTED task never started, so it is queued again. A
-    WORKING task may have had effects; it is run again only when its tool is
-    idempotent, otherwise it fails as INTERRUPTED so it is never applied twice.
-    A task whose tool is gone is rejected (never started) or failed.
+    The rules: a task whose tool is gone is rejected (never started) or
+    failed. A task that already started ``max_attempts`` times (``attempt``
+    counts starts on every agent it was sent to) fails as POISONED: whatever
+    stopped it each time (a crash or hang of the node) would likely stop the
+    node again. Otherwise a SUBMITTED task is queued again; a WORKING task may
+    have had effects, so it is run again only when its tool is idempotent, and
+    otherwise fails as INTERRUPTED so it is never applied twice.
     """
     decisions = []
     for task in unfinished:
@@ -50,6 +54,8 @@ def plan_recovery(
                 Reason.TOOL_UNAVAILABLE, f"tool {task.tool!r} is no longer offered by this node"
             )
             decisions.append(Decision(task, Action.FAIL if started else Action.REJECT, error))
+        elif task.attempt >= max_attempts:
+            decisions.append(Decision(task, Action.FAIL, poisoned(task, max_attempts)))
         elif started and not safe:
             error = TaskError(
                 Reason.INTERRUPTED,
@@ -60,3 +66,13 @@ def plan_recovery(
         else:
             decisions.append(Decision(task, Action.REQUEUE))
     return decisions
+
+
+def poisoned(task: Task, max_attempts: int) -> TaskError:
+    """The error of a task that started ``task.attempt`` times without finishing."""
+    return TaskError(
+        Reason.POISONED,
+        f"the task was started {task.attempt} time(s) without finishing (the node or agent "
+        f"running it stopped each time); tasks.max_attempts is {max_attempts}, so it is "
+        "not run again",
+    )

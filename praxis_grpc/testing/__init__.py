@@ -3,7 +3,13 @@
 from praxis_grpc.testing.memory_consensus import MemoryConsensus, MemoryConsensusGroup
 from praxis_grpc.testing.memory_store import MemoryTaskStore
 from praxis_grpc.testing.nodes import TEST_BUILTINS, make_config, node_process, running_node
-from praxis_grpc.testing.tools import Execution, ExecutionLog, RecordingTool, ReturningTool
+from praxis_grpc.testing.tools import (
+    Execution,
+    ExecutionLog,
+    RecordingTool,
+    ReturningTool,
+    worker_pool,
+)
 from praxis_grpc.testing.wait import eventually
 
 __all__ = [
@@ -19,4 +25,5 @@ __all__ = [
     "make_config",
     "node_process",
     "running_node",
+    "worker_pool",
 ]

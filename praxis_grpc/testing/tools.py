@@ -1,14 +1,27 @@
 """Tool fakes: one that records every execution, to count runs across a mesh, and
-one that returns whatever a test asks for."""
+one that returns whatever a test asks for; and a worker pool for the tools that
+compute in one."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from praxis_grpc.tools.base import JSON, ToolSpec
+from praxis_grpc.tools.workers import WorkerPool
+
+
+@contextlib.asynccontextmanager
+async def worker_pool(size: int = 1, **options: Any) -> AsyncIterator[WorkerPool]:
+    """A :class:`WorkerPool` whose workers are killed and reaped on exit."""
+    pool = WorkerPool(size, **options)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
 
 
 @dataclass

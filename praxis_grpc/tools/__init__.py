@@ -14,6 +14,7 @@ from praxis_grpc.tools.registry import BUILTIN_TOOLS, ToolFactory, ToolRegistry,
 from praxis_grpc.tools.system import Echo, Sleep, SystemInfo
 from praxis_grpc.tools.text import TextAnalyzer
 from praxis_grpc.tools.validation import ArgumentValidator
+from praxis_grpc.tools.workers import WorkerError, WorkerPool
 
 __all__ = [
     "BUILTIN_TOOLS",
@@ -34,6 +35,8 @@ __all__ = [
     "ToolFactory",
     "ToolRegistry",
     "ToolSpec",
+    "WorkerError",
+    "WorkerPool",
     "build_registry",
     "load_contract",
     "load_contracts",

@@ -39,7 +39,10 @@ class Tool(Protocol):
           ``spec.input_schema``.
         - ``run`` may be called concurrently for different tasks.
         - ``run`` must not block the event loop for more than a millisecond or
-          so: blocking work goes to a thread or a subprocess.
+          so: work whose cost depends on the input goes to a process that a
+          cancellation can kill (the node's
+          :class:`~praxis_grpc.tools.workers.WorkerPool`, or a subprocess of
+          its own); constant-cost blocking calls may use a thread.
         - ``run`` may be cancelled at any await (task canceled, deadline): it
           must release what it holds, and a subprocess it started must be
           killed before the cancellation propagates.

@@ -1,8 +1,13 @@
 """The ``calculator`` tool: bounded arithmetic over a whitelisted expression grammar.
 
 Expressions are parsed with :mod:`ast` and evaluated by walking the tree; no code
-is compiled or executed. Every intermediate value is bounded (integer size,
-finite floats), so evaluation is cheap enough to run on the event loop.
+is compiled or executed. The cost of every operation is bounded before it is
+done (integer sizes, exponents, ``round`` digits), every intermediate value is
+bounded (integers of at most ``MAX_INT_BITS`` bits, finite floats), and the
+result is a number JSON and a protobuf ``Struct`` (a double) carry: an integer
+above ``MAX_EXACT_INT`` (2**53) comes back as the nearest float, and one beyond
+the range of a double fails the task. The tool still runs in a worker process
+(:mod:`praxis_grpc.tools.workers`), so even a bug here cannot stall the node.
 """
 
 from __future__ import annotations
@@ -15,11 +20,17 @@ from typing import Any, Final
 
 from praxis_grpc.errors import ToolError
 from praxis_grpc.tools.base import JSON, ToolSpec
+from praxis_grpc.tools.workers import WorkerPool
 
 MAX_EXPRESSION_LENGTH: Final = 1000
 MAX_NODES: Final = 500
 # Python refuses to print ints above 4300 digits; stay below that (~14 000 bits).
 MAX_INT_BITS: Final = 14_000
+# round(x, n) costs about 10**|n| for an integer x; more digits than the largest
+# intermediate integer has (about 4 200) change nothing.
+MAX_ROUND_DIGITS: Final = 5_000
+# Integers up to this magnitude are exact in a double; larger ones are returned as floats.
+MAX_EXACT_INT: Final = 2**53
 
 Number = int | float
 
@@ -51,6 +62,11 @@ def _round(value: Number, ndigits: Number | None = None) -> Number:
         return round(value)
     if not isinstance(ndigits, int):
         raise ToolError("round() takes an integer number of digits")
+    if abs(ndigits) > MAX_ROUND_DIGITS:
+        raise ToolError(
+            f"round(): the number of digits must be between -{MAX_ROUND_DIGITS} "
+            f"and {MAX_ROUND_DIGITS}"
+        )
     return round(value, ndigits)
 
 
@@ -103,11 +119,17 @@ def evaluate(expression: str) -> Number:
     ``round``, ``min``, ``max``, ``sqrt``, ``log``, ``log10``, ``exp``, ``sin``,
     ``cos``, ``tan``, ``floor`` and ``ceil``.
 
+    Returns:
+        A finite float, or an integer of magnitude at most ``MAX_EXACT_INT``;
+        a larger integer result is returned as the nearest float.
+
     Raises:
         ToolError: the expression is too long or too complex, uses anything
             outside the grammar (the message names it), divides by zero, leaves
-            a function's domain, or produces a value that is not a finite real
-            number or an integer above ``MAX_INT_BITS`` bits.
+            a function's domain, asks ``round`` for more than
+            ``MAX_ROUND_DIGITS`` digits, produces an intermediate value that is
+            not a finite real number or an integer above ``MAX_INT_BITS`` bits,
+            or a result beyond the range of a double.
     """
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise ToolError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
@@ -120,7 +142,25 @@ def evaluate(expression: str) -> Number:
     except (RecursionError, MemoryError):
         raise ToolError("expression is nested too deeply") from None
     _check(tree.body)
-    return _reduce(tree.body)
+    return json_number(_reduce(tree.body))
+
+
+def json_number(value: Number) -> Number:
+    """``value`` as JSON and a ``Struct`` carry it: exact integers up to
+    ``MAX_EXACT_INT``, larger ones as the nearest float.
+
+    Raises:
+        ToolError: the value is beyond the range of a double.
+    """
+    if isinstance(value, float) or abs(value) <= MAX_EXACT_INT:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ToolError(
+            f"the result has {value.bit_length()} bits: too large for a JSON number "
+            "(at most about 1.8e308)"
+        ) from None
 
 
 def _check(root: ast.expr) -> None:
@@ -268,11 +308,15 @@ def _bounded(value: Number) -> Number:
 
 
 class Calculator:
-    """Evaluates arithmetic expressions; pure CPU, bounded, runs inline."""
+    """Evaluates arithmetic expressions in a worker process of ``workers``."""
+
+    def __init__(self, workers: WorkerPool) -> None:
+        self._workers = workers
 
     _SPEC: Final = ToolSpec(
         name="calculator",
-        description="Evaluate an arithmetic expression (+ - * / // % **, math functions).",
+        description="Evaluate an arithmetic expression (+ - * / // % **, math functions); "
+        "integers above 2**53 come back as floats, results beyond a double fail.",
         input_schema={
             "type": "object",
             "properties": {
@@ -301,4 +345,5 @@ class Calculator:
             ToolError: see :func:`evaluate`.
         """
         expression = str(arguments["expression"])
-        return {"expression": expression, "result": evaluate(expression)}
+        result = await self._workers.call(f"{__name__}:evaluate", expression)
+        return {"expression": expression, "result": result}

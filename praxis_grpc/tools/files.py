@@ -1,8 +1,12 @@
-"""File tools confined to a sandbox directory: ``json_formatter`` and ``file_merger``."""
+"""File tools confined to a sandbox directory: ``json_formatter`` and ``file_merger``.
+
+Their work (reading, parsing, formatting, writing) runs in a worker process
+(:mod:`praxis_grpc.tools.workers`): the functions :func:`format_data`,
+:func:`format_file` and :func:`merge_files` are what a worker calls.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -14,6 +18,7 @@ from typing import Any, Final
 
 from praxis_grpc.errors import ToolError
 from praxis_grpc.tools.base import JSON, ToolSpec
+from praxis_grpc.tools.workers import WorkerPool
 
 # Bytes a single call may read, over all the files it touches.
 MAX_READ_BYTES: Final = 16 * 1024 * 1024
@@ -30,8 +35,8 @@ class Sandbox:
     links between the check and the open.
 
     The root need not exist yet; it is resolved at each call, so it may be
-    created later. Methods do file-system I/O and may block: call them from a
-    worker thread.
+    created later. Methods do file-system I/O and may block: call them in a
+    worker process (or thread), never on the event loop.
     """
 
     def __init__(self, root: Path) -> None:
@@ -176,11 +181,28 @@ def parse_json(argument: str, name: str, data: bytes) -> Any:
         raise ToolError(f"{argument}: {name!r} is nested too deeply") from None
 
 
+def format_data(value: Any, indent: int, sort_keys: bool) -> JSON:
+    """The ``json_formatter`` result for inline ``data`` (runs in a worker)."""
+    return {"formatted": format_json(value, indent, sort_keys), "valid": True}
+
+
+def format_file(root: str, path: str, indent: int, sort_keys: bool) -> JSON:
+    """The ``json_formatter`` result for a file of the sandbox at ``root`` (runs in a worker).
+
+    Raises:
+        ToolError: see :meth:`JsonFormatter.run`.
+    """
+    real = Sandbox(Path(root)).resolve("path", path, must_exist=True)
+    value = parse_json("path", path, read_capped("path", path, real, MAX_READ_BYTES))
+    return format_data(value, indent, sort_keys)
+
+
 class JsonFormatter:
     """Pretty-prints JSON given inline (``data``) or read from a sandbox file (``path``)."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, workers: WorkerPool) -> None:
         self._sandbox = sandbox
+        self._workers = workers
         self._spec = ToolSpec(
             name="json_formatter",
             description="Validate and pretty-print JSON given inline or read from a file.",
@@ -213,24 +235,28 @@ class JsonFormatter:
         indent = int(arguments.get("indent", 2))
         sort_keys = bool(arguments.get("sort_keys", False))
         if "path" in arguments:
-            formatted = await asyncio.to_thread(
-                self._format_file, str(arguments["path"]), indent, sort_keys
+            root = str(self._sandbox.root)
+            path = str(arguments["path"])
+            result: JSON = await self._workers.call(
+                f"{__name__}:format_file", root, path, indent, sort_keys
             )
         else:
-            formatted = await asyncio.to_thread(format_json, arguments["data"], indent, sort_keys)
-        return {"formatted": formatted, "valid": True}
-
-    def _format_file(self, path: str, indent: int, sort_keys: bool) -> str:
-        real = self._sandbox.resolve("path", path, must_exist=True)
-        value = parse_json("path", path, read_capped("path", path, real, MAX_READ_BYTES))
-        return format_json(value, indent, sort_keys)
+            result = await self._workers.call(
+                f"{__name__}:format_data", arguments["data"], indent, sort_keys
+            )
+        return result
 
 
 class FileMerger:
-    """Concatenates sandbox text files into a new sandbox file. Not idempotent."""
+    """Concatenates sandbox text files into a new sandbox file. Not idempotent.
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    A merge killed with its worker (timeout, cancel) leaves the output
+    untouched, but may leave its temporary file (``.<name>.*.tmp``) behind.
+    """
+
+    def __init__(self, sandbox: Sandbox, workers: WorkerPool) -> None:
         self._sandbox = sandbox
+        self._workers = workers
         self._spec = ToolSpec(
             name="file_merger",
             description="Concatenate UTF-8 text files into one output file.",
@@ -268,36 +294,37 @@ class FileMerger:
                 not UTF-8 text, the inputs exceed the read limit, or the output
                 cannot be written.
         """
-        return await asyncio.to_thread(
-            self._merge,
+        result: JSON = await self._workers.call(
+            f"{__name__}:merge_files",
+            str(self._sandbox.root),
             [str(path) for path in arguments["paths"]],
             str(arguments["output"]),
             str(arguments.get("separator", "\n")),
         )
+        return result
 
-    def _merge(self, paths: Sequence[str], output: str, separator: str) -> JSON:
-        inputs = [
-            self._sandbox.resolve(f"paths[{index}]", path, must_exist=True)
-            for index, path in enumerate(paths)
-        ]
-        target = self._sandbox.resolve("output", output, must_exist=False)
-        budget = MAX_READ_BYTES
-        texts = []
-        for index, real in enumerate(inputs):
-            argument = f"paths[{index}]"
-            data = read_capped(argument, paths[index], real, budget)
-            budget -= len(data)
-            try:
-                texts.append(data.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise ToolError(f"{argument}: {paths[index]!r} is not UTF-8 text") from None
-        merged = separator.join(texts).encode("utf-8")
+
+def merge_files(root: str, paths: Sequence[str], output: str, separator: str) -> JSON:
+    """The ``file_merger`` result (runs in a worker); see :meth:`FileMerger.run`."""
+    sandbox = Sandbox(Path(root))
+    inputs = [
+        sandbox.resolve(f"paths[{index}]", path, must_exist=True)
+        for index, path in enumerate(paths)
+    ]
+    target = sandbox.resolve("output", output, must_exist=False)
+    budget = MAX_READ_BYTES
+    texts = []
+    for index, real in enumerate(inputs):
+        argument = f"paths[{index}]"
+        data = read_capped(argument, paths[index], real, budget)
+        budget -= len(data)
         try:
-            write_atomically(target, merged)
-        except OSError as exc:
-            raise ToolError(f"output: cannot write {output!r}: {exc.strerror or exc}") from None
-        return {
-            "output": self._sandbox.relative(target),
-            "files": len(inputs),
-            "bytes": len(merged),
-        }
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ToolError(f"{argument}: {paths[index]!r} is not UTF-8 text") from None
+    merged = separator.join(texts).encode("utf-8")
+    try:
+        write_atomically(target, merged)
+    except OSError as exc:
+        raise ToolError(f"output: cannot write {output!r}: {exc.strerror or exc}") from None
+    return {"output": sandbox.relative(target), "files": len(inputs), "bytes": len(merged)}

@@ -14,18 +14,20 @@ from praxis_grpc.tools.files import FileMerger, JsonFormatter, Sandbox
 from praxis_grpc.tools.system import Echo, Sleep, SystemInfo
 from praxis_grpc.tools.text import TextAnalyzer
 from praxis_grpc.tools.validation import ArgumentValidator
+from praxis_grpc.tools.workers import WorkerPool
 
-ToolFactory = Callable[[Sandbox], Tool]
-"""Builds a built-in tool; file tools use the sandbox, others ignore it."""
+ToolFactory = Callable[[Sandbox, WorkerPool], Tool]
+"""Builds a built-in tool. Tools whose cost depends on their input compute in
+the worker pool; file tools also use the sandbox; constant-cost tools run inline."""
 
 BUILTIN_TOOLS: Final[Mapping[str, ToolFactory]] = {
-    "calculator": lambda _sandbox: Calculator(),
-    "text_analyzer": lambda _sandbox: TextAnalyzer(),
+    "calculator": lambda _sandbox, workers: Calculator(workers),
+    "text_analyzer": lambda _sandbox, workers: TextAnalyzer(workers),
     "json_formatter": JsonFormatter,
     "file_merger": FileMerger,
-    "system_info": lambda _sandbox: SystemInfo(),
-    "echo": lambda _sandbox: Echo(),
-    "sleep": lambda _sandbox: Sleep(),
+    "system_info": lambda _sandbox, _workers: SystemInfo(),
+    "echo": lambda _sandbox, _workers: Echo(),
+    "sleep": lambda _sandbox, _workers: Sleep(),
 }
 
 
@@ -87,9 +89,12 @@ class ToolRegistry:
 
 
 def build_registry(
-    builtins: Sequence[str], contracts_dir: Path | None, sandbox_root: Path
+    builtins: Sequence[str], contracts_dir: Path | None, sandbox_root: Path, workers: WorkerPool
 ) -> ToolRegistry:
     """Instantiate the named built-in tools and load the contract tools.
+
+    ``workers`` is the pool the input-dependent tools compute in; its owner
+    (the node) closes it after the last task ran.
 
     Raises:
         ValueError: an unknown built-in (the message lists the known ones) or
@@ -101,7 +106,7 @@ def build_registry(
         known = ", ".join(sorted(BUILTIN_TOOLS))
         raise ValueError(f"unknown builtin tool(s) {', '.join(unknown)}; known: {known}")
     sandbox = Sandbox(sandbox_root)
-    tools: list[Tool] = [BUILTIN_TOOLS[name](sandbox) for name in builtins]
+    tools: list[Tool] = [BUILTIN_TOOLS[name](sandbox, workers) for name in builtins]
     if contracts_dir is not None:
         tools.extend(load_contracts(contracts_dir))
     return ToolRegistry(tools)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from typing import Final
 
 from praxis_grpc.tools.base import JSON, ToolSpec
+from praxis_grpc.tools.workers import WorkerPool
 
-MAX_TEXT_LENGTH: Final = 1_000_000
+# A character takes up to 4 bytes in UTF-8, so a text of this many characters
+# in any script, with its envelope, fits the default argument limit
+# (tasks.max_argument_bytes, 1 MiB of protobuf wire size).
+MAX_TEXT_LENGTH: Final = 250_000
 TOP_WORDS: Final = 10
-# Above this many characters the analysis runs in a worker thread.
-INLINE_LIMIT: Final = 64 * 1024
 
 # Letters and digits, with inner apostrophes or hyphens ("don't", "well-known").
 _WORD: Final = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
@@ -90,19 +91,31 @@ def _follows_abbreviation(text: str, start: int, end: int) -> bool:
 
 
 class TextAnalyzer:
-    """Analyses text; large inputs are analysed in a worker thread."""
+    """Analyses text in a worker process of ``workers``."""
 
     _SPEC: Final = ToolSpec(
         name="text_analyzer",
-        description="Count characters, words, lines, sentences and the most frequent words.",
+        description="Count characters, words, lines, sentences and the most frequent words "
+        f"of a text of up to {MAX_TEXT_LENGTH:,} characters (in any script, that fits the "
+        "default 1 MiB argument limit).",
         input_schema={
             "type": "object",
-            "properties": {"text": {"type": "string", "maxLength": MAX_TEXT_LENGTH}},
+            "properties": {
+                "text": {
+                    "type": "string",
+                    "maxLength": MAX_TEXT_LENGTH,
+                    "description": f"at most {MAX_TEXT_LENGTH:,} characters (Unicode code "
+                    "points): at 4 UTF-8 bytes each, within the default 1 MiB argument limit",
+                }
+            },
             "required": ["text"],
             "additionalProperties": False,
         },
         idempotent=True,
     )
+
+    def __init__(self, workers: WorkerPool) -> None:
+        self._workers = workers
 
     @property
     def spec(self) -> ToolSpec:
@@ -111,7 +124,5 @@ class TextAnalyzer:
 
     async def run(self, arguments: JSON) -> JSON:
         """Return the result of :func:`analyze` for ``arguments["text"]``."""
-        text = str(arguments["text"])
-        if len(text) > INLINE_LIMIT:
-            return await asyncio.to_thread(analyze, text)
-        return analyze(text)
+        result: JSON = await self._workers.call(f"{__name__}:analyze", str(arguments["text"]))
+        return result

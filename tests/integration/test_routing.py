@@ -18,7 +18,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import Endpoint
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
-from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
+from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config, worker_pool
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
 from tests.integration.helpers import NodeGroup, stub, until, work
@@ -41,6 +41,7 @@ class Mesh(NodeGroup):
         idempotent: bool = True,
         concurrency: int = 2,
         queue_limit: int = 20,
+        max_attempts: int = 3,
         tags: tuple[str, ...] = (),
         **sections: Any,
     ) -> Node:
@@ -51,12 +52,17 @@ class Mesh(NodeGroup):
             p2p={"disconnect_grace": "200ms"},
             cards={"heartbeat": "200ms", "ttl": "3s"},
             agent={"name": name, "tags": list(tags)},
-            tasks={"max_concurrency": concurrency, "queue_limit": queue_limit},
+            tasks={
+                "max_concurrency": concurrency,
+                "queue_limit": queue_limit,
+                "max_attempts": max_attempts,
+            },
             **sections,
         )
         # Only nodes without the work tool offer the calculator.
+        workers = await self.stack.enter_async_context(worker_pool())
         builtins = build_registry(
-            [] if work else ["calculator"], None, self.root / name / "sandbox"
+            [] if work else ["calculator"], None, self.root / name / "sandbox", workers
         )
         tools = [builtins.get(tool) for tool in builtins.names()]
         if work:
@@ -322,6 +328,31 @@ async def test_worker_lost_mid_task_completes_elsewhere(mesh: Mesh) -> None:
     # The channel to the departed agent was closed; the one in use stays.
     assert first.endpoints.grpc not in entry.channels
     assert second.endpoints.grpc in entry.channels
+
+
+async def test_a_task_that_keeps_losing_its_worker_is_poisoned(mesh: Mesh) -> None:
+    entry = await mesh.start("entry", work=False, max_attempts=2)
+    for name in ("first", "second", "third"):
+        await mesh.start(name, max_attempts=2)
+    await mesh.converged()
+    by_id = {node.agent_id: name for name, node in mesh.nodes.items()}
+    async with stub(entry) as tasks:
+        accepted = await tasks.SubmitTask(work(60, "poison"))
+        task_id = accepted.task.task_id
+        for attempt in (1, 2):
+            # The entry node's record counts the starts on every agent so far.
+            await until(lambda: entry.engine.get(task_id).attempt == attempt)  # noqa: B023
+            owner = by_id[entry.engine.get(task_id).owner_agent_id]
+            assert mesh.log.agents("poison")[-1] == owner
+            await mesh.nodes[owner].aclose(grace=0)
+        await until(lambda: entry.engine.get(task_id).terminal)
+        final = (await tasks.GetTask(pb.GetTaskRequest(task_id=task_id))).task
+    assert final.state == types_pb2.TASK_STATE_FAILED
+    assert final.error.reason == "POISONED"
+    assert "started 2 time(s)" in final.error.message
+    assert final.attempt == 2
+    assert len(mesh.log.agents("poison")) == 2  # the third agent never ran it
+    assert entry.metrics.redispatches_total._value.get() == 1
 
 
 async def test_a_non_idempotent_task_is_never_run_elsewhere(mesh: Mesh) -> None:

@@ -25,11 +25,18 @@ from praxis_grpc.node import Node
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
-from praxis_grpc.testing import TEST_BUILTINS, ReturningTool, make_config, running_node
+from praxis_grpc.testing import (
+    TEST_BUILTINS,
+    ReturningTool,
+    make_config,
+    running_node,
+    worker_pool,
+)
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.base import JSON, Tool
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
+from praxis_grpc.tools.workers import WorkerPool
 from tests.integration.helpers import NodeGroup, stub, until
 
 MiB = 1024 * 1024
@@ -61,15 +68,16 @@ def bad_result(arguments: JSON) -> JSON:
     return {"fine": True}
 
 
-def tools(config: Config, *extra: Tool) -> ToolRegistry:
-    builtins = build_registry(TEST_BUILTINS, None, config.sandbox_root)
+def tools(config: Config, workers: WorkerPool, *extra: Tool) -> ToolRegistry:
+    builtins = build_registry(TEST_BUILTINS, None, config.sandbox_root, workers)
     return ToolRegistry([*(builtins.get(name) for name in builtins.names()), *extra])
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
+async def node(tmp_path: Path, workers: WorkerPool) -> AsyncIterator[Node]:
     config = make_config(tmp_path / "node", tasks={"max_result_bytes": 64 * 1024})
-    async with running_node(config, tools=tools(config, ReturningTool(bad_result))) as started:
+    registry = tools(config, workers, ReturningTool(bad_result))
+    async with running_node(config, tools=registry) as started:
         yield started
 
 
@@ -325,10 +333,11 @@ async def start_member(
         root / name, name=name, metrics={"enabled": False}, agent={"name": name}, **sections
     )
     identity = load_or_create_identity(config.key_file)
+    workers = await nodes.stack.enter_async_context(worker_pool())
     node = Node(
         config,
         identity=identity,
-        tools=tools(config, *extra),
+        tools=tools(config, workers, *extra),
         discovery=mesh.member(identity.agent_id),
         consensus=None if group is None else group.member,
     )

@@ -276,6 +276,41 @@ async def test_recovery_requeues_idempotent_and_fails_the_rest() -> None:
     assert h.once.started == 1  # only the never-started one ran
 
 
+async def test_recovery_fails_a_task_started_max_attempts_times_as_poisoned() -> None:
+    store = MemoryTaskStore()
+    now = datetime.now(UTC)
+    crashed_thrice = _stored(store, "gate", TaskState.WORKING)
+    for _ in range(2):  # two more starts, each lost with the node
+        crashed_thrice = crashed_thrice.requeue(now).start(now)
+        store.update(crashed_thrice)
+    # Re-dispatched here after two starts elsewhere (prior_attempts=2).
+    twice = replace(_stored(store, "once", TaskState.SUBMITTED), attempt=2)
+    store.update(twice)
+    h = make_engine(store, max_attempts=3)
+
+    report = h.engine.start()
+
+    assert report.failed == (crashed_thrice.task_id,)
+    assert report.requeued == (twice.task_id,)
+    poisoned = h.engine.get(crashed_thrice.task_id)
+    assert poisoned.error is not None
+    assert (poisoned.state, poisoned.error.reason) == (TaskState.FAILED, Reason.POISONED)
+    assert "started 3 time(s)" in poisoned.error.message
+    assert h.gate.started == 0
+    done = await h.engine.wait(twice.task_id)
+    assert (done.state, done.attempt) == (TaskState.COMPLETED, 3)
+
+
+async def test_a_re_dispatched_task_counts_on_from_its_prior_attempts() -> None:
+    h = make_engine()
+    h.engine.start()
+
+    task, _ = await h.engine.submit(Submission("gate"), task_id=new_id(), prior_attempts=2)
+
+    assert task.attempt == 2
+    assert (await h.engine.wait(task.task_id)).attempt == 3
+
+
 async def test_close_hands_back_idempotent_and_fails_side_effecting_tasks() -> None:
     h = make_engine(released=False, max_concurrency=4)
     h.engine.start()

@@ -6,14 +6,20 @@ import math
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from praxis_grpc.api.convert import dict_to_struct, struct_to_dict
 from praxis_grpc.errors import ToolError
+from praxis_grpc.tasks.json_values import check_json_object
 from praxis_grpc.tools.calculator import (
+    MAX_EXACT_INT,
     MAX_EXPRESSION_LENGTH,
     MAX_NODES,
     Calculator,
     evaluate,
 )
+from praxis_grpc.tools.workers import WorkerPool
 
 
 @pytest.mark.parametrize(
@@ -52,8 +58,8 @@ def test_evaluates_arithmetic(expression: str, expected: float) -> None:
     assert evaluate(expression) == pytest.approx(expected)
 
 
-async def test_run_returns_expression_and_result() -> None:
-    result = await Calculator().run({"expression": "2 + 2"})
+async def test_run_returns_expression_and_result(workers: WorkerPool) -> None:
+    result = await Calculator(workers).run({"expression": "2 + 2"})
 
     assert result == {"expression": "2 + 2", "result": 4}
 
@@ -138,3 +144,98 @@ def test_rejects_overlong_and_overcomplex_expressions() -> None:
         evaluate("1" * (MAX_EXPRESSION_LENGTH + 1))
     with pytest.raises(ToolError, match=f"more than {MAX_NODES} elements"):
         evaluate("+".join(["1"] * 300))
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # Each of these once computed 10**|n| digits on the event loop.
+        ("round(1, -10**9)", "between -5000 and 5000"),
+        ("round(1.5, 10**9)", "between -5000 and 5000"),
+        ("round(7, -(2**13000))", "between -5000 and 5000"),
+        # Integers beyond a double once reached the store and broke every read of it.
+        ("2**1100", "too large for a JSON number"),
+        ("9" * 1000, "too large for a JSON number"),
+        ("-(2 ** 13000)", "too large for a JSON number"),
+        ("floor(1e308) * 2", "too large for a JSON number"),
+    ],
+)
+def test_bounds_every_operation_and_the_result(expression: str, message: str) -> None:
+    with pytest.raises(ToolError, match=message):
+        evaluate(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("2 ** 53", 2**53),
+        ("-(2 ** 53)", -(2**53)),
+        ("2 ** 53 + 1", float(2**53 + 1)),
+        ("2 ** 1000", float(2**1000)),
+        ("round(123456, -5000)", 0),
+        ("round(1.5, 5000)", 1.5),
+        ("floor(1e300)", 1e300),
+    ],
+)
+def test_integers_beyond_2_53_come_back_as_floats(expression: str, expected: float) -> None:
+    result = evaluate(expression)
+
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+async def test_run_fails_cleanly_on_an_integer_beyond_a_double(workers: WorkerPool) -> None:
+    with pytest.raises(ToolError, match="too large for a JSON number"):
+        await Calculator(workers).run({"expression": "2**1100"})
+
+
+_FUNCTIONS_BY_ARITY = {
+    1: ["abs", "sqrt", "log10", "exp", "sin", "cos", "tan", "floor", "ceil", "round", "log"],
+    2: ["round", "log", "min", "max"],
+    3: ["min", "max"],
+}
+
+
+def _numbers() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.integers(min_value=0, max_value=10**20).map(str),
+        st.integers(min_value=0, max_value=10**999).map(str),
+        st.floats(allow_nan=False, allow_infinity=False, min_value=0).map(repr),
+        st.sampled_from(["pi", "e", "0", "1", "2", "10", "10**9", "2**64", "-10**9"]),
+    )
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        binary = st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), inner)
+        calls = st.integers(min_value=1, max_value=3).flatmap(
+            lambda arity: st.tuples(
+                st.sampled_from(_FUNCTIONS_BY_ARITY[arity]),
+                st.lists(inner, min_size=arity, max_size=arity),
+            )
+        )
+        return st.one_of(
+            binary.map(lambda t: f"({t[0]}) {t[1]} ({t[2]})"),
+            inner.map(lambda operand: f"-({operand})"),
+            calls.map(lambda call: f"{call[0]}({', '.join(call[1])})"),
+        )
+
+    return st.recursive(_numbers(), extend, max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(_expressions())
+def test_any_expression_gives_a_json_number_or_a_tool_error(expression: str) -> None:
+    try:
+        result = evaluate(expression)
+    except ToolError:
+        return  # a refusal with a message is a valid outcome
+    assert isinstance(result, int | float)
+    assert not isinstance(result, bool)
+    assert math.isfinite(result)
+    if isinstance(result, int):
+        assert abs(result) <= MAX_EXACT_INT
+    check_json_object({"result": result}, "result")
+    carried = dict_to_struct({"result": result})
+    assert carried is not None
+    assert struct_to_dict(carried, "result") == {"result": float(result)}

@@ -10,6 +10,7 @@ import pytest
 
 from praxis_grpc.errors import ToolError
 from praxis_grpc.tools.files import MAX_READ_BYTES, FileMerger, JsonFormatter, Sandbox
+from praxis_grpc.tools.workers import WorkerPool
 
 
 @pytest.fixture
@@ -88,16 +89,16 @@ class TestSandbox:
 
 
 class TestJsonFormatter:
-    async def test_formats_inline_data(self, sandbox: Sandbox) -> None:
-        result = await JsonFormatter(sandbox).run({"data": {"b": 1, "a": [1, 2]}})
+    async def test_formats_inline_data(self, sandbox: Sandbox, workers: WorkerPool) -> None:
+        result = await JsonFormatter(sandbox, workers).run({"data": {"b": 1, "a": [1, 2]}})
 
         assert result == {
             "formatted": '{\n  "b": 1,\n  "a": [\n    1,\n    2\n  ]\n}',
             "valid": True,
         }
 
-    async def test_indent_and_sort_keys(self, sandbox: Sandbox) -> None:
-        formatter = JsonFormatter(sandbox)
+    async def test_indent_and_sort_keys(self, sandbox: Sandbox, workers: WorkerPool) -> None:
+        formatter = JsonFormatter(sandbox, workers)
 
         sorted_result = await formatter.run({"data": {"b": 1, "a": 2}, "sort_keys": True})
         compact = await formatter.run({"data": {"b": 1, "a": "é"}, "indent": 0})
@@ -105,73 +106,85 @@ class TestJsonFormatter:
         assert sorted_result["formatted"].index('"a"') < sorted_result["formatted"].index('"b"')
         assert compact["formatted"] == '{"b":1,"a":"é"}'
 
-    async def test_formats_null_data(self, sandbox: Sandbox) -> None:
-        assert (await JsonFormatter(sandbox).run({"data": None}))["formatted"] == "null"
+    async def test_formats_null_data(self, sandbox: Sandbox, workers: WorkerPool) -> None:
+        assert (await JsonFormatter(sandbox, workers).run({"data": None}))["formatted"] == "null"
 
-    async def test_formats_a_sandbox_file(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_formats_a_sandbox_file(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "doc.json").write_text('{"x": [1, {"y": null}]}')
 
-        result = await JsonFormatter(sandbox).run({"path": "doc.json", "indent": 4})
+        result = await JsonFormatter(sandbox, workers).run({"path": "doc.json", "indent": 4})
 
         assert json.loads(result["formatted"]) == {"x": [1, {"y": None}]}
         assert '\n    "x"' in result["formatted"]
 
     async def test_invalid_json_file_reports_line_and_column(
-        self, sandbox: Sandbox, root: Path
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
     ) -> None:
         (root / "bad.json").write_text('{\n  "a": 1,\n  "b": }\n')
 
         with pytest.raises(
             ToolError, match=r"^path: 'bad.json' is not valid JSON: .* line 3 column 8"
         ):
-            await JsonFormatter(sandbox).run({"path": "bad.json"})
+            await JsonFormatter(sandbox, workers).run({"path": "bad.json"})
 
-    async def test_rejects_nan_and_non_utf8(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_rejects_nan_and_non_utf8(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "nan.json").write_text('{"a": NaN}')
         (root / "latin.json").write_bytes(b'"caf\xe9"')
 
         with pytest.raises(ToolError, match="NaN is not valid JSON"):
-            await JsonFormatter(sandbox).run({"path": "nan.json"})
+            await JsonFormatter(sandbox, workers).run({"path": "nan.json"})
         with pytest.raises(ToolError, match="not UTF-8"):
-            await JsonFormatter(sandbox).run({"path": "latin.json"})
+            await JsonFormatter(sandbox, workers).run({"path": "latin.json"})
 
-    async def test_refuses_files_outside_the_sandbox(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_refuses_files_outside_the_sandbox(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root.parent / "secret.json").write_text("{}")
 
         with pytest.raises(ToolError, match="outside the sandbox"):
-            await JsonFormatter(sandbox).run({"path": "../secret.json"})
+            await JsonFormatter(sandbox, workers).run({"path": "../secret.json"})
 
     async def test_refuses_directories_and_oversized_files(
-        self, sandbox: Sandbox, root: Path
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
     ) -> None:
         (root / "dir").mkdir()
         with (root / "big.json").open("wb") as stream:
             stream.truncate(MAX_READ_BYTES + 1)
 
         with pytest.raises(ToolError, match="not a regular file"):
-            await JsonFormatter(sandbox).run({"path": "dir"})
+            await JsonFormatter(sandbox, workers).run({"path": "dir"})
         with pytest.raises(ToolError, match="read limit"):
-            await JsonFormatter(sandbox).run({"path": "big.json"})
+            await JsonFormatter(sandbox, workers).run({"path": "big.json"})
 
-    async def test_fifo_does_not_hang(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_fifo_does_not_hang(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         os.mkfifo(root / "pipe")
 
         with pytest.raises(ToolError, match="not a regular file"):
-            await JsonFormatter(sandbox).run({"path": "pipe"})
+            await JsonFormatter(sandbox, workers).run({"path": "pipe"})
 
-    def test_spec_is_idempotent_and_requires_exactly_one_source(self, sandbox: Sandbox) -> None:
-        spec = JsonFormatter(sandbox).spec
+    def test_spec_is_idempotent_and_requires_exactly_one_source(
+        self, sandbox: Sandbox, workers: WorkerPool
+    ) -> None:
+        spec = JsonFormatter(sandbox, workers).spec
 
         assert spec.idempotent
         assert spec.input_schema["oneOf"] == [{"required": ["data"]}, {"required": ["path"]}]
 
 
 class TestFileMerger:
-    async def test_merges_files_with_separator(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_merges_files_with_separator(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "a.txt").write_text("alpha")
         (root / "b.txt").write_text("béta")
 
-        result = await FileMerger(sandbox).run(
+        result = await FileMerger(sandbox, workers).run(
             {"paths": ["a.txt", "b.txt"], "output": "out/merged.txt", "separator": "\n--\n"}
         )
 
@@ -180,60 +193,72 @@ class TestFileMerger:
         assert (root / "out" / "merged.txt").stat().st_mode & 0o777 == 0o644
         assert result == {"output": "out/merged.txt", "files": 2, "bytes": len(merged.encode())}
 
-    async def test_default_separator_is_newline(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_default_separator_is_newline(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "a.txt").write_text("1")
 
-        await FileMerger(sandbox).run({"paths": ["a.txt", "a.txt"], "output": "twice.txt"})
+        await FileMerger(sandbox, workers).run({"paths": ["a.txt", "a.txt"], "output": "twice.txt"})
 
         assert (root / "twice.txt").read_text() == "1\n1"
 
-    async def test_may_overwrite_one_of_its_inputs(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_may_overwrite_one_of_its_inputs(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "log.txt").write_text("old")
         (root / "new.txt").write_text("new")
 
-        await FileMerger(sandbox).run({"paths": ["log.txt", "new.txt"], "output": "log.txt"})
+        await FileMerger(sandbox, workers).run(
+            {"paths": ["log.txt", "new.txt"], "output": "log.txt"}
+        )
 
         assert (root / "log.txt").read_text() == "old\nnew"
         assert sorted(p.name for p in root.iterdir()) == ["log.txt", "new.txt"]
 
-    async def test_names_the_bad_input(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_names_the_bad_input(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         (root / "a.txt").write_text("a")
         (root / "bin").write_bytes(b"\xff\xfe\x00")
 
         with pytest.raises(ToolError, match=r"^paths\[1\]: 'missing.txt' does not exist"):
-            await FileMerger(sandbox).run({"paths": ["a.txt", "missing.txt"], "output": "o"})
+            await FileMerger(sandbox, workers).run(
+                {"paths": ["a.txt", "missing.txt"], "output": "o"}
+            )
         with pytest.raises(ToolError, match=r"^paths\[1\]: 'bin' is not UTF-8 text"):
-            await FileMerger(sandbox).run({"paths": ["a.txt", "bin"], "output": "o"})
+            await FileMerger(sandbox, workers).run({"paths": ["a.txt", "bin"], "output": "o"})
         assert not (root / "o").exists()
 
     async def test_output_outside_the_sandbox_is_refused(
-        self, sandbox: Sandbox, root: Path
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
     ) -> None:
         (root / "a.txt").write_text("a")
 
         with pytest.raises(ToolError, match=r"^output: .* outside the sandbox"):
-            await FileMerger(sandbox).run({"paths": ["a.txt"], "output": "../escaped.txt"})
+            await FileMerger(sandbox, workers).run({"paths": ["a.txt"], "output": "../escaped.txt"})
         assert not (root.parent / "escaped.txt").exists()
 
     async def test_output_that_is_a_directory_fails_cleanly(
-        self, sandbox: Sandbox, root: Path
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
     ) -> None:
         (root / "a.txt").write_text("a")
         (root / "dir").mkdir()
 
         with pytest.raises(ToolError, match=r"^output: cannot write 'dir'"):
-            await FileMerger(sandbox).run({"paths": ["a.txt"], "output": "dir"})
+            await FileMerger(sandbox, workers).run({"paths": ["a.txt"], "output": "dir"})
         assert list((root / "dir").iterdir()) == []
         assert sorted(p.name for p in root.iterdir()) == ["a.txt", "dir"]
 
-    async def test_total_input_is_capped(self, sandbox: Sandbox, root: Path) -> None:
+    async def test_total_input_is_capped(
+        self, sandbox: Sandbox, workers: WorkerPool, root: Path
+    ) -> None:
         half = MAX_READ_BYTES // 2 + 1
         for name in ("a", "b"):
             with (root / name).open("wb") as stream:
                 stream.truncate(half)
 
         with pytest.raises(ToolError, match=r"^paths\[1\]: .*read limit"):
-            await FileMerger(sandbox).run({"paths": ["a", "b"], "output": "o"})
+            await FileMerger(sandbox, workers).run({"paths": ["a", "b"], "output": "o"})
 
-    def test_spec_is_not_idempotent(self, sandbox: Sandbox) -> None:
-        assert FileMerger(sandbox).spec.idempotent is False
+    def test_spec_is_not_idempotent(self, sandbox: Sandbox, workers: WorkerPool) -> None:
+        assert FileMerger(sandbox, workers).spec.idempotent is False

@@ -19,6 +19,7 @@ from praxis_grpc.tools import (
     build_registry,
 )
 from praxis_grpc.tools.base import JSON
+from praxis_grpc.tools.workers import WorkerPool
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
 
@@ -39,7 +40,7 @@ class Fixed:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> ToolRegistry:
-    return build_registry(sorted(BUILTIN_TOOLS), None, tmp_path)
+    return build_registry(sorted(BUILTIN_TOOLS), None, tmp_path, WorkerPool(1))
 
 
 def invalid(registry: ToolRegistry, name: str, arguments: Any) -> InvalidArgument:
@@ -61,7 +62,7 @@ def test_every_builtin_satisfies_the_tool_protocol(registry: ToolRegistry) -> No
 
 
 def test_unknown_tool_lists_what_is_offered(tmp_path: Path) -> None:
-    registry = build_registry(["echo", "calculator"], None, tmp_path)
+    registry = build_registry(["echo", "calculator"], None, tmp_path, WorkerPool(1))
 
     with pytest.raises(NotFound, match="unknown tool 'nope'; this node offers: calculator, echo"):
         registry.get("nope")
@@ -117,7 +118,7 @@ def test_bounds_are_reported_without_quoting_the_value(registry: ToolRegistry) -
     sleep_error = invalid(registry, "sleep", {"seconds": 7200})
     merge_error = invalid(registry, "file_merger", {"paths": [], "output": "o"})
 
-    assert text_error.message == "arguments.text: must be at most 1000000 characters long"
+    assert text_error.message == "arguments.text: must be at most 250000 characters long"
     assert sleep_error.message == "arguments.seconds: must be <= 3600"
     assert merge_error.message == "arguments.paths: must have at least 1 item(s)"
 
@@ -148,11 +149,11 @@ def test_enum_messages_list_the_options() -> None:
 
 def test_unknown_builtin_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown builtin tool.*nope; known: calculator"):
-        build_registry(["calculator", "nope"], None, tmp_path)
+        build_registry(["calculator", "nope"], None, tmp_path, WorkerPool(1))
 
 
 def test_build_registry_loads_contracts(tmp_path: Path) -> None:
-    registry = build_registry(["calculator"], TOOLS_DIR, tmp_path)
+    registry = build_registry(["calculator"], TOOLS_DIR, tmp_path, WorkerPool(1))
 
     assert "data_stats" in registry.names()
     assert registry.get("data_stats").spec.idempotent is True
@@ -160,7 +161,7 @@ def test_build_registry_loads_contracts(tmp_path: Path) -> None:
 
 def test_build_registry_reports_a_bad_contract_directory(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="does not exist"):
-        build_registry([], tmp_path / "missing", tmp_path)
+        build_registry([], tmp_path / "missing", tmp_path, WorkerPool(1))
 
 
 def test_exported_members_are_public_and_complete() -> None:
@@ -168,4 +169,14 @@ def test_exported_members_are_public_and_complete() -> None:
 
     assert exported == {
         name for name in dir(praxis_grpc.tools) if not name.startswith("_") and name.isidentifier()
-    } - {"base", "calculator", "contract", "files", "registry", "system", "text", "validation"}
+    } - {
+        "base",
+        "calculator",
+        "contract",
+        "files",
+        "registry",
+        "system",
+        "text",
+        "validation",
+        "workers",
+    }

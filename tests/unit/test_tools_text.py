@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from praxis_grpc.tools.text import INLINE_LIMIT, TextAnalyzer, analyze, count_sentences
+from pathlib import Path
+
+import pytest
+
+from praxis_grpc.api.convert import dict_to_struct
+from praxis_grpc.config import TasksConfig
+from praxis_grpc.errors import InvalidArgument
+from praxis_grpc.tools.registry import build_registry
+from praxis_grpc.tools.text import MAX_TEXT_LENGTH, TextAnalyzer, analyze, count_sentences
+from praxis_grpc.tools.workers import WorkerPool
 
 SAMPLE = """The quick brown fox. The lazy dog!
 Is it the end? Don't stop.
@@ -62,14 +71,47 @@ def test_empty_text_has_zero_counts() -> None:
     assert result["top_words"] == []
 
 
-async def test_large_text_gives_the_same_result_as_inline() -> None:
-    text = "Word. " * (INLINE_LIMIT // 5)
+async def test_the_worker_gives_the_same_result_as_a_direct_call(workers: WorkerPool) -> None:
+    text = "Word. " * 20_000
 
-    result = await TextAnalyzer().run({"text": text})
+    result = await TextAnalyzer(workers).run({"text": text})
 
     assert result == analyze(text)
-    assert result["sentences"] == INLINE_LIMIT // 5
+    assert result["sentences"] == 20_000
 
 
 def test_many_initials_stay_fast() -> None:
     assert count_sentences("a. " * 100_000) == 1
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        pytest.param("字", id="cjk"),
+        pytest.param("\n", id="newlines"),
+        pytest.param("😀", id="emoji"),
+    ],
+)
+async def test_the_longest_text_the_schema_admits_fits_the_default_limit(
+    unit: str, tmp_path: Path, workers: WorkerPool
+) -> None:
+    registry = build_registry(["text_analyzer"], None, tmp_path, workers)
+    longest = {"text": unit * MAX_TEXT_LENGTH}
+
+    tool = registry.validate("text_analyzer", longest)
+    result = await tool.run(longest)
+
+    # What the node measures: the arguments' protobuf wire size (UTF-8).
+    arguments = dict_to_struct(longest)
+    assert arguments is not None
+    assert arguments.ByteSize() <= TasksConfig().max_argument_bytes
+    assert result == analyze(longest["text"])
+    assert result["characters"] == MAX_TEXT_LENGTH
+    with pytest.raises(InvalidArgument) as refused:
+        registry.validate("text_analyzer", {"text": unit * (MAX_TEXT_LENGTH + 1)})
+    assert refused.value.field == "arguments.text"
+    assert f"at most {MAX_TEXT_LENGTH} characters" in refused.value.message
+
+
+def test_the_spec_states_the_limit() -> None:
+    assert f"{MAX_TEXT_LENGTH:,}" in TextAnalyzer(WorkerPool(1)).spec.description
