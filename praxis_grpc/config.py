@@ -76,6 +76,41 @@ class ApiConfig(_Section):
         default=None, description="host put in the card; defaults to host"
     )
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # Connection limits: what one client (or many) can hold on the server.
+    max_concurrent_rpcs: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="calls in progress at once over all connections, streams included; "
+        "beyond it gRPC itself answers RESOURCE_EXHAUSTED",
+    )
+    max_concurrent_streams: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="calls in progress at once on one connection (HTTP/2 "
+        "MAX_CONCURRENT_STREAMS); a peer keeps one WatchTask per task it delegated here, so "
+        "keep it above tasks.queue_limit + tasks.max_concurrency",
+    )
+    max_connection_idle: PositiveDuration = Field(
+        default=300.0, description="a connection without calls for this long is closed (GOAWAY)"
+    )
+    max_connection_age: PositiveDuration = Field(
+        default=1800.0,
+        description="every connection is asked to go away (GOAWAY) after this long; "
+        "clients reconnect for new calls",
+    )
+    max_connection_age_grace: Duration = Field(
+        default=300.0,
+        description="calls still running on a connection that was asked to go away end "
+        "UNAVAILABLE after this long (streams are re-opened by their clients)",
+    )
+    keepalive_time: PositiveDuration = Field(
+        default=60.0, description="the server pings every connection this often"
+    )
+    keepalive_timeout: PositiveDuration = Field(
+        default=20.0, description="a connection that does not answer a ping within this is closed"
+    )
 
 
 class MetricsConfig(_Section):
