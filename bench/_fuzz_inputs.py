@@ -97,20 +97,19 @@ def _size(r: random.Random) -> int:
 
 def hostile_text(r: random.Random) -> str:
     """A string field value a careless server could trip on."""
-    return r.choice(
-        [
-            lambda: "",
-            lambda: "x" * _size(r),
-            lambda: str(uuid.UUID(int=r.getrandbits(128))),
-            lambda: "\x00" * r.randint(1, 64),
-            lambda: "../" * r.randint(1, 50) + "etc/passwd",
-            lambda: "é中😀\u202e" * r.randint(1, 2000),
-            lambda: "%s%n{0}${x}" * r.randint(1, 20),
-            lambda: r.choice(_TOOLS),
-            lambda: "12D3KooW" + "A" * r.randint(0, 60),
-            lambda: "-1",
-        ]
-    )()
+    makers: list[Callable[[], str]] = [
+        lambda: "",
+        lambda: "x" * _size(r),
+        lambda: str(uuid.UUID(int=r.getrandbits(128))),
+        lambda: "\x00" * r.randint(1, 64),
+        lambda: "../" * r.randint(1, 50) + "etc/passwd",
+        lambda: "é中😀\u202e" * r.randint(1, 2000),
+        lambda: "%s%n{0}${x}" * r.randint(1, 20),
+        lambda: r.choice(_TOOLS),
+        lambda: "12D3KooW" + "A" * r.randint(0, 60),
+        lambda: "-1",
+    ]
+    return r.choice(makers)()
 
 
 def _number(r: random.Random) -> float:
@@ -220,15 +219,14 @@ def _task_id(r: random.Random) -> str:
 
 
 def _page_token(r: random.Random) -> str:
-    return r.choice(
-        [
-            lambda: "",
-            lambda: base64.urlsafe_b64encode(b"[" * r.choice([10, 100_000])).decode(),
-            lambda: base64.urlsafe_b64encode(r.randbytes(r.randint(1, 64))).decode(),
-            lambda: base64.urlsafe_b64encode(b'{"t": 1e999, "id": null}').decode(),
-            lambda: hostile_text(r),
-        ]
-    )()
+    makers: list[Callable[[], str]] = [
+        lambda: "",
+        lambda: base64.urlsafe_b64encode(b"[" * r.choice([10, 100_000])).decode(),
+        lambda: base64.urlsafe_b64encode(r.randbytes(r.randint(1, 64))).decode(),
+        lambda: base64.urlsafe_b64encode(b'{"t": 1e999, "id": null}').decode(),
+        lambda: hostile_text(r),
+    ]
+    return r.choice(makers)()
 
 
 def _list_tasks(r: random.Random) -> bytes:
@@ -255,7 +253,8 @@ def _reflection(r: random.Random) -> bytes:
     else:
         request.file_containing_extension.containing_type = hostile_text(r)
         request.file_containing_extension.extension_number = r.randint(-(2**31), 2**31 - 1)
-    return request.SerializeToString()
+    data: bytes = request.SerializeToString()
+    return data
 
 
 _TASK = "/praxis.v1.TaskService/"

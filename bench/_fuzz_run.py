@@ -108,9 +108,9 @@ class FuzzReport:
     elapsed: float = 0.0
     findings: dict[str, Finding] = field(default_factory=dict)
 
-    def note(self, category: str, key: str, example: str) -> None:
-        """Record a problem of ``category`` (crash, hang, wrong code, rss)."""
-        self.findings.setdefault(f"{category}: {key}", Finding()).add(example)
+    def note(self, category: str, key: str, example: str, keep: int = 2) -> None:
+        """Record a problem of ``category`` (node, hang, wrong code, rss)."""
+        self.findings.setdefault(f"{category}: {key}", Finding()).add(example, keep)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -150,7 +150,7 @@ def classify(
         return "ok", "OK"
     code, chosen = exc.code(), _ERROR_KEY in _trailers(exc)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED and not chosen:
-        if method.name == "SubmitTask":
+        if method.path.endswith("/SubmitTask"):
             return "documented", "DEADLINE_EXCEEDED (waited until the deadline)"
         return "hang", "no answer within the deadline"
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and payload_size > max_message_bytes:
@@ -165,14 +165,15 @@ def classify(
 async def _send(channel: grpc.aio.Channel, item: FuzzInput, deadline: float) -> None:
     """Send one input; return on OK (or a first stream message), raise AioRpcError."""
     method = item.method
+    # No (de)serializers: the request goes out as the raw bytes it is.
+    calls: Any = channel
     if method.kind == "unary":
-        await channel.unary_unary(method.path)(item.payload, timeout=deadline)
+        await calls.unary_unary(method.path)(item.payload, timeout=deadline)
         return
-    call: Any
     if method.kind == "stream":
-        call = channel.unary_stream(method.path)(item.payload, timeout=deadline)
+        call = calls.unary_stream(method.path)(item.payload, timeout=deadline)
     else:
-        call = channel.stream_stream(method.path)(timeout=deadline)
+        call = calls.stream_stream(method.path)(timeout=deadline)
         await call.write(item.payload)
         await call.done_writing()
     try:
@@ -204,31 +205,43 @@ def _example(item: FuzzInput, detail: str) -> str:
 
 
 async def _batch(
-    channel: grpc.aio.Channel, items: list[FuzzInput], options: FuzzOptions, report: FuzzReport
-) -> None:
+    channel: grpc.aio.Channel, items: list[FuzzInput], options: FuzzOptions
+) -> list[tuple[FuzzInput, grpc.aio.AioRpcError | None]]:
     limit = asyncio.Semaphore(options.concurrency)
 
-    async def one(item: FuzzInput) -> None:
+    async def one(item: FuzzInput) -> tuple[FuzzInput, grpc.aio.AioRpcError | None]:
         async with limit:
-            error: grpc.aio.AioRpcError | None = None
             try:
                 await _send(channel, item, options.deadline)
             except grpc.aio.AioRpcError as exc:
-                error = exc
+                return item, exc
+            return item, None
+
+    return await asyncio.gather(*(one(item) for item in items))
+
+
+def _tally(
+    results: list[tuple[FuzzInput, grpc.aio.AioRpcError | None]],
+    options: FuzzOptions,
+    report: FuzzReport,
+    node_problem: str | None,
+) -> None:
+    """Count every answer; with a node problem, inputs left unanswered are its suspects."""
+    for item, error in results:
         outcome, why = classify(item.method, len(item.payload), error, options.max_message_bytes)
         code = "OK" if error is None else error.code().name
         report.inputs += 1
         report.by_outcome[outcome] += 1
         report.by_method_code[f"{item.method.name} {code}"] += 1
-        if outcome in ("wrong code", "hang"):
-            detail = "" if error is None else error.details() or ""
+        detail = "" if error is None else error.details() or ""
+        if node_problem is not None and code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"):
+            report.note("node", node_problem, f"suspect: {_example(item, detail)}", keep=5)
+        elif outcome == "hang":
+            report.hangs += 1
             report.note(outcome, f"{item.method.name} {why}", _example(item, detail))
-            if outcome == "hang":
-                report.hangs += 1
-            else:
-                report.wrong_codes += 1
-
-    await asyncio.gather(*(one(item) for item in items))
+        elif outcome == "wrong code":
+            report.wrong_codes += 1
+            report.note(outcome, f"{item.method.name} {why}", _example(item, detail))
 
 
 async def fuzz(
@@ -245,18 +258,15 @@ async def fuzz(
         while report.inputs < options.count and time.monotonic() - start < options.time_limit:
             size = min(options.batch, options.count - report.inputs)
             items = [generate(rng, rng.choice(METHODS)) for _ in range(size)]
-            await _batch(channel, items, options, report)
+            results = await _batch(channel, items, options)
             problem = await _check(target, options, report, idle)
+            _tally(results, options, report, problem)
             if problem is not None:
-                suspects = sorted(items, key=lambda i: -len(i.payload))[:3]
-                category = "crash" if problem == "exited" else "hang"
-                for item in suspects:
-                    report.note(category, f"node {problem}", item.describe())
                 if report.restarts >= options.max_restarts:
                     progress(f"node {problem}; restart limit reached, stopping")
                     break
                 progress(f"node {problem}; restarting it (fresh data directory)")
-                await channel.close()
+                await channel.close(None)
                 await asyncio.to_thread(target.restart)
                 report.restarts += 1
                 idle = target.rss()
@@ -267,24 +277,24 @@ async def fuzz(
                     f"{report.wrong_codes} wrong codes, rss {target.rss() / _MIB:.0f} MB"
                 )
     finally:
-        await channel.close()
+        await channel.close(None)
     report.rss_after_mb = await _settled_rss(target, idle, options.settle)
     report.elapsed = time.monotonic() - start
     return report
 
 
 async def _check(target: Target, options: FuzzOptions, report: FuzzReport, idle: int) -> str | None:
-    """None if the node is fine after a batch, else ``exited`` or why it hangs."""
+    """None if the node is fine after a batch, else how it crashed or hung."""
     if not target.alive():
         report.crashes += 1
-        return "exited"
+        return "crashed (process exited)"
     problem = await probe(target.address, options.probe_timeout)
     if problem is not None:
         if not target.alive():
             report.crashes += 1
-            return "exited"
+            return "crashed (process exited)"
         report.hangs += 1
-        return f"not answering within {options.probe_timeout:g}s ({problem})"
+        return f"hung: not answering within {options.probe_timeout:g}s ({problem})"
     rss = target.rss()
     report.rss_peak_mb = max(report.rss_peak_mb, rss / _MIB)
     if (rss - idle) / _MIB > options.rss_growth_limit_mb:

@@ -27,6 +27,7 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench._common import (
     command_line,
@@ -41,7 +42,7 @@ from bench._common import (
 from bench._fuzz_node import FUZZ_TOOLS, NodeUnderTest
 from bench._fuzz_run import FuzzOptions, FuzzReport, fuzz
 
-NODE_OVERRIDES = {
+NODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "tools": {"builtins": list(FUZZ_TOOLS)},
     "p2p": {"enabled": False},
     "metrics": {"enabled": False},

@@ -77,6 +77,12 @@ class ApiConfig(_Section):
     )
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # Connection limits: what one client (or many) can hold on the server.
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="open client connections at once; further ones are closed on accept",
+    )
     max_concurrent_rpcs: int = Field(
         default=4096,
         ge=1,
@@ -109,7 +115,8 @@ class ApiConfig(_Section):
         default=60.0, description="the server pings every connection this often"
     )
     keepalive_timeout: PositiveDuration = Field(
-        default=20.0, description="a connection that does not answer a ping within this is closed"
+        default=20.0,
+        description="a connection that does not acknowledge a ping within this is closed",
     )
 
 

@@ -1,8 +1,9 @@
 """The gRPC server's connection limits, from the ``api`` config section.
 
-What they bound: a client that stops reading (a zero HTTP/2 flow-control
-window) keeps its calls, and the responses queued for them, until it answers
-no ping for ``keepalive_time + keepalive_timeout`` or, if it answers pings,
+What they bound: at most ``max_connections`` client connections are open at
+once. A client that stops reading (a zero HTTP/2 flow-control window) keeps
+its calls, and the responses queued for them, until it leaves a ping
+unacknowledged for ``keepalive_timeout`` or, if it answers pings,
 until ``max_connection_age + max_connection_age_grace``; at most
 ``max_concurrent_streams`` calls per connection and ``max_concurrent_rpcs``
 over all of them are in progress at once (gRPC answers the next call
@@ -42,12 +43,16 @@ def server_options(api: ApiConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", api.max_message_bytes),
         ("grpc.max_send_message_length", api.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", api.max_connections),
         ("grpc.max_concurrent_streams", api.max_concurrent_streams),
         ("grpc.max_connection_idle_ms", _ms(api.max_connection_idle)),
         ("grpc.max_connection_age_ms", _ms(api.max_connection_age)),
         ("grpc.max_connection_age_grace_ms", _ms(api.max_connection_age_grace)),
         ("grpc.keepalive_time_ms", _ms(api.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(api.keepalive_timeout)),
+        # Any unacknowledged ping (not only keepalive's: gRPC's own BDP probe
+        # goes first, and one ping in flight blocks the next) ends the connection.
+        ("grpc.http2.ping_timeout_ms", _ms(api.keepalive_timeout)),
         # Keep pinging a connection whose only call is a quiet stream, so a
         # vanished client is noticed however long the stream has been idle.
         ("grpc.http2.max_pings_without_data", 0),

@@ -1,11 +1,11 @@
-"""A hostile HTTP/2 client over a raw socket, for the abuse bench.
+"""A hostile HTTP/2 client over a raw socket, for abuse tests and benchmarks.
 
 Just enough HTTP/2 (RFC 9113) and HPACK (literal header fields only, RFC 7541
 6.2.2) to open gRPC calls the way a client that never reads its responses
 would: it announces a zero flow-control window (``SETTINGS_INITIAL_WINDOW_SIZE
 0``) and never sends a WINDOW_UPDATE, so the server can send headers but no
-response DATA. It does answer SETTINGS and PING frames, so keepalive alone
-cannot tell it from a healthy but busy client.
+response DATA. It answers SETTINGS and (unless told not to) PING frames, so
+keepalive alone cannot tell it from a healthy but busy client.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import struct
 __all__ = ["SlowReader", "grpc_frame"]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x4, 0x6, 0x7
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 _END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
 _SETTINGS_ENABLE_PUSH, _SETTINGS_INITIAL_WINDOW_SIZE = 0x2, 0x4
 _MAX_FRAME = 16_384
@@ -64,11 +64,15 @@ class SlowReader:
 
     Use :meth:`connect`, :meth:`call` (any number of times), then
     :meth:`close`. :attr:`closed_by_server` becomes true once the server
-    closed the connection (GOAWAY followed by EOF, or a reset).
+    closed the connection (EOF or a reset), :attr:`goaway` once it sent
+    GOAWAY; :attr:`reset_streams` holds the streams it reset (RST_STREAM).
+    With ``answer_pings`` false it acknowledges SETTINGS but not PING.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, answer_pings: bool = True) -> None:
         self._host, self._port = host, port
+        self._answer_pings = answer_pings
+        self.reset_streams: set[int] = set()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -126,8 +130,10 @@ class SlowReader:
                 payload = await self._reader.readexactly(length)
                 if kind == _SETTINGS and not flags & _ACK:
                     self._writer.write(frame(_SETTINGS, _ACK, 0))
-                elif kind == _PING and not flags & _ACK:
+                elif kind == _PING and not flags & _ACK and self._answer_pings:
                     self._writer.write(frame(_PING, _ACK, 0, payload))
+                elif kind == _RST_STREAM:
+                    self.reset_streams.add(int.from_bytes(header[5:9], "big") & 0x7FFFFFFF)
                 elif kind == _GOAWAY:
                     self.goaway = True
         except (asyncio.IncompleteReadError, ConnectionError):
