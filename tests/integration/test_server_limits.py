@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2, agent_service_pb2_grpc
 from praxis_grpc.api.server_limits import server_options
 from praxis_grpc.config import ApiConfig
+from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
 from praxis_grpc.testing.slow_reader import SlowReader
@@ -139,3 +140,27 @@ async def test_connections_beyond_max_connections_are_closed(tmp_path: Path) -> 
             await until(lambda: third.closed_by_server)
         assert not first.closed_by_server
         assert not second.closed_by_server
+
+
+async def test_liveness_watch_outlives_connection_ages_and_sees_the_process_go(
+    tmp_path: Path,
+) -> None:
+    # A standby's Health/Watch stream is ended by every max_connection_age: not evidence.
+    async with node_with(
+        tmp_path, max_connection_age="200ms", max_connection_age_grace="100ms"
+    ) as node:
+        watcher = asyncio.create_task(wait_gone(node.endpoints.grpc))
+
+        def ended_watches() -> float:
+            return sum(
+                sample.value
+                for metric in node.metrics.registry.collect()
+                for sample in metric.samples
+                if sample.name == "praxis_grpc_server_requests_total"
+                and sample.labels["service"] == "grpc.health.v1.Health"
+                and sample.labels["method"] == "Watch"
+            )
+
+        await until(lambda: ended_watches() >= 3)
+        assert not watcher.done()
+    assert "refuses connections" in await asyncio.wait_for(watcher, 10)
