@@ -226,7 +226,10 @@ def _tally(
     report: FuzzReport,
     node_problem: str | None,
 ) -> None:
-    """Count every answer; with a node problem, inputs left unanswered are its suspects."""
+    """Count every answer; with a node problem, inputs left unanswered are its suspects
+    (submissions first: a task may run after its call was answered)."""
+    if node_problem is not None:
+        results = sorted(results, key=lambda r: not r[0].method.path.endswith("/SubmitTask"))
     for item, error in results:
         outcome, why = classify(item.method, len(item.payload), error, options.max_message_bytes)
         code = "OK" if error is None else error.code().name

@@ -39,6 +39,7 @@ from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.ha.fence import Fence
+from praxis_grpc.heap import trim_periodically
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool
@@ -242,6 +243,7 @@ class Node:
             asyncio.create_task(
                 self._directory.expire_periodically(cfg.cards.heartbeat), name="card-expiry"
             ),
+            asyncio.create_task(trim_periodically(), name="heap-trim"),
         ]
         try:
             await self._start_consensus()
