@@ -141,6 +141,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     import asyncio
 
     from praxis_grpc.config import ConfigError, load_config
+    from praxis_grpc.heap import limit_heap_retention
     from praxis_grpc.launcher import write_ready_file
     from praxis_grpc.node import Node, StartupError
 
@@ -153,6 +154,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"praxis: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    limit_heap_retention()
 
     async def run() -> int:
         node = Node(config)

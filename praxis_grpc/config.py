@@ -81,6 +81,48 @@ class ApiConfig(_Section):
         default=None, description="host put in the card; defaults to host"
     )
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=MAX_BYTES)
+    # Connection limits: what one client (or many) can hold on the server.
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="open client connections at once; further ones are closed on accept",
+    )
+    max_concurrent_rpcs: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="calls in progress at once over all connections, streams included; "
+        "beyond it gRPC itself answers RESOURCE_EXHAUSTED",
+    )
+    max_concurrent_streams: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="calls in progress at once on one connection (HTTP/2 "
+        "MAX_CONCURRENT_STREAMS); a peer keeps one WatchTask per task it delegated here, so "
+        "keep it above tasks.queue_limit + tasks.max_concurrency",
+    )
+    max_connection_idle: PositiveDuration = Field(
+        default=300.0, description="a connection without calls for this long is closed (GOAWAY)"
+    )
+    max_connection_age: PositiveDuration = Field(
+        default=1800.0,
+        description="every connection is asked to go away (GOAWAY) after this long; "
+        "clients reconnect for new calls",
+    )
+    max_connection_age_grace: Duration = Field(
+        default=300.0,
+        description="calls still running on a connection that was asked to go away end "
+        "UNAVAILABLE after this long (streams are re-opened by their clients)",
+    )
+    keepalive_time: PositiveDuration = Field(
+        default=60.0, description="the server pings every connection this often"
+    )
+    keepalive_timeout: PositiveDuration = Field(
+        default=20.0,
+        description="a connection that does not acknowledge a ping within this is closed",
+    )
 
 
 class MetricsConfig(_Section):
@@ -355,6 +397,18 @@ class Config(_Section):
                 f"tasks.max_argument_bytes ({tasks.max_argument_bytes}) + tasks.max_result_bytes "
                 f"({tasks.max_result_bytes}) + {TASK_ENVELOPE_BYTES} must not exceed "
                 f"api.max_message_bytes ({self.api.max_message_bytes}): a task must fit a response"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _streams_hold_the_queue(self) -> Config:
+        # A delegating peer keeps one WatchTask stream open per task it sent here.
+        needed = self.tasks.queue_limit + self.tasks.max_concurrency
+        if self.api.max_concurrent_streams < needed:
+            raise ValueError(
+                f"api.max_concurrent_streams ({self.api.max_concurrent_streams}) must be at "
+                f"least tasks.queue_limit + tasks.max_concurrency ({needed}): a delegating "
+                "peer watches every task it sent here on one connection"
             )
         return self
 

@@ -28,6 +28,7 @@ from praxis_grpc._gen.praxis.v1 import (
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
+from praxis_grpc.api.server_limits import server_options
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
@@ -38,6 +39,7 @@ from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.ha.fence import Fence
+from praxis_grpc.heap import trim_periodically
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.routing.channels import ChannelPool
@@ -253,6 +255,7 @@ class Node:
             asyncio.create_task(
                 self._directory.expire_periodically(cfg.cards.heartbeat), name="card-expiry"
             ),
+            asyncio.create_task(trim_periodically(), name="heap-trim"),
         ]
         try:
             await self._start_consensus()
@@ -376,14 +379,10 @@ class Node:
 
     async def _start_grpc(self) -> None:
         cfg = self.config
-        limit = cfg.api.max_message_bytes
         server = grpc.aio.server(
             interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(cfg.api),
+            maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
         )
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(self), server)
         card_service_pb2_grpc.add_CardServiceServicer_to_server(

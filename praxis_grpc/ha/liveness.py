@@ -31,12 +31,15 @@ async def wait_gone(address: str) -> str:
 
     Holds one idle HTTP/2 stream to ``address``; after a broken stream whose
     port still accepts, waits a little longer each time before watching again.
+    A stream that was answered before it ended (the server closed an old
+    connection: ``api.max_connection_age``) starts the waits over.
     """
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     pause = _FIRST_PAUSE
     while True:
-        await _watch_until_broken(address)
+        if await _watch_until_broken(address):
+            pause = _FIRST_PAUSE
         evidence = await _refused(host, int(port))
         if evidence is not None:
             return evidence
@@ -44,12 +47,15 @@ async def wait_gone(address: str) -> str:
         pause = min(2 * pause, _MAX_PAUSE)
 
 
-async def _watch_until_broken(address: str) -> None:
+async def _watch_until_broken(address: str) -> bool:
+    """Watch until the stream ends; True if it was answered first."""
+    answered = False
     async with grpc.aio.insecure_channel(address) as channel:
         stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for _ in stream:
-                pass
+                answered = True
+    return answered
 
 
 async def _refused(host: str, port: int) -> str | None:

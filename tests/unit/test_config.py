@@ -314,3 +314,20 @@ cards: {{ttl: 3, heartbeat: 1.5}}
     assert config.routing.owner_lost_timeout == 300.0
     assert config.tasks.default_timeout == 0.5
     assert config.cards.ttl == 3.0
+
+
+def test_streams_per_connection_hold_a_full_queue() -> None:
+    with pytest.raises(ConfigError, match=r"api.max_concurrent_streams \(1000\) must be at least"):
+        load_config(
+            None,
+            environ={
+                "PRAXIS_API__MAX_CONCURRENT_STREAMS": "1000",
+                "PRAXIS_TASKS__QUEUE_LIMIT": "1000",
+            },
+        )
+    assert (
+        load_config(
+            None, environ={"PRAXIS_API__MAX_CONCURRENT_STREAMS": "1008"}
+        ).api.max_concurrent_streams
+        == 1008
+    )
