@@ -32,7 +32,9 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @contextlib.asynccontextmanager
 async def node_with(tmp_path: Path, **api: Any) -> AsyncIterator[Node]:
-    config = make_config(tmp_path, api=api, metrics={"enabled": False})
+    # A queue small enough for the fewest streams a test asks for.
+    tasks = {"queue_limit": 1, "max_concurrency": 1}
+    config = make_config(tmp_path, api=api, tasks=tasks, metrics={"enabled": False})
     async with running_node(config) as node:
         yield node
 

@@ -101,7 +101,8 @@ async def test_calls_beyond_the_pool_size_wait_for_a_worker() -> None:
 
 
 async def test_a_crashed_worker_fails_the_call_and_is_replaced(workers: WorkerPool) -> None:
-    with pytest.raises(ToolError, match="exited with code 3") as caught:
+    # 255: asyncio reports that code when another waiter reaped the child first.
+    with pytest.raises(ToolError, match=r"exited with code (3|255)") as caught:
         await workers.call("os:_exit", 3)
 
     assert caught.value.reason == WORKER_CRASHED
