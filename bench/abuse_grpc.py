@@ -61,7 +61,9 @@ _BACK_WITHIN_MB = 50.0
 _NULLS = 950_000  # x 4 bytes each: a 3.8 MB request
 NODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "tools": {"builtins": ["echo", "system_info"]},
-    "tasks": {"max_argument_bytes": 3 * _MIB},
+    # Room for a ~2 MB stored task (its echo result fails RESULT_TOO_LARGE: the
+    # arguments are what GetTask sends).
+    "tasks": {"max_argument_bytes": 3 * _MIB, "max_result_bytes": _MIB // 2},
     "p2p": {"enabled": False},
     "metrics": {"enabled": False},
 }

@@ -23,6 +23,7 @@ from praxis_grpc._gen.praxis.v1 import (
     types_pb2,
 )
 from praxis_grpc.api.convert import dict_to_struct
+from praxis_grpc.api.errors import ERROR_KEY
 
 
 class PraxisClient:
@@ -113,9 +114,34 @@ class PraxisClient:
         return response.task
 
     def watch_task(self, task_id: str) -> Iterator[types_pb2.Task]:
-        """Every state of the task until it is terminal."""
-        for response in self.tasks.WatchTask(task_service_pb2.WatchTaskRequest(task_id=task_id)):
-            yield response.task
+        """Every state of the task until it is terminal.
+
+        A stream the server ends without choosing a status (it closes
+        connections after ``api.max_connection_age``) is opened again, as long
+        as the previous one delivered something (so a node that is gone ends
+        the watch); states already seen are not repeated.
+        """
+        request = task_service_pb2.WatchTaskRequest(task_id=task_id)
+        seen: tuple[int, int, int, int] | None = None
+        while True:
+            received = False
+            try:
+                for response in self.tasks.WatchTask(request):
+                    received = True
+                    task = response.task
+                    mark = (
+                        task.state,
+                        task.attempt,
+                        task.updated_at.seconds,
+                        task.updated_at.nanos,
+                    )
+                    if mark != seen:
+                        seen = mark
+                        yield task
+                return
+            except grpc.RpcError as exc:
+                if not (received and _closed_by_server(exc)):
+                    raise
 
     def list_cards(self, tool: str = "", tags: Sequence[str] = ()) -> list[types_pb2.AgentCard]:
         """Known cards."""
@@ -168,3 +194,10 @@ def describe_rpc_error(exc: grpc.RpcError, target: str) -> str:
         if "retry-after-ms" in trailers:
             message += f" (retry after {trailers['retry-after-ms']} ms)"
     return message
+
+
+def _closed_by_server(exc: grpc.RpcError) -> bool:
+    """UNAVAILABLE that no praxis node chose: the connection went away."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    trailers: Any = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    return code is grpc.StatusCode.UNAVAILABLE and ERROR_KEY not in dict(trailers or ())

@@ -12,8 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2, agent_service_pb2_grpc
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2, agent_service_pb2_grpc, types_pb2
 from praxis_grpc.api.server_limits import server_options
+from praxis_grpc.client import PraxisClient
 from praxis_grpc.config import ApiConfig
 from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.node import Node
@@ -166,3 +167,17 @@ async def test_liveness_watch_outlives_connection_ages_and_sees_the_process_go(
         await until(lambda: ended_watches() >= 3)
         assert not watcher.done()
     assert "refuses connections" in await asyncio.wait_for(watcher, 10)
+
+
+async def test_the_client_watches_a_task_across_connection_ages(tmp_path: Path) -> None:
+    # The connection is asked to go away every 300 ms and closed 300 ms later:
+    # the CLI's watch opens the stream again instead of failing UNAVAILABLE.
+    async with node_with(
+        tmp_path, max_connection_age="300ms", max_connection_age_grace="300ms"
+    ) as node:
+        with PraxisClient(node.endpoints.grpc) as client:
+            submitted = await asyncio.to_thread(client.submit, "sleep", {"seconds": 2})
+            task = submitted.task
+            states = await asyncio.to_thread(lambda: list(client.watch_task(task.task_id)))
+    assert states[-1].state == types_pb2.TASK_STATE_COMPLETED
+    assert len(states) == len({(s.state, s.attempt) for s in states})
