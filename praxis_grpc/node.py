@@ -28,7 +28,7 @@ from praxis_grpc._gen.praxis.v1 import (
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
-from praxis_grpc.api.server_limits import server_options
+from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
@@ -380,7 +380,12 @@ class Node:
     async def _start_grpc(self) -> None:
         cfg = self.config
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                RequestDecodingInterceptor(
+                    size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+                ),
+            ],
             options=server_options(cfg.api),
             maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
         )

@@ -7,7 +7,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -93,20 +94,45 @@ class MetricsInterceptor(_HandlerInterceptor):
         return _rebuilt(handler, lambda behavior, _: observe.stream(behavior))
 
 
+@dataclass(frozen=True)
+class SizeLimit:
+    """The largest request of one method, checked on the raw bytes before
+    they are decoded (decoding a large message costs memory and CPU even when
+    validation then refuses it).
+
+    Attributes:
+        max_bytes: Largest serialized request accepted.
+        field: The field named in the refusal (the one that can be large).
+        rule: What the limit is made of, for the message.
+    """
+
+    max_bytes: int
+    field: str
+    rule: str
+
+
 class RequestDecodingInterceptor(_HandlerInterceptor):
     """Answers a request that cannot be decoded (invalid UTF-8 in a string,
     a truncated message, a bad wire type, nesting past protobuf's limit) with
     INVALID_ARGUMENT ``request: cannot be decoded as <message type>`` and a
-    ``praxis-error`` trailer, instead of grpc's UNKNOWN and a traceback.
+    ``praxis-error`` trailer, instead of grpc's UNKNOWN and a traceback; and a
+    request above its method's :class:`SizeLimit` (full method name ->
+    limit) with INVALID_ARGUMENT naming the limit's field, without decoding it.
 
     Such requests are logged as a warning at most once per ``log_interval``
     seconds, with the count of those not logged. Install it after (inside)
     :class:`MetricsInterceptor`, so refusals are counted.
     """
 
-    def __init__(self, log_interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        log_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        size_limits: Mapping[str, SizeLimit] | None = None,
+    ) -> None:
         super().__init__()
         self._log = ThrottledLog(log, log_interval, clock)
+        self._size_limits = dict(size_limits or {})
 
     def _wrap(self, handler: Any, full_method: str) -> Any:
         deserializer = handler.request_deserializer
@@ -114,9 +140,18 @@ class RequestDecodingInterceptor(_HandlerInterceptor):
             return handler  # the behaviour takes the raw bytes
         message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
         name = message.full_name if message is not None else "the request message"
-        refusal = errors.InvalidArgument("request", f"cannot be decoded as {name}")
+        undecodable = _Refused(errors.InvalidArgument("request", f"cannot be decoded as {name}"))
+        limit = self._size_limits.get(full_method)
 
         def decode(raw: bytes) -> Any:
+            if limit is not None and len(raw) > limit.max_bytes:
+                return _Refused(
+                    errors.InvalidArgument(
+                        limit.field,
+                        f"request of {len(raw)} bytes exceeds the limit of {limit.max_bytes} "
+                        f"bytes ({limit.rule})",
+                    )
+                )
             try:
                 return deserializer(raw)
             except Exception as exc:  # any failure to parse client bytes is the client's
@@ -127,28 +162,26 @@ class RequestDecodingInterceptor(_HandlerInterceptor):
                     name,
                     errors.clip(str(exc)),
                 )
-                return _UNDECODABLE
+                return undecodable
 
-        return _rebuilt(
-            handler, lambda behavior, streamed: _refusing(behavior, streamed, refusal), decode
-        )
+        return _rebuilt(handler, _refusing, decode)
 
 
-class _Undecodable:
-    """Stands in for a request that could not be decoded."""
+class _Refused:
+    """Stands in for a request refused while decoding."""
+
+    def __init__(self, error: errors.PraxisError) -> None:
+        self.error = error
 
 
-_UNDECODABLE = _Undecodable()
-
-
-def _refusing(behavior: Callable[..., Any], streamed: bool, refusal: errors.PraxisError) -> Any:
-    """``behavior``, refusing with ``refusal`` when a request is undecodable."""
+def _refusing(behavior: Callable[..., Any], streamed: bool) -> Any:
+    """``behavior``, answering a request refused while decoding with its error."""
     if streamed:
 
         async def requests(iterator: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
             async for request in iterator:
-                if request is _UNDECODABLE:
-                    await abort(context, refusal)
+                if isinstance(request, _Refused):
+                    await abort(context, request.error)
                 yield request
 
         if inspect.isasyncgenfunction(behavior):
@@ -167,16 +200,16 @@ def _refusing(behavior: Callable[..., Any], streamed: bool, refusal: errors.Prax
     if inspect.isasyncgenfunction(behavior):
 
         async def each(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is _UNDECODABLE:
-                await abort(context, refusal)
+            if isinstance(request, _Refused):
+                await abort(context, request.error)
             async for response in behavior(request, context):
                 yield response
 
         return each
 
     async def one(request: Any, context: Context) -> Any:
-        if request is _UNDECODABLE:
-            await abort(context, refusal)
+        if isinstance(request, _Refused):
+            await abort(context, request.error)
         return await behavior(request, context)
 
     return one

@@ -19,9 +19,12 @@ and external watchers must re-watch, as after any broken connection.
 
 from __future__ import annotations
 
-from praxis_grpc.config import ApiConfig
+from praxis_grpc.api.interceptors import SizeLimit
+from praxis_grpc.config import TASK_ENVELOPE_BYTES, ApiConfig
 
-__all__ = ["MIN_PING_INTERVAL_MS", "server_options"]
+__all__ = ["MIN_PING_INTERVAL_MS", "request_size_limits", "server_options"]
+
+SUBMIT_TASK = "/praxis.v1.TaskService/SubmitTask"
 
 # Client pings more frequent than this count as strikes; the node's own
 # channels ping every 10 s (routing/channels.py), so stay below that.
@@ -59,3 +62,21 @@ def server_options(api: ApiConfig) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ("grpc.http2.max_ping_strikes", _MAX_PING_STRIKES),
     ]
+
+
+def request_size_limits(max_argument_bytes: int) -> dict[str, SizeLimit]:
+    """Per-method limits on the raw request, checked before decoding.
+
+    A SubmitTask request holds at most ``tasks.max_argument_bytes`` of
+    arguments and a few bounded fields (tool, key, tags...), so anything
+    larger is refused without paying to decode it: a 4 MB message of nulls
+    decodes into about 40 MB of protobuf objects, and a burst of them kept a
+    node's RSS up by hundreds of MB after every one was refused.
+    """
+    return {
+        SUBMIT_TASK: SizeLimit(
+            max_bytes=max_argument_bytes + TASK_ENVELOPE_BYTES,
+            field="request",
+            rule="tasks.max_argument_bytes + 64 KiB for the other fields",
+        )
+    }

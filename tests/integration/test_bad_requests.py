@@ -13,11 +13,12 @@ from typing import Any, cast
 import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
+from grpc_health.v1 import health_pb2_grpc
 
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, card_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import card_service_pb2 as card_pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
-from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
 
@@ -171,7 +172,8 @@ async def test_undecodable_requests_log_no_traceback_and_are_throttled(
     assert counted == sent
 
 
-async def test_long_task_ids_get_a_short_answer(stubs: Stubs) -> None:
+async def test_long_task_ids_get_a_short_answer(default_stubs: Stubs) -> None:
+    stubs = default_stubs
     # The default client refuses status metadata over 8 KiB: an echoed 100 KB id
     # turned NOT_FOUND into RESOURCE_EXHAUSTED at the client.
     long_id = "x" * 100_000
@@ -202,7 +204,8 @@ async def test_unknown_task_id_quotes_it_briefly(stubs: Stubs) -> None:
 
 
 @pytest.mark.parametrize("local_only", [False, True])
-async def test_long_tool_names_get_a_short_answer(stubs: Stubs, local_only: bool) -> None:
+async def test_long_tool_names_get_a_short_answer(default_stubs: Stubs, local_only: bool) -> None:
+    stubs = default_stubs
     tool = "t" * 100_000
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.tasks.SubmitTask(pb.SubmitTaskRequest(tool=tool, local_only=local_only))
@@ -338,13 +341,26 @@ async def default_node(tmp_path: Path) -> AsyncIterator[Node]:
         yield started
 
 
+@pytest.fixture
+async def default_stubs(default_node: Node) -> AsyncIterator[Stubs]:
+    """Stubs of :func:`default_node`: requests up to the default size limits."""
+    async with grpc.aio.insecure_channel(default_node.endpoints.grpc) as channel:
+        yield Stubs(
+            channel,
+            pb_grpc.TaskServiceStub(channel),
+            card_service_pb2_grpc.CardServiceStub(channel),
+            agent_service_pb2_grpc.AgentServiceStub(channel),
+            health_pb2_grpc.HealthStub(channel),
+        )
+
+
 async def test_huge_argument_lists_are_refused(default_node: Node) -> None:
     nulls = struct_pb2.Struct()
     nulls.fields["items"].list_value.values.extend(
         [struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)] * 950_000
     )
-    # Refused by its size before any value is converted: the NaN at the end
-    # (which the conversion refuses) is never reached.
+    # Refused by its size before it is even decoded: the NaN at the end (which
+    # the conversion refuses) is never reached.
     nulls.fields["items"].list_value.values.add(number_value=math.nan)
     request = pb.SubmitTaskRequest(tool="echo", arguments=nulls)
     assert 3_700_000 < request.ByteSize() < 4 * 1024 * 1024
@@ -354,7 +370,7 @@ async def test_huge_argument_lists_are_refused(default_node: Node) -> None:
         for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.SubmitTask(request)
-            _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, "arguments")
-            assert "exceeds the limit of 1048576 bytes" in (info.value.details() or "")
+            _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, "request")
+            assert "exceeds the limit of 1114112 bytes" in (info.value.details() or "")
         listed = await stub.ListTasks(pb.ListTasksRequest())
         assert not listed.tasks
