@@ -24,6 +24,7 @@ from praxis_grpc._gen.praxis.v1 import (
     card_service_pb2,
     task_service_pb2,
 )
+from praxis_grpc.testing.wire import length_delimited, varint
 
 __all__ = ["METHODS", "FuzzInput", "Method", "generate"]
 
@@ -155,25 +156,15 @@ def _deep_struct_bytes(depth: int, via_list: bool) -> bytes:
     value = b"\x08\x00"  # Value{null_value: NULL_VALUE}
     for _ in range(depth):
         if via_list:
-            value = _field(6, _field(1, value))  # Value{list_value{values: [value]}}
+            value = length_delimited(
+                6, length_delimited(1, value)
+            )  # Value{list_value{values: [value]}}
         else:
-            entry = _field(1, b"a") + _field(2, value)
-            value = _field(5, _field(1, entry))  # Value{struct_value{fields{a: value}}}
-    return _field(1, _field(1, b"a") + _field(2, value))
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+            entry = length_delimited(1, b"a") + length_delimited(2, value)
+            value = length_delimited(
+                5, length_delimited(1, entry)
+            )  # Value{struct_value{fields{a: value}}}
+    return length_delimited(1, length_delimited(1, b"a") + length_delimited(2, value))
 
 
 def _duration(r: random.Random) -> duration_pb2.Duration:
@@ -210,7 +201,9 @@ def _submit(r: random.Random) -> bytes:
         request.timeout.CopyFrom(_duration(r))
     data = request.SerializeToString()
     if r.random() < 0.05:
-        data += _field(2, _deep_struct_bytes(r.choice([31, 32, 33, 60, 99, 101, 300]), False))
+        data += length_delimited(
+            2, _deep_struct_bytes(r.choice([31, 32, 33, 60, 99, 101, 300]), False)
+        )
     return data
 
 
@@ -382,12 +375,14 @@ def _mutate(r: random.Random, data: bytes) -> tuple[bytes, str]:
         return bytes(flipped), "bit-flipped"
     if choice == 2:
         wire = r.choice([3, 4, 6, 7])
-        return data + _varint(r.randint(1, 20) << 3 | wire) + r.randbytes(4), "bad wire type"
+        return data + varint(r.randint(1, 20) << 3 | wire) + r.randbytes(4), "bad wire type"
     if choice == 3:
         # A string field (1 in every request but GetAgent/ListPeers) holding invalid UTF-8.
-        return data + _field(r.choice([1, 2, 4]), b"\xff\xfe\xc3(" * r.randint(1, 8)), "bad utf-8"
+        return data + length_delimited(
+            r.choice([1, 2, 4]), b"\xff\xfe\xc3(" * r.randint(1, 8)
+        ), "bad utf-8"
     if choice == 4:
-        return data + _varint(r.randint(1, 12) << 3 | 2) + _varint(2**31), "huge length"
+        return data + varint(r.randint(1, 12) << 3 | 2) + varint(2**31), "huge length"
     if choice == 5:
         return data + b"\x00", "zero tag"
     return r.randbytes(r.choice([0, 1, 5, 64, 1000])), "random bytes"

@@ -12,19 +12,12 @@ import psutil
 
 from bench._common import interrupts_deferred
 from praxis_grpc.launcher import NodeProcess
-from praxis_grpc.testing import node_process
+from praxis_grpc.testing import TEST_BUILTINS, node_process
 
 __all__ = ["FUZZ_TOOLS", "NodeUnderTest"]
 
-# Every built-in tool: the fuzzer submits tasks to all of them.
-FUZZ_TOOLS = (
-    "calculator",
-    "text_analyzer",
-    "json_formatter",
-    "file_merger",
-    "system_info",
-    "echo",
-)
+# Every built-in tool the fuzzer submits tasks to; a fuzzed sleep only waits.
+FUZZ_TOOLS = tuple(tool for tool in TEST_BUILTINS if tool != "sleep")
 
 
 class NodeUnderTest:

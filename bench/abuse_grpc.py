@@ -54,6 +54,7 @@ from bench._fuzz_run import probe
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc
 from praxis_grpc.testing.slow_reader import SlowReader
+from praxis_grpc.testing.wire import varint
 
 SCENARIOS = ("slow-readers", "null-lists", "flood")
 _MIB = 1024 * 1024
@@ -145,10 +146,10 @@ async def slow_readers(node: NodeUnderTest, args: argparse.Namespace) -> str:
 async def null_lists(node: NodeUnderTest, args: argparse.Namespace) -> str:
     """30 SubmitTask(echo) with a 3.8 MB list of nulls each, 10 at a time."""
     values = b"\x0a\x02\x08\x00" * _NULLS  # ListValue.values: Value{null_value: 0}
-    value = b"\x32" + _varint(len(values)) + values  # Value.list_value
-    entry = b"\x0a\x01a\x12" + _varint(len(value)) + value  # Struct.fields entry "a"
-    struct = b"\x0a" + _varint(len(entry)) + entry
-    message = b"\x0a\x04echo\x12" + _varint(len(struct)) + struct
+    value = b"\x32" + varint(len(values)) + values  # Value.list_value
+    entry = b"\x0a\x01a\x12" + varint(len(value)) + value  # Struct.fields entry "a"
+    struct = b"\x0a" + varint(len(entry)) + entry
+    message = b"\x0a\x04echo\x12" + varint(len(struct)) + struct
     codes: dict[str, int] = {}
     limit = asyncio.Semaphore(10)
     options = [("grpc.max_send_message_length", -1)]
@@ -187,15 +188,6 @@ async def flood(node: NodeUnderTest, args: argparse.Namespace) -> str:
     closed = sum(reader.closed_by_server for reader in readers)
     await asyncio.gather(*(reader.close() for reader in readers))
     return f"{len(readers)} connections x 20 streams; refused {refused}, node closed {closed}"
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _RUNS: dict[str, Callable[[NodeUnderTest, argparse.Namespace], Awaitable[str]]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         yield started
 
 
-@pytest.fixture
-async def stubs(node: Node) -> AsyncIterator[Stubs]:
+@contextlib.asynccontextmanager
+async def stubs_of(node: Node) -> AsyncIterator[Stubs]:
+    """Stubs of every service ``node`` serves, over one channel."""
     async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
         yield Stubs(
             channel,
@@ -49,3 +51,9 @@ async def stubs(node: Node) -> AsyncIterator[Stubs]:
             agent_service_pb2_grpc.AgentServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),
         )
+
+
+@pytest.fixture
+async def stubs(node: Node) -> AsyncIterator[Stubs]:
+    async with stubs_of(node) as made:
+        yield made

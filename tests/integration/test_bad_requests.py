@@ -13,16 +13,16 @@ from typing import Any, cast
 import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
-from grpc_health.v1 import health_pb2_grpc
 
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, card_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import card_service_pb2 as card_pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
+from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
+from praxis_grpc.testing.wire import length_delimited
 
-from .conftest import Stubs
+from .conftest import Stubs, stubs_of
 
 # The size of status message a default client still accepts is 8 KiB of
 # metadata; a refusal must stay far below.
@@ -56,27 +56,15 @@ def _nested(depth: int) -> dict[str, Any]:
     return value
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field, encoded by hand."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _deep_struct(depth: int) -> bytes:
     """A Struct nested ``depth`` objects deep (three messages per level),
     encoded by hand: protobuf refuses to build what it cannot parse."""
     struct = b""
     for _ in range(depth):
-        value = _field(5, struct)  # Value.struct_value
-        struct = _field(1, _field(1, b"a") + _field(2, value))  # Struct.fields entry
+        value = length_delimited(5, struct)  # Value.struct_value
+        struct = length_delimited(
+            1, length_delimited(1, b"a") + length_delimited(2, value)
+        )  # Struct.fields entry
     return struct
 
 
@@ -130,7 +118,7 @@ async def test_every_method_refuses_undecodable_requests(
 def _malformed_submissions() -> list[tuple[str, bytes]]:
     valid = pb.SubmitTaskRequest(tool="echo", arguments=_struct({"text": "hi"})).SerializeToString()
     tool = pb.SubmitTaskRequest(tool="echo").SerializeToString()
-    deep = tool + _field(2, _deep_struct(60))
+    deep = tool + length_delimited(2, _deep_struct(60))
     return [
         ("invalid UTF-8 in tool", b"\x0a\x02\xff\xfe"),
         ("truncated", valid[:-3]),
@@ -344,14 +332,8 @@ async def default_node(tmp_path: Path) -> AsyncIterator[Node]:
 @pytest.fixture
 async def default_stubs(default_node: Node) -> AsyncIterator[Stubs]:
     """Stubs of :func:`default_node`: requests up to the default size limits."""
-    async with grpc.aio.insecure_channel(default_node.endpoints.grpc) as channel:
-        yield Stubs(
-            channel,
-            pb_grpc.TaskServiceStub(channel),
-            card_service_pb2_grpc.CardServiceStub(channel),
-            agent_service_pb2_grpc.AgentServiceStub(channel),
-            health_pb2_grpc.HealthStub(channel),
-        )
+    async with stubs_of(default_node) as made:
+        yield made
 
 
 async def test_huge_argument_lists_are_refused(default_node: Node) -> None:

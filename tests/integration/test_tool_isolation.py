@@ -3,7 +3,6 @@ timeout or cancellation kills, and results that cannot be stored are refused."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc, types_pb2
 from praxis_grpc.node import Node
 from praxis_grpc.tasks.model import TaskState
 from praxis_grpc.testing import make_config, running_node, worker_pool
+from praxis_grpc.testing.wire import alive
 from praxis_grpc.tools.base import JSON, ToolSpec
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
 from praxis_grpc.tools.workers import WorkerPool
@@ -110,14 +110,6 @@ async def spinning(tmp_path: Path) -> AsyncIterator[tuple[Node, WorkerPool]]:
         async with running_node(config, tools=ToolRegistry([*tools, Spin(workers)])) as node:
             assert await workers.call("operator:add", 1, 1) == 2  # its one worker is up
             yield node, workers
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_a_task_timeout_kills_the_worker_and_the_next_task_runs(

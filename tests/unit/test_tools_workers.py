@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from praxis_grpc.errors import ToolError
 from praxis_grpc.testing import worker_pool
+from praxis_grpc.testing.wire import alive
 from praxis_grpc.tools.workers import (
     WORKER_CRASHED,
     WORKER_OUT_OF_MEMORY,
@@ -19,14 +19,6 @@ from tests.integration.helpers import until
 
 # Blocks its worker for an hour: a computation that never ends.
 HANG = "time:sleep"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_returns_the_result_and_reuses_the_worker(workers: WorkerPool) -> None:
