@@ -32,14 +32,16 @@ async def test_rss_returns_after_zero_window_readers_of_a_large_task_leave(
 ) -> None:
     overrides = {
         "tools": {"builtins": ["echo"]},
-        "tasks": {"max_argument_bytes": 3 * _MB},
+        "tasks": {"max_argument_bytes": 3 * _MB, "max_result_bytes": _MB // 2},
         "metrics": {"enabled": False},
     }
     with node_process(tmp_path, "node1", overrides) as node:
         process = psutil.Process(node.pid)
         async with grpc.aio.insecure_channel(node.grpc) as channel:
             request = pb.SubmitTaskRequest(tool="echo", wait=True)
-            request.arguments.update({"data": "x" * 1_000_000})
+            # A 2 MB task (its echo result is over max_result_bytes: the task
+            # fails, and GetTask answers with its 2 MB of arguments).
+            request.arguments.update({"data": "x" * 2_000_000})
             submitted = await task_service_pb2_grpc.TaskServiceStub(channel).SubmitTask(
                 request, timeout=60
             )
