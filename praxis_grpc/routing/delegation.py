@@ -25,12 +25,13 @@ record of it in its own store, owned by the agent that executes it. Rules:
       not placed again but ends FAILED with reason POISONED: one task that
       stops every agent running it cannot walk through the whole mesh.
     - The first terminal state the entry node records is final.
-    - Fenced (active-passive): only the coordinator acts, and only for the
-      term it acts in. Every dispatch carries that term; right before each
-      external effect (sending a task, re-dispatching it, running it here)
-      the term is checked again, so work in flight when the node lost the
-      term (a placement whose commit returned after it, a follower started
-      by it) is abandoned: the next coordinator resumes it from the records.
+    - Fenced (active-passive, the records of ``fenced_origin``): only the
+      coordinator acts on them, and only for the term it acts in. Every
+      dispatch carries that term; right before each external effect (sending
+      a task, re-dispatching it, running it here) the term is checked again,
+      so work in flight when the node lost the term (a placement whose
+      commit returned after it, a follower started by it) is abandoned: the
+      next coordinator resumes it from the records.
 
 Everything runs on the node's event loop.
 """
@@ -137,7 +138,7 @@ class Delegations:
         discovery_wait: float,
         records: Records | None = None,
         fencing_token: Callable[[], int] = lambda: 0,
-        fenced: bool = False,
+        fenced_origin: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 3,
     ) -> None:
@@ -145,7 +146,7 @@ class Delegations:
         self._max_attempts = max_attempts
         self.records: Records = records or engine
         self._fencing_token = fencing_token
-        self._fenced = fenced
+        self._fenced_origin = fenced_origin
         self._router = router
         self._directory = directory
         self._channels = channels
@@ -211,14 +212,16 @@ class Delegations:
         Raises:
             Unavailable: the term ended (or the node never coordinated).
         """
-        if self._fenced and (term == 0 or self._fencing_token() != term):
+        if self._fenced_origin and (term == 0 or self._fencing_token() != term):
             raise Unavailable(
                 f"this node no longer coordinates in term {term}; the coordinator "
                 "that took over resumes the task"
             )
 
-    def _in_office(self) -> bool:
-        return not self._fenced or self._fencing_token() != 0
+    def _may_act(self, record: Task) -> bool:
+        """False when ``record`` is fenced and this node does not coordinate."""
+        fenced = bool(self._fenced_origin) and record.origin_agent_id == self._fenced_origin
+        return not fenced or self._fencing_token() != 0
 
     # -- dispatch ---------------------------------------------------------
 
@@ -333,7 +336,7 @@ class Delegations:
     def follow(self, record: Task) -> None:
         """Follow ``record`` until it is terminal (no-op if already followed,
         or, fenced, while this node does not coordinate)."""
-        if record.terminal or record.task_id in self._followers or not self._in_office():
+        if record.terminal or record.task_id in self._followers or not self._may_act(record):
             return
         follower = asyncio.get_running_loop().create_task(
             self._follow(record.task_id), name=f"follow-{record.task_id}"
@@ -361,11 +364,11 @@ class Delegations:
         absent_since: float | None = None
         seen_owner = False
         while True:
-            if not self._in_office():
-                return  # deposed: the next coordinator follows it
             record = self._engine.get(task_id)
             if record.terminal or record.owner_agent_id == self._engine.agent_id:
                 return
+            if not self._may_act(record):
+                return  # deposed: the next coordinator follows it
             if not record.owner_agent_id:
                 await self._place_unplaced(record, backoff)
                 continue
@@ -480,7 +483,7 @@ class Delegations:
                         exclude,
                         candidate.name,
                     )
-                    self._tell_when_back(record.task_id, exclude, candidate.name)
+                    self._tell_when_back(record, exclude, candidate.name)
                 else:
                     log.info("task %s placed on %s", record.task_id, candidate.name)
                 return True
@@ -507,7 +510,7 @@ class Delegations:
         with nothing done, when fenced and this node no longer coordinates."""
         now = self._clock()
         term = self.term()
-        if not self._in_office():
+        if not self._may_act(record):
             return False
         if candidate.local:
             await self._engine.adopt(record)
@@ -528,12 +531,14 @@ class Delegations:
             return False
         return not isinstance(outcome, Refusal)
 
-    def _tell_when_back(self, task_id: str, agent_id: str, moved_to: str) -> None:
-        """Best effort: cancel the abandoned copy if the lost agent comes back."""
+    def _tell_when_back(self, record: Task, agent_id: str, moved_to: str) -> None:
+        """Best effort: cancel the abandoned copy if the lost agent comes back
+        (while this node may act on ``record``)."""
+        task_id = record.task_id
 
         async def tell() -> None:
             deadline = asyncio.get_running_loop().time() + self._config.owner_lost_timeout
-            while asyncio.get_running_loop().time() < deadline and self._in_office():
+            while asyncio.get_running_loop().time() < deadline and self._may_act(record):
                 address = _grpc_address(self._directory.get(agent_id))
                 if address is not None:
                     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -572,7 +577,7 @@ class Delegations:
         message = reason or "canceled by client"
         address = _grpc_address(self._directory.get(record.owner_agent_id))
         if address is None:
-            self._tell_when_back(record.task_id, record.owner_agent_id, "nobody (canceled)")
+            self._tell_when_back(record, record.owner_agent_id, "nobody (canceled)")
             return await self._cancel_here(record, f"{message} (owner unreachable)")
         try:
             response = await self._channels.tasks(address).CancelTask(

@@ -483,3 +483,27 @@ async def test_a_coordinator_that_lost_does_not_dispatch_a_record_committed_befo
     assert again.task.state == COMPLETED
     assert cluster.log.count("late") == 1
     assert a.role == "standby"
+
+
+async def test_a_dispatch_that_returns_after_its_coordinator_stepped_down_is_not_followed(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    async with stub(a) as tasks:
+        # The client's deadline ends the dispatch (a waits for the result)
+        # after a stepped down; a dispatch that ends unanswered is followed,
+        # but only by a node that still coordinates.
+        call = tasks.SubmitTask(work(10, "late-return", wait=True), timeout=2)
+        await until(lambda: cluster.log.count("late-return") == 1)
+        runner = b if cluster.log.agents("late-return") == ["b"] else c
+        cluster.group.elect((c if runner is b else b).agent_id)
+        await until(lambda: a.role == "standby")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    sample = a.metrics.registry.get_sample_value
+    await until(lambda: sample("praxis_delegation_duration_seconds_count") == 1)
+    # Following it would mean re-dispatching it (to a itself, now a worker)
+    # if its owner went away: the next coordinator follows it instead.
+    assert sample("praxis_delegated_tasks_following") == 0
+    assert cluster.log.count("late-return") == 1
