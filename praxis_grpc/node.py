@@ -301,6 +301,7 @@ class Node:
             config=cfg.routing,
             discovery_wait=cfg.routing.reattach_wait,
             fencing_token=lambda: self._ha.term if self._ha is not None else 0,
+            fenced_origin=CLUSTER_ORIGIN if cfg.ha.mode == "active-passive" else "",
             max_attempts=cfg.tasks.max_attempts,
         )
         if cfg.ha.mode == "active-passive":

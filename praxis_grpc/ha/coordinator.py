@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 # whichever node coordinated when the task arrived.
 CLUSTER_ORIGIN = "coordinator"
 
+# How long a dispatch fenced with a term newer than this node has seen waits
+# for its view to catch up (a follower applies a new raft leader's claim about
+# one heartbeat after it; etcd watchers see a new leader key at once).
+_ADMIT_WAIT = 1.0
+
 __all__ = ["CLUSTER_ORIGIN", "HaController"]
 
 
@@ -107,9 +112,27 @@ class HaController:
         """The origin scoping idempotency keys: the cluster."""
         return CLUSTER_ORIGIN
 
-    def admit(self, fencing_token: int) -> None:
-        """Refuse a dispatch from a coordinator older than one seen (see Fence)."""
-        self._fence.admit(fencing_token)
+    async def admit(self, fencing_token: int) -> None:
+        """Admit a dispatch carrying ``fencing_token`` or refuse it (see
+        :class:`~praxis_grpc.ha.fence.Fence`). A token newer than any term
+        this node has seen waits up to ``_ADMIT_WAIT`` for its view of the
+        group to catch up (a coordinator that won a moment ago), then is
+        refused without being remembered.
+
+        Raises:
+            FailedPrecondition: the dispatch is not fenced with a current term.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ADMIT_WAIT
+        while fencing_token > self._observed_term() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                # Woken by a role switch; the backend's own view is re-read too.
+                await asyncio.wait_for(self._settled.wait(), min(deadline - loop.time(), 0.05))
+        self._fence.admit(fencing_token, self._observed_term())
+
+    def _observed_term(self) -> int:
+        current = self._consensus.leadership() if self._consensus is not None else Leadership()
+        return max(current.term, self._leadership.term)
 
     @property
     def leading(self) -> bool:
@@ -118,8 +141,12 @@ class HaController:
 
     @property
     def term(self) -> int:
-        """The term this node coordinates in (0 when it does not): its fencing token."""
-        return self._leading_term if self.leading else 0
+        """The term this node coordinates in (0 when it does not, or when the
+        backend already reports that term lost): its fencing token."""
+        if not self.leading or self._consensus is None:
+            return 0
+        current = self._consensus.leadership()
+        return self._leading_term if current.is_self and current.term == self._leading_term else 0
 
     @property
     def role(self) -> str:
@@ -246,6 +273,9 @@ class HaController:
 
     async def _take_over(self, term: int) -> None:
         log.info("taking over as coordinator in term %d", term)
+        # Before anything is dispatched or adopted: a predecessor's dispatch
+        # (older term) is refused here too.
+        self._fence.take_office(term)
         self._router.exclude_self = True
         assert self._consensus is not None
         # Not leading until the records are loaded: a submission meanwhile is

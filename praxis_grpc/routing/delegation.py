@@ -25,6 +25,13 @@ record of it in its own store, owned by the agent that executes it. Rules:
       not placed again but ends FAILED with reason POISONED: one task that
       stops every agent running it cannot walk through the whole mesh.
     - The first terminal state the entry node records is final.
+    - Fenced (active-passive, the records of ``fenced_origin``): only the
+      coordinator acts on them, and only for the term it acts in. Every
+      dispatch carries that term; right before each external effect (sending
+      a task, re-dispatching it, running it here) the term is checked again,
+      so work in flight when the node lost the term (a placement whose
+      commit returned after it, a follower started by it) is abandoned: the
+      next coordinator resumes it from the records.
 
 Everything runs on the node's event loop.
 """
@@ -131,6 +138,7 @@ class Delegations:
         discovery_wait: float,
         records: Records | None = None,
         fencing_token: Callable[[], int] = lambda: 0,
+        fenced_origin: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 3,
     ) -> None:
@@ -138,6 +146,7 @@ class Delegations:
         self._max_attempts = max_attempts
         self.records: Records = records or engine
         self._fencing_token = fencing_token
+        self._fenced_origin = fenced_origin
         self._router = router
         self._directory = directory
         self._channels = channels
@@ -189,6 +198,31 @@ class Delegations:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    # -- term -------------------------------------------------------------
+
+    def term(self) -> int:
+        """The term this node coordinates in, which its dispatches carry as
+        their fencing token (0: none; always 0 in active-active mode)."""
+        return self._fencing_token()
+
+    def check_term(self, term: int) -> None:
+        """Refuse to act for ``term`` (the term a placement began in) unless
+        this node still coordinates in that very term; no-op when not fenced.
+
+        Raises:
+            Unavailable: the term ended (or the node never coordinated).
+        """
+        if self._fenced_origin and (term == 0 or self._fencing_token() != term):
+            raise Unavailable(
+                f"this node no longer coordinates in term {term}; the coordinator "
+                "that took over resumes the task"
+            )
+
+    def _may_act(self, record: Task) -> bool:
+        """False when ``record`` is fenced and this node does not coordinate."""
+        fenced = bool(self._fenced_origin) and record.origin_agent_id == self._fenced_origin
+        return not fenced or self._fencing_token() != 0
+
     # -- dispatch ---------------------------------------------------------
 
     async def dispatch(
@@ -198,9 +232,11 @@ class Delegations:
         *,
         wait: bool,
         call_timeout: float | None,
+        term: int,
         follow: bool = True,
     ) -> Task | Refusal:
-        """Send ``record`` (committed, owned by ``candidate``) to its agent.
+        """Send ``record`` (committed, owned by ``candidate``) to its agent,
+        fenced with ``term``, the term the caller acts in (see :meth:`term`).
 
         Returns:
             The task as the agent accepted it (terminal when ``wait`` and it
@@ -212,14 +248,22 @@ class Delegations:
                 itself; no other agent would accept it.
             DeadlineExceeded: the caller's deadline passed while waiting; the
                 task goes on and is followed.
+            Unavailable: this node no longer coordinates in ``term`` (a commit
+                that returned after it lost): nothing was sent.
         """
+        try:
+            self.check_term(term)
+        except Unavailable:
+            if follow:
+                self.follow(record)  # by this node if it coordinates in a newer term
+            raise
         loop = asyncio.get_running_loop()
         started = loop.time()
         stub = self._channels.tasks(candidate.address)
         ledger = self._router.ledger
         ledger.begin(candidate.agent_id, record.task_id, self._clock())
         try:
-            request = _request(record, wait, self._fencing_token())
+            request = _request(record, wait, term)
             response = await stub.SubmitTask(request, timeout=call_timeout)
         except grpc.aio.AioRpcError as exc:
             return await self._dispatch_failed(exc, record, candidate, wait=wait, follow=follow)
@@ -290,8 +334,9 @@ class Delegations:
     # -- following --------------------------------------------------------
 
     def follow(self, record: Task) -> None:
-        """Follow ``record`` until it is terminal (no-op if already followed)."""
-        if record.terminal or record.task_id in self._followers:
+        """Follow ``record`` until it is terminal (no-op if already followed,
+        or, fenced, while this node does not coordinate)."""
+        if record.terminal or record.task_id in self._followers or not self._may_act(record):
             return
         follower = asyncio.get_running_loop().create_task(
             self._follow(record.task_id), name=f"follow-{record.task_id}"
@@ -322,6 +367,8 @@ class Delegations:
             record = self._engine.get(task_id)
             if record.terminal or record.owner_agent_id == self._engine.agent_id:
                 return
+            if not self._may_act(record):
+                return  # deposed: the next coordinator follows it
             if not record.owner_agent_id:
                 await self._place_unplaced(record, backoff)
                 continue
@@ -436,7 +483,7 @@ class Delegations:
                         exclude,
                         candidate.name,
                     )
-                    self._tell_when_back(record.task_id, exclude, candidate.name)
+                    self._tell_when_back(record, exclude, candidate.name)
                 else:
                     log.info("task %s placed on %s", record.task_id, candidate.name)
                 return True
@@ -459,8 +506,12 @@ class Delegations:
         return True
 
     async def _try(self, record: Task, candidate: Candidate) -> bool:
-        """Hand ``record`` to ``candidate``; True when it took it."""
+        """Hand ``record`` to ``candidate``; True when it took it. False,
+        with nothing done, when fenced and this node no longer coordinates."""
         now = self._clock()
+        term = self.term()
+        if not self._may_act(record):
+            return False
         if candidate.local:
             await self._engine.adopt(record)
             return True
@@ -472,6 +523,7 @@ class Delegations:
                 candidate,
                 wait=False,
                 call_timeout=self._config.call_timeout,
+                term=term,
                 follow=False,
             )
         except PraxisError as exc:
@@ -479,12 +531,14 @@ class Delegations:
             return False
         return not isinstance(outcome, Refusal)
 
-    def _tell_when_back(self, task_id: str, agent_id: str, moved_to: str) -> None:
-        """Best effort: cancel the abandoned copy if the lost agent comes back."""
+    def _tell_when_back(self, record: Task, agent_id: str, moved_to: str) -> None:
+        """Best effort: cancel the abandoned copy if the lost agent comes back
+        (while this node may act on ``record``)."""
+        task_id = record.task_id
 
         async def tell() -> None:
             deadline = asyncio.get_running_loop().time() + self._config.owner_lost_timeout
-            while asyncio.get_running_loop().time() < deadline:
+            while asyncio.get_running_loop().time() < deadline and self._may_act(record):
                 address = _grpc_address(self._directory.get(agent_id))
                 if address is not None:
                     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -523,7 +577,7 @@ class Delegations:
         message = reason or "canceled by client"
         address = _grpc_address(self._directory.get(record.owner_agent_id))
         if address is None:
-            self._tell_when_back(record.task_id, record.owner_agent_id, "nobody (canceled)")
+            self._tell_when_back(record, record.owner_agent_id, "nobody (canceled)")
             return await self._cancel_here(record, f"{message} (owner unreachable)")
         try:
             response = await self._channels.tasks(address).CancelTask(

@@ -67,8 +67,9 @@ class Standby(Protocol):
         """Relays calls to the coordinator."""
         ...
 
-    def admit(self, fencing_token: int) -> None:
-        """Refuse (FailedPrecondition) a dispatch from a deposed coordinator."""
+    async def admit(self, fencing_token: int) -> None:
+        """Refuse (FailedPrecondition) a dispatch not fenced with the current
+        term: none, a deposed coordinator's, or one the group never reached."""
         ...
 
     @property
@@ -145,13 +146,16 @@ class TaskDispatcher:
             DeadlineExceeded: ``wait`` and the deadline passed; the task goes on.
         """
         if local_only:
+            # A dispatch: in active-passive mode fenced before anything is
+            # stored or adopted; in active-active mode tokens are not used.
             if self._standby is not None:
-                self._standby.admit(fencing_token)
+                await self._standby.admit(fencing_token)
             task, deduplicated = await self._engine.submit(
                 submission,
                 task_id=task_id,
                 origin_agent_id=origin_agent_id,
                 prior_attempts=prior_attempts,
+                dispatched=True,
             )
             return await self._waited(task, wait), deduplicated
         generated = task_id is None
@@ -250,7 +254,14 @@ class TaskDispatcher:
     async def _place(
         self, submission: Submission, wait: bool, time_remaining: float | None, task_id: str
     ) -> tuple[Task, bool]:
-        """Try the router's candidates in order until one accepts."""
+        """Try the router's candidates in order until one accepts.
+
+        In active-passive mode the placement acts for the term it began in:
+        if that term ends, it stops before its next external effect (a
+        dispatch, even of a record whose commit returned after the term ended,
+        or running the task here) and raises Unavailable.
+        """
+        term = self._delegations.term()
         plan = self._router.plan(submission.tool, submission.tags, submission.preferred_agent)
         refusals: list[Refusal] = []
         record: Task | None = None
@@ -260,6 +271,7 @@ class TaskDispatcher:
                 if record is not None:
                     await self._delegations.records.forget(record)
                     record = None
+                self._delegations.check_term(term)
                 local = await self._submit_here(submission, task_id, candidate)
                 if isinstance(local, Refusal):
                     refusals.append(local)
@@ -272,7 +284,7 @@ class TaskDispatcher:
             timeout = time_remaining if wait else _min(time_remaining, self._config.call_timeout)
             try:
                 outcome = await self._delegations.dispatch(
-                    record, candidate, wait=wait, call_timeout=timeout
+                    record, candidate, wait=wait, call_timeout=timeout, term=term
                 )
             except PraxisError as exc:
                 if not _task_goes_on(exc):

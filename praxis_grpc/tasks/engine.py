@@ -203,6 +203,7 @@ class TaskEngine:
         task_id: str | None = None,
         origin_agent_id: str = "",
         prior_attempts: int = 0,
+        dispatched: bool = False,
     ) -> tuple[Task, bool]:
         """Validate, commit and enqueue a task.
 
@@ -222,6 +223,11 @@ class TaskEngine:
             prior_attempts: Starts the task already made on other agents (a
                 re-dispatch); its ``attempt`` counts on from there, so recovery
                 sees every start (see ``tasks.max_attempts``).
+            dispatched: The submission is another node's dispatch of
+                ``task_id`` here, admitted by the caller (in active-passive
+                mode: fenced). Only a dispatch adopts an unfinished foreign
+                record of that id (see :meth:`_existing`); anything else is
+                answered with the record.
 
         Returns:
             The task and whether it was deduplicated (an existing task with
@@ -249,7 +255,7 @@ class TaskEngine:
             key, task_id, origin, fingerprint, stored_ids=bool(key) or not admits
         )
         if existing is not None:
-            return await self._existing(existing, task_id)
+            return await self._existing(existing, task_id, dispatched)
         if not self._accepting:
             self._metrics.tasks_rejected_total.labels("draining").inc()
             raise FailedPrecondition("node is draining and accepts no new tasks")
@@ -287,7 +293,7 @@ class TaskEngine:
             existing = self._live.get(task_id) or self._store.get(task_id)
             if existing is not None:
                 return await self._existing(
-                    self._deduplicated(existing, fingerprint, by_id=True), task_id
+                    self._deduplicated(existing, fingerprint, by_id=True), task_id, dispatched
                 )
         if isinstance(stored, TaskStoreError):
             raise stored
@@ -296,16 +302,24 @@ class TaskEngine:
             return self._deduplicated(stored, fingerprint), True
         return task, False
 
-    async def _existing(self, existing: Task, task_id: str | None) -> tuple[Task, bool]:
+    async def _existing(
+        self, existing: Task, task_id: str | None, dispatched: bool
+    ) -> tuple[Task, bool]:
         """Answer a submission that matched ``existing``.
 
-        A submission of a task id this node holds only as an unfinished
-        foreign record (kept from when it routed or coordinated the task, and
-        no longer followed) is the cluster sending it here to run: this node
+        A dispatch of a task id this node holds only as an unfinished foreign
+        record (kept from when it routed or coordinated the task, and no
+        longer followed) is the cluster sending it here to run: this node
         adopts it. Answering with the record instead would leave the task with
-        no one running it.
+        no one running it. Only an admitted dispatch adopts (the fence has
+        refused one from a deposed coordinator by then).
         """
-        if existing.task_id == task_id and not self._local(existing) and not existing.terminal:
+        if (
+            dispatched
+            and existing.task_id == task_id
+            and not self._local(existing)
+            and not existing.terminal
+        ):
             log.info("task %s was dispatched here; running the record kept of it", task_id)
             return await self.adopt(existing), False
         return existing, True

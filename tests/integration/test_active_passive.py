@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
-from praxis_grpc.ha.records import TASK_PREFIX, encode_task
+from praxis_grpc.consensus.base import Consensus, Leadership
+from praxis_grpc.ha.records import TASK_PREFIX, decode_task, encode_task
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
 from praxis_grpc.tasks.model import Task, TaskState
@@ -45,7 +46,12 @@ class Cluster(NodeGroup):
     group: MemoryConsensusGroup
     log: ExecutionLog
 
-    async def start(self, name: str, **ha: Any) -> Node:
+    async def start(
+        self,
+        name: str,
+        consensus: Callable[[str, str], Consensus] | None = None,
+        **ha: Any,
+    ) -> Node:
         config = make_config(
             self.root / name,
             name=name,
@@ -62,7 +68,7 @@ class Cluster(NodeGroup):
             identity=identity,
             tools=ToolRegistry([RecordingTool(name, self.log)]),
             discovery=self.mesh.member(identity.agent_id),
-            consensus=self.group.member,
+            consensus=consensus or self.group.member,
         )
         return await self.started(name, node)
 
@@ -399,3 +405,105 @@ async def test_finished_records_leave_the_consensus_state_after_the_retention(
     async with stub(a) as tasks:  # the coordinator's store still answers
         got = await tasks.GetTask(pb.GetTaskRequest(task_id=done.task_id))
     assert got.task.state == COMPLETED
+
+
+class LosingAfterCommit:
+    """A member of the fake group whose next commit of a task record, once
+    applied, hands the leadership to the agent the record names as the owner
+    (the worker it was about to be dispatched to) before the commit returns:
+    a coordinator paused with a commit in flight wakes deposed."""
+
+    def __init__(self, group: MemoryConsensusGroup, agent_id: str, grpc_address: str) -> None:
+        self._group = group
+        self._member = group.member(agent_id, grpc_address)
+        self.armed = False
+        self.handed_to = ""
+
+    @property
+    def backend(self) -> str:
+        return self._member.backend
+
+    async def start(self) -> None:
+        await self._member.start()
+
+    async def aclose(self) -> None:
+        await self._member.aclose()
+
+    def leadership(self) -> Leadership:
+        return self._member.leadership()
+
+    def watch(self) -> AsyncIterator[Leadership]:
+        return self._member.watch()
+
+    async def commit(self, key: str, value: bytes | None, *, term: int) -> None:
+        await self._member.commit(key, value, term=term)
+        if self.armed and key.startswith(TASK_PREFIX) and value is not None:
+            self.armed = False
+            self.handed_to = decode_task(value).owner_agent_id
+            self._group.elect(self.handed_to)
+
+    async def snapshot(self) -> Mapping[str, bytes]:
+        return await self._member.snapshot()
+
+    async def suspect(self, leadership: Leadership, evidence: str) -> bool:
+        return await self._member.suspect(leadership, evidence)
+
+
+async def test_a_coordinator_that_lost_does_not_dispatch_a_record_committed_before(
+    cluster: Cluster,
+) -> None:
+    members: list[LosingAfterCommit] = []
+
+    def losing(agent_id: str, grpc_address: str) -> Consensus:
+        members.append(LosingAfterCommit(cluster.group, agent_id, grpc_address))
+        return members[-1]
+
+    a = await cluster.start("a", consensus=losing)
+    await cluster.start("b")
+    await cluster.start("c")
+    await cluster.converged()
+    cluster.group.elect(a.agent_id)
+    await until(lambda: a.role == "coordinator")
+    members[0].armed = True
+    async with stub(a) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "late", idempotency_key="late"))
+    # The record was committed in a's term, which ended before the commit
+    # returned: a sent it nowhere and says so; the client's retry finds it at
+    # the node that took over, which places it (once).
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "no longer coordinates" in (info.value.details() or "")
+    dispatched = a.metrics.registry.get_sample_value("praxis_delegation_duration_seconds_count")
+    assert dispatched == 0
+    successor = next(n for n in cluster.nodes.values() if n.agent_id == members[0].handed_to)
+    await until(lambda: successor.role == "coordinator")
+    async with stub(successor) as tasks:
+        again = await tasks.SubmitTask(work(0, "late", idempotency_key="late", wait=True))
+    assert again.deduplicated
+    assert again.task.state == COMPLETED
+    assert cluster.log.count("late") == 1
+    assert a.role == "standby"
+
+
+async def test_a_dispatch_that_returns_after_its_coordinator_stepped_down_is_not_followed(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    async with stub(a) as tasks:
+        # The client's deadline ends the dispatch (a waits for the result)
+        # after a stepped down; a dispatch that ends unanswered is followed,
+        # but only by a node that still coordinates.
+        call = tasks.SubmitTask(work(10, "late-return", wait=True), timeout=2)
+        await until(lambda: cluster.log.count("late-return") == 1)
+        runner = b if cluster.log.agents("late-return") == ["b"] else c
+        cluster.group.elect((c if runner is b else b).agent_id)
+        await until(lambda: a.role == "standby")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    sample = a.metrics.registry.get_sample_value
+    await until(lambda: sample("praxis_delegation_duration_seconds_count") == 1)
+    # Following it would mean re-dispatching it (to a itself, now a worker)
+    # if its owner went away: the next coordinator follows it instead.
+    assert sample("praxis_delegated_tasks_following") == 0
+    assert cluster.log.count("late-return") == 1

@@ -705,8 +705,17 @@ async def test_a_task_dispatched_here_runs_although_a_record_of_it_was_kept(
         await h.engine.aclose(grace=0)
         h = make_engine(h.store)
         h.engine.start()
-    task, dedup = await h.engine.submit(
+    # Only an (admitted) dispatch adopts: anything else is answered with the record.
+    kept, dedup = await h.engine.submit(
         Submission("gate", {"x": 1}), task_id=record.task_id, origin_agent_id="coordinator"
+    )
+    assert dedup
+    assert kept == record
+    task, dedup = await h.engine.submit(
+        Submission("gate", {"x": 1}),
+        task_id=record.task_id,
+        origin_agent_id="coordinator",
+        dispatched=True,
     )
     assert not dedup
     assert (task.task_id, task.owner_agent_id) == (record.task_id, "agent-a")
@@ -714,7 +723,10 @@ async def test_a_task_dispatched_here_runs_although_a_record_of_it_was_kept(
     assert h.gate.started == 1
     # A finished record is the answer: the task ran elsewhere.
     again, dedup = await h.engine.submit(
-        Submission("gate", {"x": 1}), task_id=done_elsewhere.task_id, origin_agent_id="agent-a"
+        Submission("gate", {"x": 1}),
+        task_id=done_elsewhere.task_id,
+        origin_agent_id="agent-a",
+        dispatched=True,
     )
     assert dedup
     assert again.state is TaskState.COMPLETED
