@@ -59,6 +59,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 )
 
 from praxis_grpc.config import RaftConfig
+from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport, check_pysyncobj_version
 from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["RaftConsensus"]
@@ -146,6 +147,8 @@ class RaftConsensus:
     ) -> None:
         if not config.address:
             raise ConsensusError("ha.consensus.raft.address is required")
+        if (unusable := check_pysyncobj_version()) is not None:
+            raise ConsensusError(unusable)
         if not HAS_CRYPTO:
             raise ConsensusError("the raft backend needs the 'cryptography' package")
         if config.heartbeat * 3 >= config.election_timeout:
@@ -212,7 +215,12 @@ class RaftConsensus:
                 # pysyncobj 0.3.17 reads the journal's meta file without closing it.
                 warnings.filterwarnings("ignore", category=ResourceWarning, module="pysyncobj")
                 node: _SyncObjHandle = SyncObj(
-                    self._address, self._peers, conf, consumers=[self._state]
+                    self._address,
+                    self._peers,
+                    conf,
+                    consumers=[self._state],
+                    # Deletes only conflicting entries (Raft §5.3), see the module.
+                    transportClass=ReceiverRuleTransport,
                 )
         except BaseException:
             self._release_dir()
