@@ -41,6 +41,8 @@ from pysyncobj import pickle as pysyncobj_pickle  # type: ignore[import-untyped,
 from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.version import VERSION  # type: ignore[import-untyped,unused-ignore]
 
+from praxis_grpc.consensus._raft_prevote import PreVote
+
 __all__ = ["PINNED_PYSYNCOBJ", "ReceiverRuleTransport", "check_pysyncobj_version", "follow_rule"]
 
 PINNED_PYSYNCOBJ = "0.3.17"
@@ -101,16 +103,33 @@ def follow_rule(
 
 
 class ReceiverRuleTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
-    """pysyncobj's TCP transport with Raft's receiver rule for AppendEntries.
+    """pysyncobj's TCP transport with Raft's receiver rule for AppendEntries
+    and with pre-vote (:class:`~praxis_grpc.consensus._raft_prevote.PreVote`).
 
     Runs on pysyncobj's thread, like the transport it extends. Pass it as
     ``SyncObj(..., transportClass=ReceiverRuleTransport)``.
     """
 
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._pre_vote = PreVote(syncObj, self.send)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        self._pre_vote.on_tick()
+
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "pre_vote":
+            self._pre_vote.on_request(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._pre_vote.on_response(node, message)
+            return
+        if kind == "append_entries":
+            self._pre_vote.on_append_entries(message)
         if (
-            isinstance(message, dict)
-            and message.get("type") == "append_entries"
+            kind == "append_entries"
             and "prevLogIdx" in message
             and message.get("term", -1) >= self._syncObj.raftCurrentTerm
         ):

@@ -8,6 +8,7 @@ See praxis_grpc/consensus/_raft_receiver.py for the rule under test.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ class Network:
         self.cut: set[tuple[str, str]] = set()  # (from, to)
         self.appends: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
         self.links: dict[str, Any] = {}
+        self.dropped: list[tuple[str, str]] = []  # (from, message type)
 
     def isolate(self, address: str, others: Sequence[str]) -> None:
         for other in others:
@@ -71,6 +73,8 @@ class Network:
             def _onMessageReceived(self, node: Any, message: Any) -> None:
                 to = self._selfNode.address
                 if (node.address, to) in network.cut:
+                    if isinstance(message, dict):
+                        network.dropped.append((node.address, str(message.get("type"))))
                     return
                 if isinstance(message, dict) and message.get("type") == "append_entries":
                     network.appends[to].append((node, message))
@@ -80,9 +84,10 @@ class Network:
 
 
 class Group:
-    """Three members ticked by the test; none campaigns unless told to."""
+    """Three members ticked by the test; none campaigns unless told to, or
+    unless its election timeout (``elections``, seconds) runs out."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, elections: Sequence[float] = (300, 300, 300)) -> None:
         self.network = Network()
         self.addresses = free_addresses(3)
         self.registers = [Register() for _ in self.addresses]
@@ -93,8 +98,8 @@ class Group:
                 autoTick=False,
                 appendEntriesUseBatch=False,
                 appendEntriesPeriod=0.05,
-                raftMinTimeout=300,  # elections only by campaign()
-                raftMaxTimeout=600,
+                raftMinTimeout=elections[index],
+                raftMaxTimeout=2 * elections[index],
                 leaderFallbackTimeout=600,
                 connectionTimeout=600,
                 connectionRetryTime=0.05,
@@ -165,13 +170,18 @@ def last_index(member: Any) -> int:
     return int(member._SyncObj__raftLog[-1][1])
 
 
-@pytest.fixture
-def group(tmp_path: Path) -> Iterator[Group]:
-    group = Group(tmp_path)
+@contextlib.contextmanager
+def running(group: Group) -> Iterator[Group]:
     try:
         yield group
     finally:
         group.close()
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[Group]:
+    with running(Group(tmp_path)) as group:
+        yield group
 
 
 def test_a_stale_append_never_drops_committed_entries_so_the_next_leader_has_them(
@@ -243,3 +253,43 @@ def test_an_uncommitted_entry_is_replaced_by_the_next_leaders_log(group: Group) 
     )
     assert group.registers[a].data == {"kept": "kept"}
     assert outcomes.get("lost") != FAIL_REASON.SUCCESS
+
+
+def test_a_member_cut_off_and_back_does_not_depose_a_healthy_leader(tmp_path: Path) -> None:
+    """Pre-vote (Raft thesis §9.6). C, whose election timeout is the only short
+    one, is cut off while A leads and B follows; its timeout runs out again and
+    again. Once it is back it follows A in A's term: it never raised its term,
+    so nothing it sends deposes A. Without pre-vote each timeout raised C's term
+    and its first vote request after the heal made A step down."""
+    a, b, c = 0, 1, 2
+    with running(Group(tmp_path, elections=(300, 300, 0.3))) as group:
+        group.campaign(a)
+        leader, cut_off = group.members[a], group.members[c]
+        term = leader.raftCurrentTerm
+        group.network.isolate(group.addresses[c], group.addresses[:2])
+        written: dict[str, int] = {}
+        group.put(a, "during the cut", written)
+
+        def campaigns() -> int:
+            kinds = {"request_vote", "pre_vote"}
+            dropped = group.network.dropped
+            return sum(
+                1 for sender, kind in dropped if sender == group.addresses[c] and kind in kinds
+            )
+
+        group.tick_until(
+            lambda: bool(written) and campaigns() >= 2 * 2, "C's election timeout ran out twice"
+        )
+        assert written["during the cut"] == FAIL_REASON.SUCCESS
+        group.network.cut.clear()
+        group.tick_until(
+            lambda: not leader._isLeader() or cut_off.raftLastApplied == last_index(leader),
+            "C caught up with A, or A lost office",
+        )
+        assert leader._isLeader()
+        assert [m.raftCurrentTerm for m in group.members] == [term] * 3
+        assert (
+            group.registers[c].data
+            == group.registers[b].data
+            == {"during the cut": "during the cut"}
+        )
