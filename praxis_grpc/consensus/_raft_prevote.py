@@ -8,8 +8,11 @@ steps down and the group holds an election it did not need.
 With :class:`PreVote` a member whose election timeout runs out first asks the
 others whether they would vote for it in the next term, without changing its
 own term. A member says yes only if it is not the leader, has not heard from a
-leader within its own minimum election timeout, does not hold a greater term
-and the asker's log is at least as up to date as its own. Only with a majority
+leader within its own minimum election timeout, would not have to raise its
+term to vote (the asked term is not below its own) and the asker's log is at
+least as up to date as its own; a no carries its term, which the asker takes
+if greater (as etcd does, so that two members whose terms drifted apart
+without an election do not refuse each other forever). Only with a majority
 of yeses does the asker start a real election (pysyncobj's, unchanged). A cut
 off member thus keeps its term, and after the heal follows the leader again.
 
@@ -96,13 +99,29 @@ class PreVote:
         granted = (
             not obj._isLeader()
             and monotonic() - self._heard >= obj.conf.raftMinTimeout
-            and message["term"] > obj.raftCurrentTerm
+            # At our own term too: its election then cannot raise ours.
+            and message["term"] >= obj.raftCurrentTerm
             and (message["last_log_term"], message["last_log_index"]) >= (last_term, last_index)
         )
-        self._send(node, {"type": "pre_vote_response", "term": message["term"], "granted": granted})
+        self._send(
+            node,
+            {
+                "type": "pre_vote_response",
+                "term": message["term"],
+                "granted": granted,
+                "current_term": obj.raftCurrentTerm,
+            },
+        )
 
     def on_response(self, node: Any, message: dict[str, Any]) -> None:
-        if message["granted"] and message["term"] == self._asking:
+        obj, current = self._obj, message.get("current_term", 0)
+        if not message["granted"] and current > obj.raftCurrentTerm and not obj._isLeader():
+            # A member whose term passed ours without us (its vote requests
+            # were lost) would refuse us forever, and we it if our log is
+            # longer: take its term, as Raft does from any reply, so that our
+            # next round asks for one above it.
+            obj._SyncObj__setCurrentTerm(current, None)
+        elif message["granted"] and message["term"] == self._asking:
             self._yes.add(node.id)
             self._count()
 
