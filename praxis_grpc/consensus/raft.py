@@ -28,6 +28,12 @@ the current term and vote are stored before they are announced. The journal is
 a memory-mapped file that pysyncobj does not fsync: the state survives any
 crash of the processes, not the loss of the machines' page caches.
 
+Two Raft rules pysyncobj 0.3.17 lacks are applied in front of it, at its
+transport: an AppendEntries deletes only conflicting entries (§5.3; pysyncobj
+deleted every entry after ``prevLogIdx``, so a resend could drop committed
+ones), see :mod:`._raft_receiver`; and pre-vote (thesis §9.6), so a member
+back from a partition does not depose the leader, see :mod:`._raft_prevote`.
+
 pysyncobj speaks pickle, so the shared secret is mandatory; it encrypts and
 authenticates every connection. The member binds exactly its configured
 address.
@@ -59,6 +65,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 )
 
 from praxis_grpc.config import RaftConfig
+from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport, check_pysyncobj_version
 from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["RaftConsensus"]
@@ -146,6 +153,8 @@ class RaftConsensus:
     ) -> None:
         if not config.address:
             raise ConsensusError("ha.consensus.raft.address is required")
+        if (unusable := check_pysyncobj_version()) is not None:
+            raise ConsensusError(unusable)
         if not HAS_CRYPTO:
             raise ConsensusError("the raft backend needs the 'cryptography' package")
         if config.heartbeat * 3 >= config.election_timeout:
@@ -212,7 +221,12 @@ class RaftConsensus:
                 # pysyncobj 0.3.17 reads the journal's meta file without closing it.
                 warnings.filterwarnings("ignore", category=ResourceWarning, module="pysyncobj")
                 node: _SyncObjHandle = SyncObj(
-                    self._address, self._peers, conf, consumers=[self._state]
+                    self._address,
+                    self._peers,
+                    conf,
+                    consumers=[self._state],
+                    # Deletes only conflicting entries (Raft §5.3), see the module.
+                    transportClass=ReceiverRuleTransport,
                 )
         except BaseException:
             self._release_dir()

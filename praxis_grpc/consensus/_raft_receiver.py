@@ -1,0 +1,170 @@
+"""Raft's AppendEntries receiver rule, enforced in front of pysyncobj 0.3.17.
+
+pysyncobj 0.3.17 handles an AppendEntries whose ``prevLogIdx`` matches by
+deleting *every* entry after ``prevLogIdx`` and appending what the message
+carries. Raft (§5.3, receiver step 3) deletes only from the first entry that
+*conflicts* (same index, other term). The two differ when a follower receives
+a message that is shorter than its log: a duplicate or a resend. pysyncobj's
+leader resends on its own (a ``next_node_idx`` reply lowers ``nextIndex``
+below what it already sent; a batch is cut at ``appendEntriesBatchSizeBytes``;
+an entry larger than that travels alone), so its followers truncate
+committed, already applied entries (the ``CRITICAL … truncating
+already-applied log entries`` log line) until the rest arrives. While the
+leader's ``matchIndex`` still counts them, a leader crash in that window elects
+the truncated follower with a log that lacks committed entries: they are lost
+to the group, and the new leader never applies what it later writes at their
+indexes (tests/integration/test_raft_log_guard.py reproduces it).
+
+:class:`ReceiverRuleTransport` rewrites each such message before pysyncobj
+sees it, so pysyncobj's handler only ever deletes conflicting entries:
+
+- entries the log already holds (same index and term) are dropped from the
+  message, and ``prevLogIdx`` moves to the last of them;
+- if nothing new is left and the log goes on past the message, pysyncobj gets
+  the message without its log part (it still learns the leader, the term and
+  the commit index, capped at the last entry the message vouched for, as
+  §5.3 step 5 says) and the leader gets the success reply pysyncobj would
+  have sent, for that same entry.
+
+Messages of an older term, failed consistency checks, the chunks of a large
+entry and snapshots reach pysyncobj unchanged. The rewrite reads pysyncobj's
+private journal and transfer buffer, so it is tied to the pinned version;
+:func:`check_pysyncobj_version` refuses any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pysyncobj import pickle as pysyncobj_pickle  # type: ignore[import-untyped,unused-ignore]
+from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unused-ignore]
+from pysyncobj.version import VERSION  # type: ignore[import-untyped,unused-ignore]
+
+from praxis_grpc.consensus._raft_prevote import PreVote
+
+__all__ = ["PINNED_PYSYNCOBJ", "ReceiverRuleTransport", "check_pysyncobj_version", "follow_rule"]
+
+PINNED_PYSYNCOBJ = "0.3.17"
+
+_Entry = tuple[bytes, int, int]  # command, index, term
+_Message = dict[str, Any]
+
+
+def check_pysyncobj_version() -> str | None:
+    """The reason the installed pysyncobj cannot be used, or None."""
+    if VERSION != PINNED_PYSYNCOBJ:
+        return (
+            f"pysyncobj {VERSION} is installed; the raft backend's AppendEntries guard is "
+            f"written for {PINNED_PYSYNCOBJ} (see praxis_grpc/consensus/_raft_receiver.py)"
+        )
+    return None
+
+
+def follow_rule(
+    message: _Message, term_at: Callable[[int], int | None], last_index: int
+) -> tuple[_Message | None, int | None]:
+    """Decide what pysyncobj receives for an AppendEntries that passed the term check.
+
+    Args:
+        message: the AppendEntries (``prevLogIdx``, ``prevLogTerm``, ``entries``).
+        term_at: the term of the local entry at an index, None if there is none.
+        last_index: the index of the last local entry.
+
+    Returns:
+        ``(message, None)``: hand pysyncobj this message (perhaps the original).
+        ``(message, matched)``: hand pysyncobj this message, which has no log
+        part, then reply success for index ``matched`` on its behalf.
+    """
+    prev, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+    if term_at(prev) != prev_term:
+        return message, None  # pysyncobj answers the failed consistency check
+    entries: Sequence[_Entry] = message.get("entries", [])
+    kept = 0
+    for _, index, term in entries:
+        if term_at(index) != term:
+            break
+        kept += 1
+    if kept:
+        prev, prev_term = entries[kept - 1][1], entries[kept - 1][2]
+    if kept < len(entries) or prev == last_index:
+        # Either a conflict or new entries start right after prev (pysyncobj
+        # deletes what follows prev, which is only the conflicting part), or
+        # the log ends at prev (nothing to delete).
+        rewritten = dict(message, prevLogIdx=prev, prevLogTerm=prev_term, entries=entries[kept:])
+        return rewritten, None
+    # Everything the message carries is here and the log goes on: keep it.
+    liveness = {
+        "type": "append_entries",
+        "term": message["term"],
+        "commit_index": min(message["commit_index"], prev),
+    }
+    return liveness, prev
+
+
+class ReceiverRuleTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
+    """pysyncobj's TCP transport with Raft's receiver rule for AppendEntries
+    and with pre-vote (:class:`~praxis_grpc.consensus._raft_prevote.PreVote`).
+
+    Runs on pysyncobj's thread, like the transport it extends. Pass it as
+    ``SyncObj(..., transportClass=ReceiverRuleTransport)``.
+    """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._pre_vote = PreVote(syncObj, self.send)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        self._pre_vote.on_tick()
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "pre_vote":
+            self._pre_vote.on_request(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._pre_vote.on_response(node, message)
+            return
+        if kind == "append_entries":
+            self._pre_vote.on_append_entries(message)
+        if (
+            kind == "append_entries"
+            and "prevLogIdx" in message
+            and message.get("term", -1) >= self._syncObj.raftCurrentTerm
+        ):
+            message = self._assemble(message)
+            if message.get("transmission") is None:
+                log = self._syncObj._SyncObj__raftLog
+                first, last = log[0][1], log[-1][1]
+
+                def term_at(index: int) -> int | None:
+                    return int(log[index - first][2]) if first <= index <= last else None
+
+                message, matched = follow_rule(message, term_at, last)
+                if matched is not None:
+                    super()._onMessageReceived(node, message)
+                    self.send(
+                        node,
+                        {
+                            "type": "next_node_idx",
+                            "next_node_idx": matched + 1,
+                            "reset": False,
+                            "success": True,
+                        },
+                    )
+                    return
+        super()._onMessageReceived(node, message)
+
+    def _assemble(self, message: _Message) -> _Message:
+        """Turn the last chunk of a large entry into an ordinary message
+        carrying that entry (pysyncobj would decode it the same way)."""
+        if message.get("transmission") != "finish":
+            return message
+        received = getattr(self._syncObj, "_SyncObj__recvTransmission", None)
+        if not isinstance(received, bytes):
+            return message  # no chunks before it: pysyncobj's own handling
+        self._syncObj._SyncObj__recvTransmission = ""
+        entry = pysyncobj_pickle.loads(received + message["data"])
+        rest = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+        return dict(rest, entries=[entry])
