@@ -70,11 +70,11 @@ def _state(state: int) -> str:
     return types_pb2.TaskState.Name(state).removeprefix("TASK_STATE_")
 
 
-async def _get(channels: Channels, address: str, task_id: str, timeout: float) -> str:
+async def _get(channels: Channels, address: str, task_id: str, rpc_timeout: float) -> str:
     """The task's state name at ``address``, or the gRPC code name of the error."""
     try:
         response = await channels.tasks(address).GetTask(
-            task_service_pb2.GetTaskRequest(task_id=task_id), timeout=timeout
+            task_service_pb2.GetTaskRequest(task_id=task_id), timeout=rpc_timeout
         )
     except grpc.aio.AioRpcError as exc:
         return exc.code().name
@@ -117,7 +117,9 @@ async def audit(
         async with gate:
             answer = await _get(channels, nodes[name], task_id, rpc_timeout)
         if answer != final[task_id]:
-            result.answers_differ.append(f"{task_id}: {name} {answer}, {reference} {final[task_id]}")
+            result.answers_differ.append(
+                f"{task_id}: {name} {answer}, {reference} {final[task_id]}"
+            )
 
     try:
         await asyncio.gather(*(settle(s.task_id) for s in acked))
@@ -217,9 +219,7 @@ def coordinator_gaps(
     return gaps
 
 
-def recovered_at(
-    samples: Sequence[Sample], since: float, end: float, fresh: float
-) -> float | None:
+def recovered_at(samples: Sequence[Sample], since: float, end: float, fresh: float) -> float | None:
     """Seconds from ``since`` until the cluster had a coordinator (None: not by ``end``)."""
     for moment, leading in _timeline(samples, since, end, fresh):
         if leading:

@@ -62,7 +62,11 @@ def unavailable() -> str | None:
 
 def _nft(script: str) -> None:
     done = subprocess.run(
-        ["nft", "-f", "-"], input=script.encode(), capture_output=True, timeout=_NFT_TIMEOUT
+        ["nft", "-f", "-"],
+        input=script.encode(),
+        capture_output=True,
+        check=False,
+        timeout=_NFT_TIMEOUT,
     )
     if done.returncode != 0:
         raise CutError(f"nft failed: {done.stderr.decode(errors='replace').strip()}")
@@ -151,7 +155,7 @@ class Cut:
     def _check_sockets(self, name: str, pid: int) -> None:
         expected = "/" + str(self._path(name).relative_to(self._root))
         listing = subprocess.run(
-            ["ss", "-tanpe"], capture_output=True, text=True, timeout=_NFT_TIMEOUT
+            ["ss", "-tanpe"], capture_output=True, text=True, check=False, timeout=_NFT_TIMEOUT
         ).stdout
         for line in listing.splitlines():
             if f"pid={pid}," not in line:

@@ -86,7 +86,7 @@ class Settings:
     warmup: float = 1.0
     after: float = 1.5
     task_seconds: float = 0.05
-    rpc_timeout: float = 2.0
+    rpc_timeout: float = 8.0
     give_up: float = 30.0
     settle_timeout: float = 60.0
     launch_timeout: float = 60.0
@@ -108,6 +108,7 @@ class TrialResult:
     outage_s: float = 0.0
     recovered_s: float | None = None
     majority_ack_s: float | None = None
+    victim_acks_in_cut: int = 0
     error: str = ""
 
 
@@ -177,12 +178,14 @@ async def _trial(
     result.outage_s = max(coordinator_gaps(samples, began, last, s.fresh), default=0.0)
     result.recovered_s = recovered_at(samples, ended, last, s.fresh)
     if isinstance(nemesis, Partition):
-        after_cut = [
-            sub.acked_at - began
-            for sub in submissions
-            if sub.task_id and sub.attempt_started >= began and sub.acked_by != result.victim
-        ]
-        result.majority_ack_s = min(after_cut, default=None)
+        after_cut = [sub for sub in submissions if sub.task_id and sub.attempt_started >= began]
+        result.majority_ack_s = min(
+            (sub.acked_at - began for sub in after_cut if sub.acked_by != result.victim),
+            default=None,
+        )
+        result.victim_acks_in_cut = sum(
+            sub.acked_by == result.victim and sub.acked_at < ended for sub in after_cut
+        )
     reference = _reference(mesh)
     try:
         result.audit = await audit(

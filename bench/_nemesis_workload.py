@@ -81,11 +81,11 @@ class Channels:
             self._channels[address] = grpc.aio.insecure_channel(address)
         return self._channels[address]
 
-    def tasks(self, address: str) -> task_service_pb2_grpc.TaskServiceStub:
+    def tasks(self, address: str) -> task_service_pb2_grpc.TaskServiceAsyncStub:
         """A TaskService stub for ``address``."""
         return task_service_pb2_grpc.TaskServiceStub(self._channel(address))
 
-    def agent(self, address: str) -> agent_service_pb2_grpc.AgentServiceStub:
+    def agent(self, address: str) -> agent_service_pb2_grpc.AgentServiceAsyncStub:
         """An AgentService stub for ``address``."""
         return agent_service_pb2_grpc.AgentServiceStub(self._channel(address))
 
