@@ -59,6 +59,15 @@ class HaMesh(LocalMesh):
         if self.backend == "etcd" and self.lease_ttl is not None:
             self._ha["consensus"]["etcd"]["lease_ttl"] = self.lease_ttl
 
+    def _spawn(self, index: int, bootstrap: list[str]) -> NodeProcess:
+        node = super()._spawn(index, bootstrap)
+        self.spawned(node)
+        return node
+
+    def spawned(self, node: NodeProcess) -> None:
+        """Called right after a node process is spawned (also by :func:`restart`), before
+        it is ready; subclasses override it (the nemesis benchmark puts it in a cgroup)."""
+
     @property
     def etcd(self) -> EtcdCluster | None:
         """The local etcd cluster (etcd backend, while started)."""
@@ -129,6 +138,8 @@ def restart(mesh: LocalMesh, dead: NodeProcess, timeout: float) -> float:
             dead.name,
             env={"PRAXIS_P2P__BOOTSTRAP_NODES": json.dumps(seeds)},
         )
+        if isinstance(mesh, HaMesh):
+            mesh.spawned(node)
         mesh.nodes[mesh.nodes.index(dead)] = node
     wait_ready([node], timeout)
     mesh.wait_coordinator(timeout)

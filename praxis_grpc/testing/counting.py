@@ -1,7 +1,7 @@
 """Contract tools for process-level tests that count executions across node
 processes and restarts: each run appends ``<node pid> start|done <key>`` to
 a log file shared by the whole test (the pid is the node's, the tool's
-parent)."""
+parent), one line per write, fsynced before the tool goes on."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ args = json.load(sys.stdin)
 def note(what):
     with open(args["log"], "a") as log:
         log.write(f"{os.getppid()} {what} {args['key']}\\n")
+        log.flush()
+        os.fsync(log.fileno())
 note("start")
 time.sleep(args["seconds"])
 note("done")

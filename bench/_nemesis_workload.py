@@ -1,0 +1,190 @@
+"""The nemesis suite's workload and its coordinator sampler.
+
+:func:`run_workload` runs ``clients`` closed-loop clients. Each submits one
+non-idempotent counting task at a time (``SubmitTask(wait=False)`` with a
+unique idempotency key); on any error it resends the *same* request, with
+the same key, through the next node, until a node acknowledges it or
+``give_up`` seconds have passed; then it takes the next key. A client stops
+taking new keys when ``stop`` is set or it submitted ``limit`` keys, and
+always finishes the key it holds, so every wait is bounded by ``give_up``
+plus one ``rpc_timeout``.
+
+:func:`sample_roles` asks every node for GetAgent every ``interval`` until
+``stop`` is set; the checker derives from the samples when the cluster had a
+coordinator. Both read the node addresses through ``targets`` on every call:
+a restarted node listens on a new port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from praxis_grpc._gen.praxis.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+from praxis_grpc.api.convert import dict_to_struct
+from praxis_grpc.testing.counting import RunLog
+
+Targets = Callable[[], Sequence[tuple[str, str]]]
+"""The current (node name, gRPC host:port) of every node."""
+
+TOOL = "nonidem"
+"""The non-idempotent counting tool every node offers (see :mod:`praxis_grpc.testing.counting`)."""
+
+_RETRY_PAUSE = 0.05
+_ROLE_NAMES = {1: "peer", 2: "coordinator", 3: "standby"}
+
+
+@dataclass
+class Submission:
+    """One key: every attempt's error code, and the acknowledgement if one came."""
+
+    key: str
+    started: float
+    errors: list[str] = field(default_factory=list)
+    task_id: str = ""
+    acked_by: str = ""
+    acked_at: float = 0.0
+    attempt_started: float = 0.0
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One GetAgent answer (``role`` "" when the node did not answer in time)."""
+
+    at: float
+    node: str
+    role: str = ""
+    agent_id: str = ""
+    leader: str = ""
+    term: int = 0
+
+
+class Channels:
+    """One grpc.aio channel per address, reused; :meth:`close` closes them all."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address)
+        return self._channels[address]
+
+    def tasks(self, address: str) -> task_service_pb2_grpc.TaskServiceAsyncStub:
+        """A TaskService stub for ``address``."""
+        return task_service_pb2_grpc.TaskServiceStub(self._channel(address))
+
+    def agent(self, address: str) -> agent_service_pb2_grpc.AgentServiceAsyncStub:
+        """An AgentService stub for ``address``."""
+        return agent_service_pb2_grpc.AgentServiceStub(self._channel(address))
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()
+
+
+def request(key: str, log: RunLog, seconds: float) -> task_service_pb2.SubmitTaskRequest:
+    """The submission of ``key``: the same request on every resend, so the key dedups."""
+    return task_service_pb2.SubmitTaskRequest(
+        tool=TOOL,
+        arguments=dict_to_struct(log.arguments(key, seconds)),
+        idempotency_key=key,
+        wait=False,
+    )
+
+
+async def run_workload(
+    targets: Targets,
+    log: RunLog,
+    prefix: str,
+    stop: asyncio.Event,
+    *,
+    clients: int,
+    limit: int,
+    task_seconds: float,
+    rpc_timeout: float,
+    give_up: float,
+) -> list[Submission]:
+    """Run the closed-loop clients until ``stop``; return every key they submitted."""
+    channels = Channels()
+    submissions: list[Submission] = []
+    budget = iter(range(limit))
+
+    async def client(number: int) -> None:
+        turn = number
+        for index in budget:
+            if stop.is_set():
+                return
+            submission = Submission(f"{prefix}-{index}", time.monotonic())
+            submissions.append(submission)
+            message = request(submission.key, log, task_seconds)
+            deadline = submission.started + give_up
+            while not submission.task_id and time.monotonic() < deadline:
+                nodes = targets()
+                name, address = nodes[turn % len(nodes)]
+                turn += 1
+                attempt_started = time.monotonic()
+                try:
+                    response = await channels.tasks(address).SubmitTask(
+                        message, timeout=rpc_timeout
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    submission.errors.append(f"{name}: {exc.code().name}")
+                    await asyncio.sleep(_RETRY_PAUSE)
+                    continue
+                submission.task_id, submission.acked_by = response.task.task_id, name
+                submission.acked_at, submission.attempt_started = time.monotonic(), attempt_started
+                submission.deduplicated = response.deduplicated
+
+    try:
+        await asyncio.gather(*(client(number) for number in range(clients)))
+    finally:
+        await channels.close()
+    return submissions
+
+
+async def sample_roles(
+    targets: Targets, stop: asyncio.Event, *, interval: float, rpc_timeout: float
+) -> list[Sample]:
+    """GetAgent of every node every ``interval`` until ``stop``; one task per node."""
+    channels = Channels()
+    samples: list[Sample] = []
+
+    async def sampler(position: int) -> None:
+        while not stop.is_set():
+            nodes = targets()
+            name, address = nodes[position]
+            asked = time.monotonic()
+            try:
+                response = await channels.agent(address).GetAgent(
+                    agent_service_pb2.GetAgentRequest(), timeout=rpc_timeout
+                )
+            except grpc.aio.AioRpcError:
+                samples.append(Sample(asked, name))
+            else:
+                agent = response.agent
+                role = _ROLE_NAMES.get(agent.role, "")
+                samples.append(
+                    Sample(asked, name, role, agent.agent_id, agent.leader_agent_id, agent.term)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(interval - (time.monotonic() - asked), 0))
+
+    try:
+        await asyncio.gather(*(sampler(position) for position in range(len(targets()))))
+    finally:
+        await channels.close()
+    return samples
