@@ -133,7 +133,13 @@ class Delegations:
         fencing_token: Callable[[], int] = lambda: 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 3,
+        coordinated_origin: str = "",
     ) -> None:
+        """See the class docstring; ``coordinated_origin`` (an active-passive
+        cluster's origin) names the records followed only while
+        ``fencing_token()`` is not 0, that is while this node coordinates:
+        a node that stepped down starts no follower of them."""
+        self._coordinated_origin = coordinated_origin
         self._engine = engine
         self._max_attempts = max_attempts
         self.records: Records = records or engine
@@ -172,13 +178,25 @@ class Delegations:
         return len(unfinished)
 
     async def stop_following(self) -> None:
-        """Stop every follower (the records stay; :meth:`follow` resumes one)."""
-        followers = list(self._followers.values())
-        for follower in followers:
-            follower.cancel()
-        for follower in followers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        """Stop every follower, and every cancellation sent after a re-dispatch:
+        the work this node started while it coordinated (the records stay;
+        :meth:`follow` resumes one).
+
+        Never raises for them: a follower that had already failed (say, its
+        last commit was refused because this node lost the leadership) is
+        logged. Raises only ``CancelledError`` when the caller is cancelled.
+        """
+        pending = [*self._followers.values(), *self._background]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            try:
+                await task
+            except asyncio.CancelledError:
+                if cancelling():
+                    raise
+            except Exception as exc:
+                log.warning("%s ended with %r while following was stopped", task.get_name(), exc)
 
     async def aclose(self) -> None:
         """Stop following (the records stay; :meth:`start` re-attaches later)."""
@@ -290,8 +308,14 @@ class Delegations:
     # -- following --------------------------------------------------------
 
     def follow(self, record: Task) -> None:
-        """Follow ``record`` until it is terminal (no-op if already followed)."""
+        """Follow ``record`` until it is terminal (no-op if already followed,
+        or if it is a record of the coordinated origin and this node does not
+        coordinate: the coordinator follows it)."""
         if record.terminal or record.task_id in self._followers:
+            return
+        coordinated = self._coordinated_origin
+        if coordinated and record.origin_agent_id == coordinated and not self._fencing_token():
+            log.info("not following task %s: this node no longer coordinates", record.task_id)
             return
         follower = asyncio.get_running_loop().create_task(
             self._follow(record.task_id), name=f"follow-{record.task_id}"
@@ -497,7 +521,7 @@ class Delegations:
                         return
                 await asyncio.sleep(1.0)
 
-        background = asyncio.get_running_loop().create_task(tell())
+        background = asyncio.get_running_loop().create_task(tell(), name=f"tell-{agent_id}")
         self._background.add(background)
         background.add_done_callback(self._background.discard)
 
