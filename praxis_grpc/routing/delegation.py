@@ -186,26 +186,15 @@ class Delegations:
         last commit was refused because this node lost the leadership) is
         logged. Raises only ``CancelledError`` when the caller is cancelled.
         """
-        pending = [*self._followers.values(), *self._background]
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            try:
-                await task
-            except asyncio.CancelledError:
-                if cancelling():
-                    raise
-            except Exception as exc:
-                log.warning("%s ended with %r while following was stopped", task.get_name(), exc)
+        followers = dict(self._followers)
+        await _stop([*followers.values(), *self._background])
+        for task_id, follower in followers.items():
+            if self._followers.get(task_id) is follower:
+                del self._followers[task_id]
 
     async def aclose(self) -> None:
         """Stop following (the records stay; :meth:`start` re-attaches later)."""
-        pending = [*self._followers.values(), *self._background]
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.stop_following()
 
     # -- dispatch ---------------------------------------------------------
 
@@ -589,6 +578,20 @@ class Delegations:
             if info.name == tool
         ]
         return bool(flags) and all(flags)
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them; one that failed is logged, not raised."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+        except Exception as exc:
+            log.warning("%s ended with %r when it was stopped", task.get_name(), exc)
 
 
 def _grpc_address(card: AgentCard | None) -> str | None:
