@@ -233,10 +233,11 @@ class Delegations:
         except asyncio.CancelledError:
             # Our client went away (or the channel closed under the call);
             # whatever the agent did, follow the task.
-            if follow:
-                self.follow(record)
+            followed = not follow or self.follow(record)
             if cancelling():
                 raise
+            if not followed:
+                raise _handed_over(record) from None
             if wait:
                 return await self._engine.wait(record.task_id)
             return self._engine.get(record.task_id)
@@ -284,8 +285,8 @@ class Delegations:
             code.name,
             exc.details(),
         )
-        if follow:
-            self.follow(record)
+        if follow and not self.follow(record):
+            raise _handed_over(record)
         if code is grpc.StatusCode.DEADLINE_EXCEEDED and wait:
             raise DeadlineExceeded(
                 f"the deadline passed before task {record.task_id} finished; it goes on"
@@ -296,21 +297,26 @@ class Delegations:
 
     # -- following --------------------------------------------------------
 
-    def follow(self, record: Task) -> None:
-        """Follow ``record`` until it is terminal (no-op if already followed,
-        or if it is a record of the coordinated origin and this node does not
-        coordinate: the coordinator follows it)."""
+    def follow(self, record: Task) -> bool:
+        """Follow ``record`` until it is terminal (no-op if already followed).
+
+        Returns:
+            False, following nothing, if it is a record of the coordinated
+            origin and this node does not coordinate (the coordinator
+            follows it); True otherwise.
+        """
         if record.terminal or record.task_id in self._followers:
-            return
+            return True
         coordinated = self._coordinated_origin
         if coordinated and record.origin_agent_id == coordinated and not self._fencing_token():
             log.info("not following task %s: this node no longer coordinates", record.task_id)
-            return
+            return False
         follower = asyncio.get_running_loop().create_task(
             self._follow(record.task_id), name=f"follow-{record.task_id}"
         )
         self._followers[record.task_id] = follower
         follower.add_done_callback(lambda _: self._followed(record.task_id, follower))
+        return True
 
     def _followed(self, task_id: str, follower: asyncio.Task[None]) -> None:
         if self._followers.get(task_id) is follower:
@@ -592,6 +598,15 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
                 raise
         except Exception as exc:
             log.warning("%s ended with %r when it was stopped", task.get_name(), exc)
+
+
+def _handed_over(record: Task) -> Unavailable:
+    """The answer for a dispatch that ended without an outcome after this node
+    stopped coordinating: the next coordinator follows the task."""
+    return Unavailable(
+        f"this node is no longer the coordinator; task {record.task_id} goes on under the"
+        " next one (ask it, or retry with the same task id or idempotency key)"
+    )
 
 
 def _grpc_address(card: AgentCard | None) -> str | None:

@@ -21,6 +21,7 @@ from praxis_grpc.cli import serve_node
 from praxis_grpc.consensus.base import ConsensusError
 from praxis_grpc.errors import Unavailable
 from praxis_grpc.node import Node
+from praxis_grpc.routing.router import Candidate
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 from tests.integration.helpers import stub, until, work
 from tests.integration.test_active_passive import Cluster, cluster, three
@@ -192,6 +193,46 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
     finally:
         await ghost.aclose()
         await server.stop(None)
+
+
+async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_to_the_next(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = await three(cluster)
+    delegations: Any = a._delegations
+    server = grpc.aio.server()
+    silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(silent, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    card = a.directory.get(b.agent_id)
+    assert card is not None
+    worker = Candidate("silent", "silent", False, f"127.0.0.1:{port}", 0, 1, 1, card.tools[0])
+    now = datetime.now(UTC)
+    record = await delegations.records.record(
+        Task(
+            task_id=str(uuid.uuid4()),
+            tool="work",
+            arguments={"seconds": 0, "key": "in-flight"},
+            state=TaskState.SUBMITTED,
+            created_at=now,
+            updated_at=now,
+            owner_agent_id="silent",
+            origin_agent_id="coordinator",
+        )
+    )
+    dispatch = asyncio.ensure_future(
+        delegations.dispatch(record, worker, wait=True, call_timeout=None)
+    )
+    try:
+        await asyncio.wait_for(silent.received.wait(), 10)
+        cluster.group.elect(b.agent_id)
+        await until(lambda: a.role == "standby")
+    finally:
+        await server.stop(None)  # the call to the worker breaks
+    with pytest.raises(Unavailable, match="no longer the coordinator"):
+        await asyncio.wait_for(dispatch, 10)
+    assert not delegations._followers
 
 
 def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
