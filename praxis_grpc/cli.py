@@ -1,7 +1,9 @@
 """The ``praxis`` command line.
 
 Exit codes: 0 success, 1 the node answered with an error (or a task ended
-unsuccessfully with ``--wait``), 2 bad usage or configuration, 130 interrupted.
+unsuccessfully with ``--wait``; ``praxis node``: the node failed and stopped,
+so a supervisor should restart it), 2 bad usage or configuration, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from praxis_grpc.node import Node
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -180,12 +187,31 @@ def _cmd_node(args: argparse.Namespace) -> int:
                     "p2p": node.p2p_addrs,
                 },
             )
-        await stop.wait()
-        logging.getLogger("praxis").info("shutting down: draining")
-        await node.aclose()
-        return 0
+        return await serve_node(node, stop)
 
     return asyncio.run(run())
+
+
+async def serve_node(node: Node, stop: asyncio.Event) -> int:
+    """Serve with a started ``node`` until ``stop`` is set (0) or the node
+    fails (1: it no longer follows the leadership, say; a supervisor restarts
+    it); then drain and close it. Returns the exit code."""
+    import asyncio
+
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(node.wait_failed())
+    try:
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        failed.cancel()
+    if node.failure:
+        print(f"praxis: the node failed: {node.failure}; stopping", file=sys.stderr)
+        await node.aclose()
+        return 1
+    logging.getLogger("praxis").info("shutting down: draining")
+    await node.aclose()
+    return 0
 
 
 def _up_settings(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:

@@ -187,6 +187,21 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.role_switch_errors_total = Counter(
+            "role_switch_errors",
+            "Failures while taking over as coordinator or stepping down, by step "
+            "(take_over, step_down, watch); each is logged and retried.",
+            ["step"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.relays_abandoned_total = Counter(
+            "relays_abandoned",
+            "Task calls relayed to a coordinator that lost the leadership before "
+            "answering, abandoned to be sent to the next one.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.task_calls_held = Gauge(
             "task_calls_held",
             "Task calls waiting for a coordinator (an election or take-over is under "

@@ -118,12 +118,17 @@ class Node:
         self._dispatcher: TaskDispatcher | None = None
         self._delegations: Delegations | None = None
         self._channels: ChannelPool | None = None
+        self._relay_channels: ChannelPool | None = None
         self._consensus_factory = consensus
         self._consensus: Consensus | None = None
         self._ha: HaController | None = None
         self._draining = False
         self._serving = False
         self._closed = asyncio.Event()
+        self._closing = False
+        self._failed = asyncio.Event()
+        self.failure = ""
+        """Why the node failed and stopped serving ("" while it has not)."""
         self._endpoints: Endpoints | None = None
         self._discovery = discovery
         self._gossip: CardGossip | None = None
@@ -305,11 +310,19 @@ class Node:
             max_attempts=cfg.tasks.max_attempts,
         )
         if cfg.ha.mode == "active-passive":
+            # Relays to the coordinator ping every second: a coordinator cut
+            # off by a partition is noticed in about two.
+            self._relay_channels = ChannelPool(
+                cfg.api.max_message_bytes,
+                keepalive_time=1.0,
+                keepalive_timeout=1.0,
+                keepalive_without_calls=True,
+            )
             self._ha = HaController(
                 engine=engine,
                 router=router,
                 delegations=self._delegations,
-                channels=self._channels,
+                channels=self._relay_channels,
                 fence=Fence(cfg.resolved_data_dir / "fencing"),
                 metrics=self.metrics,
                 forward=cfg.ha.forward_submissions,
@@ -342,8 +355,43 @@ class Node:
         except ConsensusError as exc:
             raise StartupError(str(exc)) from exc
         self._ha.attach(self._consensus)
-        self._background.append(asyncio.create_task(self._ha.run(), name="ha-role"))
+        self._background.append(
+            asyncio.create_task(self._follow_leadership(self._ha), name="ha-role")
+        )
         log.info("active-passive with consensus backend %s", cfg.backend)
+
+    async def _follow_leadership(self, ha: HaController) -> None:
+        """Run the role switch. It survives every failure of a role change, so
+        if it ends while the node serves, the node can no longer follow the
+        leadership (it would serve as a zombie, never coordinating again):
+        it fails instead (see :meth:`wait_failed`)."""
+        try:
+            await ha.run()
+            reason = "the consensus member stopped reporting the leadership"
+        except Exception as exc:
+            log.exception("the role switch failed")
+            reason = f"the role switch failed ({exc!r})"
+        if not self._closing:
+            await self._fail(reason)
+
+    async def _fail(self, reason: str) -> None:
+        """Stop serving for good: refuse tasks, report NOT_SERVING and wake
+        :meth:`wait_failed` (whose caller stops the node)."""
+        log.critical("%s; this node stops serving and must be restarted", reason)
+        self.failure = reason
+        self._draining = True
+        self.engine.set_accepting(False)
+        self.refresh_card()
+        await self._set_health(_NOT_SERVING)
+        self._failed.set()
+
+    async def wait_failed(self) -> str:
+        """Return, with the reason, once the node has failed in a way only a
+        restart mends (it then answers health checks NOT_SERVING and refuses
+        tasks); ``praxis node`` then stops and exits 1. Never returns for a
+        node that keeps working."""
+        await self._failed.wait()
+        return self.failure
 
     def leadership(self) -> Leadership:
         """The coordinator as this node sees it (empty in active-active mode)."""
@@ -374,6 +422,8 @@ class Node:
                 async for event in self.directory.watch():
                     if event is not None and event.type is CardEventType.REMOVED:
                         self._channels.discard(event.card.grpc_address)
+                        if self._relay_channels is not None:
+                            self._relay_channels.discard(event.card.grpc_address)
                 return
             except OverflowError:
                 continue
@@ -547,6 +597,7 @@ class Node:
         """
         if self._closed.is_set():
             return
+        self._closing = True
         grace = self.config.tasks.drain_timeout if grace is None else grace
         if self._serving:
             self._draining = True
@@ -583,6 +634,8 @@ class Node:
             await self._server.stop(grace=1.0)
         if self._channels is not None:
             await self._channels.aclose()
+        if self._relay_channels is not None:
+            await self._relay_channels.aclose()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

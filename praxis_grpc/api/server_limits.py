@@ -27,8 +27,9 @@ __all__ = ["MIN_PING_INTERVAL_MS", "request_size_limits", "server_options"]
 SUBMIT_TASK = "/praxis.v1.TaskService/SubmitTask"
 
 # Client pings more frequent than this count as strikes; the node's own
-# channels ping every 10 s (routing/channels.py), so stay below that.
-MIN_PING_INTERVAL_MS = 5_000
+# channels ping every 10 s, and its relays to the coordinator every second,
+# idle or not (routing/channels.py, node.py), so stay well below that.
+MIN_PING_INTERVAL_MS = 500
 _MAX_PING_STRIKES = 2
 
 
@@ -60,6 +61,10 @@ def server_options(api: ApiConfig) -> list[tuple[str, int]]:
         # vanished client is noticed however long the stream has been idle.
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        # Pings on a connection without calls are allowed at that rate too
+        # (otherwise once in two hours): a standby's relay channel pings its
+        # coordinator while idle, to know it is reachable before a call.
+        ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", _MAX_PING_STRIKES),
     ]
 

@@ -35,7 +35,7 @@ from praxis_grpc.ha.forwarding import Forwarder
 from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.routing.channels import ChannelPool, cancelling
 from praxis_grpc.routing.delegation import Delegations
 from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import TaskEngine
@@ -51,6 +51,9 @@ CLUSTER_ORIGIN = "coordinator"
 # for its view to catch up (a follower applies a new raft leader's claim about
 # one heartbeat after it; etcd watchers see a new leader key at once).
 _ADMIT_WAIT = 1.0
+# Backoff of a role change that failed (a take-over, or the leadership watch).
+_FIRST_PAUSE = 0.1
+_MAX_PAUSE = 5.0
 
 __all__ = ["CLUSTER_ORIGIN", "HaController"]
 
@@ -87,6 +90,7 @@ class HaController:
         self._on_change = on_change
         self._leadership = Leadership()
         self._leading_term = 0
+        self._failed_take_overs = 0
         self._watchers: set[asyncio.Task[None]] = set()
         self._switch = asyncio.Lock()
         self._records: ReplicatedRecords | None = None
@@ -191,10 +195,30 @@ class HaController:
         settled.set()
 
     async def run(self) -> None:
-        """Follow leadership changes until cancelled (after :meth:`attach`)."""
-        assert self._consensus is not None
-        async for leadership in self._consensus.watch():
-            await self._changed(leadership)
+        """Follow leadership changes (after :meth:`attach`) until cancelled or
+        until the backend's feed ends (the member was closed).
+
+        Survives every failure of a role change: taking over is retried with
+        backoff, stepping down always ends as a standby, and a broken watch
+        is opened again; each is logged and counted
+        (``praxis_role_switch_errors_total``). A return or exception from
+        here means this node no longer follows leadership: its owner must
+        stop serving (see ``Node``).
+        """
+        consensus = self._consensus
+        assert consensus is not None
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                async for leadership in consensus.watch():
+                    pause = _FIRST_PAUSE
+                    await self._changed(leadership)
+                return
+            except Exception:
+                self._metrics.role_switch_errors_total.labels("watch").inc()
+                log.exception("following the leadership failed; watching again in %gs", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
 
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
@@ -238,8 +262,10 @@ class HaController:
             try:
                 expired = await records.expire(cutoff)
             except PraxisError as exc:
-                log.info("record retention sweep stopped: %s", exc.message)
-                return
+                # Lost the leadership (step-down cancels this), or consensus
+                # did not answer this time: sweep again next time.
+                log.info("record retention sweep failed: %s", exc.message)
+                continue
             if expired:
                 log.info("dropped %d finished task record(s) from the consensus state", expired)
 
@@ -257,16 +283,24 @@ class HaController:
             self._metrics.consensus_term.set(leadership.term)
             if leadership.leader_id != previous.leader_id and leadership.known:
                 self._metrics.consensus_leader_changes_total.inc()
+            if self._leading_term and (
+                not leadership.is_self or leadership.term != self._leading_term
+            ):
+                # Lost, or elected again in a newer term: what the old term
+                # started ends with it (a new term starts from the records).
+                await self._step_down()
             if leadership.is_self and self._leading_term != leadership.term:
                 try:
                     await self._take_over(leadership.term)
+                    self._failed_take_overs = 0
                 except Exception:
                     # Holding the election without coordinating would stall the
                     # cluster: try again shortly (the snapshot read may succeed).
+                    self._metrics.role_switch_errors_total.labels("take_over").inc()
                     log.exception("take-over in term %d failed; retrying", leadership.term)
                     self._retry_take_over(leadership)
-            elif not leadership.is_self and self._leading_term:
-                await self._step_down()
+            if leadership.leader_address != previous.leader_address:
+                self.forwarder.abandon(leadership)
             self._metrics.consensus_is_leader.set(1 if self.leading else 0)
             self._on_change()
             self._announce()
@@ -321,8 +355,11 @@ class HaController:
         follow.append(task)
 
     def _retry_take_over(self, leadership: Leadership) -> None:
+        self._failed_take_overs += 1
+        delay = min(_FIRST_PAUSE * 2**self._failed_take_overs, _MAX_PAUSE)
+
         async def retry() -> None:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(delay)
             if self._leadership == leadership and not self.leading:
                 await self._changed(leadership)
 
@@ -343,20 +380,32 @@ class HaController:
         watcher.add_done_callback(self._watchers.discard)
 
     async def _step_down(self) -> None:
+        """Become a standby: cancel everything the term started (sweeper,
+        followers and their re-dispatches, watchers of local tasks, take-over
+        retries). Never raises (but for the caller's own cancellation): each
+        step is attempted, and a failure is logged and counted."""
         log.info("stepping down as coordinator of term %d", self._leading_term)
         self._leading_term = 0
         self._router.exclude_self = False
-        await self._stop_sweeper()
-        await self._delegations.stop_following()
-        await self._stop_watchers()
+        for step in (self._stop_sweeper, self._delegations.stop_following, self._stop_watchers):
+            try:
+                await step()
+            except Exception:
+                self._metrics.role_switch_errors_total.labels("step_down").inc()
+                log.exception("stepping down: %s failed; carrying on", step.__name__)
 
     async def _stop_watchers(self) -> None:
-        watchers = list(self._watchers)
+        watchers = [w for w in self._watchers if w is not asyncio.current_task()]
         for watcher in watchers:
             watcher.cancel()
         for watcher in watchers:
-            with contextlib.suppress(asyncio.CancelledError, PraxisError):
+            try:
                 await watcher
+            except asyncio.CancelledError:
+                if cancelling():
+                    raise
+            except Exception as exc:
+                log.warning("%s ended with %r while stepping down", watcher.get_name(), exc)
 
 
 def _get(engine: TaskEngine, task_id: str) -> Task | None:

@@ -14,6 +14,13 @@ broke, or the node relayed to no longer coordinates) raises
 :class:`RelayFailed`: the caller may wait for the next coordinator and send
 again. Submissions are relayed with a task id, so a resend after a lost
 answer is deduplicated instead of run twice.
+
+A coordinator cut off by a partition answers nothing and closes nothing, so
+a relay would wait for its deadline. Two things end such a relay early:
+:meth:`Forwarder.abandon`, called when another coordinator is elected,
+cancels every relay in flight to the old one (each raises
+:class:`RelayFailed`); and the relay channels ping every second, so a
+connection whose peer stopped answering breaks within about two seconds.
 """
 
 from __future__ import annotations
@@ -49,25 +56,6 @@ class RelayFailed(Unavailable):
         self.address = address
 
 
-@contextlib.contextmanager
-def _relaying(address: str) -> Iterator[None]:
-    """Turn a failed relay to ``address`` into the error its caller acts on."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        error = error_from_rpc(exc, "coordinator")
-        if exc.code() is grpc.StatusCode.UNAVAILABLE and (
-            not answered(exc) or (isinstance(error, Unavailable) and error.coordinator)
-        ):
-            raise RelayFailed(error.message, address) from None
-        raise error from None
-    except asyncio.CancelledError:
-        if cancelling():
-            raise
-        # The coordinator left and its channel was closed under the call.
-        raise RelayFailed("the coordinator was lost during the call", address) from None
-
-
 class Forwarder:
     """Relays task calls from a standby to the coordinator."""
 
@@ -85,6 +73,56 @@ class Forwarder:
         self._leadership = leadership
         self._enabled = enabled
         self._metrics = metrics
+        # Relays in flight, by the coordinator address they were sent to.
+        self._in_flight: dict[str, set[grpc.aio.Call]] = {}
+        self._abandoned: set[grpc.aio.Call] = set()
+
+    def abandon(self, leadership: Leadership) -> None:
+        """Give up every relay in flight to a coordinator other than
+        ``leadership``'s, once another one is known: each raises
+        :class:`RelayFailed` and its caller may send it again. A change to
+        no coordinator at all abandons nothing (the same one may come back)."""
+        if not leadership.known:
+            return
+        for address, calls in self._in_flight.items():
+            if address == leadership.leader_address:
+                continue
+            for call in calls:
+                if call not in self._abandoned and not call.done():
+                    self._abandoned.add(call)
+                    self._metrics.relays_abandoned_total.inc()
+                    call.cancel()
+
+    @contextlib.contextmanager
+    def _relaying(self, address: str, call: grpc.aio.Call) -> Iterator[None]:
+        """Track ``call`` to ``address`` (see :meth:`abandon`) and turn its
+        failure into the error its caller acts on."""
+        calls = self._in_flight.setdefault(address, set())
+        calls.add(call)
+        try:
+            yield
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc, "coordinator")
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and (
+                not answered(exc) or (isinstance(error, Unavailable) and error.coordinator)
+            ):
+                raise RelayFailed(error.message, address) from None
+            raise error from None
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            if call in self._abandoned:
+                raise RelayFailed(
+                    f"the coordinator at {address} lost the leadership before it answered",
+                    address,
+                ) from None
+            # The coordinator left and its channel was closed under the call.
+            raise RelayFailed("the coordinator was lost during the call", address) from None
+        finally:
+            self._abandoned.discard(call)
+            calls.discard(call)
+            if not calls and self._in_flight.get(address) is calls:
+                del self._in_flight[address]
 
     def coordinator(self, *, forwarded: bool = False) -> str:
         """The coordinator's address to relay to.
@@ -129,11 +167,12 @@ class Forwarder:
         )
         if submission.timeout is not None:
             request.timeout.FromNanoseconds(round(submission.timeout * 1e9))
+        call = self._channels.tasks(address).SubmitTask(
+            request, timeout=time_remaining, metadata=self._metadata()
+        )
         try:
-            with _relaying(address):
-                response = await self._channels.tasks(address).SubmitTask(
-                    request, timeout=time_remaining, metadata=self._metadata()
-                )
+            with self._relaying(address, call):
+                response = await call
         except PraxisError:
             self._metrics.forwarded_submissions_total.labels("error").inc()
             raise
@@ -143,10 +182,11 @@ class Forwarder:
     async def get(self, task_id: str) -> Task:
         """GetTask at the coordinator."""
         address = self.coordinator()
-        with _relaying(address):
-            response = await self._channels.tasks(address).GetTask(
-                pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
-            )
+        call = self._channels.tasks(address).GetTask(
+            pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
+        )
+        with self._relaying(address, call):
+            response = await call
         return task_from_proto(response.task)
 
     async def list(
@@ -160,21 +200,23 @@ class Forwarder:
             page_size=limit,
             page_token=page_token,
         )
-        with _relaying(address):
-            response = await self._channels.tasks(address).ListTasks(
-                request, timeout=10, metadata=self._metadata()
-            )
+        call = self._channels.tasks(address).ListTasks(
+            request, timeout=10, metadata=self._metadata()
+        )
+        with self._relaying(address, call):
+            response = await call
         return [task_from_proto(task) for task in response.tasks], response.next_page_token
 
     async def cancel(self, task_id: str, reason: str) -> Task:
         """CancelTask at the coordinator."""
         address = self.coordinator()
-        with _relaying(address):
-            response = await self._channels.tasks(address).CancelTask(
-                pb.CancelTaskRequest(task_id=task_id, reason=reason),
-                timeout=10,
-                metadata=self._metadata(),
-            )
+        call = self._channels.tasks(address).CancelTask(
+            pb.CancelTaskRequest(task_id=task_id, reason=reason),
+            timeout=10,
+            metadata=self._metadata(),
+        )
+        with self._relaying(address, call):
+            response = await call
         return task_from_proto(response.task)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
@@ -183,7 +225,7 @@ class Forwarder:
         stream = self._channels.tasks(address).WatchTask(
             pb.WatchTaskRequest(task_id=task_id), metadata=self._metadata()
         )
-        with _relaying(address):
+        with self._relaying(address, stream):
             async for message in stream:
                 yield task_from_proto(message.task)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from praxis_grpc.consensus.base import Consensus, NotLeader
+from praxis_grpc.consensus.base import Consensus, ConsensusError, NotLeader
 from praxis_grpc.errors import Unavailable
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import TaskEngine
@@ -90,9 +90,20 @@ class ReplicatedRecords:
     """``record``/``forget`` of the coordinator: commit to consensus in the
     current term first, then to the local store (see :meth:`TaskEngine.record`).
 
-    A write refused by consensus (this node no longer leads) becomes
-    :class:`~praxis_grpc.errors.Unavailable` naming the coordinator, and
-    nothing is written locally either.
+    Every failure is a domain error a client can act on (the task calls of
+    an active-passive coordinator go through here):
+
+    - a write refused by consensus (this node no longer leads) becomes
+      :class:`~praxis_grpc.errors.Unavailable` naming the coordinator, and
+      nothing is written locally either;
+    - a write consensus did not confirm (:class:`ConsensusError`: no quorum
+      in time; it may or may not be applied) becomes ``Unavailable`` naming
+      the leader as this node sees it, so a relaying standby sends the call
+      again, with the same task id, to the next coordinator;
+    - a record of a task that runs on this node (the store refuses it: an
+      earlier coordinator sent the task here while this one placed it, a
+      race between two roles) becomes ``Unavailable``: a retry with the
+      same task id or idempotency key finds the task.
     """
 
     def __init__(
@@ -119,13 +130,19 @@ class ReplicatedRecords:
         """
         if durable and task.origin_agent_id == self._origin:
             await self.replicate(task)
-        return await self._engine.record(task, durable=durable)
+        try:
+            return await self._engine.record(task, durable=durable)
+        except ValueError as exc:
+            raise _runs_here(task, exc) from None
 
     async def forget(self, task: Task) -> None:
         """Delete the replicated record, then the local one."""
         if task.origin_agent_id == self._origin:
             await self._commit(TASK_PREFIX + task.task_id, None)
-        await self._engine.forget(task)
+        try:
+            await self._engine.forget(task)
+        except ValueError as exc:
+            raise _runs_here(task, exc) from None
 
     async def replicate(self, task: Task) -> None:
         """Commit ``task`` to consensus only (a local task's state change)."""
@@ -158,8 +175,23 @@ class ReplicatedRecords:
                 coordinator=leader.leader_address,
                 coordinator_id=leader.leader_id,
             ) from None
+        except ConsensusError as exc:
+            leader = self._consensus.leadership()
+            raise Unavailable(
+                f"the coordinator could not commit the task record ({exc}); retry with the"
+                " same task id or idempotency key",
+                coordinator=leader.leader_address,
+                coordinator_id=leader.leader_id,
+            ) from None
         finally:
             self._metrics.consensus_commit_duration_seconds.observe(time.monotonic() - started)
+
+
+def _runs_here(task: Task, exc: ValueError) -> Unavailable:
+    return Unavailable(
+        f"task {task.task_id} runs on this node now, sent here by an earlier coordinator"
+        f" while this node placed it ({exc}); retry with the same task id or idempotency key"
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -20,15 +20,30 @@ __all__ = ["ChannelPool", "cancelling"]
 class ChannelPool:
     """Channels (and TaskService stubs) keyed by ``host:port``. Runs on one loop."""
 
-    def __init__(self, max_message_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        *,
+        keepalive_time: float = 10.0,
+        keepalive_timeout: float = 5.0,
+        keepalive_without_calls: bool = False,
+    ) -> None:
+        """Args:
+        keepalive_time, keepalive_timeout: Ping a connection this often and
+            close it when a ping goes unanswered this long. The default
+            notices a dead peer on an idle watch stream within ~15 s even
+            before its card is removed; the relays to the coordinator ping
+            every second. The server must allow it (api/server_limits.py).
+        keepalive_without_calls: Also ping connections without calls.
+        """
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            # Notice a dead peer on an idle watch stream within ~15 s even
-            # before its card is removed.
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.keepalive_time_ms", round(keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", round(keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", int(keepalive_without_calls)),
+            # Keep pinging while a call waits quietly for its answer.
+            ("grpc.http2.max_pings_without_data", 0),
             # Reconnect promptly to a peer that restarts on the same address.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2_000),

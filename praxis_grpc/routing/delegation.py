@@ -142,6 +142,10 @@ class Delegations:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 3,
     ) -> None:
+        """See the class docstring; ``fenced_origin`` (an active-passive
+        cluster's origin) names the records acted on only while
+        ``fencing_token()`` is not 0, that is while this node coordinates:
+        a node that stepped down starts no follower of them."""
         self._engine = engine
         self._max_attempts = max_attempts
         self.records: Records = records or engine
@@ -181,22 +185,23 @@ class Delegations:
         return len(unfinished)
 
     async def stop_following(self) -> None:
-        """Stop every follower (the records stay; :meth:`follow` resumes one)."""
-        followers = list(self._followers.values())
-        for follower in followers:
-            follower.cancel()
-        for follower in followers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        """Stop every follower, and every cancellation sent after a re-dispatch:
+        the work this node started while it coordinated (the records stay;
+        :meth:`follow` resumes one).
+
+        Never raises for them: a follower that had already failed (say, its
+        last commit was refused because this node lost the leadership) is
+        logged. Raises only ``CancelledError`` when the caller is cancelled.
+        """
+        followers = dict(self._followers)
+        await _stop([*followers.values(), *self._background])
+        for task_id, follower in followers.items():
+            if self._followers.get(task_id) is follower:
+                del self._followers[task_id]
 
     async def aclose(self) -> None:
         """Stop following (the records stay; :meth:`start` re-attaches later)."""
-        pending = [*self._followers.values(), *self._background]
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.stop_following()
 
     # -- term -------------------------------------------------------------
 
@@ -270,10 +275,11 @@ class Delegations:
         except asyncio.CancelledError:
             # Our client went away (or the channel closed under the call);
             # whatever the agent did, follow the task.
-            if follow:
-                self.follow(record)
+            followed = not follow or self.follow(record)
             if cancelling():
                 raise
+            if not followed:
+                raise _handed_over(record) from None
             if wait:
                 return await self._engine.wait(record.task_id)
             return self._engine.get(record.task_id)
@@ -321,8 +327,8 @@ class Delegations:
             code.name,
             exc.details(),
         )
-        if follow:
-            self.follow(record)
+        if follow and not self.follow(record):
+            raise _handed_over(record)
         if code is grpc.StatusCode.DEADLINE_EXCEEDED and wait:
             raise DeadlineExceeded(
                 f"the deadline passed before task {record.task_id} finished; it goes on"
@@ -333,16 +339,25 @@ class Delegations:
 
     # -- following --------------------------------------------------------
 
-    def follow(self, record: Task) -> None:
-        """Follow ``record`` until it is terminal (no-op if already followed,
-        or, fenced, while this node does not coordinate)."""
-        if record.terminal or record.task_id in self._followers or not self._may_act(record):
-            return
+    def follow(self, record: Task) -> bool:
+        """Follow ``record`` until it is terminal (no-op if already followed).
+
+        Returns:
+            False, following nothing, if it is a record of the coordinated
+            origin and this node does not coordinate (the coordinator
+            follows it); True otherwise.
+        """
+        if record.terminal or record.task_id in self._followers:
+            return True
+        if not self._may_act(record):
+            log.info("not following task %s: this node no longer coordinates", record.task_id)
+            return False
         follower = asyncio.get_running_loop().create_task(
             self._follow(record.task_id), name=f"follow-{record.task_id}"
         )
         self._followers[record.task_id] = follower
         follower.add_done_callback(lambda _: self._followed(record.task_id, follower))
+        return True
 
     def _followed(self, task_id: str, follower: asyncio.Task[None]) -> None:
         if self._followers.get(task_id) is follower:
@@ -551,7 +566,7 @@ class Delegations:
                         return
                 await asyncio.sleep(1.0)
 
-        background = asyncio.get_running_loop().create_task(tell())
+        background = asyncio.get_running_loop().create_task(tell(), name=f"tell-{agent_id}")
         self._background.add(background)
         background.add_done_callback(self._background.discard)
 
@@ -619,6 +634,29 @@ class Delegations:
             if info.name == tool
         ]
         return bool(flags) and all(flags)
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them; one that failed is logged, not raised."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+        except Exception as exc:
+            log.warning("%s ended with %r when it was stopped", task.get_name(), exc)
+
+
+def _handed_over(record: Task) -> Unavailable:
+    """The answer for a dispatch that ended without an outcome after this node
+    stopped coordinating: the next coordinator follows the task."""
+    return Unavailable(
+        f"this node is no longer the coordinator; task {record.task_id} goes on under the"
+        " next one (ask it, or retry with the same task id or idempotency key)"
+    )
 
 
 def _grpc_address(card: AgentCard | None) -> str | None:

@@ -86,12 +86,12 @@ _COLUMNS = (
 _SELECT = f"SELECT {_COLUMNS} FROM tasks"  # noqa: S608 - fixed column list
 # Positional parameters in _COLUMNS order (see _row): binding them is cheaper than by name.
 _INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"  # noqa: S608
-# Only the lifecycle columns and the owner change after insert; identity columns
-# are fixed. Parameters in the order of _lifecycle_row.
+# Only the lifecycle columns, the owner and its timeout change after insert;
+# identity columns are fixed. Parameters in the order of _lifecycle_row.
 _UPDATE = (
     "UPDATE tasks SET state = ?, updated_at = ?, result = ?, error_reason = ?,"
-    " error_message = ?, started_at = ?, finished_at = ?, attempt = ?, owner_agent_id = ?"
-    " WHERE task_id = ?"
+    " error_message = ?, started_at = ?, finished_at = ?, attempt = ?, owner_agent_id = ?,"
+    " timeout = ? WHERE task_id = ?"
 )
 _DELETE = "DELETE FROM tasks WHERE task_id = ?"
 _BY_ID = f"{_SELECT} WHERE task_id = ?"
@@ -136,6 +136,7 @@ def _lifecycle_row(task: Task) -> tuple[Any, ...]:
         *_outcome(task),
         task.attempt,
         task.owner_agent_id,
+        float(task.timeout),
         task.task_id,
     )
 

@@ -207,10 +207,12 @@ class TaskStore(Protocol):
     def update(self, task: Task) -> None:
         """Persist the lifecycle of ``task.task_id``: state, result, error,
         ``updated_at``/``started_at``/``finished_at``, attempt, and the owner
-        (``owner_agent_id`` changes when an entry node re-dispatches a task).
+        with its timeout (``owner_agent_id`` changes when an entry node
+        re-dispatches a task; an agent that adopts a record recorded without
+        a client timeout sets its own default, which must survive a restart).
 
-        Identity fields (tool, arguments, idempotency key, origin, timeout,
-        tags, preferred agent, created_at, fingerprint) are fixed at insert;
+        Identity fields (tool, arguments, idempotency key, origin, tags,
+        preferred agent, created_at, fingerprint) are fixed at insert;
         values passed here for them are ignored.
 
         Raises:

@@ -81,6 +81,7 @@ class MemoryTaskStore:
             finished_at=stored.finished_at,
             attempt=stored.attempt,
             owner_agent_id=stored.owner_agent_id,
+            timeout=stored.timeout,
         )
 
     def get(self, task_id: str) -> Task | None:

@@ -353,6 +353,33 @@ def foreign(task_id: str = "", **fields: Any) -> Task:
     return replace(task, **fields)
 
 
+async def test_an_adopted_task_keeps_its_timeout_across_a_restart() -> None:
+    store = MemoryTaskStore()
+    first = make_engine(store, released=False)
+    first.engine.start()
+    record = foreign(timeout=0.0)  # recorded without a client timeout
+    await first.engine.record(record)
+    adopted = await first.engine.adopt(record)
+    assert adopted.timeout == EngineLimits().default_timeout
+    await until_started(first.gate)
+    # The process dies here; the next one recovers the task from the store.
+    stored = store.get(record.task_id)
+    assert stored is not None
+    assert stored.timeout == EngineLimits().default_timeout
+    second = make_engine(store)
+    report = second.engine.start()
+    assert report.requeued == (record.task_id,)
+    done = await second.engine.wait(record.task_id)
+    assert (done.state, done.error) == (TaskState.COMPLETED, None)
+    assert done.timeout == EngineLimits().default_timeout
+
+
+async def until_started(tool: GateTool) -> None:
+    async with asyncio.timeout(5):
+        while not tool.started:
+            await asyncio.sleep(0.01)
+
+
 async def test_task_id_is_kept_and_deduplicates() -> None:
     h = make_engine()
     h.engine.start()

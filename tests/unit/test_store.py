@@ -241,6 +241,44 @@ def test_update_persists_the_owner(store: TaskStore) -> None:
     assert store.find_by_idempotency_key("k", "entry") == moved
 
 
+def test_update_persists_the_timeout_of_an_adopter(store: TaskStore) -> None:
+    # A record kept without a client timeout (0) gets the default of the agent
+    # that adopts it; a restart must find that, not "a timeout of 0s".
+    record = make_task(owner_agent_id="agent-b", origin_agent_id="entry", timeout=0.0)
+    store.insert(record)
+
+    adopted = replace(record.reassign("agent-a", T0 + timedelta(seconds=1)), timeout=60.0)
+    store.update(adopted)
+
+    assert store.get(record.task_id) == adopted
+    assert store.unfinished() == [adopted]
+
+
+def test_every_write_path_keeps_the_timeout(store: TaskStore) -> None:
+    inserted = make_task("t-1", timeout=7.5)
+    (result,) = store.apply([Write("insert", inserted)])
+    assert result is inserted
+    changed = replace(inserted.start(T0), timeout=9.0)
+    store.apply([Write("update", changed)])
+    stored = store.get("t-1")
+    assert stored is not None
+    assert stored.timeout == 9.0
+    page, _ = store.list()
+    assert [task.timeout for task in page] == [9.0]
+
+
+def test_sqlite_reopen_keeps_an_updated_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    record = make_task(owner_agent_id="agent-b", timeout=0.0)
+    with closing(SqliteTaskStore(path)) as first:
+        first.insert(record)
+        first.update(replace(record.reassign("agent-a", T0), timeout=30.0))
+    with closing(SqliteTaskStore(path)) as second:
+        stored = second.get(record.task_id)
+    assert stored is not None
+    assert stored.timeout == 30.0
+
+
 def test_delete_removes_the_task_and_frees_its_key(store: TaskStore) -> None:
     task = make_task(idempotency_key="k", origin_agent_id="entry")
     store.insert(task)

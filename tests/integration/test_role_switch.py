@@ -1,0 +1,291 @@
+"""The active-passive role switch under failures: it survives a step-down that
+fails, a node whose switch ends anyway stops serving, stepping down ends what
+the term started, and a standby abandons relays to a deposed coordinator.
+
+In-process nodes over real gRPC with the in-memory consensus fake (the
+``cluster`` fixture of test_active_passive)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc, types_pb2
+from praxis_grpc.cli import serve_node
+from praxis_grpc.consensus.base import ConsensusError
+from praxis_grpc.errors import Unavailable
+from praxis_grpc.node import Node
+from praxis_grpc.routing.router import Candidate
+from praxis_grpc.tasks.model import Submission, Task, TaskState
+from tests.integration.helpers import stub, until, work
+from tests.integration.test_active_passive import Cluster, cluster, three
+
+__all__ = ["cluster"]  # the fixture, shared with test_active_passive
+
+COMPLETED = types_pb2.TASK_STATE_COMPLETED
+
+
+def step_down_errors(node: Node) -> float:
+    return float(node.metrics.role_switch_errors_total.labels("step_down")._value.get())
+
+
+async def test_a_follower_that_failed_does_not_end_the_role_switch(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    # The woken coordinator's case: a follower's last commit was refused
+    # ("this node is no longer the coordinator") and it ended with that
+    # error just as the step-down stops every follower (its done-callback,
+    # which would drop it, has not run yet).
+    delegations: Any = a._delegations
+
+    async def refused() -> None:
+        raise Unavailable("this node is no longer the coordinator")
+
+    follower = asyncio.get_running_loop().create_task(refused())
+    await asyncio.wait([follower])
+    delegations._followers[str(uuid.uuid4())] = follower
+    cluster.group.elect(b.agent_id)
+    await until(lambda: a.role == "standby" and b.role == "coordinator")
+    # a still follows the leadership: it takes over when it wins again.
+    cluster.group.elect(a.agent_id)
+    await until(lambda: a.role == "coordinator" and b.role == "standby")
+    assert a.failure == ""
+    async with stub(b) as tasks:
+        done = (await tasks.SubmitTask(work(0, "after", wait=True))).task
+    assert done.state == COMPLETED
+    assert cluster.log.count("after") == 1
+
+
+async def test_any_failure_while_stepping_down_is_counted_and_survived(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = await three(cluster)
+    delegations: Any = a._delegations
+
+    async def broken() -> None:
+        raise RuntimeError("stop_following broke")
+
+    delegations.stop_following = broken
+    cluster.group.elect(b.agent_id)
+    await until(lambda: a.role == "standby")
+    assert step_down_errors(a) == 1
+    del delegations.stop_following  # mended
+    cluster.group.elect(a.agent_id)
+    await until(lambda: a.role == "coordinator")
+    assert a.failure == ""
+
+
+async def task_service_status(node: Node) -> Any:
+    async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
+        request = health_pb2.HealthCheckRequest(service="praxis.v1.TaskService")
+        return (await health_pb2_grpc.HealthStub(channel).Check(request)).status
+
+
+async def test_a_node_whose_role_switch_ends_stops_serving(cluster: Cluster) -> None:
+    a, _, _ = await three(cluster)
+    consensus: Any = a._consensus
+    assert await task_service_status(a) == health_pb2.HealthCheckResponse.SERVING
+    # The backend's feed ends under the node (its member was closed): the
+    # node can no longer follow the leadership.
+    await consensus.aclose()
+    reason = await asyncio.wait_for(a.wait_failed(), 10)
+    assert "leadership" in reason
+    assert await task_service_status(a) == health_pb2.HealthCheckResponse.NOT_SERVING
+    async with stub(a) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "zombie"))
+    assert info.value.code() in (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAVAILABLE,
+    )
+    assert cluster.log.count("zombie") == 0
+
+
+async def test_praxis_node_exits_1_when_the_role_switch_ends(cluster: Cluster) -> None:
+    a, _, _ = await three(cluster)
+    consensus: Any = a._consensus
+    serving = asyncio.ensure_future(serve_node(a, asyncio.Event()))
+    await consensus.aclose()
+    assert await asyncio.wait_for(serving, 30) == 1
+
+
+async def test_a_node_that_stepped_down_starts_no_follower_and_sends_no_cancel(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    delegations: Any = a._delegations
+    now = datetime.now(UTC)
+    record = Task(
+        task_id=str(uuid.uuid4()),
+        tool="work",
+        arguments={"seconds": 0, "key": "late"},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id=c.agent_id,
+        origin_agent_id="coordinator",
+    )
+    # As coordinator, a re-dispatched a task away from a lost agent and keeps
+    # trying to cancel the abandoned copy there.
+    delegations._tell_when_back(record.task_id, "lost-agent", c.agent_id)
+    assert delegations._background
+    cluster.group.elect(b.agent_id)
+    await until(lambda: a.role == "standby")
+    assert not delegations._background  # cancelled with the term
+    # A dispatch a made as coordinator ends after it stepped down (say, a
+    # call to a worker that timed out): it must not start following (and so
+    # re-dispatching) the task; the coordinator does that.
+    delegations.follow(record)
+    assert a.metrics.delegated_tasks_following._value.get() == 0
+    assert not delegations._followers
+
+
+class SilentTasks(task_service_pb2_grpc.TaskServiceServicer):
+    """A coordinator cut off by a partition: it takes calls and never answers."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self.ended = 0
+
+    async def SubmitTask(self, request: Any, context: Any) -> Any:
+        self.received.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.ended += 1
+
+
+async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    await cluster.converged()
+    server = grpc.aio.server()
+    silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(silent, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ghost = cluster.group.member("ghost", f"127.0.0.1:{port}")
+    await ghost.start()
+    try:
+        cluster.group.elect("ghost")
+        await until(lambda: a.leadership().leader_id == b.leadership().leader_id == "ghost")
+        async with stub(b) as tasks:
+            # No client deadline: only leaving the silent coordinator ends the relay.
+            call = asyncio.ensure_future(tasks.SubmitTask(work(0, "relayed", wait=True)))
+            await asyncio.wait_for(silent.received.wait(), 10)
+            assert not call.done()
+            cluster.group.elect(a.agent_id)  # the partition's majority side moves on
+            response = await asyncio.wait_for(call, 10)
+        assert response.task.state == COMPLETED
+        assert not response.deduplicated
+        assert response.task.owner_agent_id == b.agent_id  # a coordinates, b works
+        assert cluster.log.count("relayed") == 1
+        assert b.metrics.relays_abandoned_total._value.get() == 1
+        # The silent coordinator never answered; the relay was given up, not answered.
+        await until(lambda: silent.ended == 1)
+    finally:
+        await ghost.aclose()
+        await server.stop(None)
+
+
+async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_to_the_next(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = await three(cluster)
+    delegations: Any = a._delegations
+    server = grpc.aio.server()
+    silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(silent, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    card = a.directory.get(b.agent_id)
+    assert card is not None
+    worker = Candidate("silent", "silent", False, f"127.0.0.1:{port}", 0, 1, 1, card.tools[0])
+    now = datetime.now(UTC)
+    record = await delegations.records.record(
+        Task(
+            task_id=str(uuid.uuid4()),
+            tool="work",
+            arguments={"seconds": 0, "key": "in-flight"},
+            state=TaskState.SUBMITTED,
+            created_at=now,
+            updated_at=now,
+            owner_agent_id="silent",
+            origin_agent_id="coordinator",
+        )
+    )
+    dispatch = asyncio.ensure_future(
+        delegations.dispatch(record, worker, wait=True, call_timeout=None)
+    )
+    try:
+        await asyncio.wait_for(silent.received.wait(), 10)
+        cluster.group.elect(b.agent_id)
+        await until(lambda: a.role == "standby")
+    finally:
+        await server.stop(None)  # the call to the worker breaks
+    with pytest.raises(Unavailable, match="no longer the coordinator"):
+        await asyncio.wait_for(dispatch, 10)
+    assert not delegations._followers
+
+
+def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {str(k): str(v) for k, v in cast(Any, error.trailing_metadata()) or ()}
+
+
+async def test_a_commit_consensus_does_not_confirm_is_unavailable_naming_the_coordinator(
+    cluster: Cluster,
+) -> None:
+    a, _, _ = await three(cluster)
+    consensus: Any = a._consensus
+
+    async def unconfirmed(key: str, value: bytes | None, *, term: int) -> None:
+        raise ConsensusError(f"commit of {key!r} not acknowledged within 2s; it may be applied")
+
+    consensus.commit = unconfirmed
+    async with stub(a) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "unconfirmed"))
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "could not commit" in (info.value.details() or "")
+    assert trailers(info.value)["praxis-coordinator"] == a.endpoints.grpc
+    assert cluster.log.count("unconfirmed") == 0
+
+
+async def test_a_task_sent_here_while_this_coordinator_placed_it_is_unavailable(
+    cluster: Cluster,
+) -> None:
+    a, _, _ = await three(cluster)
+    consensus: Any = a._consensus
+    commit = consensus.commit
+    task_id = str(uuid.uuid4())
+
+    async def racing(key: str, value: bytes | None, *, term: int) -> None:
+        # While the record commits, an earlier coordinator's dispatch of the
+        # same task reaches this node, which runs it.
+        await a.engine.submit(
+            Submission("work", {"seconds": 0, "key": "raced"}),
+            task_id=task_id,
+            origin_agent_id="coordinator",
+        )
+        await commit(key, value, term=term)
+
+    consensus.commit = racing
+    async with stub(a) as tasks:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await tasks.SubmitTask(work(0, "raced", task_id=task_id))
+        consensus.commit = commit
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "runs on this node" in (info.value.details() or "")
+        # The retry the code asks for finds the task.
+        again = await tasks.SubmitTask(work(0, "raced", task_id=task_id, wait=True))
+    assert again.deduplicated
+    assert again.task.task_id == task_id
+    assert again.task.state == COMPLETED
+    assert cluster.log.count("raced") == 1
