@@ -132,7 +132,7 @@ async def test_a_node_that_stepped_down_starts_no_follower_and_sends_no_cancel(
     )
     # As coordinator, a re-dispatched a task away from a lost agent and keeps
     # trying to cancel the abandoned copy there.
-    delegations._tell_when_back(record.task_id, "lost-agent", c.agent_id)
+    delegations._tell_when_back(record, "lost-agent", c.agent_id)
     assert delegations._background
     cluster.group.elect(b.agent_id)
     await until(lambda: a.role == "standby")
@@ -221,8 +221,10 @@ async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_t
             origin_agent_id="coordinator",
         )
     )
+    ha = a._ha
+    assert ha is not None
     dispatch = asyncio.ensure_future(
-        delegations.dispatch(record, worker, wait=True, call_timeout=None)
+        delegations.dispatch(record, worker, wait=True, call_timeout=None, term=ha.term)
     )
     try:
         await asyncio.wait_for(silent.received.wait(), 10)
