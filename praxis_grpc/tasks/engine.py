@@ -26,6 +26,7 @@ Everything here runs on one asyncio event loop; no method is thread-safe.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections import OrderedDict
@@ -725,6 +726,10 @@ class TaskEngine:
         tool = self._tools.get(task.tool)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if task.timeout <= 0:
+            # Stores of older versions lost an adopted task's timeout (0 s):
+            # run it with the default rather than fail it at once.
+            task = dataclasses.replace(task, timeout=self._default_timeout(task.tool))
         try:
             task = task.start(self._clock())
             if tool.spec.idempotent:

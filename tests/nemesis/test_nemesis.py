@@ -30,14 +30,6 @@ from praxis_grpc.testing.counting import RunLog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nemesis]
 
-# The fencing, role-switch and relay fixes of issue 10 land in parallel with
-# this suite. Until they are merged a paused or cut-off coordinator can still
-# run a non-idempotent task twice, so the "executed twice" assertion of those
-# nemeses is off. Flip to True once they are merged: then it holds for every
-# nemesis.
-FENCING_FIXED = False
-CRASHES = ("kill-coordinator", "kill-standby")
-
 ELECTION = RaftConfig().election_timeout
 HOLDS = {
     "kill-coordinator": 1.0,
@@ -91,5 +83,4 @@ def test_one_trial_loses_nothing_and_runs_nothing_twice(tmp_path: Path, name: st
     assert found.lost == []
     assert found.keys_with_two_tasks == []
     assert found.completed_unrun == []
-    if FENCING_FIXED or name in CRASHES:
-        assert found.executed_twice == []
+    assert found.executed_twice == []

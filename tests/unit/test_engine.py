@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -370,6 +371,18 @@ async def test_an_adopted_task_keeps_its_timeout_across_a_restart() -> None:
     report = second.engine.start()
     assert report.requeued == (record.task_id,)
     done = await second.engine.wait(record.task_id)
+    assert (done.state, done.error) == (TaskState.COMPLETED, None)
+    assert done.timeout == EngineLimits().default_timeout
+
+
+async def test_a_stored_task_without_a_timeout_runs_with_the_default() -> None:
+    # An older version's store kept adopted tasks with a timeout of 0 s.
+    store = MemoryTaskStore()
+    lost = dataclasses.replace(_stored(store, "gate", TaskState.SUBMITTED), timeout=0.0)
+    store.update(lost)
+    h = make_engine(store)
+    h.engine.start()
+    done = await h.engine.wait(lost.task_id)
     assert (done.state, done.error) == (TaskState.COMPLETED, None)
     assert done.timeout == EngineLimits().default_timeout
 
