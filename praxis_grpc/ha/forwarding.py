@@ -51,9 +51,13 @@ class RelayFailed(Unavailable):
     again to the next coordinator is safe for reads, and for submissions
     relayed with a task id."""
 
-    def __init__(self, message: str, address: str) -> None:
+    def __init__(self, message: str, address: str, *, redirected: str = "") -> None:
         super().__init__(message)
         self.address = address
+        # The coordinator the node at ``address`` named instead (it answered
+        # that it is not the coordinator): a node elected a moment ago says
+        # so until it learns it won.
+        self.redirected = redirected
 
 
 class Forwarder:
@@ -103,10 +107,10 @@ class Forwarder:
             yield
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc, "coordinator")
-            if exc.code() is grpc.StatusCode.UNAVAILABLE and (
-                not answered(exc) or (isinstance(error, Unavailable) and error.coordinator)
-            ):
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and not answered(exc):
                 raise RelayFailed(error.message, address) from None
+            if isinstance(error, Unavailable) and error.coordinator:
+                raise RelayFailed(error.message, address, redirected=error.coordinator) from None
             raise error from None
         except asyncio.CancelledError:
             if cancelling():

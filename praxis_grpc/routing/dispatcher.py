@@ -237,7 +237,7 @@ class TaskDispatcher:
         hold_until = min(loop.time() + standby.hold_timeout, deadline)
         failed: RelayFailed | None = None
         while True:
-            ready = await standby.settle(hold_until, avoid=failed.address if failed else "")
+            ready = await standby.settle(hold_until, avoid=_avoided(failed))
             if standby.leading:
                 return None
             if failed is not None and not ready:
@@ -250,6 +250,8 @@ class TaskDispatcher:
                     raise
                 log.info("relay to coordinator %s failed (%s); sending again", exc.address, exc)
                 failed = exc
+                if exc.redirected:
+                    await asyncio.sleep(min(_REDIRECT_PAUSE, hold_until - loop.time()))
 
     async def _place(
         self, submission: Submission, wait: bool, time_remaining: float | None, task_id: str
@@ -394,7 +396,9 @@ class TaskDispatcher:
                 if loop.time() >= hold_until:
                     raise
                 log.info("relayed watch of %s broke (%s); watching again", task_id, exc)
-                avoid = exc.address
+                avoid = _avoided(exc)
+                if exc.redirected:
+                    await asyncio.sleep(min(_REDIRECT_PAUSE, hold_until - loop.time()))
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel the task on whichever agent owns it."""
@@ -527,3 +531,17 @@ def _refused(tool: str, refusals: Sequence[Refusal]) -> PraxisError:
     if any(r.kind == "unavailable" for r in refusals):
         return Unavailable(f"no agent tried for tool {quote(tool)} took the task ({detail})")
     return FailedPrecondition(f"no agent tried for tool {quote(tool)} took the task ({detail})")
+
+
+# How long a relay waits before it tries again a node that answered it is not
+# the coordinator (yet): views of a new election reach nodes a moment apart.
+_REDIRECT_PAUSE = 0.05
+
+
+def _avoided(failed: RelayFailed | None) -> str:
+    """The coordinator address to wait past after ``failed``: one that did
+    not answer. One that answered (naming another coordinator) is sent to
+    again once this node's view agrees or the other node's view catches up."""
+    if failed is None or failed.redirected:
+        return ""
+    return failed.address

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc, types_pb2
+from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
 from praxis_grpc.cli import serve_node
 from praxis_grpc.consensus.base import ConsensusError
 from praxis_grpc.errors import Unavailable
@@ -192,6 +192,62 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
         await until(lambda: silent.ended == 1)
     finally:
         await ghost.aclose()
+        await server.stop(None)
+
+
+class JustElected(task_service_pb2_grpc.TaskServiceServicer):
+    """A coordinator elected a moment ago that does not know it yet: it first
+    answers, as a standby would, that the coordinator is elsewhere."""
+
+    def __init__(self, previous: str) -> None:
+        self.previous = previous
+        self.calls = 0
+
+    async def SubmitTask(self, request: Any, context: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "this node is a standby and does not relay relayed calls",
+                trailing_metadata=(
+                    ("praxis-error", "unavailable"),
+                    ("praxis-coordinator", self.previous),
+                    ("praxis-coordinator-id", "previous"),
+                ),
+            )
+        now = datetime.now(UTC)
+        task = types_pb2.Task(
+            task_id=request.task_id, tool=request.tool, state=COMPLETED, attempt=1
+        )
+        task.created_at.FromDatetime(now)
+        task.updated_at.FromDatetime(now)
+        return task_service_pb2.SubmitTaskResponse(task=task)
+
+
+async def test_a_relay_to_a_coordinator_that_does_not_know_it_won_is_sent_again(
+    cluster: Cluster,
+) -> None:
+    # Seen after kill -9 of an etcd coordinator: the relaying standby saw the
+    # new leader before the new leader did, and was told "coordinator is at
+    # <the dead one>"; it waited for a third leader until its hold ran out.
+    a = await cluster.start("a")
+    await cluster.converged()
+    server = grpc.aio.server()
+    fresh = JustElected(previous="127.0.0.1:1")  # type: ignore[abstract]  # SubmitTask only
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(fresh, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    leader = cluster.group.member("leader", f"127.0.0.1:{port}")
+    await leader.start()
+    try:
+        cluster.group.elect("leader")
+        await until(lambda: a.leadership().leader_id == "leader")
+        async with stub(a) as tasks:
+            response = await asyncio.wait_for(tasks.SubmitTask(work(0, "relayed", wait=True)), 10)
+        assert response.task.state == COMPLETED
+        assert fresh.calls == 2
+    finally:
+        await leader.aclose()
         await server.stop(None)
 
 
