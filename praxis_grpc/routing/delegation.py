@@ -383,7 +383,13 @@ class Delegations:
             if record.terminal or record.owner_agent_id == self._engine.agent_id:
                 return
             if not self._may_act(record):
-                return  # deposed: the next coordinator follows it
+                # The backend reports the term lost. If the node steps down,
+                # the role switch cancels this follower; if the report was a
+                # blip (an etcd keepalive late after a pause) and the term
+                # holds, following goes on: exiting here left the cluster's
+                # record WORKING for good. Nothing is acted on meanwhile.
+                await asyncio.sleep(backoff())
+                continue
             if not record.owner_agent_id:
                 await self._place_unplaced(record, backoff)
                 continue
@@ -412,6 +418,11 @@ class Delegations:
                     record = await self._mirror(record, task_from_proto(message.task))
                     if record.terminal:
                         return
+            except Unavailable as exc:
+                # The report could not be committed (the term was reported
+                # lost, or consensus had no quorum): watch again and commit
+                # the owner's state then.
+                log.info("task %s: the owner's report was not committed: %s", task_id, exc)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is grpc.StatusCode.NOT_FOUND:
                     await self._resend(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,3 +58,15 @@ class NodeGroup:
         await until(
             lambda: all({c.name for c in n.directory.cards()} >= names for n in self.nodes.values())
         )
+
+
+def free_addresses(count: int) -> list[str]:
+    """Loopback addresses whose ports were free a moment ago (pysyncobj needs fixed ports)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{probe.getsockname()[1]}" for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()

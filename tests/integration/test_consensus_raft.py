@@ -26,6 +26,7 @@ from praxis_grpc.config import RaftConfig
 from praxis_grpc.consensus import raft
 from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership, NotLeader
 from praxis_grpc.consensus.raft import RaftConsensus
+from tests.integration.helpers import free_addresses
 
 T = TypeVar("T")
 
@@ -85,18 +86,6 @@ async def until_snapshot(
             raise TimeoutError(f"snapshot never matched; it has {len(snapshot)} keys")
         await asyncio.sleep(0.01)
     return snapshot
-
-
-def free_addresses(count: int) -> list[str]:
-    """Loopback addresses whose ports were free a moment ago (pysyncobj needs fixed ports)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [f"127.0.0.1:{probe.getsockname()[1]}" for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def member_config(address: str, addresses: Sequence[str], **fields: Any) -> RaftConfig:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -26,21 +25,9 @@ from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry
-from tests.integration.helpers import NodeGroup, stub, until, work
+from tests.integration.helpers import NodeGroup, free_addresses, stub, until, work
 
 MAX_TOKEN = 2**64 - 1
-
-
-def _free_addresses(count: int) -> list[str]:
-    """Loopback addresses whose ports were free a moment ago (pysyncobj needs fixed ports)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [f"127.0.0.1:{probe.getsockname()[1]}" for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 class Cluster(NodeGroup):
@@ -53,7 +40,7 @@ class Cluster(NodeGroup):
         self.mesh = MemoryMesh()
         self.group = MemoryConsensusGroup()
         self.log = ExecutionLog()
-        self._raft = _free_addresses(3) if backend == "raft" else []
+        self._raft = free_addresses(3) if backend == "raft" else []
 
     async def start_all(self) -> None:
         for index, name in enumerate(("a", "b", "c")):

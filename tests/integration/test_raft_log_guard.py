@@ -25,7 +25,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 
 from praxis_grpc.consensus import raft
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
-from tests.integration.test_consensus_raft import free_addresses
+from tests.integration.helpers import free_addresses
 
 _replicated: Callable[[Callable[..., Any]], Any] = replicated
 

@@ -8,6 +8,7 @@ In-process nodes over real gRPC with the in-memory consensus fake (the
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -18,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
 from praxis_grpc.cli import serve_node
-from praxis_grpc.consensus.base import ConsensusError
+from praxis_grpc.consensus.base import ConsensusError, Leadership
 from praxis_grpc.errors import Unavailable
 from praxis_grpc.node import Node
 from praxis_grpc.routing.router import Candidate
@@ -347,3 +348,31 @@ async def test_a_task_sent_here_while_this_coordinator_placed_it_is_unavailable(
     assert again.task.task_id == task_id
     assert again.task.state == COMPLETED
     assert cluster.log.count("raced") == 1
+
+
+async def test_a_coordinator_whose_term_is_briefly_reported_lost_still_records_the_outcome(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in the nemesis long form (etcd, a 1 s pause of the coordinator):
+    # after the pause the backend reported the term lost for a moment and then
+    # held it; the coordinator's followers had given up meanwhile, so the
+    # cluster's records of 8 finished tasks stayed WORKING for good.
+    caplog.set_level(logging.INFO)
+    a, _, _ = await three(cluster)
+    consensus: Any = a._consensus
+    engine: Any = a._engine
+    async with stub(a) as tasks:
+        submitted = (await tasks.SubmitTask(work(0.5, "blip"))).task
+    await until(lambda: engine.get(submitted.task_id).state is TaskState.WORKING)
+    held = consensus.leadership()
+    monkeypatch.setattr(consensus, "leadership", Leadership)  # the blip
+    # The owner finishes during the blip; committing its report is refused.
+    await until(
+        lambda: any(
+            "was not committed" in r.getMessage() or "following task" in r.getMessage()
+            for r in caplog.records
+        )
+    )
+    monkeypatch.setattr(consensus, "leadership", lambda: held)  # the term held
+    await until(lambda: engine.get(submitted.task_id).state is TaskState.COMPLETED)
+    assert cluster.log.count("blip") == 1
