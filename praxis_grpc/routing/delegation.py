@@ -410,31 +410,44 @@ class Delegations:
                 continue
             self._absent.discard(task_id)
             absent_since, seen_owner = None, True
-            try:
-                request = pb.WatchTaskRequest(task_id=task_id)
-                stream = self._channels.tasks(address).WatchTask(request, metadata=_OWNER_QUERY)
-                async for message in stream:
-                    backoff.reset()
-                    record = await self._mirror(record, task_from_proto(message.task))
-                    if record.terminal:
-                        return
-            except Unavailable as exc:
-                # The report could not be committed (the term was reported
-                # lost, or consensus had no quorum): watch again and commit
-                # the owner's state then.
-                log.info("task %s: the owner's report was not committed: %s", task_id, exc)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is grpc.StatusCode.NOT_FOUND:
-                    await self._resend(record)
-                    continue
-                log.debug("watch of task %s on %s broke: %s", task_id, address, exc.code().name)
-            except asyncio.CancelledError:
-                if cancelling():
-                    raise
-                # grpc.aio cancels the calls of a channel that is closed (the
-                # owner's card was removed): the stream broke, we did not.
-                log.debug("watch of task %s on %s ended with its channel", task_id, address)
+            outcome = await self._watch_owner(record, address, backoff)
+            if outcome == "terminal":
+                return
+            if outcome == "unknown":
+                await self._resend(record)
+                continue
             await asyncio.sleep(backoff())
+
+    async def _watch_owner(
+        self, record: Task, address: str, backoff: _Backoff
+    ) -> Literal["terminal", "unknown", "broke"]:
+        """Mirror the owner's reports of ``record`` until it is terminal
+        (``terminal``), the owner does not know it (``unknown``), or the
+        watch ends otherwise (``broke``: watch again after a pause)."""
+        task_id = record.task_id
+        try:
+            request = pb.WatchTaskRequest(task_id=task_id)
+            stream = self._channels.tasks(address).WatchTask(request, metadata=_OWNER_QUERY)
+            async for message in stream:
+                backoff.reset()
+                record = await self._mirror(record, task_from_proto(message.task))
+                if record.terminal:
+                    return "terminal"
+        except Unavailable as exc:
+            # The report could not be committed (the term was reported lost,
+            # or consensus had no quorum): watch again and commit it then.
+            log.info("task %s: the owner's report was not committed: %s", task_id, exc)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return "unknown"
+            log.debug("watch of task %s on %s broke: %s", task_id, address, exc.code().name)
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            # grpc.aio cancels the calls of a channel that is closed (the
+            # owner's card was removed): the stream broke, we did not.
+            log.debug("watch of task %s on %s ended with its channel", task_id, address)
+        return "broke"
 
     async def _place_unplaced(self, record: Task, backoff: _Backoff) -> None:
         """Place a record no agent ever received (a take-over found it
