@@ -13,18 +13,12 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc
 from praxis_grpc.testing import node_process
 from praxis_grpc.testing.slow_reader import SlowReader
+from tests.integration.helpers import until
 
 pytestmark = pytest.mark.e2e
 
 _MB = 1024 * 1024
 READERS = 200
-
-
-async def until(predicate: object, timeout: float) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.1)
 
 
 async def test_rss_returns_after_zero_window_readers_of_a_large_task_leave(

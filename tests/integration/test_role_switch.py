@@ -8,8 +8,10 @@ In-process nodes over real gRPC with the in-memory consensus fake (the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -167,14 +169,12 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
     a = await cluster.start("a")
     b = await cluster.start("b")
     await cluster.converged()
-    server = grpc.aio.server()
     silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(silent, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    ghost = cluster.group.member("ghost", f"127.0.0.1:{port}")
-    await ghost.start()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        address = await stack.enter_async_context(tasks_server(silent))
+        ghost = cluster.group.member("ghost", address)
+        await ghost.start()
+        stack.push_async_callback(ghost.aclose)
         cluster.group.elect("ghost")
         await until(lambda: a.leadership().leader_id == b.leadership().leader_id == "ghost")
         async with stub(b) as tasks:
@@ -191,9 +191,6 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
         assert b.metrics.relays_abandoned_total._value.get() == 1
         # The silent coordinator never answered; the relay was given up, not answered.
         await until(lambda: silent.ended == 1)
-    finally:
-        await ghost.aclose()
-        await server.stop(None)
 
 
 class JustElected(task_service_pb2_grpc.TaskServiceServicer):
@@ -233,23 +230,18 @@ async def test_a_relay_to_a_coordinator_that_does_not_know_it_won_is_sent_again(
     # <the dead one>"; it waited for a third leader until its hold ran out.
     a = await cluster.start("a")
     await cluster.converged()
-    server = grpc.aio.server()
     fresh = JustElected(previous="127.0.0.1:1")  # type: ignore[abstract]  # SubmitTask only
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(fresh, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    leader = cluster.group.member("leader", f"127.0.0.1:{port}")
-    await leader.start()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        address = await stack.enter_async_context(tasks_server(fresh))
+        leader = cluster.group.member("leader", address)
+        await leader.start()
+        stack.push_async_callback(leader.aclose)
         cluster.group.elect("leader")
         await until(lambda: a.leadership().leader_id == "leader")
         async with stub(a) as tasks:
             response = await asyncio.wait_for(tasks.SubmitTask(work(0, "relayed", wait=True)), 10)
         assert response.task.state == COMPLETED
         assert fresh.calls == 2
-    finally:
-        await leader.aclose()
-        await server.stop(None)
 
 
 async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_to_the_next(
@@ -257,41 +249,49 @@ async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_t
 ) -> None:
     a, b, _ = await three(cluster)
     delegations: Any = a._delegations
-    server = grpc.aio.server()
     silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(silent, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    card = a.directory.get(b.agent_id)
-    assert card is not None
-    worker = Candidate("silent", "silent", False, f"127.0.0.1:{port}", 0, 1, 1, card.tools[0])
-    now = datetime.now(UTC)
-    record = await delegations.records.record(
-        Task(
-            task_id=str(uuid.uuid4()),
-            tool="work",
-            arguments={"seconds": 0, "key": "in-flight"},
-            state=TaskState.SUBMITTED,
-            created_at=now,
-            updated_at=now,
-            owner_agent_id="silent",
-            origin_agent_id="coordinator",
+    async with tasks_server(silent) as address:
+        card = a.directory.get(b.agent_id)
+        assert card is not None
+        worker = Candidate("silent", "silent", False, address, 0, 1, 1, card.tools[0])
+        now = datetime.now(UTC)
+        record = await delegations.records.record(
+            Task(
+                task_id=str(uuid.uuid4()),
+                tool="work",
+                arguments={"seconds": 0, "key": "in-flight"},
+                state=TaskState.SUBMITTED,
+                created_at=now,
+                updated_at=now,
+                owner_agent_id="silent",
+                origin_agent_id="coordinator",
+            )
         )
-    )
-    ha = a._ha
-    assert ha is not None
-    dispatch = asyncio.ensure_future(
-        delegations.dispatch(record, worker, wait=True, call_timeout=None, term=ha.term)
-    )
-    try:
+        ha = a._ha
+        assert ha is not None
+        dispatch = asyncio.ensure_future(
+            delegations.dispatch(record, worker, wait=True, call_timeout=None, term=ha.term)
+        )
         await asyncio.wait_for(silent.received.wait(), 10)
         cluster.group.elect(b.agent_id)
         await until(lambda: a.role == "standby")
-    finally:
-        await server.stop(None)  # the call to the worker breaks
+    # The server stopped with the block: the call to the worker broke.
     with pytest.raises(Unavailable, match="no longer the coordinator"):
         await asyncio.wait_for(dispatch, 10)
     assert not delegations._followers
+
+
+@contextlib.asynccontextmanager
+async def tasks_server(servicer: Any) -> AsyncIterator[str]:
+    """A loopback gRPC server of a fake TaskService; stopped on exit."""
+    server = grpc.aio.server()
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
 
 
 def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,9 @@ from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
 from praxis_grpc.testing.slow_reader import SlowReader
+from tests.integration.helpers import until
 
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (bounded) until ``predicate()`` holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
