@@ -1,0 +1,305 @@
+"""SWIM failure detection and gossip dissemination, with Lifeguard, as a pure state machine.
+
+:class:`Membership` owns no socket, clock or thread. Its driver calls
+:meth:`~Membership.receive` with each message, :meth:`~Membership.tick` at
+:meth:`~Membership.next_deadline` (or any later time), and the plug points of
+:mod:`praxis_grpc.membership.base` carry messages out and events up. Every call
+takes ``now`` (seconds on any monotonic clock), so one class runs on libp2p in
+production and on a virtual clock in :mod:`praxis_grpc.testing.swim_sim`.
+
+The protocol is memberlist's: each period probe one member (round-robin over a
+list reshuffled every round), ask ``indirect_checks`` others to ping it when
+the direct ack is late, and only when none answers within the period suspect
+it; suspicion is gossiped and declared dead after a timeout that scales with
+log N and shrinks with independent confirmations, unless the member refutes it
+with a higher incarnation. A refused connection is certain evidence (dead at
+once); silence never is. Every claim and payload is signed (see ``claims``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass
+
+from praxis_grpc.membership.base import MembershipEvents, Signer, Transport, Verifier
+from praxis_grpc.membership.claims import Payload, State
+from praxis_grpc.membership.config import MembershipConfig, push_pull_interval
+from praxis_grpc.membership.messages import Ack, Gossip, Message, Nack, Ping, PingReq, PushPull
+from praxis_grpc.membership.suspicion import Awareness
+from praxis_grpc.membership.table import GONE, MemberInfo, MemberTable
+
+_PROBE, _GOSSIP, _PUSH_PULL, _PROBE_TIMEOUT, _PROBE_END, _RELAY_TIMEOUT, _SUSPICION = range(7)
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: str
+    acked: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+class Membership:
+    """This node's side of the protocol; not thread-safe (one driver calls it).
+
+    Args:
+        local: our member id (the libp2p peer id in production).
+        address: our opaque transport address, carried in our alive claims.
+        incarnation: where our incarnation starts; a restarted member must start
+            above its previous life's (a wall-clock value does).
+    """
+
+    def __init__(
+        self,
+        local: str,
+        *,
+        address: str,
+        incarnation: int,
+        config: MembershipConfig,
+        transport: Transport,
+        signer: Signer,
+        verifier: Verifier,
+        events: MembershipEvents,
+        rng: random.Random,
+    ) -> None:
+        self.local = local
+        self._config = config
+        self._transport = transport
+        self._rng = rng
+        self._awareness = Awareness(config.awareness_max_multiplier)
+        self._table = MemberTable(
+            local,
+            address=address,
+            incarnation=incarnation,
+            config=config,
+            signer=signer,
+            verifier=verifier,
+            events=events,
+            rng=rng,
+            awareness=self._awareness,
+            on_deadline=lambda when, member: self._at(when, _SUSPICION, member),
+        )
+        self._timers: list[tuple[float, int, int, int | str]] = []
+        self._timer_count = 0
+        self._probe: _Probe | None = None
+        self._next = 0
+        self._relays: dict[int, tuple[str, int]] = {}
+        self._seq = 0
+
+    # -- driving -------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Start the probe, gossip and push-pull timers, each at a random phase."""
+        config = self._config
+        self._at(now + self._rng.uniform(0, config.probe_interval), _PROBE)
+        self._at(now + self._rng.uniform(0, config.gossip_interval), _GOSSIP)
+        if config.push_pull_interval > 0:
+            self._at(now + self._rng.uniform(0, config.push_pull_interval), _PUSH_PULL)
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has work (``inf`` when none)."""
+        return self._timers[0][0] if self._timers else math.inf
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(timers)
+            if kind == _PROBE:
+                self._probe_round(now)
+            elif kind == _GOSSIP:
+                self._gossip_round(now)
+            elif kind == _PUSH_PULL:
+                self._push_pull_round(now)
+            elif kind == _PROBE_TIMEOUT:
+                self._ask_others(key)
+            elif kind == _PROBE_END:
+                self._end_probe(now, key)
+            elif kind == _RELAY_TIMEOUT:
+                self._relay_failed(key)
+            else:
+                self._table.expire(now, str(key))
+
+    def receive(self, now: float, sender: str, message: Message) -> None:
+        """Handle ``message`` from ``sender`` (as authenticated by the transport)."""
+        if isinstance(message, PushPull):
+            self._table.merge(now, message.items, "push-pull")
+            if not message.reply:
+                self._transport.send(sender, PushPull(self._table.full_state(), reply=True))
+            return
+        if isinstance(message, Ping | Ack | Gossip) and message.items:
+            self._table.merge(now, message.items, "gossip")
+        if isinstance(message, Ping):
+            if message.target == self.local:
+                self._transport.send(sender, Ack(message.seq, self._table.piggyback()))
+        elif isinstance(message, Ack):
+            self._acked(message.seq)
+        elif isinstance(message, PingReq):
+            self._relay(now, sender, message)
+        elif isinstance(message, Nack) and self._probe and self._probe.seq == message.seq:
+            self._probe.nacks += 1
+
+    # -- the application's side ---------------------------------------------
+
+    def join(self, now: float, seeds: list[str]) -> None:
+        """Exchange full state with each of ``seeds`` (members known by id)."""
+        for seed in seeds:
+            if seed != self.local:
+                self._transport.send(seed, PushPull(self._table.full_state()))
+
+    def publish(self, now: float, key: str, version: int, data: bytes) -> None:
+        """Spread version ``version`` of our ``key`` to every member, once each.
+
+        Raises:
+            ValueError: ``version`` is not above the last one published for ``key``.
+        """
+        self._table.publish(key, version, data)
+
+    def connection_refused(self, now: float, member: str) -> None:
+        """Certain evidence from the transport: ``member``'s process is gone (dead now).
+
+        Only for a refused or reset connection; a timeout is not evidence.
+        """
+        self._table.accuse(now, member, State.DEAD, "connection refused")
+
+    def leave(self, now: float) -> None:
+        """Tell everyone we leave; keep driving until :attr:`pending_broadcasts` is 0."""
+        self._table.leave(now)
+
+    @property
+    def pending_broadcasts(self) -> int:
+        """Items still waiting to be piggybacked."""
+        return len(self._table.queue)
+
+    @property
+    def incarnation(self) -> int:
+        """Our current incarnation (raised by each refutation)."""
+        return self._table.me.claim.incarnation
+
+    @property
+    def health(self) -> int:
+        """The local health score (0 is healthy; timings are stretched by score + 1)."""
+        return self._awareness.score
+
+    def members(self) -> list[MemberInfo]:
+        """Every member still remembered, ourselves included."""
+        return self._table.info()
+
+    def state_of(self, member: str) -> State | None:
+        """``member``'s state here, None when unknown or forgotten."""
+        record = self._table.records.get(member)
+        return None if record is None else record.state
+
+    def payload(self, origin: str, key: str) -> Payload | None:
+        """The newest payload known for ``(origin, key)``."""
+        return self._table.payload(origin, key)
+
+    # -- probing ------------------------------------------------------------
+
+    def _probe_round(self, now: float) -> None:
+        interval = self._awareness.scale(self._config.probe_interval)
+        target = None if self._table.left else self._next_target(now)
+        if target is not None:
+            self._seq += 1
+            items = self._table.piggyback()
+            record = self._table.records[target]
+            if record.state is State.SUSPECT:
+                items = (record.claim, *items)  # so the suspect hears it and refutes
+            self._probe = _Probe(self._seq, target)
+            self._transport.send(target, Ping(self._seq, target, items))
+            timeout = self._awareness.scale(self._config.probe_timeout)
+            self._at(now + timeout, _PROBE_TIMEOUT, self._seq)
+            self._at(now + interval, _PROBE_END, self._seq)
+        self._at(now + interval, _PROBE)
+
+    def _next_target(self, now: float) -> str | None:
+        """Round-robin over the members, reshuffled at the end of every round."""
+        table = self._table
+        for _ in range(len(table.order) + 1):
+            if self._next >= len(table.order):
+                table.forget_the_dead(now)
+                self._rng.shuffle(table.order)
+                self._next = 0
+                if not table.order:
+                    return None
+            member = table.order[self._next]
+            self._next += 1
+            if table.records[member].state not in GONE:
+                return member
+        return None
+
+    def _ask_others(self, seq: int | str) -> None:
+        probe = self._probe
+        if probe is None or probe.seq != seq or probe.acked:
+            return
+        target = probe.target
+        helpers = self._table.random_members(
+            self._config.indirect_checks,
+            lambda r: r.claim.member != target and r.state is State.ALIVE,
+        )
+        probe.expected_nacks = len(helpers)
+        for helper in helpers:
+            self._transport.send(helper, PingReq(probe.seq, target))
+
+    def _end_probe(self, now: float, seq: int | str) -> None:
+        probe = self._probe
+        if probe is None or probe.seq != seq:
+            return
+        self._probe = None
+        if probe.acked:
+            return
+        # Lifeguard: each helper that did not even nack hints that we are the slow one.
+        self._awareness.apply(probe.expected_nacks - probe.nacks if probe.expected_nacks else 1)
+        self._table.accuse(now, probe.target, State.SUSPECT, "probe")
+
+    def _acked(self, seq: int) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq and not probe.acked:
+            probe.acked = True
+            self._awareness.apply(-1)
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            self._transport.send(relay[0], Ack(relay[1], self._table.piggyback()))
+
+    def _relay(self, now: float, requester: str, request: PingReq) -> None:
+        self._seq += 1
+        self._relays[self._seq] = (requester, request.seq)
+        items = self._table.piggyback()
+        self._transport.send(request.target, Ping(self._seq, request.target, items))
+        self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, self._seq)
+
+    def _relay_failed(self, seq: int | str) -> None:
+        relay = self._relays.pop(int(seq), None)
+        if relay is not None:
+            self._transport.send(relay[0], Nack(relay[1]))
+
+    # -- dissemination ------------------------------------------------------
+
+    def _gossip_round(self, now: float) -> None:
+        self._at(now + self._config.gossip_interval, _GOSSIP)
+        if not self._table.queue:
+            return
+        horizon = now - self._config.gossip_to_the_dead
+        targets = self._table.random_members(
+            self._config.gossip_fanout,
+            lambda r: r.state not in GONE or (r.state is State.DEAD and r.since > horizon),
+        )
+        for target in targets:
+            items = self._table.piggyback()
+            if not items:
+                return
+            self._transport.send(target, Gossip(items))
+
+    def _push_pull_round(self, now: float) -> None:
+        table = self._table
+        self._at(now + push_pull_interval(self._config, len(table.records)), _PUSH_PULL)
+        partner = table.random_members(1, lambda r: r.state is State.ALIVE)
+        if partner and not table.left:
+            self._transport.send(partner[0], PushPull(table.full_state()))
+
+    def _at(self, when: float, kind: int, key: int | str = 0) -> None:
+        self._timer_count += 1
+        heapq.heappush(self._timers, (when, self._timer_count, kind, key))
