@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 
 from praxis_grpc.membership.base import MembershipEvents, Signer, Transport, Verifier
-from praxis_grpc.membership.claims import Payload, State
+from praxis_grpc.membership.claims import Item, Payload, State
 from praxis_grpc.membership.config import MembershipConfig, push_pull_interval
 from praxis_grpc.membership.messages import Ack, Gossip, Message, Nack, Ping, PingReq, PushPull
 from praxis_grpc.membership.suspicion import Awareness
@@ -149,6 +149,18 @@ class Membership:
         for seed in seeds:
             if seed != self.local:
                 self._transport.send(seed, PushPull(self._table.full_state()))
+
+    def seed(self, now: float, items: tuple[Item, ...]) -> None:
+        """Adopt items learnt out of band (a saved snapshot, another node's full state).
+
+        Checked and merged like gossip but not re-broadcast: use it to warm a
+        node up, not to announce news (:meth:`join` does that).
+        """
+        self._table.merge(now, items, "seed")
+
+    def full_state(self) -> tuple[Item, ...]:
+        """Every member's latest signed claim and every payload (what a sync sends)."""
+        return self._table.full_state()
 
     def publish(self, now: float, key: str, version: int, data: bytes) -> None:
         """Spread version ``version`` of our ``key`` to every member, once each.

@@ -186,7 +186,7 @@ class MemberTable:
         """Adopt whatever in ``items`` is news and correctly signed."""
         for item in items:
             if isinstance(item, Payload):
-                self._on_payload(item)
+                self._on_payload(item, learnt)
                 continue
             if not item.well_formed:
                 continue
@@ -220,7 +220,7 @@ class MemberTable:
             # A newcomer goes to a random place in the probe order (as memberlist).
             self.order.append(claim.member)
             last = len(self.order) - 1
-            spot = self._rng.randint(0, last)
+            spot = int(self._rng.random() * (last + 1))
             self.order[spot], self.order[last] = self.order[last], self.order[spot]
         self._change(now, record, claim, learnt)
 
@@ -256,7 +256,7 @@ class MemberTable:
             return
         self._change(now, record, claim, learnt)
 
-    def _on_payload(self, payload: Payload) -> None:
+    def _on_payload(self, payload: Payload, learnt: str) -> None:
         record = self.records.get(payload.origin)
         if payload.origin == self.local or record is None or record.state in GONE:
             return
@@ -265,7 +265,8 @@ class MemberTable:
             return
         if self._verified.check(payload):
             self._payloads[(payload.origin, payload.key)] = payload
-            self.queue.push(payload)
+            if learnt != "seed":
+                self.queue.push(payload)
             self._events.on_payload(payload)
 
     def _accuser_counts(self, claim: Claim) -> bool:
@@ -282,7 +283,8 @@ class MemberTable:
         elif claim.kind in GONE:
             for key in [k for k in self._payloads if k[0] == claim.member]:
                 del self._payloads[key]
-        self.queue.push(claim)
+        if learnt != "seed":
+            self.queue.push(claim)
         self._events.on_member(claim.member, claim.kind, claim.incarnation, claim.address)
 
     def _suspect(self, now: float, claim: Claim) -> None:
