@@ -185,7 +185,7 @@ def describe_rpc_error(exc: grpc.RpcError, target: str) -> str:
     """A one-line description of a failed call."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE and details and "connect" in details.lower():
+    if _closed_by_server(exc):  # no node answered: gRPC chose the status
         return f"cannot reach a praxis node at {target} ({details})"
     name = code.name if code is not None else "ERROR"
     message = f"{name}: {details}"

@@ -7,9 +7,13 @@ No gRPC types appear here so pure logic stays importable without a server.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+import math
+from collections.abc import Iterable, Mapping
+from typing import ClassVar, Final
 
+# The ``domain`` of the ``google.rpc.ErrorInfo`` detail of every error a
+# praxis node sends: a reason is unique within it.
+ERROR_DOMAIN: Final = "praxis.dev"
 # How many characters of a client-supplied value an error message may quote.
 MAX_QUOTED: Final = 100
 
@@ -46,39 +50,72 @@ def quote_all(values: Iterable[str], limit: int = MAX_QUOTED) -> str:
 
 
 class PraxisError(Exception):
-    """Base class of every error a client may see."""
+    """Base class of every error a client may see.
 
-    def __init__(self, message: str) -> None:
+    Attributes:
+        message: What went wrong, for people (the gRPC status message).
+        reason: Why, for programs: a stable UPPER_SNAKE_CASE name that clients
+            may branch on (the ``reason`` of the ``google.rpc.ErrorInfo``
+            detail; every reason is listed in the README's error table).
+        retry_after: Seconds after which a retry may succeed; ``None`` when
+            retrying the same call will not help.
+    """
+
+    default_reason: ClassVar[str] = "ERROR"
+
+    def __init__(self, message: str, *, reason: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason or self.default_reason
+        self.retry_after = retry_after
+
+    def metadata(self) -> dict[str, str]:
+        """Facts a program acts on (a field name, the coordinator, the retry
+        delay), the ``metadata`` of the ``ErrorInfo`` detail."""
+        if self.retry_after is None:
+            return {}
+        return {"retry_after_ms": str(math.ceil(self.retry_after * 1000))}
 
 
 class InvalidArgument(PraxisError):
     """A request field is malformed; ``field`` is its dotted path."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    default_reason = "FIELD_INVALID"
+
+    def __init__(self, field: str, message: str, *, reason: str = "") -> None:
+        super().__init__(f"{field}: {message}", reason=reason)
         self.field = field
+
+    def metadata(self) -> dict[str, str]:
+        return {"field": self.field, **super().metadata()}
 
 
 class NotFound(PraxisError):
     """The named task, tool or agent does not exist."""
 
+    default_reason = "NOT_FOUND"
+
 
 class AlreadyExists(PraxisError):
     """An idempotency key was reused for a different request."""
+
+    default_reason = "ALREADY_EXISTS"
 
 
 class ResourceExhausted(PraxisError):
     """A queue or limit is full; retrying after ``retry_after`` seconds may succeed."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    default_reason = "OVERLOADED"
+    retry_after: float
+
+    def __init__(self, message: str, retry_after: float, *, reason: str = "") -> None:
+        super().__init__(message, reason=reason, retry_after=retry_after)
 
 
 class FailedPrecondition(PraxisError):
     """The node cannot do this in its current state (draining, no capable agent)."""
+
+    default_reason = "FAILED_PRECONDITION"
 
 
 class Unavailable(PraxisError):
@@ -88,14 +125,74 @@ class Unavailable(PraxisError):
     retry at, when known.
     """
 
-    def __init__(self, message: str, coordinator: str = "", coordinator_id: str = "") -> None:
-        super().__init__(message)
+    default_reason = "UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        coordinator: str = "",
+        coordinator_id: str = "",
+        *,
+        reason: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, retry_after=retry_after)
         self.coordinator = coordinator
         self.coordinator_id = coordinator_id
+
+    def metadata(self) -> dict[str, str]:
+        found = super().metadata()
+        if self.coordinator:
+            found.update(coordinator=self.coordinator, coordinator_id=self.coordinator_id)
+        return found
 
 
 class DeadlineExceeded(PraxisError):
     """The caller's deadline passed before the operation finished."""
+
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+# Reasons of infrastructure failures, which every caller may retry.
+CONSENSUS_UNAVAILABLE: Final = "CONSENSUS_UNAVAILABLE"
+NOT_COORDINATOR: Final = "NOT_COORDINATOR"
+STORE_UNAVAILABLE: Final = "STORE_UNAVAILABLE"
+# How long a client should wait before retrying after an infrastructure failure.
+INFRASTRUCTURE_RETRY_AFTER: Final = 1.0
+
+
+def restore(
+    kind: type[PraxisError], message: str, reason: str, metadata: Mapping[str, str]
+) -> PraxisError:
+    """The error of class ``kind`` that :meth:`PraxisError.metadata` and
+    ``reason`` describe, with ``message`` as it is (another node's error,
+    rebuilt from its structured details; the inverse of ``metadata``)."""
+    retry_after = _milliseconds(metadata.get("retry_after_ms"))
+    error: PraxisError
+    if kind is InvalidArgument:
+        error = InvalidArgument(metadata.get("field", "request"), "", reason=reason)
+    elif kind is ResourceExhausted:
+        error = ResourceExhausted(message, retry_after or 1.0, reason=reason)
+    elif kind is Unavailable:
+        error = Unavailable(
+            message,
+            metadata.get("coordinator", ""),
+            metadata.get("coordinator_id", ""),
+            reason=reason,
+            retry_after=retry_after,
+        )
+    else:
+        error = kind(message, reason=reason, retry_after=retry_after)
+    error.message = message
+    error.args = (message,)
+    return error
+
+
+def _milliseconds(value: str | None) -> float | None:
+    try:
+        return int(value) / 1000 if value is not None else None
+    except ValueError:
+        return None
 
 
 class ToolError(Exception):

@@ -1,20 +1,33 @@
-"""The one mapping from domain errors to gRPC status codes.
+"""The one mapping from domain errors to gRPC status codes, and back.
 
 Servicer methods are decorated with :func:`translate_errors`; nothing else in
-the code base chooses a status code for a domain error.
+the code base chooses a status code for a domain error. Every status a node
+chooses carries, in gRPC's rich status (``grpc-status-details-bin``), a
+``google.rpc.ErrorInfo`` (reason, domain ``praxis.dev``, metadata) that
+generated clients in any language read, a ``google.rpc.RetryInfo`` when a
+retry may succeed, and plain trailers (``praxis-error``, ``retry-after-ms``,
+``praxis-coordinator``) for grpcurl users. :func:`error_from_rpc` turns a
+peer's status back into the domain error from those details alone.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from praxis_grpc import errors
+from praxis_grpc.consensus.base import ConsensusError, NotLeader
+from praxis_grpc.tasks.store import StoreUnavailable
 
 RETRY_AFTER_KEY = "retry-after-ms"
 COORDINATOR_KEY = "praxis-coordinator"
@@ -40,9 +53,53 @@ _CODES: dict[type[errors.PraxisError], grpc.StatusCode] = {
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger(__name__)
+
+
+def domain_error(exc: BaseException) -> errors.PraxisError | None:
+    """The domain error a client sees for ``exc``, or ``None`` if it has none
+    (a bug: the call ends UNKNOWN).
+
+    Infrastructure failures that reach a servicer are retryable
+    :class:`~praxis_grpc.errors.Unavailable` errors with a retry hint: a
+    consensus failure (no quorum, commit timeout) is ``CONSENSUS_UNAVAILABLE``,
+    a deposed coordinator ``NOT_COORDINATOR`` (naming the leader it knows),
+    a failure of the local store (:class:`StoreUnavailable`, ``sqlite3.Error``,
+    ``OSError``) ``STORE_UNAVAILABLE``.
+    """
+    if isinstance(exc, errors.PraxisError):
+        return exc
+    retry = errors.INFRASTRUCTURE_RETRY_AFTER
+    if isinstance(exc, NotLeader):
+        leader = exc.leadership
+        return errors.Unavailable(
+            "this node is no longer the coordinator"
+            + (f"; the coordinator is {leader.leader_address}" if leader.known else ""),
+            coordinator=leader.leader_address,
+            coordinator_id=leader.leader_id,
+            reason=errors.NOT_COORDINATOR,
+            retry_after=retry,
+        )
+    if isinstance(exc, ConsensusError):
+        return errors.Unavailable(
+            f"consensus failed ({errors.clip(str(exc))}); retry with the same task id"
+            " or idempotency key",
+            reason=errors.CONSENSUS_UNAVAILABLE,
+            retry_after=retry,
+        )
+    if isinstance(exc, StoreUnavailable | sqlite3.Error | OSError):
+        return errors.Unavailable(
+            f"the node's task store failed ({errors.clip(str(exc) or type(exc).__name__)});"
+            " retry, here or at another node",
+            reason=errors.STORE_UNAVAILABLE,
+            retry_after=retry,
+        )
+    return None
+
 
 def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
-    """The status code and trailing metadata that represent ``exc``."""
+    """The status code and the plain trailing metadata that represent ``exc``
+    (the rich status details are added by :func:`abort`)."""
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN)
     metadata: tuple[tuple[str, str], ...] = ((ERROR_KEY, code.name.lower()),)
     if isinstance(exc, errors.ResourceExhausted):
@@ -50,6 +107,23 @@ def status_for(exc: errors.PraxisError) -> tuple[grpc.StatusCode, tuple[tuple[st
     elif isinstance(exc, errors.Unavailable) and exc.coordinator:
         metadata += ((COORDINATOR_KEY, exc.coordinator), (COORDINATOR_ID_KEY, exc.coordinator_id))
     return code, metadata
+
+
+def rich_status(exc: errors.PraxisError, code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of ``exc``: an ``ErrorInfo`` detail (reason,
+    :data:`~praxis_grpc.errors.ERROR_DOMAIN`, metadata) and, when a retry may
+    succeed, a ``RetryInfo``."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason=exc.reason, domain=errors.ERROR_DOMAIN, metadata=exc.metadata()
+        )
+    )
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(math.ceil(exc.retry_after * 1000))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
 
 
 def status_message(message: str) -> str:
@@ -63,12 +137,15 @@ def status_message(message: str) -> str:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.PraxisError) -> None:
     """End the call with the status that represents ``exc`` (raises grpc's AbortError)."""
     code, metadata = status_for(exc)
-    await context.abort(code, status_message(exc.message), trailing_metadata=metadata)
+    message = status_message(exc.message)
+    rich = rpc_status.to_status(rich_status(exc, code, message))
+    await context.abort(code, message, trailing_metadata=metadata + rich.trailing_metadata)
 
 
 def translate_errors(method: F) -> F:
     """Decorate a servicer method (coroutine or async generator) so that
-    :class:`~praxis_grpc.errors.PraxisError` becomes the matching gRPC status."""
+    :class:`~praxis_grpc.errors.PraxisError`, and every infrastructure failure
+    :func:`domain_error` knows, becomes the matching gRPC status."""
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
@@ -78,8 +155,8 @@ def translate_errors(method: F) -> F:
             try:
                 async for item in method(self, request, context):
                     yield item
-            except errors.PraxisError as exc:
-                await abort(context, exc)
+            except Exception as exc:
+                await _abort_or_raise(context, exc)
 
         return stream  # type: ignore[return-value]
 
@@ -89,66 +166,90 @@ def translate_errors(method: F) -> F:
     async def call(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await unary(self, request, context)
-        except errors.PraxisError as exc:
-            await abort(context, exc)
+        except Exception as exc:
+            await _abort_or_raise(context, exc)
 
     return call  # type: ignore[return-value]
 
 
+async def _abort_or_raise(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    error = domain_error(exc)
+    if error is None:
+        raise exc
+    if error is not exc:
+        log.warning("%s became %s: %r", type(exc).__name__, error.reason, exc)
+    await abort(context, error)
+
+
 _FROM_CODE: dict[grpc.StatusCode, type[errors.PraxisError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
 }
 
 
+def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The praxis ``ErrorInfo`` detail of a failed call, or ``None`` if no
+    praxis node chose the status (gRPC did, or another server)."""
+    status = _rich_status(exc)
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == errors.ERROR_DOMAIN:
+            return info
+    return None
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.PraxisError:
     """The domain error for a failed call to another node, ``peer`` naming it.
 
-    The inverse of :func:`status_for`, so an error raised on the node that owns
-    a task reaches the client of the node that delegated it with the same code.
-    Codes without a domain meaning become :class:`~praxis_grpc.errors.Unavailable`.
+    The inverse of :func:`abort`: the reason and metadata come from the
+    ``ErrorInfo`` detail, so an error raised on the node that owns a task
+    reaches the client of the node that delegated it with the same code,
+    reason and hints. A status no praxis node chose (the call failed in
+    gRPC) becomes the error of its code with a generic reason; codes
+    without a domain meaning become :class:`~praxis_grpc.errors.Unavailable`.
     """
     code = exc.code()
     detail = exc.details() or code.name
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        field, _, message = detail.partition(": ")
-        return (
-            errors.InvalidArgument(field, message)
-            if message
-            else errors.InvalidArgument("request", detail)
-        )
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.ResourceExhausted(f"{peer}: {detail}", retry_after=retry_after(exc) or 1.0)
-    if code is grpc.StatusCode.UNAVAILABLE:
-        hints = _trailers(exc)
-        return errors.Unavailable(
-            f"{peer}: {detail}",
-            coordinator=hints.get(COORDINATOR_KEY, ""),
-            coordinator_id=hints.get(COORDINATOR_ID_KEY, ""),
-        )
     kind = _FROM_CODE.get(code, errors.Unavailable)
-    return kind(f"{peer}: {detail}")
+    info = error_info(exc)
+    if info is None:
+        if kind is errors.InvalidArgument:
+            return errors.InvalidArgument("request", f"{peer}: {detail}")
+        if kind is errors.ResourceExhausted:
+            return errors.ResourceExhausted(f"{peer}: {detail}", retry_after=1.0)
+        return kind(f"{peer}: {detail}")
+    # An invalid argument names the caller's field: its message is kept as is.
+    message = detail if kind is errors.InvalidArgument else f"{peer}: {detail}"
+    return errors.restore(kind, message, info.reason, info.metadata)
 
 
 def answered(exc: grpc.aio.AioRpcError) -> bool:
     """True if a praxis node chose this status; False if gRPC did (the peer
     could not be reached, or the connection broke before it answered)."""
-    return ERROR_KEY in _trailers(exc)
+    return error_info(exc) is not None
 
 
 def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
-    """The ``retry-after-ms`` hint of a RESOURCE_EXHAUSTED error, in seconds."""
-    value = _trailers(exc).get(RETRY_AFTER_KEY)
+    """The ``RetryInfo`` delay of a failed call, in seconds, if it has one."""
+    status = _rich_status(exc)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToMilliseconds()) / 1000
+    return None
+
+
+def _rich_status(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     try:
-        return int(value) / 1000 if value is not None else None
-    except ValueError:
+        # An AioRpcError has the methods of grpc.Call that from_call reads.
+        status: status_pb2.Status | None = rpc_status.from_call(cast(grpc.Call, exc))
+    except ValueError:  # details that do not match the status: not a praxis node's
         return None
-
-
-def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
-    # grpc.aio yields (key, value) tuples, whatever the stubs say.
-    metadata: Any = exc.trailing_metadata() or ()
-    return {str(key): str(value) for key, value in metadata}
+    return status

@@ -71,7 +71,12 @@ def unreachable(exc: grpc.aio.AioRpcError) -> bool:
 
 def never_sent(exc: grpc.aio.AioRpcError) -> bool:
     """The call certainly did not reach etcd's Raft log (safe to retry a write):
-    no connection, or etcd refused it up front for want of a leader."""
+    no connection, or etcd refused it up front for want of a leader.
+
+    The only place that reads a status message: etcd sends no error details,
+    and its own client recognises ``ErrGRPCNoLeader`` by this message
+    (``rpctypes.ErrorDesc``); gRPC reports a failed connect only in text.
+    """
     details = (exc.details() or "").lower()
     return exc.code() == grpc.StatusCode.UNAVAILABLE and (
         "failed to connect" in details or details == "etcdserver: no leader"

@@ -6,8 +6,10 @@ queue, and every change to it goes through :meth:`Consensus.commit` before it
 is acknowledged to anyone. A new coordinator reads the committed state with
 :meth:`Consensus.snapshot` and resumes from it.
 
-Contract (every backend, checked by the shared tests in
-``tests/integration/test_consensus_contract.py``):
+Contract (every backend, checked by the public contract suite
+:mod:`praxis_grpc.testing.consensus_contract`, which
+``tests/integration/test_consensus_contract.py`` runs against the memory
+fake, raft and etcd):
 
     - Leadership: at most one member believes it leads in a given term, and
       :class:`Leadership` reports the leader's agent id and gRPC address as
@@ -33,9 +35,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Consensus", "ConsensusError", "Leadership", "LeadershipFeed", "NotLeader"]
+__all__ = [
+    "Consensus",
+    "ConsensusError",
+    "Leadership",
+    "LeadershipFeed",
+    "NotLeader",
+    "Suspecting",
+]
 
 
 class ConsensusError(Exception):
@@ -119,6 +128,14 @@ class Consensus(Protocol):
     async def snapshot(self) -> Mapping[str, bytes]:
         """Every committed key and value (see the contract)."""
         ...
+
+
+@runtime_checkable
+class Suspecting(Protocol):
+    """Optional capability of a :class:`Consensus` backend: end a dead
+    leader's term early on outside evidence. Check for it with
+    ``isinstance(consensus, Suspecting)``; a backend without it is left to
+    its own failure detector."""
 
     async def suspect(self, leadership: Leadership, evidence: str) -> bool:
         """The caller has evidence that the leader of ``leadership`` is dead

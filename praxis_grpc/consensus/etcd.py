@@ -252,7 +252,7 @@ class EtcdConsensus:
             )
 
     async def suspect(self, leadership: Leadership, evidence: str) -> bool:
-        """See :meth:`Consensus.suspect`: revoke the lease of the observed
+        """See :meth:`Suspecting.suspect`: revoke the lease of the observed
         leader's key, so etcd deletes the key and the next campaign wins now
         instead of after the dead leader's ``lease_ttl``."""
         current, observed, endpoints = self.leadership(), self._observed_lease, self._endpoints

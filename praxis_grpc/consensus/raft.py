@@ -340,7 +340,7 @@ class RaftConsensus:
             await asyncio.sleep(_STOP_POLL)
 
     async def suspect(self, leadership: Leadership, evidence: str) -> bool:
-        """See :meth:`Consensus.suspect`: campaign now instead of after the
+        """See :meth:`Suspecting.suspect`: campaign now instead of after the
         election timeout (Raft's safety never rests on timing).
 
         One follower does: the voter with the lowest address other than the

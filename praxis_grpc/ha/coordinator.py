@@ -16,7 +16,7 @@ Stepping down stops following; the records stay for the next coordinator.
 
 A standby watches the coordinator's process (:mod:`praxis_grpc.ha.liveness`)
 and, when it is certainly gone, asks the backend to end its term now
-(:meth:`Consensus.suspect`) instead of waiting for the backend's failure
+(:meth:`Suspecting.suspect`, where the backend has it) instead of waiting for the backend's failure
 detector (etcd: the dead coordinator's lease TTL).
 """
 
@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from praxis_grpc.consensus.base import Consensus, Leadership
+from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
 from praxis_grpc.errors import NotFound, PraxisError
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
@@ -234,13 +234,15 @@ class HaController:
         if self._prober is not None:
             self._prober.cancel()
             self._prober = None
-        if leadership.known and not leadership.is_self and leadership.leader_address:
+        suspecting = isinstance(self._consensus, Suspecting)
+        if suspecting and leadership.known and not leadership.is_self and leadership.leader_address:
             self._prober = asyncio.get_running_loop().create_task(
                 self._suspect_when_gone(leadership), name="ha-probe"
             )
 
     async def _suspect_when_gone(self, leadership: Leadership) -> None:
-        assert self._consensus is not None
+        consensus = self._consensus
+        assert isinstance(consensus, Suspecting)
         evidence = await wait_gone(leadership.leader_address)
         log.warning(
             "coordinator %s at %s is gone: %s",
@@ -248,7 +250,7 @@ class HaController:
             leadership.leader_address,
             evidence,
         )
-        if await self._consensus.suspect(leadership, evidence):
+        if await consensus.suspect(leadership, evidence):
             self._metrics.consensus_suspicions_total.inc()
 
     async def _sweep(self) -> None:

@@ -1,5 +1,5 @@
 """Evidence that the coordinator's process is gone, for
-:meth:`~praxis_grpc.consensus.base.Consensus.suspect`.
+:meth:`~praxis_grpc.consensus.base.Suspecting.suspect`.
 
 A standby keeps a ``grpc.health.v1.Health/Watch`` stream open to the
 coordinator. When that process dies (kill -9, a crash, OOM) the kernel closes

@@ -10,7 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from praxis_grpc.consensus.base import Consensus, ConsensusError, NotLeader
-from praxis_grpc.errors import Unavailable
+from praxis_grpc.errors import (
+    CONSENSUS_UNAVAILABLE,
+    INFRASTRUCTURE_RETRY_AFTER,
+    NOT_COORDINATOR,
+    Unavailable,
+)
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
@@ -174,6 +179,8 @@ class ReplicatedRecords:
                 + (f"; the coordinator is {leader.leader_address}" if leader.known else ""),
                 coordinator=leader.leader_address,
                 coordinator_id=leader.leader_id,
+                reason=NOT_COORDINATOR,
+                retry_after=INFRASTRUCTURE_RETRY_AFTER,
             ) from None
         except ConsensusError as exc:
             leader = self._consensus.leadership()
@@ -182,6 +189,8 @@ class ReplicatedRecords:
                 " same task id or idempotency key",
                 coordinator=leader.leader_address,
                 coordinator_id=leader.leader_id,
+                reason=CONSENSUS_UNAVAILABLE,
+                retry_after=INFRASTRUCTURE_RETRY_AFTER,
             ) from None
         finally:
             self._metrics.consensus_commit_duration_seconds.observe(time.monotonic() - started)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from praxis_grpc.tasks.model import Task
-from praxis_grpc.tasks.store import TaskStore, TaskStoreError, Write, WriteResult
+from praxis_grpc.tasks.store import StoreUnavailable, TaskStore, Write, WriteResult
 
 __all__ = ["Commit", "GroupCommit"]
 
@@ -112,7 +112,9 @@ class GroupCommit:
             # The whole transaction failed: nothing in the batch was written.
             for _, futures in batch:
                 for future in futures:
-                    future.set_exception(TaskStoreError(f"task store write failed: {exc}"))
+                    error = StoreUnavailable(f"task store write failed: {exc}")
+                    error.__cause__ = exc
+                    future.set_exception(error)
             return
         for (_, futures), result in zip(batch, results, strict=True):
             for future in futures:

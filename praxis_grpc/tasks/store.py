@@ -25,6 +25,7 @@ __all__ = [
     "UNFINISHED_STATES",
     "Cursor",
     "DuplicateTask",
+    "StoreUnavailable",
     "TaskStore",
     "TaskStoreError",
     "UnknownTask",
@@ -42,6 +43,12 @@ UNFINISHED_STATES: tuple[TaskState, ...] = (TaskState.SUBMITTED, TaskState.WORKI
 
 class TaskStoreError(Exception):
     """Base class of the store's own errors; they signal bugs, not client errors."""
+
+
+class StoreUnavailable(TaskStoreError):
+    """The store could not read or write (I/O error, full disk, locked
+    database): nothing of the failed transaction was written; a retry may
+    succeed. Its ``__cause__`` is the underlying error."""
 
 
 class DuplicateTask(TaskStoreError):

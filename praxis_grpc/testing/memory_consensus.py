@@ -6,6 +6,8 @@ the group without one, and :meth:`~MemoryConsensusGroup.isolate` cuts a member
 off: it keeps the leadership and state it last saw (so a cut-off leader still
 believes it leads) while the group moves to a newer term, which fences its
 commits. :meth:`~MemoryConsensusGroup.rejoin` reconnects it.
+:meth:`~MemoryConsensusGroup.fail` makes every commit and snapshot raise a
+:class:`ConsensusError` (no quorum, a commit timeout) until it is cleared.
 
 The fake keeps the contract of the real backends: terms only increase,
 ``commit`` writes only if the member leads in ``term`` at the moment the write
@@ -32,6 +34,7 @@ class MemoryConsensusGroup:
         self._data: dict[str, bytes] = {}
         self._term = 0
         self._leader: MemoryConsensus | None = None
+        self._failure: ConsensusError | None = None
         self.suspicions: list[tuple[str, Leadership, str]] = []
         """(suspecting agent id, suspected leadership, evidence), in order."""
 
@@ -94,6 +97,15 @@ class MemoryConsensusGroup:
         member._isolated = False
         member._frozen = None
         member._publish()
+
+    def fail(self, failure: ConsensusError | None) -> None:
+        """Make every commit and snapshot of every member raise ``failure``
+        (nothing is written), as a group without quorum would; ``None`` heals it."""
+        self._failure = failure
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     def _view(self, member: MemoryConsensus | None = None) -> Leadership:
         leader = self._leader
@@ -171,10 +183,12 @@ class MemoryConsensus:
         if not current.is_self or current.term != term:
             raise NotLeader(f"this member does not lead in term {term}", current)
         await asyncio.sleep(0)  # the write is applied later, as with a real group
+        self._group._check()
         if not self._group._apply(self, key, value, term):
             raise NotLeader(f"this member does not lead in term {term}", self.leadership())
 
     async def snapshot(self) -> Mapping[str, bytes]:
+        self._group._check()
         if self._frozen is not None:
             return dict(self._frozen[1])
         return dict(self._group._data)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
+from praxis_grpc.testing.etcd_cluster import EtcdCluster, find_etcd
 
 
 @dataclass
@@ -57,3 +60,41 @@ async def stubs_of(node: Node) -> AsyncIterator[Stubs]:
 async def stubs(node: Node) -> AsyncIterator[Stubs]:
     async with stubs_of(node) as made:
         yield made
+
+
+@dataclass(frozen=True)
+class EtcdNamespace:
+    """A test's own corner of the session's etcd cluster: its members use
+    ``prefix``, so no key, election or state of another test is seen."""
+
+    cluster: EtcdCluster
+    prefix: str
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.cluster.endpoints
+
+
+def require_etcd() -> None:
+    """Skip without the etcd binary, except under CI=true, where it fails."""
+    if find_etcd() is None:
+        message = "etcd is not installed (apt-get install etcd-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; under CI scripts/test must install it")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def etcd_session() -> Iterator[EtcdCluster]:
+    """One 3-member etcd cluster for the whole run (starting one costs about a
+    second); tests that kill or pause its members start their own."""
+    require_etcd()
+    with EtcdCluster(3, heartbeat=0.05, election_timeout=0.25) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def etcd(etcd_session: EtcdCluster) -> EtcdNamespace:
+    """The session's etcd cluster under a key prefix of this test's own."""
+    etcd_session.wait_healthy(10)
+    return EtcdNamespace(etcd_session, f"/test-{uuid.uuid4().hex}/")

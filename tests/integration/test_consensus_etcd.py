@@ -1,4 +1,7 @@
-"""The etcd backend against a real 3-member etcd cluster on loopback.
+"""The etcd backend against a real 3-member etcd cluster on loopback: what
+is particular to etcd (the contract every backend keeps is
+test_consensus_contract.py). Tests share the session's cluster, each under
+a key prefix of its own; those that kill or pause etcd members start their own.
 
 Needs the ``etcd`` binary (Debian ``etcd-server``; scripts/test installs it).
 Without it these tests skip, except under CI=true, where they fail.
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -21,7 +23,8 @@ from praxis_grpc._gen.etcd.etcdserver.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from praxis_grpc.config import EtcdConfig
 from praxis_grpc.consensus.base import ConsensusError, Leadership, NotLeader
 from praxis_grpc.consensus.etcd import EtcdConsensus
-from praxis_grpc.testing.etcd_cluster import EtcdCluster, find_etcd
+from praxis_grpc.testing.etcd_cluster import EtcdCluster
+from tests.integration.conftest import EtcdNamespace, require_etcd
 
 T = TypeVar("T")
 
@@ -30,12 +33,9 @@ COMMIT_TIMEOUT = 2.0
 
 
 @pytest.fixture
-def etcd() -> Iterator[EtcdCluster]:
-    if find_etcd() is None:
-        message = "etcd is not installed (apt-get install etcd-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; under CI scripts/test must install it")
-        pytest.skip(message)
+def own_etcd() -> Iterator[EtcdCluster]:
+    """A cluster of this test's own, for tests that kill or pause its members."""
+    require_etcd()
     with EtcdCluster(3, heartbeat=0.05, election_timeout=0.25) as cluster:
         yield cluster
 
@@ -69,11 +69,16 @@ def config(endpoints: Sequence[str], **fields: Any) -> EtcdConfig:
 
 @contextlib.asynccontextmanager
 async def etcd_group(
-    endpoints: Sequence[str], size: int = 3, **fields: Any
+    etcd: EtcdNamespace | Sequence[str], size: int = 3, **fields: Any
 ) -> AsyncIterator[list[EtcdConsensus]]:
+    """``size`` members on ``etcd``: a namespace of the session's cluster
+    (under its prefix), or the endpoints of a test's own cluster."""
+    if isinstance(etcd, EtcdNamespace):
+        fields = {"prefix": etcd.prefix, **fields}
+        etcd = etcd.endpoints
     members = [
         EtcdConsensus(
-            config(endpoints, **fields),
+            config(etcd, **fields),
             agent_id=f"agent-{i}",
             grpc_address=f"127.0.0.1:{7000 + i}",
         )
@@ -147,22 +152,8 @@ async def commit_all(
     return acknowledged, first_term
 
 
-async def test_one_leader_that_every_member_agrees_on(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints) as members:
-        leader = await agreed_leader(members)
-        index = members.index(leader)
-
-        for member in members:
-            view = member.leadership()
-            assert view.leader_id == f"agent-{index}"
-            assert view.leader_address == f"127.0.0.1:{7000 + index}"
-            assert view.term >= 1
-            assert view.is_self is (member is leader)
-            assert member.backend == "etcd"
-
-
-async def test_commit_and_snapshot(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints) as members, etcd_group(etcd.endpoints, 1, prefix="/x/"):
+async def test_a_group_under_another_prefix_is_apart(etcd: EtcdNamespace) -> None:
+    async with etcd_group(etcd) as members, etcd_group(etcd, 1, prefix="/x/"):
         leader = await agreed_leader(members)
         term = leader.leadership().term
         await leader.commit("a", b"1", term=term)
@@ -174,8 +165,8 @@ async def test_commit_and_snapshot(etcd: EtcdCluster) -> None:
             assert await member.snapshot() == {"b/c": b"\x00\xff"}
 
 
-async def test_snapshot_reads_past_one_page(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints, 1) as (member,):
+async def test_snapshot_reads_past_one_page(etcd: EtcdNamespace) -> None:
+    async with etcd_group(etcd, 1) as (member,):
         leader = await agreed_leader([member])
         term = leader.leadership().term
         for start in range(0, 2100, 100):
@@ -187,27 +178,9 @@ async def test_snapshot_reads_past_one_page(etcd: EtcdCluster) -> None:
         assert sorted(snapshot) == [f"k{i:04}" for i in range(2100)]
 
 
-async def test_commit_in_a_stale_term_or_on_a_follower_writes_nothing(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints) as members:
-        leader = await agreed_leader(members)
-        term = leader.leadership().term
-        follower = next(member for member in members if member is not leader)
-
-        with pytest.raises(NotLeader) as stale:
-            await leader.commit("stale", b"x", term=term - 1)
-        with pytest.raises(NotLeader) as not_leading:
-            await follower.commit("follower", b"x", term=term)
-        await leader.commit("marker", b"", term=term)
-
-        assert stale.value.leadership == leader.leadership()
-        assert not not_leading.value.leadership.is_self
-        for member in members:
-            assert set(await member.snapshot()) == {"marker"}
-
-
-async def test_deposed_leader_that_has_not_noticed_is_fenced_by_etcd(etcd: EtcdCluster) -> None:
+async def test_deposed_leader_that_has_not_noticed_is_fenced_by_etcd(etcd: EtcdNamespace) -> None:
     # Alone, so no successor's key tells it that it lost.
-    async with etcd_group(etcd.endpoints, 1) as (member,):
+    async with etcd_group(etcd, 1) as (member,):
         leader = await agreed_leader([member])
         term = leader.leadership().term
         # Its lease ends in etcd while the member still believes it leads.
@@ -225,10 +198,10 @@ async def test_deposed_leader_that_has_not_noticed_is_fenced_by_etcd(etcd: EtcdC
 
 
 async def test_a_suspected_dead_leader_loses_its_term_without_waiting_for_its_lease(
-    etcd: EtcdCluster,
+    etcd: EtcdNamespace,
 ) -> None:
     # A 30 s lease: a successor within the test's 10 s can only come from suspect().
-    async with etcd_group(etcd.endpoints, lease_ttl=30) as members, asyncio.timeout(60):
+    async with etcd_group(etcd, lease_ttl=30) as members, asyncio.timeout(60):
         leader = await agreed_leader(members)
         seen = leader.leadership()
         follower = next(member for member in members if member is not leader)
@@ -260,8 +233,8 @@ async def revoke_leases(endpoint: str) -> None:
             await leases.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lease.ID), timeout=5)
 
 
-async def test_leader_closing_mid_way_keeps_every_acknowledged_write(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints) as members, asyncio.timeout(90):
+async def test_leader_closing_mid_way_keeps_every_acknowledged_write(etcd: EtcdNamespace) -> None:
+    async with etcd_group(etcd) as members, asyncio.timeout(90):
         alive = list(members)
         leader = await agreed_leader(alive)
 
@@ -273,8 +246,8 @@ async def test_leader_closing_mid_way_keeps_every_acknowledged_write(etcd: EtcdC
             assert sorted(await member.snapshot()) == acknowledged
 
 
-async def test_leader_losing_its_lease_keeps_every_acknowledged_write(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints, lease_ttl=1) as members, asyncio.timeout(90):
+async def test_leader_losing_its_lease_keeps_every_acknowledged_write(etcd: EtcdNamespace) -> None:
+    async with etcd_group(etcd, lease_ttl=1) as members, asyncio.timeout(90):
         leader = await agreed_leader(members)
 
         acknowledged, first_term = await commit_all(members, leader._stop_keepalive)
@@ -286,7 +259,10 @@ async def test_leader_losing_its_lease_keeps_every_acknowledged_write(etcd: Etcd
             assert sorted(await member.snapshot()) == acknowledged
 
 
-async def test_killing_the_etcd_leader_member_keeps_the_group_working(etcd: EtcdCluster) -> None:
+async def test_killing_the_etcd_leader_member_keeps_the_group_working(
+    own_etcd: EtcdCluster,
+) -> None:
+    etcd = own_etcd
     etcd_leader = await asyncio.to_thread(etcd.wait_leader)
     # The members talk to the etcd leader first, so the kill takes their connection too.
     endpoints = etcd.endpoints
@@ -304,7 +280,8 @@ async def test_killing_the_etcd_leader_member_keeps_the_group_working(etcd: Etcd
             assert sorted(await member.snapshot()) == acknowledged
 
 
-async def test_hung_etcd_member_is_left_for_another(etcd: EtcdCluster) -> None:
+async def test_hung_etcd_member_is_left_for_another(own_etcd: EtcdCluster) -> None:
+    etcd = own_etcd
     etcd_leader = await asyncio.to_thread(etcd.wait_leader)
     follower = next(i for i in range(3) if i != etcd_leader)
     endpoints = etcd.endpoints
@@ -326,40 +303,6 @@ async def test_hung_etcd_member_is_left_for_another(etcd: EtcdCluster) -> None:
             assert await leader.snapshot() == {"after": b"1"}
         finally:
             etcd.cont(follower)
-
-
-async def test_watch_yields_the_leadership_then_each_change(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints) as members:
-        leader = await agreed_leader(members)
-        follower = next(member for member in members if member is not leader)
-        old = leader.leadership()
-        seen: list[Leadership] = []
-
-        async def follow() -> None:
-            async for leadership in follower.watch():
-                seen.append(leadership)
-
-        watching = asyncio.create_task(follow())
-        await until(lambda: seen, what="the current leadership")
-        await leader.aclose()
-        rest = [member for member in members if member is not leader]
-        successor = (await agreed_leader(rest, above=old.term)).leadership()
-        await until(lambda: seen[-1] == follower.leadership(), what="watch caught up")
-        await follower.aclose()
-        await asyncio.wait_for(watching, 5)
-
-        assert seen[0].leader_id == old.leader_id
-        assert seen[-1].leader_id == successor.leader_id
-        assert seen[-1].term > seen[0].term
-        assert [view.term for view in seen] == sorted(view.term for view in seen)
-        assert follower.leadership() == Leadership()
-
-
-async def test_value_must_be_bytes(etcd: EtcdCluster) -> None:
-    async with etcd_group(etcd.endpoints, 1) as (member,):
-        leader = await agreed_leader([member])
-        with pytest.raises(TypeError):
-            await leader.commit("k", "text", term=leader.leadership().term)  # type: ignore[arg-type]
 
 
 async def test_start_without_an_answering_endpoint_names_the_key() -> None:

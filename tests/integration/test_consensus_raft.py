@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from praxis_grpc.config import RaftConfig
 from praxis_grpc.consensus import raft
-from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership, NotLeader
+from praxis_grpc.consensus.base import Consensus, ConsensusError
 from praxis_grpc.consensus.raft import RaftConsensus
 from tests.integration.helpers import free_addresses
 
@@ -177,20 +177,6 @@ async def commit_all(
         pending = [write for write, result in failed if result is not None] + pending
 
 
-async def test_one_leader_that_every_member_agrees_on(tmp_path: Path) -> None:
-    async with raft_group(tmp_path) as members:
-        leader = await agreed_leader(members)
-        index = members.index(leader)
-
-        for member in members:
-            view = member.leadership()
-            assert view.leader_id == f"agent-{index}"
-            assert view.leader_address == f"127.0.0.1:{7000 + index}"
-            assert view.term >= 1
-            assert view.is_self is (member is leader)
-            assert member.backend == "raft"
-
-
 async def test_commit_reaches_every_member(tmp_path: Path) -> None:
     async with raft_group(tmp_path) as members:
         await commit_all(members, [("a", b"1"), ("b", b"\x00\xff"), ("a", None)])
@@ -205,32 +191,6 @@ async def test_single_member_group_leads_alone(tmp_path: Path) -> None:
         await until(lambda: member.leadership().is_self, what="sole member leads")
         await member.commit("k", b"v", term=member.leadership().term)
         assert await member.snapshot() == {"k": b"v"}
-
-
-async def test_commit_in_a_stale_term_or_on_a_follower_writes_nothing(tmp_path: Path) -> None:
-    async with raft_group(tmp_path) as members:
-        leader = await agreed_leader(members)
-        term = leader.leadership().term
-        follower = next(member for member in members if member is not leader)
-
-        with pytest.raises(NotLeader) as stale:
-            await leader.commit("stale", b"x", term=term - 1)
-        with pytest.raises(NotLeader) as not_leading:
-            await follower.commit("follower", b"x", term=term)
-        await commit_all(members, [("marker", b"")])
-
-        assert stale.value.leadership.known
-        assert not not_leading.value.leadership.is_self
-        for member in members:
-            snapshot = await until_snapshot(member, lambda s: "marker" in s)
-            assert set(snapshot) == {"marker"}
-
-
-async def test_value_must_be_bytes(tmp_path: Path) -> None:
-    async with raft_group(tmp_path, size=1) as (member,):
-        await until(lambda: member.leadership().is_self, what="sole member leads")
-        with pytest.raises(TypeError):
-            await member.commit("k", "text", term=member.leadership().term)  # type: ignore[arg-type]
 
 
 async def test_leader_stopping_mid_way_keeps_every_acknowledged_write(tmp_path: Path) -> None:
@@ -343,33 +303,6 @@ async def test_log_compaction_dump_catches_up_a_member_and_survives_restart(
         assert snapshot["last"] == b"v"
         for member in members:
             await until_snapshot(member, lambda s: len(s) == 5201)
-
-
-async def test_watch_yields_the_leadership_then_each_change(tmp_path: Path) -> None:
-    async with raft_group(tmp_path) as members:
-        leader = await agreed_leader(members)
-        follower = next(member for member in members if member is not leader)
-        old_id = leader.leadership().leader_id
-        seen: list[Leadership] = []
-
-        async def follow() -> None:
-            async for leadership in follower.watch():
-                seen.append(leadership)
-
-        watching = asyncio.create_task(follow())
-        await until(lambda: seen, what="the current leadership")
-        await leader.aclose()
-        rest = [member for member in members if member is not leader]
-        successor = (await agreed_leader(rest)).leadership()
-        await until(lambda: seen[-1] == follower.leadership(), what="watch caught up")
-        await follower.aclose()
-        await asyncio.wait_for(watching, 5)
-
-        assert seen[0].leader_id == old_id
-        assert seen[-1].leader_id == successor.leader_id
-        assert seen[-1].term > seen[0].term
-        assert [view.term for view in seen] == sorted(view.term for view in seen)
-        assert follower.leadership() == Leadership()
 
 
 def test_secret_is_required(tmp_path: Path) -> None:

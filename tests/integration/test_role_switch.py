@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
+from praxis_grpc.api.errors import abort
 from praxis_grpc.cli import serve_node
 from praxis_grpc.consensus.base import ConsensusError, Leadership
 from praxis_grpc.errors import Unavailable
@@ -204,13 +205,12 @@ class JustElected(task_service_pb2_grpc.TaskServiceServicer):
     async def SubmitTask(self, request: Any, context: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "this node is a standby and does not relay relayed calls",
-                trailing_metadata=(
-                    ("praxis-error", "unavailable"),
-                    ("praxis-coordinator", self.previous),
-                    ("praxis-coordinator-id", "previous"),
+            await abort(
+                context,
+                Unavailable(
+                    "this node is a standby and does not relay relayed calls",
+                    coordinator=self.previous,
+                    coordinator_id="previous",
                 ),
             )
         now = datetime.now(UTC)

@@ -50,18 +50,6 @@ async def test_elect_is_seen_by_every_member(
     }
 
 
-async def test_commit_replicates_and_none_deletes(
-    group: MemoryConsensusGroup, members: list[MemoryConsensus]
-) -> None:
-    term = group.elect("agent-0").term
-    await members[0].commit("a", b"1", term=term)
-    await members[0].commit("b", b"2", term=term)
-    await members[0].commit("a", None, term=term)
-
-    for member in members:
-        assert await member.snapshot() == {"b": b"2"}
-
-
 async def test_snapshot_is_a_copy(
     group: MemoryConsensusGroup, members: list[MemoryConsensus]
 ) -> None:
@@ -71,22 +59,6 @@ async def test_snapshot_is_a_copy(
     await members[0].commit("a", b"2", term=term)
 
     assert snapshot == {"a": b"1"}
-
-
-async def test_stale_term_and_followers_are_refused(
-    group: MemoryConsensusGroup, members: list[MemoryConsensus]
-) -> None:
-    group.elect("agent-0")
-    term = group.elect("agent-0").term
-
-    with pytest.raises(NotLeader) as stale:
-        await members[0].commit("k", b"v", term=term - 1)
-    with pytest.raises(NotLeader) as follower:
-        await members[1].commit("k", b"v", term=term)
-
-    assert stale.value.leadership.is_self
-    assert follower.value.leadership.leader_id == "agent-0"
-    assert await members[0].snapshot() == {}
 
 
 async def test_depose_leaves_no_leader_in_a_newer_term(
@@ -205,11 +177,3 @@ async def test_late_member_sees_the_current_leader(group: MemoryConsensusGroup) 
     assert late.leadership() == Leadership("a", "h:1", 1, False)
     await first.aclose()
     await late.aclose()
-
-
-async def test_value_must_be_bytes(
-    group: MemoryConsensusGroup, members: list[MemoryConsensus]
-) -> None:
-    term = group.elect("agent-0").term
-    with pytest.raises(TypeError):
-        await members[0].commit("k", "text", term=term)  # type: ignore[arg-type]
