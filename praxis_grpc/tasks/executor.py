@@ -144,7 +144,7 @@ class LocalExecutor:
         self._stopped.clear()
         self._accepting = True
         self._dispatching = True
-        self._host = asyncio.create_task(self._serve(), name="task-executor")
+        self._host = asyncio.create_task(self._serve(), name="local-executor")
         return report
 
     def set_accepting(self, accepting: bool) -> None:
@@ -370,13 +370,14 @@ class LocalExecutor:
 
     async def _serve(self) -> None:
         """Host the task group that owns the runners, until :meth:`aclose`."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                self._dispatch()
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._dispatch()
+            try:
                 await self._stopped.wait()
-        finally:
-            self._group = None
+            finally:
+                # Also when cancelled from outside: runners ending now start no others.
+                self._group = None
 
     def _dispatch(self) -> None:
         group = self._group
