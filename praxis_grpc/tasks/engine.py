@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.executor import EngineLimits, EngineLoad, LocalExecutor, RecoveryReport
+from praxis_grpc.tasks.admission import EngineLimits
+from praxis_grpc.tasks.executor import EngineLoad, LocalExecutor, RecoveryReport
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.ledger import Clock, Ledger, utcnow
 from praxis_grpc.tasks.model import Submission, Task, TaskState

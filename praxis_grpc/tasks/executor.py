@@ -37,16 +37,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from praxis_grpc.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    ToolError,
-    quote_all,
-)
+from praxis_grpc.errors import FailedPrecondition, ResourceExhausted, ToolError
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.ledger import Clock, Ledger, check_task_id, utcnow
+from praxis_grpc.tasks.admission import EngineLimits, SubmissionRules, check_task_id
+from praxis_grpc.tasks.ledger import Clock, Ledger, utcnow
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.recovery import Action, plan_recovery
 from praxis_grpc.tasks.results import checked_result
@@ -55,19 +49,6 @@ from praxis_grpc.tools.registry import ToolRegistry
 log = logging.getLogger(__name__)
 
 __all__ = ["EngineLimits", "EngineLoad", "LocalExecutor", "RecoveryReport"]
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """Admission and execution limits (from ``tasks`` in the config)."""
-
-    max_concurrency: int = 8
-    queue_limit: int = 1000
-    default_timeout: float = 60.0
-    max_timeout: float = 3600.0
-    # A result's size as a protobuf Struct (see tasks/results.py).
-    max_result_bytes: int = 1024 * 1024
-    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -108,10 +89,10 @@ class LocalExecutor:
         clock: Clock = utcnow,
     ) -> None:
         self._ledger = ledger
+        self._rules = SubmissionRules(tools, limits, agent_tags)
         self._tools = tools
         self._limits = limits
         self._metrics = metrics
-        self._agent_tags = agent_tags
         self._clock = clock
         self._pending: OrderedDict[str, Task] = OrderedDict()
         self._admitting = 0
@@ -171,7 +152,7 @@ class LocalExecutor:
     ) -> tuple[Task, bool]:
         """Validate, commit and queue a task (see :meth:`TaskEngine.submit`)."""
         check_task_id(task_id)
-        timeout = self._validate(submission)
+        timeout = self._rules.validate(submission)
         origin = origin_agent_id or self._ledger.agent_id
         key = submission.idempotency_key
         fingerprint = submission.fingerprint() if key or task_id is not None else ""
@@ -244,7 +225,9 @@ class LocalExecutor:
         """Take over a foreign record (its owner was lost) and run it here.
         Committed before it is queued; queue limits do not apply to a task
         that was accepted already. Raises like :meth:`Ledger.adopt`."""
-        task = await self._ledger.adopt(record, default_timeout=self._default_timeout(record.tool))
+        task = await self._ledger.adopt(
+            record, default_timeout=self._rules.default_timeout(record.tool)
+        )
         self._pending[task.task_id] = task
         self._dispatch()
         return task
@@ -294,38 +277,6 @@ class LocalExecutor:
         self._ledger.journal.flush()
         self._pending.clear()
         self._update_gauges()
-
-    def _validate(self, submission: Submission) -> float:
-        if not submission.tool:
-            raise InvalidArgument("tool", "is required")
-        # The size of the arguments is checked on the wire, where they arrive
-        # (api.task_service.submission_from_proto): one limit, in protobuf bytes.
-        try:
-            tool = self._tools.validate(submission.tool, submission.arguments)
-        except NotFound as exc:
-            # Not "no such task": this node, asked to run it, cannot (README).
-            raise FailedPrecondition(f"no capable agent: {exc.message}") from None
-        missing = set(submission.tags) - self._agent_tags
-        if missing:
-            raise FailedPrecondition(
-                f"no capable agent: tags {quote_all(sorted(missing))} are required but this "
-                f"node has {sorted(self._agent_tags)}"
-            )
-        if submission.timeout is None:
-            return self._default_timeout(tool.spec.name)
-        if submission.timeout <= 0:
-            raise InvalidArgument("timeout", "must be positive")
-        if submission.timeout > self._limits.max_timeout:
-            raise InvalidArgument(
-                "timeout",
-                f"{submission.timeout:g}s exceeds this node's maximum of "
-                f"{self._limits.max_timeout:g}s",
-            )
-        return submission.timeout
-
-    def _default_timeout(self, tool: str) -> float:
-        own = self._tools.get(tool).spec.default_timeout if tool in self._tools else None
-        return min(own or self._limits.default_timeout, self._limits.max_timeout)
 
     def _admitted(self, task: Task, written: asyncio.Future[Any]) -> None:
         self._admitting -= 1
@@ -406,7 +357,7 @@ class LocalExecutor:
         if task.timeout <= 0:
             # Stores of older versions lost an adopted task's timeout (0 s):
             # run it with the default rather than fail it at once.
-            task = dataclasses.replace(task, timeout=self._default_timeout(task.tool))
+            task = dataclasses.replace(task, timeout=self._rules.default_timeout(task.tool))
         try:
             task = task.start(self._clock())
             if tool.spec.idempotent:

@@ -35,6 +35,7 @@ from typing import Any
 
 from praxis_grpc.errors import AlreadyExists, InvalidArgument, NotFound, quote
 from praxis_grpc.metrics import Metrics
+from praxis_grpc.tasks.admission import check_task_id
 from praxis_grpc.tasks.journal import Commit, GroupCommit
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.store import (
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-__all__ = ["Clock", "Ledger", "check_task_id", "utcnow"]
+__all__ = ["Clock", "Ledger", "utcnow"]
 
 # Bounds the ids new_task_id() issued that were never used.
 _MAX_FRESH_IDS = 1024
@@ -285,39 +286,28 @@ class Ledger:
         return local, failed
 
     def foreign_unfinished(self) -> list[Task]:
-        """Stored unfinished tasks owned by other agents, oldest first.
-
-        These are the records of tasks this node delegated and still follows;
-        recovery leaves them alone so the delegation component can re-attach
-        to their owners after a restart.
-        """
+        """Stored unfinished tasks owned by other agents, oldest first: the
+        records of delegated tasks, for the delegation component to follow."""
         return [task for task in self._store.unfinished() if not self.owns(task)]
 
     async def record(self, task: Task, *, durable: bool = True) -> Task:
         """Store the record of a task owned by another agent and notify its readers.
 
-        Inserts ``task`` if its id is new, otherwise updates the stored
-        record's lifecycle and owner (see :meth:`TaskStore.update`), through
-        the shared journal; returns once committed, like a local state
-        change (a cancellation arriving during the commit is re-raised after
-        it). Then :meth:`get`, :meth:`watch` and :meth:`wait` see the new
-        state. The record never runs here. The caller keeps the lifecycle
-        valid (:meth:`Task.mirror`, :meth:`Task.reassign`).
-
-        With ``durable=False`` an already stored record's new state is only
-        shown to readers, not written (an intermediate state its owner
-        reported: the owner has it durably, and the entry node re-reads it
-        after a restart).
+        Inserts ``task`` if its id is new, else updates the stored record's
+        lifecycle and owner (:meth:`TaskStore.update`); returns once committed,
+        like a local state change. The record never runs here; the caller
+        keeps its lifecycle valid (:meth:`Task.mirror`, :meth:`Task.reassign`).
+        With ``durable=False`` a stored record's new state is only shown, not
+        written (an intermediate state its owner holds durably).
 
         Returns:
-            The stored task: ``task``, or, when a new record's idempotency key
-            is already held by a task of the same origin, that task (nothing
-            is written; compare ``task_id`` to tell).
+            ``task``, or the task of the same origin that already holds a new
+            record's idempotency key (nothing is written; compare ``task_id``).
 
         Raises:
             ValueError: ``task`` is owned by this agent, or its id is a local
                 task's.
-            AlreadyExists: the idempotency key of a new record belongs to a
+            AlreadyExists: a new record's idempotency key belongs to a
                 different request.
             TaskStoreError: the write failed.
         """
@@ -335,11 +325,9 @@ class Ledger:
         return self._recorded(task, result)
 
     async def forget(self, task: Task) -> None:
-        """Delete the record of a task owned by another agent, once committed.
-
-        Used when every candidate refused a delegated task, so the rejected
-        submission leaves nothing behind. Forgetting a record that is not
-        stored does nothing. Watchers and waiters of the task get NotFound.
+        """Delete the record of a task owned by another agent, once committed
+        (every candidate refused it); its watchers and waiters get NotFound.
+        Forgetting a record that is not stored does nothing.
 
         Raises:
             ValueError: ``task`` is owned by this agent, or its id is a local
@@ -459,19 +447,3 @@ class Ledger:
             counter = self._metrics.tasks_total.labels(task.tool, task.state.name)
             self._counters[key] = counter
         counter.inc()
-
-
-def check_task_id(task_id: str | None) -> None:
-    """Raise InvalidArgument unless ``task_id`` is None or a canonical lowercase UUID."""
-    if task_id is not None and not _canonical_uuid(task_id):
-        raise InvalidArgument(
-            "task_id",
-            f"{quote(task_id)} must be a UUID in canonical (lowercase, hyphenated) form",
-        )
-
-
-def _canonical_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
