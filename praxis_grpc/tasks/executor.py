@@ -273,7 +273,7 @@ class LocalExecutor:
             await asyncio.wait(set(self._running.values()))
         self._stopped.set()
         if self._host is not None:
-            await self._host
+            await asyncio.wait({self._host})
         self._ledger.journal.flush()
         self._pending.clear()
         self._update_gauges()
