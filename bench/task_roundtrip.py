@@ -52,7 +52,7 @@ from praxis_grpc.testing import node_process
 # As in production (metrics on), with room for every client coroutine.
 NODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "metrics": {"enabled": True},
-    "tasks": {"max_concurrency": 64, "queue_limit": 100_000},
+    "tasks": {"max_concurrency": 64, "queue_limit": 1_000},
 }
 TARGETS = ("echo", "praxis")
 

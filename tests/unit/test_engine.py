@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +71,19 @@ class Harness:
     metrics: Metrics
 
 
+# Engines a test made; each is closed before the test's event loop.
+_engines: list[TaskEngine] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_engines() -> AsyncIterator[None]:
+    # A started engine that nobody closes leaves tasks pending for the garbage
+    # collector to destroy during a later test.
+    yield
+    while _engines:
+        await _engines.pop().aclose(grace=0)
+
+
 def make_engine(
     store: MemoryTaskStore | None = None, released: bool = True, **limits: Any
 ) -> Harness:
@@ -89,6 +102,7 @@ def make_engine(
         agent_id="agent-a",
         agent_tags=frozenset({"general"}),
     )
+    _engines.append(engine)
     return Harness(engine, store, gate, once, metrics)
 
 
@@ -777,13 +791,15 @@ def _returning_engine(store: MemoryTaskStore | None = None, **limits: Any) -> Ta
     def make(arguments: JSON) -> Any:
         return {"huge": {"n": 2**1100}, "big": {"blob": "x" * 2000}}.get(arguments["kind"], {})
 
-    return TaskEngine(
+    engine = TaskEngine(
         store=store or MemoryTaskStore(),
         tools=ToolRegistry([ReturningTool(make)]),
         limits=EngineLimits(**limits),
         metrics=Metrics(),
         agent_id="agent-a",
     )
+    _engines.append(engine)
+    return engine
 
 
 @pytest.mark.parametrize(

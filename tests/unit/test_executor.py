@@ -1,0 +1,114 @@
+"""The local executor on its own, over a ledger and the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.tasks.executor import EngineLimits, LocalExecutor
+from praxis_grpc.tasks.ledger import Ledger
+from praxis_grpc.tasks.model import Reason, Submission, TaskState
+from praxis_grpc.tasks.store import Write, WriteResult
+from praxis_grpc.testing import MemoryTaskStore
+from praxis_grpc.tools.registry import ToolRegistry
+from tests.unit.test_engine import GateTool, _stored, until
+
+
+class RefusingStore(MemoryTaskStore):
+    """Fails the transaction that holds a final state of ``doomed``."""
+
+    doomed = ""
+
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        if any(w.task.task_id == self.doomed and w.task.terminal for w in writes):
+            raise OSError("disk full")
+        return super().apply(writes)
+
+
+def make_executor(
+    store: MemoryTaskStore, *tools: GateTool, **limits: Any
+) -> tuple[LocalExecutor, Ledger]:
+    once = GateTool(name="once", idempotent=False)
+    once.release.set()
+    metrics = Metrics()
+    ledger = Ledger(store=store, metrics=metrics, agent_id="agent-a")
+    executor = LocalExecutor(
+        ledger=ledger,
+        tools=ToolRegistry([*tools, once]),
+        limits=EngineLimits(**limits),
+        metrics=metrics,
+    )
+    return executor, ledger
+
+
+def runners() -> set[asyncio.Task[Any]]:
+    return {task for task in asyncio.all_tasks() if task.get_name().startswith("task-")}
+
+
+async def test_runners_are_owned_by_the_executor_and_end_with_it() -> None:
+    gate = GateTool()
+    executor, _ = make_executor(MemoryTaskStore(), gate, max_concurrency=2)
+    executor.start()
+    for _ in range(3):
+        await executor.submit(Submission("gate"))
+    await until(lambda: gate.started == 2)
+    assert len(runners()) == 2
+    assert executor.load().queued == 1
+
+    await executor.aclose(grace=0)
+
+    assert runners() == set()
+    assert all(task.get_name() != "local-executor" for task in asyncio.all_tasks())
+    assert executor.load().in_flight == 0
+
+
+async def test_a_task_whose_outcome_cannot_be_stored_stops_no_other_task() -> None:
+    store = RefusingStore()
+    gate, other_gate = GateTool(), GateTool(name="other")
+    executor, ledger = make_executor(store, gate, other_gate, max_concurrency=2)
+    executor.start()
+    doomed, _ = await executor.submit(Submission("gate"))
+    other, _ = await executor.submit(Submission("other"))
+    store.doomed = doomed.task_id
+    await until(lambda: gate.started == other_gate.started == 1)
+
+    gate.release.set()  # the doomed task ends first, alone in its commit
+    await until(lambda: executor.load().in_flight == 1)
+    other_gate.release.set()
+
+    done = await asyncio.wait_for(ledger.wait(other.task_id), 5)
+    assert done.state is TaskState.COMPLETED
+    assert ledger.get(doomed.task_id).state is TaskState.WORKING  # as last recorded
+    late, _ = await executor.submit(Submission("other"))
+    assert (await asyncio.wait_for(ledger.wait(late.task_id), 5)).state is TaskState.COMPLETED
+    await executor.aclose(grace=0)
+
+
+async def test_recovery_fails_damaged_and_poisoned_tasks_and_requeues_the_rest() -> None:
+    store = MemoryTaskStore()
+    poisoned = _stored(store, "gate", TaskState.WORKING)
+    store.update(poisoned.requeue(poisoned.updated_at).start(poisoned.updated_at))
+    requeued = _stored(store, "once", TaskState.SUBMITTED)
+    theirs = _stored(store, "gate", TaskState.SUBMITTED, owner="agent-b")
+    damaged = replace(theirs, task_id=str(uuid.uuid4()), unreadable=("arguments: x",))
+    store.insert(damaged)
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate, max_attempts=2)
+
+    report = executor.start()
+
+    assert report.failed == (damaged.task_id, poisoned.task_id)
+    assert report.requeued == (requeued.task_id,)
+    failed = ledger.get(poisoned.task_id)
+    assert failed.error is not None
+    assert failed.error.reason == Reason.POISONED
+    assert (await asyncio.wait_for(ledger.wait(requeued.task_id), 5)).state is TaskState.COMPLETED
+    assert ledger.get(theirs.task_id).state is TaskState.SUBMITTED  # foreign: left alone
+    assert gate.started == 0
+    await executor.aclose(grace=0)
