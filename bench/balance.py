@@ -283,14 +283,14 @@ def node_configs(args: argparse.Namespace, strategy: str) -> dict[str, dict[str,
         ENTRY: {
             **common,
             "tools": {"builtins": ["system_info"]},
-            "tasks": {"max_concurrency": 64, "queue_limit": 100_000},
+            "tasks": {"max_concurrency": 64, "queue_limit": 1_000},
         }
     }
     for index in range(1, args.workers + 1):
         configs[f"worker{index}"] = {
             **common,
             "tools": {"builtins": ["sleep"]},
-            "tasks": {"max_concurrency": args.slots, "queue_limit": 100_000},
+            "tasks": {"max_concurrency": args.slots, "queue_limit": 1_000},
         }
     return configs
 

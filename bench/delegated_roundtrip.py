@@ -74,7 +74,7 @@ NODE_A, NODE_B = "node-a", "node-b"
 # every second so B's card (and its echo tool) reaches A quickly.
 BASE_CONFIG: dict[str, Any] = {
     "metrics": {"enabled": True},
-    "tasks": {"max_concurrency": 64, "queue_limit": 100_000},
+    "tasks": {"max_concurrency": 64, "queue_limit": 1_000},
     "cards": {"heartbeat": "1s"},
 }
 NODE_CONFIGS: dict[str, dict[str, Any]] = {

@@ -86,7 +86,7 @@ from praxis_grpc.testing.etcd_cluster import EtcdClusterError
 BACKENDS = ("raft", "etcd")
 BASE_CONFIG: dict[str, Any] = {
     "tools": {"builtins": ["echo"]},
-    "tasks": {"max_concurrency": 64, "queue_limit": 100_000},
+    "tasks": {"max_concurrency": 64, "queue_limit": 1_000},
 }
 NOISY_PCT = 10.0
 
