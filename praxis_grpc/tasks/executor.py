@@ -255,6 +255,13 @@ class LocalExecutor:
         self._cancel_reasons[task_id] = message
         runner.cancel()
         await asyncio.wait({runner})
+        if self._running.get(task_id) is runner:
+            # Cancelled before its first step: the coroutine never ran, so
+            # neither did its clean-up. Free the slot and record the outcome here.
+            del self._running[task_id]
+            self._cancel_reasons.pop(task_id, None)
+            self._dispatch()
+            return await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         return self._ledger.get(task_id)
 
     async def aclose(self, grace: float) -> None:

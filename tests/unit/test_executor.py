@@ -112,3 +112,23 @@ async def test_recovery_fails_damaged_and_poisoned_tasks_and_requeues_the_rest()
     assert ledger.get(theirs.task_id).state is TaskState.SUBMITTED  # foreign: left alone
     assert gate.started == 0
     await executor.aclose(grace=0)
+
+
+async def test_a_task_cancelled_before_its_runner_starts_ends_canceled_and_frees_its_slot() -> None:
+    # submit() starts the runner without yielding; a cancel in the same step
+    # reaches a coroutine that never ran, so its own clean-up never runs either.
+    gate = GateTool()
+    executor, ledger = make_executor(MemoryTaskStore(), gate, max_concurrency=1)
+    executor.start()
+    await until(lambda: executor._group is not None)  # the host has opened its task group
+    first, _ = await executor.submit(Submission("gate"))
+
+    canceled = await executor.cancel(first.task_id, "changed my mind")
+
+    assert canceled.state is TaskState.CANCELED
+    assert ledger.get(first.task_id).state is TaskState.CANCELED
+    assert executor.load().in_flight == 0
+    gate.release.set()
+    second, _ = await executor.submit(Submission("gate"))
+    await until(lambda: ledger.get(second.task_id).state is TaskState.COMPLETED)
+    await executor.aclose(grace=0)
