@@ -82,3 +82,41 @@ async def test_mdns_alone_forms_a_mesh(tmp_path: Path) -> None:
             for i in range(3)
         ]
         await until(lambda: all(names(n) >= {"m0", "m1", "m2"} for n in nodes), timeout=30)
+
+
+async def test_nodes_with_a_bounded_degree_still_learn_every_card(tmp_path: Path) -> None:
+    bounded = p2p(target_peers=2, max_peers=3)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            running_node(
+                make_config(tmp_path / "n0", name="n0", metrics={"enabled": False}, p2p=bounded)
+            )
+        )
+        nodes = [first]
+        for index in range(1, 5):
+            config = make_config(
+                tmp_path / f"n{index}",
+                name=f"n{index}",
+                metrics={"enabled": False},
+                p2p={**bounded, "bootstrap_nodes": first.p2p_addrs[:1]},
+            )
+            nodes.append(await stack.enter_async_context(running_node(config)))
+        everyone = {f"n{i}" for i in range(5)}
+        degrees: list[int] = []
+
+        async def bounded_and_complete() -> bool:
+            degrees[:] = [len(await n.peers()) for n in nodes]
+            return max(degrees) <= 3 and all(names(n) == everyone for n in nodes)
+
+        async with asyncio.timeout(40):
+            while not await bounded_and_complete():
+                await asyncio.sleep(0.1)
+        assert first.metrics.p2p_connections._value.get() <= 3
+        nodes[3].set_draining(True)
+        await until(
+            lambda: all(
+                (c := n.directory.get(nodes[3].agent_id)) is not None and c.draining for n in nodes
+            )
+        )
+        sent = first.metrics.gossip_messages_total.labels("status", "sent")._value.get()
+        assert sent > 0

@@ -43,6 +43,7 @@ class Recorder:
     cards: list[tuple[bytes, str, str]] = field(default_factory=list)
     connected: list[str] = field(default_factory=list)
     disconnected: list[str] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
 
     def on_card(self, data: bytes, source: str, peer_id: str) -> None:
         self.cards.append((data, source, peer_id))
@@ -50,8 +51,10 @@ class Recorder:
     def on_peer_connected(self, peer_id: str) -> None:
         self.connected.append(peer_id)
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
+    def on_peer_disconnected(self, peer_id: str, departed: bool) -> None:
         self.disconnected.append(peer_id)
+        if not departed:
+            self.trimmed.append(peer_id)
 
     def got(self, data: bytes, source: str, peer_id: str) -> bool:
         return (data, source, peer_id) in self.cards
@@ -401,3 +404,42 @@ def test_peer_lists_round_trip_and_tolerate_garbage() -> None:
 
 def _peer_id() -> str:
     return ID.from_pubkey(create_new_key_pair().public_key).to_base58()
+
+
+BOUNDED: dict[str, Any] = {"target_peers": 2, "max_peers": 3, "trim_grace": 0.3}
+
+
+def test_a_bounded_degree_is_kept_and_gossip_still_reaches_everyone() -> None:
+    # Before the bound every node connected to every peer it learnt (max_peers only
+    # limited its own dials): the bootstrap peer of 4 others held 4 connections.
+    async def test(nursery: trio.Nursery) -> None:
+        a = await start_node(nursery, **BOUNDED)
+        nodes = [a] + [await start_node(nursery, bootstrap=(a.addr,), **BOUNDED) for _ in range(4)]
+        await until(lambda: len(a.peer_ids()) == 4 or bool(a.events.trimmed), "a over its bound")
+        rounds = 0
+
+        def everyone_heard_everyone() -> bool:
+            return all(
+                o.events.got(f"hello {i} {rounds}".encode(), "gossip", n.peer_id)
+                for i, n in enumerate(nodes)
+                for o in nodes
+                if o is not n
+            )
+
+        def bounded_and_heard() -> bool:
+            return all(len(n.peer_ids()) <= 3 for n in nodes) and everyone_heard_everyone()
+
+        with trio.move_on_after(20):
+            while not bounded_and_heard():
+                rounds += 1
+                for index, node in enumerate(nodes):
+                    await node.host.publish(f"hello {index} {rounds}".encode())
+                with trio.move_on_after(1.0):
+                    while not everyone_heard_everyone():
+                        await trio.sleep(0.05)
+        assert bounded_and_heard(), [len(n.peer_ids()) for n in nodes]
+        assert a.events.trimmed
+        for node in nodes:  # every lost connection was a trim, never a departure
+            assert set(node.events.disconnected) <= set(node.events.trimmed)
+
+    run_trio(test, limit=40)
