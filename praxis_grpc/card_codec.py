@@ -12,10 +12,10 @@ from google.protobuf.message import DecodeError
 from libp2p.peer.id import ID
 
 from praxis_grpc._gen.praxis.v1 import mesh_pb2, types_pb2
-from praxis_grpc.api.convert import card_from_proto, card_to_proto
 from praxis_grpc.cards import AgentCard
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.identity import Identity
+from praxis_grpc.wire import card_from_proto, card_to_proto
 
 SIGNING_CONTEXT = b"praxis-card-v1:"
 DEFAULT_MAX_CARD_BYTES = 64 * 1024

@@ -56,7 +56,7 @@ class Reason:
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
     # The task's arguments or result cannot be returned (damaged, or written by
     # an older version) or do not fit a response: reads leave them out and say
-    # so with one of these (see api/convert.py).
+    # so with one of these (see wire.py).
     STORED_VALUE_UNREADABLE = "STORED_VALUE_UNREADABLE"
     STORED_VALUE_TOO_LARGE = "STORED_VALUE_TOO_LARGE"
     # Started ``tasks.max_attempts`` times without finishing: it is not run again.

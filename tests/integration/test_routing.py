@@ -18,6 +18,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import Endpoint
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
+from praxis_grpc.peers.grpc import GrpcPeerClient
 from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config, worker_pool
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
@@ -326,8 +327,10 @@ async def test_worker_lost_mid_task_completes_elsewhere(mesh: Mesh) -> None:
     assert final.result["agent"] == "second"
     assert entry.metrics.redispatches_total._value.get() == 1
     # The channel to the departed agent was closed; the one in use stays.
-    assert first.endpoints.grpc not in entry.channels
-    assert second.endpoints.grpc in entry.channels
+    peers = entry.peer_client
+    assert isinstance(peers, GrpcPeerClient)
+    assert first.endpoints.grpc not in peers
+    assert second.endpoints.grpc in peers
 
 
 async def test_a_task_that_keeps_losing_its_worker_is_poisoned(mesh: Mesh) -> None:
