@@ -459,7 +459,11 @@ class Delegations:
         if current.terminal or current.owner_agent_id != record.owner_agent_id:
             return current  # decided already, or re-dispatched meanwhile
         mirrored = storable(current.mirror(remote), self._engine.limits.max_result_bytes)
-        if mirrored.state is current.state and mirrored.attempt == current.attempt:
+        if (mirrored.state, mirrored.attempt, mirrored.timeout) == (
+            current.state,
+            current.attempt,
+            current.timeout,
+        ):
             return current
         stored = await self.records.record(mirrored, durable=mirrored.terminal)
         if stored.terminal:

@@ -449,7 +449,9 @@ class TaskDispatcher:
         now = datetime.now(UTC)
         if record is not None:
             return await self._delegations.records.record(record.reassign(candidate.agent_id, now))
-        fingerprint = submission.fingerprint() if submission.idempotency_key else ""
+        # Always fingerprinted: a later submission with this task id (or key)
+        # but another request is ALREADY_EXISTS here, as at the owner.
+        fingerprint = submission.fingerprint()
         return await self._delegations.records.record(
             Task(
                 task_id=task_id,

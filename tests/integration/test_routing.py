@@ -397,3 +397,55 @@ def _args(**values: Any) -> struct_pb2.Struct:
     arguments = struct_pb2.Struct()
     arguments.update(values)
     return arguments
+
+
+async def test_a_delegated_task_shows_the_owners_timeout_at_the_entry_node(mesh: Mesh) -> None:
+    # Issue 11, found by a client: a task delegated from node1 to node2 showed
+    # `timeout: 0s` at node1 (SubmitTask response and GetTask), 60s at node2.
+    entry = await mesh.start("entry", work=False)
+    worker = await mesh.start("worker")
+    await mesh.converged()
+    async with stub(entry) as tasks:
+        accepted = (await tasks.SubmitTask(work(0.2, "default-timeout"))).task
+        await until(lambda: entry.engine.get(accepted.task_id).terminal)
+        at_entry = (await tasks.GetTask(pb.GetTaskRequest(task_id=accepted.task_id))).task
+    async with stub(worker) as on_owner:
+        at_owner = (await on_owner.GetTask(pb.GetTaskRequest(task_id=accepted.task_id))).task
+    assert at_owner.timeout.ToTimedelta().total_seconds() == 60.0  # the owner's default
+    assert accepted.owner_agent_id == worker.agent_id
+    assert accepted.timeout == at_owner.timeout
+    assert at_entry.timeout == at_owner.timeout
+
+
+async def test_a_task_id_reused_for_another_request_at_the_entry_node_is_already_exists(
+    mesh: Mesh,
+) -> None:
+    # Issue 11, found by a client: reusing a task_id with a different tool and
+    # arguments at the entry node of a delegated task returned the first task
+    # (deduplicated); the owner rightly answers ALREADY_EXISTS, the entry
+    # node must too. The same request again is still deduplicated.
+    entry = await mesh.start("entry", work=False)
+    worker = await mesh.start("worker")
+    await mesh.converged()
+    task_id = "3b0c2a8e-6c1d-4f7e-9a5b-2d8e1f0c7a64"
+    async with stub(entry) as tasks:
+        first = await tasks.SubmitTask(work(0, "first", task_id=task_id, wait=True))
+        assert first.task.owner_agent_id == worker.agent_id
+        again = await tasks.SubmitTask(work(0, "first", task_id=task_id))
+        assert again.deduplicated
+        for other in (
+            work(0, "second", task_id=task_id),
+            pb.SubmitTaskRequest(
+                tool="calculator", arguments=_args(expression="1+2"), task_id=task_id
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await tasks.SubmitTask(other)
+            assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+            assert "task_id" in (info.value.details() or "")
+    async with stub(worker) as on_owner:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await on_owner.SubmitTask(work(0, "second", task_id=task_id))
+        assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert mesh.log.count("first") == 1
+    assert mesh.log.count("second") == 0
