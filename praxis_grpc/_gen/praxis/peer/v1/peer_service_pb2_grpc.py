@@ -30,7 +30,7 @@ class PeerServiceStub:
     """PeerService is the node-to-node protocol of a praxis cluster. It is
     INTERNAL: only praxis nodes call it, its messages may change in any release
     (it is versioned with the nodes, not with the public praxis.v1 API), and it
-    is not listed by server reflection unless api.reflect_peer_service is set.
+    is not listed by server reflection.
     It is served on the same port as the public API; the security work will
     admit only cluster members to it.
 
@@ -96,7 +96,7 @@ class PeerServiceServicer:
     """PeerService is the node-to-node protocol of a praxis cluster. It is
     INTERNAL: only praxis nodes call it, its messages may change in any release
     (it is versioned with the nodes, not with the public praxis.v1 API), and it
-    is not listed by server reflection unless api.reflect_peer_service is set.
+    is not listed by server reflection.
     It is served on the same port as the public API; the security work will
     admit only cluster members to it.
 
@@ -240,7 +240,7 @@ class PeerService:
     """PeerService is the node-to-node protocol of a praxis cluster. It is
     INTERNAL: only praxis nodes call it, its messages may change in any release
     (it is versioned with the nodes, not with the public praxis.v1 API), and it
-    is not listed by server reflection unless api.reflect_peer_service is set.
+    is not listed by server reflection.
     It is served on the same port as the public API; the security work will
     admit only cluster members to it.
 
