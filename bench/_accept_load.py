@@ -27,7 +27,7 @@ import grpc
 
 from bench._common import REPO_ROOT, percentile
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc
-from praxis_grpc.api.convert import dict_to_struct
+from praxis_grpc.wire import dict_to_struct
 
 RPC_TIMEOUT = 10.0
 _STARTUP_ALLOWANCE = 60.0

@@ -39,8 +39,8 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2_grpc,
     types_pb2,
 )
-from praxis_grpc.api.convert import dict_to_struct
 from praxis_grpc.launcher import NodeProcess
+from praxis_grpc.wire import dict_to_struct
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 TERMINAL = (

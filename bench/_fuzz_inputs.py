@@ -24,7 +24,7 @@ from praxis_grpc._gen.praxis.v1 import (
     card_service_pb2,
     task_service_pb2,
 )
-from praxis_grpc.testing.wire import length_delimited, varint
+from praxis_grpc.testing.wire import length_delimited, varint, varint_field
 
 __all__ = ["METHODS", "FuzzInput", "Method", "generate"]
 
@@ -193,13 +193,15 @@ def _submit(r: random.Random) -> bytes:
         preferred_agent=hostile_text(r) if r.random() < 0.1 else "",
         wait=r.random() < 0.3,
         task_id=hostile_text(r) if r.random() < 0.2 else "",
-        local_only=r.random() < 0.2,
-        origin_agent_id=hostile_text(r) if r.random() < 0.1 else "",
-        fencing_token=r.choice([0, 0, 1, 2**64 - 1]),
     )
     if r.random() < 0.4:
         request.timeout.CopyFrom(_duration(r))
     data = request.SerializeToString()
+    if r.random() < 0.2:
+        # The node-to-node fields SubmitTaskRequest had before issue 11
+        # (local_only, origin_agent_id, fencing_token): reserved, ignored.
+        data += varint_field(9, 1) + length_delimited(10, hostile_text(r).encode())
+        data += varint_field(11, r.choice([0, 1, 2**64 - 1]))
     if r.random() < 0.05:
         data += length_delimited(
             2, _deep_struct_bytes(r.choice([31, 32, 33, 60, 99, 101, 300]), False)

@@ -31,8 +31,8 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
-from praxis_grpc.api.convert import dict_to_struct
 from praxis_grpc.testing.counting import RunLog
+from praxis_grpc.wire import dict_to_struct
 
 Targets = Callable[[], Sequence[tuple[str, str]]]
 """The current (node name, gRPC host:port) of every node."""

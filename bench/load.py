@@ -37,7 +37,7 @@ import grpc
 from bench._common import REPO_ROOT, percentile
 from bench.echo_server import METHOD
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
-from praxis_grpc.api.convert import dict_to_struct
+from praxis_grpc.wire import dict_to_struct
 
 TARGET_KINDS = ("echo", "praxis")
 TOOLS = ("echo", "calculator")

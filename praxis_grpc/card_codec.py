@@ -23,11 +23,11 @@ from libp2p.crypto.keys import PublicKey
 from libp2p.peer.id import ID
 
 from praxis_grpc._gen.praxis.v1 import mesh_pb2, types_pb2
-from praxis_grpc.api.convert import card_from_proto, card_to_proto, load_to_proto, role_to_proto
-from praxis_grpc.api.convert import timestamp as timestamp_to_proto
 from praxis_grpc.cards import AgentCard, AgentStatus, CardLoad
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.identity import Identity
+from praxis_grpc.wire import card_from_proto, card_to_proto, load_to_proto, role_to_proto
+from praxis_grpc.wire import timestamp as timestamp_to_proto
 
 SIGNING_CONTEXT = b"praxis-card-v1:"
 STATUS_SIGNING_CONTEXT = b"praxis-status-v1:"

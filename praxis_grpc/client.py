@@ -22,8 +22,8 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2_grpc,
     types_pb2,
 )
-from praxis_grpc.api.convert import dict_to_struct
 from praxis_grpc.api.errors import ERROR_KEY
+from praxis_grpc.wire import dict_to_struct
 
 
 class PraxisClient:

@@ -225,7 +225,7 @@ class LocalMesh:
             self._raft_addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.count)]
             consensus["raft"] = {"secret_file": str(secret.resolve())}
         elif self.backend == "etcd":
-            from praxis_grpc.testing.etcd_cluster import EtcdCluster
+            from praxis_grpc.consensus.local_etcd import EtcdCluster
 
             self._etcd = EtcdCluster(3, heartbeat=0.1, election_timeout=1.0)
             self._etcd.start()

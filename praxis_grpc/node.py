@@ -49,9 +49,12 @@ from praxis_grpc.ha.fence import Fence
 from praxis_grpc.heap import trim_periodically
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool
+from praxis_grpc.peers.base import PeerClient
+from praxis_grpc.peers.grpc import GrpcPeerClient
+from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.routing.delegation import Delegations
 from praxis_grpc.routing.dispatcher import TaskDispatcher
+from praxis_grpc.routing.peer_requests import PeerRequests
 from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
@@ -124,8 +127,8 @@ class Node:
         self._directory: CardDirectory | None = None
         self._dispatcher: TaskDispatcher | None = None
         self._delegations: Delegations | None = None
-        self._channels: ChannelPool | None = None
-        self._relay_channels: ChannelPool | None = None
+        self._peers: PeerClient | None = None
+        self._peer_requests: PeerRequests | None = None
         self._consensus_factory = consensus
         self._consensus: Consensus | None = None
         self._ha: HaController | None = None
@@ -166,11 +169,11 @@ class Node:
         return self._dispatcher
 
     @property
-    def channels(self) -> ChannelPool:
-        """Pooled gRPC channels to other agents (after start)."""
-        if self._channels is None:
+    def peer_client(self) -> PeerClient:
+        """Calls to other nodes (after start)."""
+        if self._peers is None:
             raise RuntimeError("node not started")
-        return self._channels
+        return self._peers
 
     @property
     def directory(self) -> CardDirectory:
@@ -303,12 +306,12 @@ class Node:
             local_pending=local_pending,
             strategy=cfg.routing.strategy,
         )
-        self._channels = ChannelPool(cfg.api.max_message_bytes)
+        self._peers = GrpcPeerClient(self.agent_id, cfg.api.max_message_bytes)
         self._delegations = Delegations(
             engine=engine,
             router=router,
             directory=directory,
-            channels=self._channels,
+            peers=self._peers,
             metrics=self.metrics,
             config=cfg.routing,
             discovery_wait=cfg.routing.reattach_wait,
@@ -317,19 +320,11 @@ class Node:
             max_attempts=cfg.tasks.max_attempts,
         )
         if cfg.ha.mode == "active-passive":
-            # Relays to the coordinator ping every second: a coordinator cut
-            # off by a partition is noticed in about two.
-            self._relay_channels = ChannelPool(
-                cfg.api.max_message_bytes,
-                keepalive_time=1.0,
-                keepalive_timeout=1.0,
-                keepalive_without_calls=True,
-            )
             self._ha = HaController(
                 engine=engine,
                 router=router,
                 delegations=self._delegations,
-                channels=self._relay_channels,
+                peers=self._peers,
                 fence=Fence(cfg.resolved_data_dir / "fencing"),
                 metrics=self.metrics,
                 forward=cfg.ha.forward_submissions,
@@ -345,6 +340,11 @@ class Node:
             config=cfg.routing,
             limits=limits,
             standby=self._ha,
+        )
+        self._peer_requests = PeerRequests(
+            engine=engine,
+            dispatcher=self._dispatcher,
+            admit=self._ha.admit if self._ha is not None else None,
         )
 
     async def _start_consensus(self) -> None:
@@ -422,15 +422,12 @@ class Node:
         await self._health.set(SERVICE_NAMES[2], _SERVING if ready else _NOT_SERVING)
 
     async def _close_departed_channels(self) -> None:
-        """Close the pooled channel of every agent whose card is removed."""
-        assert self._channels is not None
+        """Drop the connection to every agent whose card is removed."""
         while True:
             try:
                 async for event in self.directory.watch():
                     if event is not None and event.type is CardEventType.REMOVED:
-                        self._channels.discard(event.card.grpc_address)
-                        if self._relay_channels is not None:
-                            self._relay_channels.discard(event.card.grpc_address)
+                        self.peer_client.discard(event.card.grpc_address)
                 return
             except OverflowError:
                 continue
@@ -454,6 +451,16 @@ class Node:
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskService(
                 self.dispatcher,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
+            ),
+            server,
+        )
+        assert self._peer_requests is not None
+        # Internal: served, but not listed by reflection (see peer_service.proto).
+        add_to_server(
+            PeerService(
+                self._peer_requests,
                 max_argument_bytes=cfg.tasks.max_argument_bytes,
                 max_message_bytes=cfg.api.max_message_bytes,
             ),
@@ -646,10 +653,8 @@ class Node:
     async def _stop_servers(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=1.0)
-        if self._channels is not None:
-            await self._channels.aclose()
-        if self._relay_channels is not None:
-            await self._relay_channels.aclose()
+        if self._peers is not None:
+            await self._peers.aclose()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import (
+from praxis_grpc.api.errors import translate_errors
+from praxis_grpc.cards import AgentCard
+from praxis_grpc.config import Config
+from praxis_grpc.consensus.base import Leadership
+from praxis_grpc.discovery.base import PeerStatus
+from praxis_grpc.wire import (
     duration,
     endpoints_to_proto,
     load_to_proto,
     role_to_proto,
     timestamp,
 )
-from praxis_grpc.api.errors import translate_errors
-
-if TYPE_CHECKING:
-    from praxis_grpc.node import Node
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -39,10 +40,45 @@ _BACKENDS = {
 }
 
 
+class DescribedNode(Protocol):
+    """What AgentService needs of the node it describes (``praxis_grpc.node.Node``)."""
+
+    @property
+    def config(self) -> Config:
+        """The node's validated configuration."""
+        ...
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the node started."""
+        ...
+
+    @property
+    def started_at(self) -> datetime:
+        """When the node started."""
+        ...
+
+    def refresh_card(self) -> AgentCard:
+        """Publish the local card with current load and state; return it."""
+        ...
+
+    def leadership(self) -> Leadership:
+        """The coordinator as the node sees it."""
+        ...
+
+    async def peers(self) -> list[PeerStatus]:
+        """Connected mesh peers."""
+        ...
+
+    def set_draining(self, draining: bool) -> None:
+        """Enter or leave drain mode."""
+        ...
+
+
 class AgentService(pb_grpc.AgentServiceServicer):
     """Serves the node's own state."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: DescribedNode) -> None:
         self._node = node
 
     @translate_errors

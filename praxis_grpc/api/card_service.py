@@ -9,10 +9,10 @@ import grpc
 
 from praxis_grpc._gen.praxis.v1 import card_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import card_service_pb2_grpc as pb_grpc
-from praxis_grpc.api.convert import card_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.errors import NotFound, Unavailable, quote
+from praxis_grpc.wire import card_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import omitted_error
 from praxis_grpc.tasks.model import Reason, TaskError
+from praxis_grpc.wire import omitted_error
 
 __all__ = ["ENVELOPE_BYTES", "fit_page", "fit_task"]
 

@@ -25,6 +25,9 @@ from praxis_grpc.config import TASK_ENVELOPE_BYTES, ApiConfig
 __all__ = ["MIN_PING_INTERVAL_MS", "request_size_limits", "server_options"]
 
 SUBMIT_TASK = "/praxis.v1.TaskService/SubmitTask"
+# The peer calls that carry a task's arguments (praxis.peer.v1.PeerService).
+PEER_DISPATCH = "/praxis.peer.v1.PeerService/Dispatch"
+PEER_RELAY_SUBMIT = "/praxis.peer.v1.PeerService/RelaySubmit"
 
 # Client pings more frequent than this count as strikes; the node's own
 # channels ping every 10 s, and its relays to the coordinator every second,
@@ -72,16 +75,16 @@ def server_options(api: ApiConfig) -> list[tuple[str, int]]:
 def request_size_limits(max_argument_bytes: int) -> dict[str, SizeLimit]:
     """Per-method limits on the raw request, checked before decoding.
 
-    A SubmitTask request holds at most ``tasks.max_argument_bytes`` of
-    arguments and a few bounded fields (tool, key, tags...), so anything
+    A SubmitTask request (and a peer's Dispatch or RelaySubmit) holds at
+    most ``tasks.max_argument_bytes`` of arguments and a few bounded fields
+    (tool, key, tags...), so anything
     larger is refused without paying to decode it: a 4 MB message of nulls
     decodes into about 40 MB of protobuf objects, and a burst of them kept a
     node's RSS up by hundreds of MB after every one was refused.
     """
-    return {
-        SUBMIT_TASK: SizeLimit(
-            max_bytes=max_argument_bytes + TASK_ENVELOPE_BYTES,
-            field="request",
-            rule="tasks.max_argument_bytes + 64 KiB for the other fields",
-        )
-    }
+    limit = SizeLimit(
+        max_bytes=max_argument_bytes + TASK_ENVELOPE_BYTES,
+        field="request",
+        rule="tasks.max_argument_bytes + 64 KiB for the other fields",
+    )
+    return {SUBMIT_TASK: limit, PEER_DISPATCH: limit, PEER_RELAY_SUBMIT: limit}

@@ -11,28 +11,23 @@ from google.protobuf import struct_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import duration_seconds, struct_to_dict, task_to_proto
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.ha.forwarding import FORWARDED_BY
-from praxis_grpc.routing.delegation import OWNER_QUERY
 from praxis_grpc.routing.dispatcher import TaskDispatcher
-from praxis_grpc.tasks.model import Submission, Task, TaskState
+from praxis_grpc.tasks.model import Task, TaskState
+from praxis_grpc.wire import (
+    MAX_REASON_LENGTH,
+    check_length,
+    submission_from_proto,
+    task_id_field,
+    task_to_proto,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
-MAX_KEY_LENGTH = 256
-# Strings a task stores and returns with every read: bounded, so no request
-# stores more than max_argument_bytes of arguments plus a little.
-MAX_NAME_LENGTH = 256  # a tag, preferred_agent, origin_agent_id
-MAX_TAGS = 64
-MAX_REASON_LENGTH = 1024
-# Task ids are canonical UUIDs (36 characters); anything much longer is
-# refused before it is looked up or quoted.
-MAX_TASK_ID_LENGTH = 64
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
@@ -72,12 +67,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             submission,
             wait=request.wait,
             time_remaining=context.time_remaining(),
-            task_id=_task_id(request.task_id) if request.task_id else None,
-            local_only=request.local_only,
-            origin_agent_id=request.origin_agent_id,
-            fencing_token=request.fencing_token,
-            prior_attempts=request.prior_attempts,
-            forwarded=self._tasks.relays and _has_metadata(context, FORWARDED_BY),
+            task_id=task_id_field(request.task_id) if request.task_id else None,
         )
         # A deduplicated task may have been submitted with other (equal) arguments.
         arguments = None if deduplicated else request.arguments
@@ -86,7 +76,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
         return pb.GetTaskResponse(
-            task=self._message(await self._tasks.get(_task_id(request.task_id)))
+            task=self._message(await self._tasks.get(task_id_field(request.task_id)))
         )
 
     @translate_errors
@@ -116,8 +106,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        task_id = _task_id(request.task_id)
-        _check_length("reason", request.reason, MAX_REASON_LENGTH)
+        task_id = task_id_field(request.task_id)
+        check_length("reason", request.reason, MAX_REASON_LENGTH)
         task = await self._tasks.cancel(task_id, request.reason)
         return pb.CancelTaskResponse(task=self._message(task))
 
@@ -125,69 +115,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.WatchTaskResponse]:
-        owner_query = _has_metadata(context, OWNER_QUERY)
-        async for task in self._tasks.watch(_task_id(request.task_id), owner_query=owner_query):
+        async for task in self._tasks.watch(task_id_field(request.task_id)):
             yield pb.WatchTaskResponse(task=self._message(task))
 
 
 _STATE_VALUES = {state.value for state in TaskState}
-
-
-def submission_from_proto(request: pb.SubmitTaskRequest, max_argument_bytes: int) -> Submission:
-    """Validate the request's shape and build the domain submission.
-
-    The size of ``arguments`` is checked first, in protobuf wire bytes (what
-    the client sent, cheap to measure), so an oversized request is refused
-    before it costs a conversion.
-
-    Raises:
-        InvalidArgument: the message names the offending field.
-    """
-    if not request.tool:
-        raise InvalidArgument("tool", "is required")
-    size = request.arguments.ByteSize()
-    if size > max_argument_bytes:
-        raise InvalidArgument(
-            "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
-        )
-    _check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
-    _check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
-    _check_length("origin_agent_id", request.origin_agent_id, MAX_NAME_LENGTH)
-    timeout = None
-    if request.HasField("timeout"):
-        timeout = duration_seconds(request.timeout, "timeout")
-        if timeout <= 0:
-            raise InvalidArgument("timeout", "must be positive")
-    if len(request.tags) > MAX_TAGS:
-        raise InvalidArgument("tags", f"more than {MAX_TAGS} tags")
-    for index, tag in enumerate(request.tags):
-        if not tag:
-            raise InvalidArgument(f"tags[{index}]", "must not be empty")
-        _check_length(f"tags[{index}]", tag, MAX_NAME_LENGTH)
-    return Submission(
-        tool=request.tool,
-        arguments=struct_to_dict(request.arguments),
-        idempotency_key=request.idempotency_key,
-        timeout=timeout,
-        tags=tuple(request.tags),
-        preferred_agent=request.preferred_agent,
-    )
-
-
-def _check_length(field: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        raise InvalidArgument(field, f"longer than {limit} characters")
-
-
-def _has_metadata(context: Context, name: str) -> bool:
-    return any(key == name for key, _ in context.invocation_metadata() or ())
-
-
-def _task_id(value: str) -> str:
-    if not value:
-        raise InvalidArgument("task_id", "is required")
-    if len(value) > MAX_TASK_ID_LENGTH:
-        raise InvalidArgument(
-            "task_id", f"{len(value)} characters is longer than any task id (a UUID)"
-        )
-    return value

@@ -14,7 +14,7 @@ Taking over (leadership gained in term T):
 
 Stepping down stops following; the records stay for the next coordinator.
 
-A standby watches the coordinator's process (:mod:`praxis_grpc.ha.liveness`)
+A standby watches the coordinator's process (:meth:`PeerClient.wait_gone`)
 and, when it is certainly gone, asks the backend to end its term now
 (:meth:`Suspecting.suspect`, where the backend has it) instead of waiting for the backend's failure
 detector (etcd: the dead coordinator's lease TTL).
@@ -28,14 +28,14 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from praxis_grpc.aio import cancelling
 from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
 from praxis_grpc.errors import NotFound, PraxisError
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
-from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool, cancelling
+from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.routing.delegation import Delegations
 from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import TaskEngine
@@ -67,7 +67,7 @@ class HaController:
         engine: TaskEngine,
         router: Router,
         delegations: Delegations,
-        channels: ChannelPool,
+        peers: PeerClient,
         fence: Fence,
         metrics: Metrics,
         forward: bool,
@@ -94,9 +94,9 @@ class HaController:
         self._watchers: set[asyncio.Task[None]] = set()
         self._switch = asyncio.Lock()
         self._records: ReplicatedRecords | None = None
+        self._peers = peers
         self.forwarder = Forwarder(
-            agent_id=engine.agent_id,
-            channels=channels,
+            peers=peers,
             leadership=self.leadership,
             enabled=forward,
             metrics=metrics,
@@ -243,7 +243,7 @@ class HaController:
     async def _suspect_when_gone(self, leadership: Leadership) -> None:
         consensus = self._consensus
         assert isinstance(consensus, Suspecting)
-        evidence = await wait_gone(leadership.leader_address)
+        evidence = await self._peers.wait_gone(leadership.leader_address)
         log.warning(
             "coordinator %s at %s is gone: %s",
             leadership.leader_id,

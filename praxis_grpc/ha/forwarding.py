@@ -1,10 +1,11 @@
 """A standby's task calls, forwarded to the active-passive coordinator.
 
 A standby owns no task queue: it relays ``SubmitTask`` (and reads of tasks
-it does not hold) to the coordinator over the pooled channel, with the
-client's deadline. A relayed call carries ``praxis-forwarded-by`` so a node
-that is not the coordinator either (leadership just moved) answers
-UNAVAILABLE with the coordinator it knows instead of relaying again. With
+it does not hold) to the coordinator through the node's
+:class:`~praxis_grpc.peers.base.PeerClient` (``PeerService.Relay*``), with
+the client's deadline. A node that receives a relayed submission and is not
+the coordinator either (leadership just moved) answers UNAVAILABLE with the
+coordinator it knows instead of relaying again. With
 ``ha.forward_submissions: false``, or while no coordinator is known, the
 standby answers UNAVAILABLE itself, naming the coordinator in the trailing
 metadata (``praxis-coordinator``, ``praxis-coordinator-id``).
@@ -19,30 +20,31 @@ A coordinator cut off by a partition answers nothing and closes nothing, so
 a relay would wait for its deadline. Two things end such a relay early:
 :meth:`Forwarder.abandon`, called when another coordinator is elected,
 cancels every relay in flight to the old one (each raises
-:class:`RelayFailed`); and the relay channels ping every second, so a
-connection whose peer stopped answering breaks within about two seconds.
+:class:`RelayFailed`); and the relay connections ping every second (see
+:mod:`praxis_grpc.peers.grpc`), so a connection whose peer stopped answering
+breaks within about two seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import TypeVar
 
-import grpc
-
-from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
-from praxis_grpc.api.convert import dict_to_struct, task_from_proto
-from praxis_grpc.api.errors import answered, error_from_rpc
+from praxis_grpc.aio import cancelling
 from praxis_grpc.consensus.base import Leadership
 from praxis_grpc.errors import PraxisError, Unavailable
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool, cancelling
+from praxis_grpc.peers.base import PeerClient, PeerLost, TaskQuery
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 
-FORWARDED_BY = "praxis-forwarded-by"
+__all__ = ["Forwarder", "RelayFailed"]
 
-__all__ = ["FORWARDED_BY", "Forwarder", "RelayFailed"]
+T = TypeVar("T")
+
+# How long a relayed read (get, list, cancel) may take.
+_READ_TIMEOUT = 10.0
+_END = object()
 
 
 class RelayFailed(Unavailable):
@@ -66,20 +68,18 @@ class Forwarder:
     def __init__(
         self,
         *,
-        agent_id: str,
-        channels: ChannelPool,
+        peers: PeerClient,
         leadership: Callable[[], Leadership],
         enabled: bool,
         metrics: Metrics,
     ) -> None:
-        self._agent_id = agent_id
-        self._channels = channels
+        self._peers = peers
         self._leadership = leadership
         self._enabled = enabled
         self._metrics = metrics
         # Relays in flight, by the coordinator address they were sent to.
-        self._in_flight: dict[str, set[grpc.aio.Call]] = {}
-        self._abandoned: set[grpc.aio.Call] = set()
+        self._in_flight: dict[str, set[asyncio.Future[object]]] = {}
+        self._abandoned: set[asyncio.Future[object]] = set()
 
     def abandon(self, leadership: Leadership) -> None:
         """Give up every relay in flight to a coordinator other than
@@ -97,34 +97,30 @@ class Forwarder:
                     self._metrics.relays_abandoned_total.inc()
                     call.cancel()
 
-    @contextlib.contextmanager
-    def _relaying(self, address: str, call: grpc.aio.Call) -> Iterator[None]:
-        """Track ``call`` to ``address`` (see :meth:`abandon`) and turn its
-        failure into the error its caller acts on."""
+    async def _relay(self, address: str, call: Awaitable[T]) -> T:
+        """Await ``call`` to ``address`` as a task of its own (so
+        :meth:`abandon` can cancel it without cancelling the caller) and turn
+        its failure into the error its caller acts on."""
+        future: asyncio.Future[object] = asyncio.ensure_future(call)
         calls = self._in_flight.setdefault(address, set())
-        calls.add(call)
+        calls.add(future)
         try:
-            yield
-        except grpc.aio.AioRpcError as exc:
-            error = error_from_rpc(exc, "coordinator")
-            if exc.code() is grpc.StatusCode.UNAVAILABLE and not answered(exc):
-                raise RelayFailed(error.message, address) from None
-            if isinstance(error, Unavailable) and error.coordinator:
-                raise RelayFailed(error.message, address, redirected=error.coordinator) from None
-            raise error from None
+            return await future  # type: ignore[return-value]
+        except PeerLost as exc:
+            raise RelayFailed(exc.message, address) from None
+        except Unavailable as exc:
+            if exc.coordinator:
+                raise RelayFailed(exc.message, address, redirected=exc.coordinator) from None
+            raise
         except asyncio.CancelledError:
             if cancelling():
                 raise
-            if call in self._abandoned:
-                raise RelayFailed(
-                    f"the coordinator at {address} lost the leadership before it answered",
-                    address,
-                ) from None
-            # The coordinator left and its channel was closed under the call.
-            raise RelayFailed("the coordinator was lost during the call", address) from None
+            raise RelayFailed(
+                f"the coordinator at {address} lost the leadership before it answered", address
+            ) from None
         finally:
-            self._abandoned.discard(call)
-            calls.discard(call)
+            self._abandoned.discard(future)
+            calls.discard(future)
             if not calls and self._in_flight.get(address) is calls:
                 del self._in_flight[address]
 
@@ -155,83 +151,65 @@ class Forwarder:
         *,
         wait: bool,
         time_remaining: float | None,
-        task_id: str | None,
+        task_id: str,
         forwarded: bool,
     ) -> tuple[Task, bool]:
         """Submit at the coordinator; its answer (or error) is ours."""
         address = self.coordinator(forwarded=forwarded)
-        request = pb.SubmitTaskRequest(
-            tool=submission.tool,
-            arguments=dict_to_struct(submission.arguments),
-            idempotency_key=submission.idempotency_key,
-            tags=submission.tags,
-            preferred_agent=submission.preferred_agent,
-            wait=wait,
-            task_id=task_id or "",
-        )
-        if submission.timeout is not None:
-            request.timeout.FromNanoseconds(round(submission.timeout * 1e9))
-        call = self._channels.tasks(address).SubmitTask(
-            request, timeout=time_remaining, metadata=self._metadata()
+        call = self._peers.relay_submit(
+            address, submission, task_id=task_id, wait=wait, call_timeout=time_remaining
         )
         try:
-            with self._relaying(address, call):
-                response = await call
+            accepted = await self._relay(address, call)
         except PraxisError:
             self._metrics.forwarded_submissions_total.labels("error").inc()
             raise
         self._metrics.forwarded_submissions_total.labels("ok").inc()
-        return task_from_proto(response.task), response.deduplicated
+        return accepted.task, accepted.deduplicated
 
     async def get(self, task_id: str) -> Task:
         """GetTask at the coordinator."""
         address = self.coordinator()
-        call = self._channels.tasks(address).GetTask(
-            pb.GetTaskRequest(task_id=task_id), timeout=10, metadata=self._metadata()
+        return await self._relay(
+            address, self._peers.relay_get(address, task_id, call_timeout=_READ_TIMEOUT)
         )
-        with self._relaying(address, call):
-            response = await call
-        return task_from_proto(response.task)
 
     async def list(
         self, *, states: Collection[TaskState], tool: str, limit: int, page_token: str
     ) -> tuple[list[Task], str]:
         """ListTasks at the coordinator (its page token is opaque here)."""
         address = self.coordinator()
-        request = pb.ListTasksRequest(
-            states=[state.value for state in states],  # type: ignore[misc]  # same numbers
-            tool=tool,
-            page_size=limit,
-            page_token=page_token,
+        query = TaskQuery(states=tuple(states), tool=tool, limit=limit, page_token=page_token)
+        tasks, token = await self._relay(
+            address, self._peers.relay_list(address, query, call_timeout=_READ_TIMEOUT)
         )
-        call = self._channels.tasks(address).ListTasks(
-            request, timeout=10, metadata=self._metadata()
-        )
-        with self._relaying(address, call):
-            response = await call
-        return [task_from_proto(task) for task in response.tasks], response.next_page_token
+        return list(tasks), token
 
     async def cancel(self, task_id: str, reason: str) -> Task:
         """CancelTask at the coordinator."""
         address = self.coordinator()
-        call = self._channels.tasks(address).CancelTask(
-            pb.CancelTaskRequest(task_id=task_id, reason=reason),
-            timeout=10,
-            metadata=self._metadata(),
+        return await self._relay(
+            address, self._peers.relay_cancel(address, task_id, reason, call_timeout=_READ_TIMEOUT)
         )
-        with self._relaying(address, call):
-            response = await call
-        return task_from_proto(response.task)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
         """WatchTask at the coordinator, relayed."""
         address = self.coordinator()
-        stream = self._channels.tasks(address).WatchTask(
-            pb.WatchTaskRequest(task_id=task_id), metadata=self._metadata()
-        )
-        with self._relaying(address, stream):
-            async for message in stream:
-                yield task_from_proto(message.task)
+        stream = self._peers.relay_watch(address, task_id)
+        try:
+            while True:
+                task = await self._relay(address, _next(stream))
+                if task is _END:
+                    return
+                assert isinstance(task, Task)
+                yield task
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((FORWARDED_BY, self._agent_id),)
+
+async def _next(stream: AsyncIterator[Task]) -> object:
+    """The next task of ``stream``, or ``_END``."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return _END

@@ -5,14 +5,16 @@ record of it in its own store, owned by the agent that executes it. Rules:
 
     - Write-ahead: the record is committed before the owner is called, so a
       crash of the entry node at any point leaves a record to re-attach from.
-    - One identity: the owner is sent the record's task id (``local_only``),
-      and dedups on it, so sending the same task again (a retry, a re-attach
-      after a restart) never executes it twice on that owner.
+    - One identity: the owner is sent the record's task id (a
+      :class:`~praxis_grpc.peers.base.Dispatch`), and dedups on it, so
+      sending the same task again (a retry, a re-attach after a restart)
+      never executes it twice on that owner.
     - Following: every unfinished record has one follower that streams the
-      owner's ``WatchTask`` and mirrors each state into the record (only the
-      terminal one is committed), which feeds ``GetTask``/``WatchTask`` at the
-      entry node. A broken stream is re-opened; ``NOT_FOUND`` means the owner
-      never received the task, which is then sent again.
+      owner's own record (:meth:`PeerClient.follow`) and mirrors each state
+      into the record (only the terminal one is committed), which feeds
+      ``GetTask``/``WatchTask`` at the entry node. A broken stream is
+      re-opened; ``NOT_FOUND`` means the owner never received the task,
+      which is then sent again.
     - Lost owner: when the owner's card is gone (disconnect grace or TTL), a
       task of an idempotent tool is re-dispatched to another capable agent
       (at-least-once execution); a task of a non-idempotent tool waits up to
@@ -33,7 +35,9 @@ record of it in its own store, owned by the agent that executes it. Rules:
       commit returned after it, a follower started by it) is abandoned: the
       next coordinator resumes it from the records.
 
-Everything runs on the node's event loop.
+Every call to another node goes through the node's
+:class:`~praxis_grpc.peers.base.PeerClient`. Everything runs on the node's
+event loop.
 """
 
 from __future__ import annotations
@@ -46,26 +50,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-import grpc
-
-from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
-from praxis_grpc.api.convert import dict_to_struct, task_from_proto
-from praxis_grpc.api.errors import error_from_rpc
+from praxis_grpc.aio import cancelling
 from praxis_grpc.cards import AgentCard
 from praxis_grpc.config import RoutingConfig
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidArgument,
+    NotFound,
     PraxisError,
     ResourceExhausted,
     Unavailable,
 )
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.channels import ChannelPool, cancelling
+from praxis_grpc.peers.base import Dispatch, PeerClient, PeerLost
 from praxis_grpc.routing.router import Candidate, Router
 from praxis_grpc.tasks.engine import TaskEngine
-from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.tasks.model import Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.recovery import poisoned
 from praxis_grpc.tasks.results import storable
 
@@ -73,12 +76,7 @@ log = logging.getLogger(__name__)
 
 OWNER_LOST = "OWNER_LOST"
 
-# Metadata of a follower's WatchTask at the agent a task was dispatched to: it
-# asks about that agent's own execution (see TaskDispatcher.watch).
-OWNER_QUERY = "praxis-owner-query"
-_OWNER_QUERY = ((OWNER_QUERY, "1"),)
-
-__all__ = ["OWNER_LOST", "OWNER_QUERY", "Delegations", "Refusal"]
+__all__ = ["OWNER_LOST", "Delegations", "Refusal"]
 
 
 class Records(Protocol):
@@ -132,7 +130,7 @@ class Delegations:
         engine: TaskEngine,
         router: Router,
         directory: CardDirectory,
-        channels: ChannelPool,
+        peers: PeerClient,
         metrics: Metrics,
         config: RoutingConfig,
         discovery_wait: float,
@@ -153,7 +151,7 @@ class Delegations:
         self._fenced_origin = fenced_origin
         self._router = router
         self._directory = directory
-        self._channels = channels
+        self._peers = peers
         self._metrics = metrics
         self._config = config
         self._discovery_wait = discovery_wait
@@ -264,13 +262,13 @@ class Delegations:
             raise
         loop = asyncio.get_running_loop()
         started = loop.time()
-        stub = self._channels.tasks(candidate.address)
         ledger = self._router.ledger
         ledger.begin(candidate.agent_id, record.task_id, self._clock())
         try:
-            request = _request(record, wait, term)
-            response = await stub.SubmitTask(request, timeout=call_timeout)
-        except grpc.aio.AioRpcError as exc:
+            accepted = await self._peers.dispatch(
+                candidate.address, _dispatch(record, wait, term), call_timeout=call_timeout
+            )
+        except PraxisError as exc:
             return await self._dispatch_failed(exc, record, candidate, wait=wait, follow=follow)
         except asyncio.CancelledError:
             # Our client went away (or the channel closed under the call);
@@ -286,30 +284,28 @@ class Delegations:
         finally:
             self._metrics.delegation_duration_seconds.observe(loop.time() - started)
         self._accepted.inc()
-        current = await self._mirror(record, task_from_proto(response.task))
+        current = await self._mirror(record, accepted.task)
         if follow and not current.terminal:
             self.follow(current)
         return current
 
     async def _dispatch_failed(
         self,
-        exc: grpc.aio.AioRpcError,
+        error: PraxisError,
         record: Task,
         candidate: Candidate,
         *,
         wait: bool,
         follow: bool,
     ) -> Task | Refusal:
-        code = exc.code()
-        error = error_from_rpc(exc, candidate.name)
         refusal: Refusal | None = None
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if isinstance(error, ResourceExhausted):
             refusal = Refusal("saturated", candidate.name, error)
-        elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+        elif isinstance(error, FailedPrecondition | NotFound):
             refusal = Refusal("refused", candidate.name, error)
-        elif code is grpc.StatusCode.UNAVAILABLE and _never_sent(exc):
+        elif isinstance(error, PeerLost) and not error.sent:
             refusal = Refusal("unavailable", candidate.name, error)
-        elif code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
+        elif isinstance(error, InvalidArgument | AlreadyExists):
             self._router.ledger.end(candidate.agent_id, record.task_id, self._clock())
             self._metrics.delegations_total.labels("invalid").inc()
             raise error
@@ -321,15 +317,14 @@ class Delegations:
         # (WatchTask answers NOT_FOUND if it never arrived, and it is re-sent).
         self._metrics.delegations_total.labels("error").inc()
         log.info(
-            "delegation of task %s to %s ended with %s (%s); following it",
+            "delegation of task %s to %s ended with %s; following it",
             record.task_id,
             candidate.name,
-            code.name,
-            exc.details(),
+            error,
         )
         if follow and not self.follow(record):
             raise _handed_over(record)
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED and wait:
+        if isinstance(error, DeadlineExceeded) and wait:
             raise DeadlineExceeded(
                 f"the deadline passed before task {record.task_id} finished; it goes on"
             )
@@ -425,28 +420,28 @@ class Delegations:
         (``terminal``), the owner does not know it (``unknown``), or the
         watch ends otherwise (``broke``: watch again after a pause)."""
         task_id = record.task_id
+        stream = self._peers.follow(address, task_id)
         try:
-            request = pb.WatchTaskRequest(task_id=task_id)
-            stream = self._channels.tasks(address).WatchTask(request, metadata=_OWNER_QUERY)
-            async for message in stream:
+            async for remote in stream:
                 backoff.reset()
-                record = await self._mirror(record, task_from_proto(message.task))
+                try:
+                    record = await self._mirror(record, remote)
+                except Unavailable as exc:
+                    # The report could not be committed (the term was reported
+                    # lost, or consensus had no quorum): watch again and
+                    # commit it then.
+                    log.info("task %s: the owner's report was not committed: %s", task_id, exc)
+                    return "broke"
                 if record.terminal:
                     return "terminal"
-        except Unavailable as exc:
-            # The report could not be committed (the term was reported lost,
-            # or consensus had no quorum): watch again and commit it then.
-            log.info("task %s: the owner's report was not committed: %s", task_id, exc)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                return "unknown"
-            log.debug("watch of task %s on %s broke: %s", task_id, address, exc.code().name)
-        except asyncio.CancelledError:
-            if cancelling():
-                raise
-            # grpc.aio cancels the calls of a channel that is closed (the
-            # owner's card was removed): the stream broke, we did not.
-            log.debug("watch of task %s on %s ended with its channel", task_id, address)
+        except NotFound:
+            return "unknown"
+        except PraxisError as exc:
+            # The stream broke: the owner is lost, or its channel was closed
+            # when its card was removed.
+            log.debug("following task %s on %s broke: %s", task_id, address, exc)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
         return "broke"
 
     async def _place_unplaced(self, record: Task, backoff: _Backoff) -> None:
@@ -464,7 +459,11 @@ class Delegations:
         if current.terminal or current.owner_agent_id != record.owner_agent_id:
             return current  # decided already, or re-dispatched meanwhile
         mirrored = storable(current.mirror(remote), self._engine.limits.max_result_bytes)
-        if mirrored.state is current.state and mirrored.attempt == current.attempt:
+        if (mirrored.state, mirrored.attempt, mirrored.timeout) == (
+            current.state,
+            current.attempt,
+            current.timeout,
+        ):
             return current
         stored = await self.records.record(mirrored, durable=mirrored.terminal)
         if stored.terminal:
@@ -580,12 +579,12 @@ class Delegations:
             while asyncio.get_running_loop().time() < deadline and self._may_act(record):
                 address = _grpc_address(self._directory.get(agent_id))
                 if address is not None:
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        await self._channels.tasks(address).CancelTask(
-                            pb.CancelTaskRequest(
-                                task_id=task_id, reason=f"re-dispatched to {moved_to}"
-                            ),
-                            timeout=self._config.call_timeout,
+                    with contextlib.suppress(PraxisError):
+                        await self._peers.cancel(
+                            address,
+                            task_id,
+                            f"re-dispatched to {moved_to}",
+                            call_timeout=self._config.call_timeout,
                         )
                         return
                 await asyncio.sleep(1.0)
@@ -619,18 +618,17 @@ class Delegations:
             self._tell_when_back(record, record.owner_agent_id, "nobody (canceled)")
             return await self._cancel_here(record, f"{message} (owner unreachable)")
         try:
-            response = await self._channels.tasks(address).CancelTask(
-                pb.CancelTaskRequest(task_id=record.task_id, reason=message),
-                timeout=self._config.call_timeout,
+            remote = await self._peers.cancel(
+                address, record.task_id, message, call_timeout=self._config.call_timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                return await self._cancel_here(record, message)  # it never got there
+        except NotFound:
+            return await self._cancel_here(record, message)  # it never got there
+        except PraxisError as exc:
             raise Unavailable(
                 f"cannot reach agent {record.owner_agent_id} to cancel task "
-                f"{record.task_id} ({exc.code().name}: {exc.details()}); the task goes on"
+                f"{record.task_id} ({exc.message}); the task goes on"
             ) from None
-        return await self._mirror(record, task_from_proto(response.task))
+        return await self._mirror(record, remote)
 
     async def _cancel_here(self, record: Task, message: str) -> Task:
         canceled = record.finish_unsuccessfully(
@@ -689,28 +687,21 @@ def _grpc_address(card: AgentCard | None) -> str | None:
     return card.grpc_address or None
 
 
-def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
-    """True when the channel could not connect, so the request never left."""
-    text = f"{exc.details()} {exc.debug_error_string()}".lower()
-    return "failed to connect" in text or "connection refused" in text
-
-
-def _request(record: Task, wait: bool, fencing_token: int) -> pb.SubmitTaskRequest:
-    """The delegation request: identical on every send of one task to one agent
-    (a re-dispatch carries the attempts made so far)."""
-    request = pb.SubmitTaskRequest(
-        tool=record.tool,
-        arguments=dict_to_struct(record.arguments),
-        idempotency_key=record.idempotency_key,
-        tags=record.tags,
-        preferred_agent=record.preferred_agent,
-        wait=wait,
+def _dispatch(record: Task, wait: bool, fencing_token: int) -> Dispatch:
+    """The dispatch of ``record``: identical on every send of one task to one
+    agent (a re-dispatch carries the attempts made so far)."""
+    return Dispatch(
         task_id=record.task_id,
-        local_only=True,
+        submission=Submission(
+            tool=record.tool,
+            arguments=record.arguments,
+            idempotency_key=record.idempotency_key,
+            timeout=record.timeout if record.timeout > 0 else None,
+            tags=record.tags,
+            preferred_agent=record.preferred_agent,
+        ),
         origin_agent_id=record.origin_agent_id,
         fencing_token=fencing_token,
         prior_attempts=record.attempt,
+        wait=wait,
     )
-    if record.timeout > 0:
-        request.timeout.FromNanoseconds(round(record.timeout * 1e9))
-    return request

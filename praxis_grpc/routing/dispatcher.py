@@ -67,11 +67,6 @@ class Standby(Protocol):
         """Relays calls to the coordinator."""
         ...
 
-    async def admit(self, fencing_token: int) -> None:
-        """Refuse (FailedPrecondition) a dispatch not fenced with the current
-        term: none, a deposed coordinator's, or one the group never reached."""
-        ...
-
     @property
     def hold_timeout(self) -> float:
         """How long a task call waits for a coordinator (ha.hold_timeout)."""
@@ -109,12 +104,6 @@ class TaskDispatcher:
         self._validator_of: dict[int, tuple[ToolInfo, ArgumentValidator]] = {}
         self._decisions: dict[tuple[str, str], object] = {}
 
-    @property
-    def relays(self) -> bool:
-        """True when submissions may be relayed to a coordinator (active-passive),
-        so whether a call was forwarded already matters."""
-        return self._standby is not None
-
     async def submit(
         self,
         submission: Submission,
@@ -122,42 +111,27 @@ class TaskDispatcher:
         wait: bool = False,
         time_remaining: float | None = None,
         task_id: str | None = None,
-        local_only: bool = False,
-        origin_agent_id: str = "",
-        fencing_token: int = 0,
-        prior_attempts: int = 0,
         forwarded: bool = False,
     ) -> tuple[Task, bool]:
         """Accept ``submission`` on the best capable agent.
 
         In active-passive mode only the coordinator routes; a standby relays
         the submission to it (:class:`~praxis_grpc.ha.forwarding.Forwarder`).
+        ``forwarded``: the submission was relayed here by a standby; if this
+        node does not coordinate either, it answers Unavailable naming the
+        coordinator instead of relaying it again.
 
         Returns:
             The task (terminal when ``wait``) and whether it was deduplicated.
 
         Raises:
             InvalidArgument, AlreadyExists: the request is at fault.
-            FailedPrecondition: no capable agent (or, ``local_only``, this
-                node cannot run it).
+            FailedPrecondition: no capable agent.
             ResourceExhausted: every capable agent is saturated.
             Unavailable: no capable agent could be reached; or no coordinator
                 (active-passive), naming it when known.
             DeadlineExceeded: ``wait`` and the deadline passed; the task goes on.
         """
-        if local_only:
-            # A dispatch: in active-passive mode fenced before anything is
-            # stored or adopted; in active-active mode tokens are not used.
-            if self._standby is not None:
-                await self._standby.admit(fencing_token)
-            task, deduplicated = await self._engine.submit(
-                submission,
-                task_id=task_id,
-                origin_agent_id=origin_agent_id,
-                prior_attempts=prior_attempts,
-                dispatched=True,
-            )
-            return await self._waited(task, wait), deduplicated
         generated = task_id is None
         if self._standby is not None and not self._standby.leading:
             # The relay, any resend and (if this node takes over meanwhile) the
@@ -350,17 +324,9 @@ class TaskDispatcher:
         for a page cut short; same filter as that page."""
         return Cursor.at(task).encode()
 
-    async def watch(self, task_id: str, *, owner_query: bool = False) -> AsyncIterator[Task]:
-        """The task's states as they happen, wherever it runs.
-
-        ``owner_query``: the caller follows the task at the agent it was
-        dispatched to; only a task this agent runs is watched, anything else
-        (no copy, or a record kept from when it routed the task) is NotFound,
-        which tells the caller to send it again.
-        """
+    async def watch(self, task_id: str) -> AsyncIterator[Task]:
+        """The task's states as they happen, wherever it runs."""
         local = self._local_or_none(task_id)
-        if owner_query and (local is None or local.owner_agent_id != self._engine.agent_id):
-            raise NotFound(f"task {quote(task_id)} does not run on this agent")
         if local is None:
             if self._standby is None or self._standby.leading:
                 raise NotFound(f"task {quote(task_id)} not found")
@@ -483,7 +449,9 @@ class TaskDispatcher:
         now = datetime.now(UTC)
         if record is not None:
             return await self._delegations.records.record(record.reassign(candidate.agent_id, now))
-        fingerprint = submission.fingerprint() if submission.idempotency_key else ""
+        # Always fingerprinted: a later submission with this task id (or key)
+        # but another request is ALREADY_EXISTS here, as at the owner.
+        fingerprint = submission.fingerprint()
         return await self._delegations.records.record(
             Task(
                 task_id=task_id,

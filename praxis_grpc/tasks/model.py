@@ -56,7 +56,7 @@ class Reason:
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
     # The task's arguments or result cannot be returned (damaged, or written by
     # an older version) or do not fit a response: reads leave them out and say
-    # so with one of these (see api/convert.py).
+    # so with one of these (see wire.py).
     STORED_VALUE_UNREADABLE = "STORED_VALUE_UNREADABLE"
     STORED_VALUE_TOO_LARGE = "STORED_VALUE_TOO_LARGE"
     # Started ``tasks.max_attempts`` times without finishing: it is not run again.
@@ -160,7 +160,9 @@ class Task:
 
         Used by an entry node that follows the agent owning a delegated task:
         state, result, error, ``updated_at``/``started_at``/``finished_at``
-        and attempt come from ``remote``; every other field from ``self``. A
+        and attempt come from ``remote``, and so does the timeout when
+        ``remote`` has one (the owner resolves a default the entry node does
+        not know, and enforces it); every other field from ``self``. A
         terminal task mirrored with a report in its own state is returned
         unchanged (a repeated final report).
 
@@ -187,6 +189,7 @@ class Task:
             started_at=remote.started_at,
             finished_at=remote.finished_at,
             attempt=remote.attempt,
+            timeout=remote.timeout or self.timeout,
         )
 
     def _check(self, target: TaskState) -> None:

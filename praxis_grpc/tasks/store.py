@@ -170,7 +170,7 @@ class TaskStore(Protocol):
           ``result`` or ``tags`` cannot be decoded (damaged) comes back with
           a placeholder there (``{}``, ``None``, ``()``) and the reason in
           ``Task.unreadable``. Checking that a decoded value can travel as a
-          ``Struct`` is the reader's job (``api.convert.task_to_proto``).
+          ``Struct`` is the reader's job (``wire.task_to_proto``).
         - After :meth:`close` every other method raises ``RuntimeError``.
     """
 

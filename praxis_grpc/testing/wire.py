@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["alive", "length_delimited", "varint"]
+__all__ = ["alive", "length_delimited", "varint", "varint_field"]
 
 
 def varint(value: int) -> bytes:
@@ -23,6 +23,11 @@ def varint(value: int) -> bytes:
 def length_delimited(number: int, payload: bytes) -> bytes:
     """Field ``number`` of wire type 2 (a string, bytes or message) holding ``payload``."""
     return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """Field ``number`` of wire type 0 (an integer or bool) holding ``value``."""
+    return varint(number << 3) + varint(value)
 
 
 def alive(pid: int) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as peer_pb
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc
 from praxis_grpc.node import Node
@@ -29,6 +31,22 @@ async def stub(node: Node) -> AsyncIterator[task_service_pb2_grpc.TaskServiceAsy
     """A TaskService stub on ``node``'s gRPC endpoint."""
     async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
         yield task_service_pb2_grpc.TaskServiceStub(channel)
+
+
+@contextlib.asynccontextmanager
+async def peer_stub(node: Node) -> AsyncIterator[peer_service_pb2_grpc.PeerServiceAsyncStub]:
+    """A PeerService stub on ``node``'s gRPC endpoint (as another node calls it)."""
+    async with grpc.aio.insecure_channel(node.endpoints.grpc) as channel:
+        yield peer_service_pb2_grpc.PeerServiceStub(channel)
+
+
+def work_dispatch(seconds: float, key: str, **fields: Any) -> peer_pb.DispatchRequest:
+    """A dispatch of the RecordingTool ``work``, as a coordinator sends it."""
+    arguments = struct_pb2.Struct()
+    arguments.update({"seconds": seconds, "key": key})
+    return peer_pb.DispatchRequest(
+        spec=peer_pb.TaskSpec(tool="work", arguments=arguments), **fields
+    )
 
 
 def work(seconds: float, key: str, **fields: Any) -> pb.SubmitTaskRequest:

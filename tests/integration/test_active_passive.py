@@ -28,7 +28,7 @@ from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry
-from tests.integration.helpers import NodeGroup, stub, until, work
+from tests.integration.helpers import NodeGroup, peer_stub, stub, until, work, work_dispatch
 
 COMPLETED = types_pb2.TASK_STATE_COMPLETED
 HA = {
@@ -375,13 +375,13 @@ async def test_a_deposed_coordinator_cannot_dispatch(cluster: Cluster) -> None:
     async with stub(b) as tasks:
         fresh = (await tasks.SubmitTask(work(0, "fresh", wait=True))).task
     worker = next(n for n in cluster.nodes.values() if n.agent_id == fresh.owner_agent_id)
-    async with stub(worker) as tasks:
+    async with peer_stub(worker) as peer:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await tasks.SubmitTask(
-                work(
+            await peer.Dispatch(
+                work_dispatch(
                     0,
                     "fenced",
-                    local_only=True,
+                    origin_agent_id="coordinator",
                     fencing_token=cluster.group.term - 1,
                     task_id="6f1d8f0c-1b9e-4a57-9c43-0d8f1e2a3b4c",
                 )

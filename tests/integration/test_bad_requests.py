@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -14,6 +15,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
 
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as peer_pb
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as peer_grpc
 from praxis_grpc._gen.praxis.v1 import card_service_pb2 as card_pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
@@ -42,6 +45,14 @@ _METHODS = [
     ("/praxis.v1.AgentService/GetAgent", "unary"),
     ("/praxis.v1.AgentService/ListPeers", "unary"),
     ("/praxis.v1.AgentService/Drain", "unary"),
+    ("/praxis.peer.v1.PeerService/Dispatch", "unary"),
+    ("/praxis.peer.v1.PeerService/Follow", "server_stream"),
+    ("/praxis.peer.v1.PeerService/Cancel", "unary"),
+    ("/praxis.peer.v1.PeerService/RelaySubmit", "unary"),
+    ("/praxis.peer.v1.PeerService/RelayGet", "unary"),
+    ("/praxis.peer.v1.PeerService/RelayList", "unary"),
+    ("/praxis.peer.v1.PeerService/RelayCancel", "unary"),
+    ("/praxis.peer.v1.PeerService/RelayWatch", "server_stream"),
     ("/grpc.health.v1.Health/Check", "unary"),
     ("/grpc.health.v1.Health/Watch", "server_stream"),
     ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "bidi_stream"),
@@ -196,12 +207,18 @@ async def test_unknown_task_id_quotes_it_briefly(stubs: Stubs) -> None:
     assert task_id in (info.value.details() or "")
 
 
-@pytest.mark.parametrize("local_only", [False, True])
-async def test_long_tool_names_get_a_short_answer(default_stubs: Stubs, local_only: bool) -> None:
+@pytest.mark.parametrize("dispatched", [False, True])
+async def test_long_tool_names_get_a_short_answer(default_stubs: Stubs, dispatched: bool) -> None:
     stubs = default_stubs
     tool = "t" * 100_000
+    peer = peer_grpc.PeerServiceStub(stubs.channel)
+    call = (
+        peer.Dispatch(_dispatch(tool))
+        if dispatched
+        else stubs.tasks.SubmitTask(pb.SubmitTaskRequest(tool=tool))
+    )
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stubs.tasks.SubmitTask(pb.SubmitTaskRequest(tool=tool, local_only=local_only))
+        await call
     _check_refusal(info.value, grpc.StatusCode.FAILED_PRECONDITION, "tool")
     assert "'" + "t" * 99 + "…'" in (info.value.details() or "")
 
@@ -216,12 +233,15 @@ async def test_long_tags_and_keys_get_a_short_answer(stubs: Stubs) -> None:
         ("tags[1]", pb.SubmitTaskRequest(tool="echo", tags=["gpu", "g" * 50_000])),
         ("tags", pb.SubmitTaskRequest(tool="echo", tags=["gpu"] * 65)),
         ("preferred_agent", pb.SubmitTaskRequest(tool="echo", preferred_agent="p" * 50_000)),
-        ("origin_agent_id", pb.SubmitTaskRequest(tool="echo", origin_agent_id="o" * 50_000)),
         ("idempotency_key", pb.SubmitTaskRequest(tool="echo", idempotency_key="i" * 50_000)),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stubs.tasks.SubmitTask(request)
         _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, field)
+    dispatch = _dispatch("echo", origin_agent_id="o" * 50_000)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await peer_grpc.PeerServiceStub(stubs.channel).Dispatch(dispatch)
+    _check_refusal(info.value, grpc.StatusCode.INVALID_ARGUMENT, "origin_agent_id")
     submitted = await stubs.tasks.SubmitTask(
         pb.SubmitTaskRequest(tool="sleep", arguments=_struct({"seconds": 30}))
     )
@@ -243,11 +263,19 @@ async def test_long_tags_and_keys_get_a_short_answer(stubs: Stubs) -> None:
     _check_refusal(info.value, grpc.StatusCode.NOT_FOUND, "card")
 
 
-async def test_local_only_unknown_tool_is_failed_precondition(stubs: Stubs) -> None:
-    # README: FAILED_PRECONDITION when no agent offers the tool; a node told
-    # to run the task itself is the only agent it may use.
+def _dispatch(tool: str, origin_agent_id: str = "entry") -> peer_pb.DispatchRequest:
+    return peer_pb.DispatchRequest(
+        task_id=str(uuid.uuid4()),
+        spec=peer_pb.TaskSpec(tool=tool),
+        origin_agent_id=origin_agent_id,
+    )
+
+
+async def test_a_dispatch_of_an_unknown_tool_is_failed_precondition(stubs: Stubs) -> None:
+    # PeerService: FAILED_PRECONDITION when the tool is not offered here; a
+    # node sent a dispatch runs the task itself or refuses it.
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stubs.tasks.SubmitTask(pb.SubmitTaskRequest(tool="nope", local_only=True))
+        await peer_grpc.PeerServiceStub(stubs.channel).Dispatch(_dispatch("nope"))
     _check_refusal(info.value, grpc.StatusCode.FAILED_PRECONDITION, "tool")
     assert "'nope'" in (info.value.details() or "")
 

@@ -1,10 +1,11 @@
 """Fencing between in-process active-passive nodes over real gRPC, on the
 in-memory consensus fake and on the embedded raft backend (pysyncobj).
 
-A dispatch (``local_only`` submission) carries the coordinator's term as its
-fencing token; a dispatch without one, with one older than the newest a node
-has seen, or with one newer than any term the node has seen the group reach,
-is refused, and the coordinator itself refuses an older term than its own.
+A dispatch (``PeerService.Dispatch``, never the public API) carries the
+coordinator's term as its fencing token; a dispatch without one, with one
+older than the newest a node has seen, or with one newer than any term the
+node has seen the group reach, is refused, and the coordinator itself
+refuses an older term than its own.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc._gen.praxis.v1 import task_service_pb2, types_pb2
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
 from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.memory_mesh import MemoryMesh
+from praxis_grpc.testing.wire import varint_field
 from praxis_grpc.tools.registry import ToolRegistry
-from tests.integration.helpers import NodeGroup, free_addresses, stub, until, work
+from tests.integration.helpers import (
+    NodeGroup,
+    free_addresses,
+    peer_stub,
+    stub,
+    until,
+    work,
+    work_dispatch,
+)
 
 MAX_TOKEN = 2**64 - 1
 
@@ -106,10 +116,10 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
 
 async def dispatch(node: Node, task_id: str, key: str, **fields: Any) -> grpc.aio.AioRpcError:
     """Send ``node`` a dispatch of task ``task_id``; return how it was refused."""
-    request = work(30, key, task_id=task_id, local_only=True, **fields)
-    async with stub(node) as tasks:
+    request = work_dispatch(30, key, task_id=task_id, **fields)
+    async with peer_stub(node) as peer:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await tasks.SubmitTask(request)
+            await peer.Dispatch(request)
     return info.value
 
 
@@ -190,3 +200,34 @@ async def test_a_token_beyond_any_term_the_group_reached_does_not_poison_the_fen
         done = [(await tasks.SubmitTask(work(0, f"after{i}", wait=True))).task for i in range(4)]
     assert all(t.state == types_pb2.TASK_STATE_COMPLETED for t in done)
     assert {t.owner_agent_id for t in done} <= {s.agent_id for s in standbys}
+
+
+async def test_the_public_api_carries_no_fencing_token(cluster: Cluster) -> None:
+    # Issue 11's reproduction: SubmitTask(local_only=true,
+    # fencing_token=2**64-1) sent to each standby made every later dispatch
+    # of the real coordinator fail, persistently. The fields are gone from
+    # praxis.v1 (reserved); a client that still sends their bytes gets an
+    # ordinary submission, routed by the coordinator, and no fence moves.
+    coordinator = cluster.settled()
+    assert coordinator is not None
+    term = coordinator.leadership().term
+    standbys = [n for n in cluster.nodes.values() if n is not coordinator]
+    legacy = varint_field(9, 1) + varint_field(11, MAX_TOKEN)  # local_only, fencing_token
+    for index, standby in enumerate(standbys):
+        request = work(0, f"legacy{index}", wait=True).SerializeToString() + legacy
+        async with grpc.aio.insecure_channel(standby.endpoints.grpc) as channel:
+            submit = channel.unary_unary(
+                "/praxis.v1.TaskService/SubmitTask",
+                request_serializer=None,
+                response_deserializer=task_service_pb2.SubmitTaskResponse.FromString,
+            )
+            answer = await submit(request)
+        assert answer.task.state == types_pb2.TASK_STATE_COMPLETED
+        assert answer.task.origin_agent_id == "coordinator"  # the coordinator routed it
+    for standby in standbys:
+        fencing = standby.config.resolved_data_dir / "fencing"
+        assert not fencing.exists() or int(fencing.read_text() or 0) <= term
+    async with stub(coordinator) as tasks:
+        done = [(await tasks.SubmitTask(work(0, f"after{i}", wait=True))).task for i in range(4)]
+    assert all(t.state == types_pb2.TASK_STATE_COMPLETED for t in done)
+    assert cluster.log.count("legacy0") == cluster.log.count("legacy1") == 1

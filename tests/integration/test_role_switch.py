@@ -19,7 +19,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2, peer_service_pb2_grpc
+from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.errors import abort
 from praxis_grpc.cli import serve_node
 from praxis_grpc.consensus.base import ConsensusError, Leadership
@@ -149,19 +150,25 @@ async def test_a_node_that_stepped_down_starts_no_follower_and_sends_no_cancel(
     assert not delegations._followers
 
 
-class SilentTasks(task_service_pb2_grpc.TaskServiceServicer):
-    """A coordinator cut off by a partition: it takes calls and never answers."""
+class SilentPeer(peer_service_pb2_grpc.PeerServiceServicer):
+    """A node cut off by a partition: it takes calls and never answers."""
 
     def __init__(self) -> None:
         self.received = asyncio.Event()
         self.ended = 0
 
-    async def SubmitTask(self, request: Any, context: Any) -> Any:
+    async def _silent(self) -> Any:
         self.received.set()
         try:
             await asyncio.Event().wait()
         finally:
             self.ended += 1
+
+    async def RelaySubmit(self, request: Any, context: Any) -> Any:
+        return await self._silent()
+
+    async def Dispatch(self, request: Any, context: Any) -> Any:
+        return await self._silent()
 
 
 async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
@@ -170,9 +177,9 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
     a = await cluster.start("a")
     b = await cluster.start("b")
     await cluster.converged()
-    silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
+    silent = SilentPeer()  # type: ignore[abstract]  # only RelaySubmit, Dispatch are called
     async with contextlib.AsyncExitStack() as stack:
-        address = await stack.enter_async_context(tasks_server(silent))
+        address = await stack.enter_async_context(peer_server(silent))
         ghost = cluster.group.member("ghost", address)
         await ghost.start()
         stack.push_async_callback(ghost.aclose)
@@ -194,7 +201,7 @@ async def test_a_relay_to_a_deposed_coordinator_is_sent_to_the_next_one(
         await until(lambda: silent.ended == 1)
 
 
-class JustElected(task_service_pb2_grpc.TaskServiceServicer):
+class JustElected(peer_service_pb2_grpc.PeerServiceServicer):
     """A coordinator elected a moment ago that does not know it yet: it first
     answers, as a standby would, that the coordinator is elsewhere."""
 
@@ -202,7 +209,7 @@ class JustElected(task_service_pb2_grpc.TaskServiceServicer):
         self.previous = previous
         self.calls = 0
 
-    async def SubmitTask(self, request: Any, context: Any) -> Any:
+    async def RelaySubmit(self, request: Any, context: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
             await abort(
@@ -215,11 +222,11 @@ class JustElected(task_service_pb2_grpc.TaskServiceServicer):
             )
         now = datetime.now(UTC)
         task = types_pb2.Task(
-            task_id=request.task_id, tool=request.tool, state=COMPLETED, attempt=1
+            task_id=request.task_id, tool=request.spec.tool, state=COMPLETED, attempt=1
         )
         task.created_at.FromDatetime(now)
         task.updated_at.FromDatetime(now)
-        return task_service_pb2.SubmitTaskResponse(task=task)
+        return peer_service_pb2.RelaySubmitResponse(task=task)
 
 
 async def test_a_relay_to_a_coordinator_that_does_not_know_it_won_is_sent_again(
@@ -230,9 +237,9 @@ async def test_a_relay_to_a_coordinator_that_does_not_know_it_won_is_sent_again(
     # <the dead one>"; it waited for a third leader until its hold ran out.
     a = await cluster.start("a")
     await cluster.converged()
-    fresh = JustElected(previous="127.0.0.1:1")  # type: ignore[abstract]  # SubmitTask only
+    fresh = JustElected(previous="127.0.0.1:1")  # type: ignore[abstract]  # RelaySubmit only
     async with contextlib.AsyncExitStack() as stack:
-        address = await stack.enter_async_context(tasks_server(fresh))
+        address = await stack.enter_async_context(peer_server(fresh))
         leader = cluster.group.member("leader", address)
         await leader.start()
         stack.push_async_callback(leader.aclose)
@@ -249,8 +256,8 @@ async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_t
 ) -> None:
     a, b, _ = await three(cluster)
     delegations: Any = a._delegations
-    silent = SilentTasks()  # type: ignore[abstract]  # only SubmitTask is called
-    async with tasks_server(silent) as address:
+    silent = SilentPeer()  # type: ignore[abstract]  # only RelaySubmit, Dispatch are called
+    async with peer_server(silent) as address:
         card = a.directory.get(b.agent_id)
         assert card is not None
         worker = Candidate("silent", "silent", False, address, 0, 1, 1, card.tools[0])
@@ -282,10 +289,10 @@ async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_t
 
 
 @contextlib.asynccontextmanager
-async def tasks_server(servicer: Any) -> AsyncIterator[str]:
-    """A loopback gRPC server of a fake TaskService; stopped on exit."""
+async def peer_server(servicer: Any) -> AsyncIterator[str]:
+    """A loopback gRPC server of a fake PeerService; stopped on exit."""
     server = grpc.aio.server()
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)
+    peer_service_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

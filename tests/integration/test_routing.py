@@ -18,6 +18,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import Endpoint
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
+from praxis_grpc.peers.grpc import GrpcPeerClient
 from praxis_grpc.testing import ExecutionLog, RecordingTool, make_config, worker_pool
 from praxis_grpc.testing.memory_mesh import MemoryMesh
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
@@ -326,8 +327,10 @@ async def test_worker_lost_mid_task_completes_elsewhere(mesh: Mesh) -> None:
     assert final.result["agent"] == "second"
     assert entry.metrics.redispatches_total._value.get() == 1
     # The channel to the departed agent was closed; the one in use stays.
-    assert first.endpoints.grpc not in entry.channels
-    assert second.endpoints.grpc in entry.channels
+    peers = entry.peer_client
+    assert isinstance(peers, GrpcPeerClient)
+    assert first.endpoints.grpc not in peers
+    assert second.endpoints.grpc in peers
 
 
 async def test_a_task_that_keeps_losing_its_worker_is_poisoned(mesh: Mesh) -> None:
@@ -394,3 +397,55 @@ def _args(**values: Any) -> struct_pb2.Struct:
     arguments = struct_pb2.Struct()
     arguments.update(values)
     return arguments
+
+
+async def test_a_delegated_task_shows_the_owners_timeout_at_the_entry_node(mesh: Mesh) -> None:
+    # Issue 11, found by a client: a task delegated from node1 to node2 showed
+    # `timeout: 0s` at node1 (SubmitTask response and GetTask), 60s at node2.
+    entry = await mesh.start("entry", work=False)
+    worker = await mesh.start("worker")
+    await mesh.converged()
+    async with stub(entry) as tasks:
+        accepted = (await tasks.SubmitTask(work(0.2, "default-timeout"))).task
+        await until(lambda: entry.engine.get(accepted.task_id).terminal)
+        at_entry = (await tasks.GetTask(pb.GetTaskRequest(task_id=accepted.task_id))).task
+    async with stub(worker) as on_owner:
+        at_owner = (await on_owner.GetTask(pb.GetTaskRequest(task_id=accepted.task_id))).task
+    assert at_owner.timeout.ToTimedelta().total_seconds() == 60.0  # the owner's default
+    assert accepted.owner_agent_id == worker.agent_id
+    assert accepted.timeout == at_owner.timeout
+    assert at_entry.timeout == at_owner.timeout
+
+
+async def test_a_task_id_reused_for_another_request_at_the_entry_node_is_already_exists(
+    mesh: Mesh,
+) -> None:
+    # Issue 11, found by a client: reusing a task_id with a different tool and
+    # arguments at the entry node of a delegated task returned the first task
+    # (deduplicated); the owner rightly answers ALREADY_EXISTS, the entry
+    # node must too. The same request again is still deduplicated.
+    entry = await mesh.start("entry", work=False)
+    worker = await mesh.start("worker")
+    await mesh.converged()
+    task_id = "3b0c2a8e-6c1d-4f7e-9a5b-2d8e1f0c7a64"
+    async with stub(entry) as tasks:
+        first = await tasks.SubmitTask(work(0, "first", task_id=task_id, wait=True))
+        assert first.task.owner_agent_id == worker.agent_id
+        again = await tasks.SubmitTask(work(0, "first", task_id=task_id))
+        assert again.deduplicated
+        for other in (
+            work(0, "second", task_id=task_id),
+            pb.SubmitTaskRequest(
+                tool="calculator", arguments=_args(expression="1+2"), task_id=task_id
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await tasks.SubmitTask(other)
+            assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+            assert "task_id" in (info.value.details() or "")
+    async with stub(worker) as on_owner:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await on_owner.SubmitTask(work(0, "second", task_id=task_id))
+        assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert mesh.log.count("first") == 1
+    assert mesh.log.count("second") == 0

@@ -16,8 +16,8 @@ from praxis_grpc._gen.praxis.v1 import agent_service_pb2, agent_service_pb2_grpc
 from praxis_grpc.api.server_limits import server_options
 from praxis_grpc.client import PraxisClient
 from praxis_grpc.config import ApiConfig
-from praxis_grpc.ha.liveness import wait_gone
 from praxis_grpc.node import Node
+from praxis_grpc.peers.liveness import wait_gone
 from praxis_grpc.testing import make_config, running_node
 from praxis_grpc.testing.slow_reader import SlowReader
 from tests.integration.helpers import until

@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import dict_to_struct, struct_to_dict, task_from_proto, task_to_proto
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
+from praxis_grpc.wire import dict_to_struct, struct_to_dict, task_from_proto, task_to_proto
 
 
 def test_round_trip_keeps_integers_integral() -> None:

@@ -15,13 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
-from praxis_grpc.api.convert import dict_to_struct, duration_seconds, struct_to_dict
 from praxis_grpc.api.errors import MAX_MESSAGE_BYTES, status_message
 from praxis_grpc.api.interceptors import ThrottledLog
-from praxis_grpc.api.task_service import submission_from_proto
 from praxis_grpc.errors import InvalidArgument, quote, quote_all
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
 from praxis_grpc.tasks.store import Cursor
+from praxis_grpc.wire import dict_to_struct, duration_seconds, struct_to_dict, submission_from_proto
 
 T = TypeVar("T")
 LIMIT = 1024 * 1024
@@ -275,9 +274,6 @@ def _requests(draw: st.DrawFn) -> pb.SubmitTaskRequest:
         preferred_agent=draw(_text),
         wait=draw(st.booleans()),
         task_id=draw(_text),
-        local_only=draw(st.booleans()),
-        origin_agent_id=draw(_text),
-        fencing_token=draw(st.integers(0, 2**64 - 1)),
     )
     if draw(st.booleans()):
         request.timeout.CopyFrom(duration_pb2.Duration(seconds=draw(_int64), nanos=draw(_int32)))

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import dict_to_struct, struct_to_dict
 from praxis_grpc.errors import InvalidArgument, ToolError
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
 from praxis_grpc.tasks.model import Reason, Task, TaskState
 from praxis_grpc.tasks.results import checked_result, storable, struct_bytes
+from praxis_grpc.wire import dict_to_struct, struct_to_dict
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

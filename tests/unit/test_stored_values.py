@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import types_pb2
-from praxis_grpc.api.convert import dict_to_struct, task_to_proto
 from praxis_grpc.api.message_size import fit_page, fit_task
 from praxis_grpc.errors import ToolError
 from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
@@ -26,6 +25,7 @@ from praxis_grpc.tasks.results import checked_result
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.testing import MemoryTaskStore
+from praxis_grpc.wire import dict_to_struct, task_to_proto
 
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from praxis_grpc.api.convert import dict_to_struct, struct_to_dict
 from praxis_grpc.errors import ToolError
 from praxis_grpc.tasks.json_values import check_json_object
 from praxis_grpc.tools.calculator import (
@@ -20,6 +19,7 @@ from praxis_grpc.tools.calculator import (
     evaluate,
 )
 from praxis_grpc.tools.workers import WorkerPool
+from praxis_grpc.wire import dict_to_struct, struct_to_dict
 
 
 @pytest.mark.parametrize(

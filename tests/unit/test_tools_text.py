@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from praxis_grpc.api.convert import dict_to_struct
 from praxis_grpc.config import TasksConfig
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.tools.registry import build_registry
 from praxis_grpc.tools.text import MAX_TEXT_LENGTH, TextAnalyzer, analyze, count_sentences
 from praxis_grpc.tools.workers import WorkerPool
+from praxis_grpc.wire import dict_to_struct
 
 SAMPLE = """The quick brown fox. The lazy dog!
 Is it the end? Don't stop.

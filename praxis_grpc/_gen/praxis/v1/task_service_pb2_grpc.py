@@ -73,8 +73,8 @@ class TaskServiceServicer:
         (or the call's deadline passes; the task then goes on).
 
         The receiving node routes the task to the least-loaded agent that offers
-        the tool and carries every requested tag (itself included), unless
-        local_only is set. The returned task's owner_agent_id names that agent.
+        the tool and carries every requested tag (itself included). The returned
+        task's owner_agent_id names that agent.
 
         Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
         message names the field), FAILED_PRECONDITION (no agent offers the tool

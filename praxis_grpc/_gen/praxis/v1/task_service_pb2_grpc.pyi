@@ -40,8 +40,8 @@ class TaskServiceStub:
     (or the call's deadline passes; the task then goes on).
 
     The receiving node routes the task to the least-loaded agent that offers
-    the tool and carries every requested tag (itself included), unless
-    local_only is set. The returned task's owner_agent_id names that agent.
+    the tool and carries every requested tag (itself included). The returned
+    task's owner_agent_id names that agent.
 
     Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
     message names the field), FAILED_PRECONDITION (no agent offers the tool
@@ -83,8 +83,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     (or the call's deadline passes; the task then goes on).
 
     The receiving node routes the task to the least-loaded agent that offers
-    the tool and carries every requested tag (itself included), unless
-    local_only is set. The returned task's owner_agent_id names that agent.
+    the tool and carries every requested tag (itself included). The returned
+    task's owner_agent_id names that agent.
 
     Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
     message names the field), FAILED_PRECONDITION (no agent offers the tool
@@ -129,8 +129,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         (or the call's deadline passes; the task then goes on).
 
         The receiving node routes the task to the least-loaded agent that offers
-        the tool and carries every requested tag (itself included), unless
-        local_only is set. The returned task's owner_agent_id names that agent.
+        the tool and carries every requested tag (itself included). The returned
+        task's owner_agent_id names that agent.
 
         Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
         message names the field), FAILED_PRECONDITION (no agent offers the tool

@@ -1,11 +1,12 @@
-"""Conversions between domain objects and ``praxis.v1`` messages."""
+"""Conversions between domain objects and ``praxis.v1`` messages, shared by
+the public servicers (api/), the peer protocol (peers/) and the card codec."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
@@ -13,7 +14,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.errors import InvalidArgument, clip
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
-from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
+from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 
 _ROLES = {
     "peer": types_pb2.AGENT_ROLE_PEER,
@@ -373,3 +374,108 @@ def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:
         version=card.version,
         updated_at=timestamp(card.updated_at),
     )
+
+
+# Strings a task stores and returns with every read: bounded, so no request
+# stores more than max_argument_bytes of arguments plus a little.
+MAX_KEY_LENGTH = 256
+MAX_NAME_LENGTH = 256  # a tag, preferred_agent, an agent id
+MAX_TAGS = 64
+MAX_REASON_LENGTH = 1024
+# Task ids are canonical UUIDs (36 characters); anything much longer is
+# refused before it is looked up or quoted.
+MAX_TASK_ID_LENGTH = 64
+
+
+class SubmissionMessage(Protocol):
+    """The fields of a submission, as ``praxis.v1.SubmitTaskRequest`` and
+    ``praxis.peer.v1.TaskSpec`` both carry them."""
+
+    @property
+    def tool(self) -> str: ...
+    @property
+    def arguments(self) -> struct_pb2.Struct: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def timeout(self) -> duration_pb2.Duration: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def preferred_agent(self) -> str: ...
+    def HasField(self, field_name: Any) -> bool: ...
+
+
+def submission_from_proto(request: SubmissionMessage, max_argument_bytes: int) -> Submission:
+    """Validate a submission's shape and build the domain submission.
+
+    The size of ``arguments`` is checked first, in protobuf wire bytes (what
+    the client sent, cheap to measure), so an oversized request is refused
+    before it costs a conversion.
+
+    Raises:
+        InvalidArgument: the message names the offending field.
+    """
+    if not request.tool:
+        raise InvalidArgument("tool", "is required")
+    size = request.arguments.ByteSize()
+    if size > max_argument_bytes:
+        raise InvalidArgument(
+            "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
+        )
+    check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
+    check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
+    timeout = None
+    if request.HasField("timeout"):
+        timeout = duration_seconds(request.timeout, "timeout")
+        if timeout <= 0:
+            raise InvalidArgument("timeout", "must be positive")
+    if len(request.tags) > MAX_TAGS:
+        raise InvalidArgument("tags", f"more than {MAX_TAGS} tags")
+    for index, tag in enumerate(request.tags):
+        if not tag:
+            raise InvalidArgument(f"tags[{index}]", "must not be empty")
+        check_length(f"tags[{index}]", tag, MAX_NAME_LENGTH)
+    return Submission(
+        tool=request.tool,
+        arguments=struct_to_dict(request.arguments),
+        idempotency_key=request.idempotency_key,
+        timeout=timeout,
+        tags=tuple(request.tags),
+        preferred_agent=request.preferred_agent,
+    )
+
+
+def submission_fields(submission: Submission) -> dict[str, Any]:
+    """The keyword arguments of a ``SubmitTaskRequest`` or ``TaskSpec`` that
+    carry ``submission`` (the inverse of :func:`submission_from_proto`)."""
+    fields: dict[str, Any] = {
+        "tool": submission.tool,
+        "arguments": dict_to_struct(submission.arguments),
+        "idempotency_key": submission.idempotency_key,
+        "tags": submission.tags,
+        "preferred_agent": submission.preferred_agent,
+    }
+    if submission.timeout is not None:
+        fields["timeout"] = duration(submission.timeout)
+    return fields
+
+
+def check_length(field: str, value: str, limit: int) -> None:
+    """Raise InvalidArgument naming ``field`` if ``value`` is longer than ``limit``."""
+    if len(value) > limit:
+        raise InvalidArgument(field, f"longer than {limit} characters")
+
+
+def task_id_field(value: str, field: str = "task_id") -> str:
+    """A required task id from a request, bounded in length (the engine checks
+    it is a canonical UUID).
+
+    Raises:
+        InvalidArgument: empty or far longer than a UUID.
+    """
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_TASK_ID_LENGTH:
+        raise InvalidArgument(field, f"{len(value)} characters is longer than any task id (a UUID)")
+    return value

@@ -1,5 +1,6 @@
 """Evidence that the coordinator's process is gone, for
-:meth:`~praxis_grpc.consensus.base.Suspecting.suspect`.
+:meth:`~praxis_grpc.consensus.base.Suspecting.suspect`
+(:meth:`~praxis_grpc.peers.base.PeerClient.wait_gone` of the gRPC peers).
 
 A standby keeps a ``grpc.health.v1.Health/Watch`` stream open to the
 coordinator. When that process dies (kill -9, a crash, OOM) the kernel closes
@@ -8,6 +9,15 @@ connection to the same port. *Refused* is the evidence: the host answers and
 nothing listens there. A timeout or an unreachable host is not evidence (a
 partition looks the same); those cases wait for the backend's own failure
 detector, as does a stream that breaks while the port still accepts.
+
+Why the probe is the standard Health service and not a ``PeerService`` call:
+the evidence is about the *port* (is anything listening?), not about any
+service on it; Health is served by every node from its first moment to its
+last, whatever its role, drain state or (once the security work lands) the
+credentials a peer call needs, so a probe stream can break only because the
+connection did; and an operator can watch the same thing with any gRPC
+health tool. What makes it a peer call is that it goes through ``PeerClient``,
+so the in-memory peers can play a process that dies.
 """
 
 from __future__ import annotations

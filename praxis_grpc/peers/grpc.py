@@ -1,0 +1,267 @@
+"""The gRPC :class:`~praxis_grpc.peers.base.PeerClient`: ``praxis.peer.v1.PeerService``
+over one pooled channel per peer.
+
+gRPC channels multiplex any number of calls over one HTTP/2 connection and
+reconnect by themselves, so a node keeps one channel per peer address and
+closes it when the peer leaves the mesh (which also ends the calls on it:
+the signal followers use to notice a lost owner). A standby's relays to the
+coordinator use a second channel to it that pings every second, idle or not,
+so a coordinator cut off by a partition is noticed in about two seconds.
+
+Performance: every dispatch is one unary call and every follow one server
+stream, multiplexed on the peer's channel. The interface takes one task per
+call, so one long-lived bidirectional stream per peer pair, multiplexed by
+task id and batched under load, can replace them here without any caller
+changing (see the README's benchmark section).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
+from praxis_grpc.aio import cancelling
+from praxis_grpc.api.errors import answered, error_from_rpc
+from praxis_grpc.errors import PraxisError
+from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
+from praxis_grpc.peers.liveness import wait_gone
+from praxis_grpc.tasks.model import Submission, Task
+from praxis_grpc.wire import submission_fields, task_from_proto
+
+__all__ = ["GrpcPeerClient"]
+
+
+class _Pool:
+    """Channels (and PeerService stubs) keyed by ``host:port``. One loop."""
+
+    def __init__(self, options: list[tuple[str, int]]) -> None:
+        self._options = options
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.PeerServiceAsyncStub] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def stub(self, address: str) -> pb_grpc.PeerServiceAsyncStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=self._options)
+            self._channels[address] = channel
+            stub = pb_grpc.PeerServiceStub(channel)
+            self._stubs[address] = stub
+        return stub
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._channels
+
+    def discard(self, address: str) -> None:
+        channel = self._channels.pop(address, None)
+        self._stubs.pop(address, None)
+        if channel is not None:
+            closing = asyncio.get_running_loop().create_task(channel.close(grace=None))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close(grace=None)
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+
+
+def _options(
+    max_message_bytes: int, keepalive_time: float, keepalive_timeout: float, idle: bool
+) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", round(keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(idle)),
+        # Keep pinging while a call waits quietly for its answer.
+        ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect promptly to a peer that restarts on the same address.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+class GrpcPeerClient:
+    """:class:`~praxis_grpc.peers.base.PeerClient` over ``praxis.peer.v1.PeerService``.
+
+    Args:
+        agent_id: This node's agent id (named in relays).
+        max_message_bytes: The largest message sent or received.
+        keepalive_time, keepalive_timeout: Ping a peer's connection this
+            often and close it when a ping goes unanswered this long: a dead
+            peer is noticed on an idle follow stream within ~15 s by default,
+            even before its card is removed. Relays ping every second. The
+            server must allow it (api/server_limits.py).
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        *,
+        keepalive_time: float = 10.0,
+        keepalive_timeout: float = 5.0,
+    ) -> None:
+        self._agent_id = agent_id
+        self._pool = _Pool(_options(max_message_bytes, keepalive_time, keepalive_timeout, False))
+        self._relays = _Pool(_options(max_message_bytes, 1.0, 1.0, True))
+
+    def __contains__(self, address: object) -> bool:
+        """True while a channel to ``address`` is open."""
+        return address in self._pool or address in self._relays
+
+    async def dispatch(
+        self, address: str, dispatch: Dispatch, *, call_timeout: float | None
+    ) -> Accepted:
+        request = pb.DispatchRequest(
+            task_id=dispatch.task_id,
+            spec=pb.TaskSpec(**submission_fields(dispatch.submission)),
+            origin_agent_id=dispatch.origin_agent_id,
+            fencing_token=dispatch.fencing_token,
+            prior_attempts=dispatch.prior_attempts,
+            wait=dispatch.wait,
+        )
+        call = self._pool.stub(address).Dispatch(request, timeout=call_timeout)
+        response = await _unary(call, address)
+        return Accepted(task_from_proto(response.task), response.deduplicated)
+
+    async def follow(self, address: str, task_id: str) -> AsyncIterator[Task]:
+        call = self._pool.stub(address).Follow(pb.FollowRequest(task_id=task_id))
+        async for message in _stream(call, address):
+            yield task_from_proto(message.task)
+
+    async def cancel(
+        self, address: str, task_id: str, reason: str, *, call_timeout: float | None
+    ) -> Task:
+        request = pb.CancelRequest(task_id=task_id, reason=reason)
+        response = await _unary(
+            self._pool.stub(address).Cancel(request, timeout=call_timeout), address
+        )
+        return task_from_proto(response.task)
+
+    async def relay_submit(
+        self,
+        address: str,
+        submission: Submission,
+        *,
+        task_id: str,
+        wait: bool,
+        call_timeout: float | None,
+    ) -> Accepted:
+        request = pb.RelaySubmitRequest(
+            relayed_by=self._agent_id,
+            spec=pb.TaskSpec(**submission_fields(submission)),
+            task_id=task_id,
+            wait=wait,
+        )
+        call = self._relays.stub(address).RelaySubmit(request, timeout=call_timeout)
+        response = await _unary(call, address)
+        return Accepted(task_from_proto(response.task), response.deduplicated)
+
+    async def relay_get(self, address: str, task_id: str, *, call_timeout: float | None) -> Task:
+        request = pb.RelayGetRequest(relayed_by=self._agent_id, task_id=task_id)
+        call = self._relays.stub(address).RelayGet(request, timeout=call_timeout)
+        return task_from_proto((await _unary(call, address)).task)
+
+    async def relay_list(
+        self, address: str, query: TaskQuery, *, call_timeout: float | None
+    ) -> tuple[Sequence[Task], str]:
+        request = pb.RelayListRequest(
+            relayed_by=self._agent_id,
+            states=[state.value for state in query.states],  # type: ignore[misc]  # same numbers
+            tool=query.tool,
+            page_size=query.limit,
+            page_token=query.page_token,
+        )
+        call = self._relays.stub(address).RelayList(request, timeout=call_timeout)
+        response = await _unary(call, address)
+        return [task_from_proto(task) for task in response.tasks], response.next_page_token
+
+    async def relay_cancel(
+        self, address: str, task_id: str, reason: str, *, call_timeout: float | None
+    ) -> Task:
+        request = pb.RelayCancelRequest(relayed_by=self._agent_id, task_id=task_id, reason=reason)
+        call = self._relays.stub(address).RelayCancel(request, timeout=call_timeout)
+        return task_from_proto((await _unary(call, address)).task)
+
+    async def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
+        request = pb.RelayWatchRequest(relayed_by=self._agent_id, task_id=task_id)
+        call = self._relays.stub(address).RelayWatch(request)
+        async for message in _stream(call, address):
+            yield task_from_proto(message.task)
+
+    async def wait_gone(self, address: str) -> str:
+        return await wait_gone(address)
+
+    def discard(self, address: str) -> None:
+        self._pool.discard(address)
+        self._relays.discard(address)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        await self._relays.aclose()
+
+
+async def _unary(call: Any, address: str) -> Any:
+    """The response of ``call``, or the error the peer module's contract names."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise _error(exc, address) from None
+    except asyncio.CancelledError:
+        if cancelling():
+            raise
+        # grpc.aio cancels the calls of a channel that is closed (the peer's
+        # card was removed): the call broke, its caller was not cancelled.
+        raise _closed(address) from None
+
+
+async def _stream(call: Any, address: str) -> AsyncIterator[Any]:
+    """The messages of a server stream, failing as :func:`_unary` does."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise _error(exc, address) from None
+    except asyncio.CancelledError:
+        if cancelling():
+            raise
+        raise _closed(address) from None
+    finally:
+        call.cancel()
+
+
+def _closed(address: str) -> PeerLost:
+    return PeerLost(f"the channel to {address} was closed during the call", address, sent=True)
+
+
+def _error(exc: grpc.aio.AioRpcError, address: str) -> PraxisError:
+    code = exc.code()
+    if answered(exc):
+        return error_from_rpc(exc, address)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return PeerLost(
+            f"{address} did not answer ({exc.details() or code.name})",
+            address,
+            sent=not _never_sent(exc),
+        )
+    if code is grpc.StatusCode.CANCELLED:
+        return PeerLost(f"the call to {address} was cancelled", address, sent=True)
+    return error_from_rpc(exc, address)
+
+
+def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """True when the channel could not connect, so the request never left."""
+    text = f"{exc.details()} {exc.debug_error_string()}".lower()
+    return "failed to connect" in text or "connection refused" in text

@@ -1,0 +1,215 @@
+"""Nodes without sockets: the task components of a node (engine, router,
+delegation, dispatcher, optionally active-passive HA) wired as
+:class:`~praxis_grpc.node.Node` wires them, talking to each other through a
+:class:`~praxis_grpc.testing.memory_peers.MemoryPeerNetwork`, with cards
+published by hand (hashicorp/raft's ``MakeCluster`` on ``InmemTransport``).
+
+For tests of delegation, re-dispatch, relays and take-over that need no
+gRPC server, no discovery and no disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.config import RoutingConfig
+from praxis_grpc.directory import CardDirectory
+from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
+from praxis_grpc.ha.fence import Fence
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.routing.delegation import Delegations
+from praxis_grpc.routing.dispatcher import TaskDispatcher
+from praxis_grpc.routing.peer_requests import PeerRequests
+from praxis_grpc.routing.router import Router
+from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
+from praxis_grpc.testing.memory_consensus import MemoryConsensus, MemoryConsensusGroup
+from praxis_grpc.testing.memory_peers import MemoryPeerNetwork
+from praxis_grpc.testing.memory_store import MemoryTaskStore
+from praxis_grpc.tools.base import Tool
+from praxis_grpc.tools.registry import ToolRegistry
+
+__all__ = ["PeerCluster", "PeerNode"]
+
+
+class PeerNode:
+    """One node's task components, served on ``network`` at ``name``.
+
+    With ``consensus`` the node is active-passive (its HA role follows the
+    group; fencing token file in ``data_dir``).
+    """
+
+    def __init__(
+        self,
+        network: MemoryPeerNetwork,
+        name: str,
+        tools: list[Tool],
+        *,
+        routing: RoutingConfig | None = None,
+        consensus: MemoryConsensusGroup | None = None,
+        data_dir: Path | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        self.name = self.agent_id = self.address = name
+        self.metrics = Metrics()
+        self.peers = network.client(name)
+        self.tools = ToolRegistry(tools)
+        limits = EngineLimits(max_attempts=max_attempts)
+        self.engine = TaskEngine(
+            store=MemoryTaskStore(),
+            tools=self.tools,
+            limits=limits,
+            metrics=self.metrics,
+            agent_id=name,
+        )
+        self.directory = CardDirectory(name, ttl=3600.0)
+        engine = self.engine
+
+        def local_pending() -> tuple[int, int, int]:
+            load = engine.load()
+            return load.in_flight + load.queued, load.capacity, load.capacity + load.queue_limit
+
+        self.router = Router(
+            local_agent_id=name, cards=self.directory.cards, local_pending=local_pending
+        )
+        routing = routing or RoutingConfig()
+        self.ha: HaController | None = None
+        self.delegations = Delegations(
+            engine=engine,
+            router=self.router,
+            directory=self.directory,
+            peers=self.peers,
+            metrics=self.metrics,
+            config=routing,
+            discovery_wait=routing.reattach_wait,
+            fencing_token=lambda: self.ha.term if self.ha is not None else 0,
+            fenced_origin=CLUSTER_ORIGIN if consensus is not None else "",
+            max_attempts=max_attempts,
+        )
+        self._consensus: MemoryConsensus | None = None
+        if consensus is not None:
+            assert data_dir is not None, "an active-passive node keeps its fence on disk"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.ha = HaController(
+                engine=engine,
+                router=self.router,
+                delegations=self.delegations,
+                peers=self.peers,
+                fence=Fence(data_dir / "fencing"),
+                metrics=self.metrics,
+                forward=True,
+                on_change=self.publish,
+                hold_timeout=5.0,
+            )
+            self._consensus = consensus.member(name, name)
+        self.dispatcher = TaskDispatcher(
+            engine=engine,
+            router=self.router,
+            delegations=self.delegations,
+            metrics=self.metrics,
+            config=routing,
+            limits=limits,
+            standby=self.ha,
+        )
+        self.requests = PeerRequests(
+            engine=engine,
+            dispatcher=self.dispatcher,
+            admit=self.ha.admit if self.ha is not None else None,
+        )
+        self._network = network
+        self._role: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Recover, serve on the network, follow delegated tasks (and the HA role)."""
+        self.engine.start()
+        self._network.serve(self.address, self.requests)
+        self.publish()
+        self.delegations.start(CLUSTER_ORIGIN if self.ha is not None else "")
+        if self.ha is not None and self._consensus is not None:
+            await self._consensus.start()
+            self.ha.attach(self._consensus)
+            self._role = asyncio.get_running_loop().create_task(self.ha.run())
+
+    def card(self) -> AgentCard:
+        """This node's card as it would publish it now."""
+        load = self.engine.load()
+        return AgentCard(
+            agent_id=self.agent_id,
+            name=self.name,
+            praxis_version="test",
+            role=self.ha.role if self.ha is not None else "peer",
+            endpoints=(Endpoint("grpc", self.address),),
+            tools=tuple(
+                ToolInfo(
+                    name=spec.name,
+                    description=spec.description,
+                    input_schema=dict(spec.input_schema),
+                    idempotent=spec.idempotent,
+                    default_timeout=spec.default_timeout,
+                )
+                for spec in self.tools.specs()
+            ),
+            tags=(),
+            load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
+            draining=False,
+            incarnation=1,
+            version=0,
+            updated_at=datetime.now(UTC),
+        )
+
+    def publish(self) -> None:
+        """Publish this node's card in its own directory."""
+        self.directory.publish_local(self.card())
+
+    async def aclose(self) -> None:
+        """Stop (tasks still running are failed or handed back, as on shutdown)."""
+        await self.engine.aclose(0)
+        await self.delegations.aclose()
+        if self.ha is not None:
+            await self.ha.aclose()
+        if self._consensus is not None:
+            await self._consensus.aclose()
+        if self._role is not None:
+            self._role.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._role
+        await self.peers.aclose()
+
+
+class PeerCluster:
+    """Nodes on one memory network, every card known to every node."""
+
+    def __init__(self, network: MemoryPeerNetwork | None = None) -> None:
+        self.network = network or MemoryPeerNetwork()
+        self.nodes: dict[str, PeerNode] = {}
+
+    async def add(self, node: PeerNode) -> PeerNode:
+        """Start ``node`` and exchange cards with every other node."""
+        await node.start()
+        self.nodes[node.name] = node
+        self.share_cards()
+        return node
+
+    def share_cards(self) -> None:
+        """Every node learns every (other) node's current card."""
+        for node in self.nodes.values():
+            node.publish()
+            for other in self.nodes.values():
+                if other is not node:
+                    other.directory.merge(node.directory.local)
+
+    def lose(self, name: str) -> None:
+        """Every other node forgets ``name``'s card (its process is gone or
+        cut off for longer than the disconnect grace), and closes its link."""
+        for node in self.nodes.values():
+            if node.name != name:
+                node.directory.remove(name)
+                node.peers.discard(name)
+
+    async def aclose(self) -> None:
+        """Stop every node."""
+        for node in self.nodes.values():
+            await node.aclose()
