@@ -96,7 +96,7 @@ async def _watch_until_interrupted(targets: list[str], args: argparse.Namespace)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    console = None if args.json else Console()
+    console = None if args.json else Console(width=None if _is_terminal() else 160)
     await watch(targets, console, args.interval, stop, recent=args.tasks)
     return 0
 
@@ -119,7 +119,8 @@ async def watch(
 ) -> None:
     """Redraw the view on ``console`` (rich) every ``interval`` s until ``stop``.
 
-    Without a console each refresh prints one JSON document (a line).
+    On a console that is not a terminal each refresh prints the view again
+    (a frame); without a console each refresh prints one JSON document (a line).
     ``poller`` lets a caller look at the view it draws (tests).
     """
     from rich.live import Live
@@ -128,7 +129,7 @@ async def watch(
     async with poller, asyncio.TaskGroup() as group:
         poller.start_streams(group)
         live = None
-        if console is not None:
+        if console is not None and console.is_terminal:
             live = Live(render(poller.view, interval), console=console, auto_refresh=False)
             live.start()
         try:
@@ -136,6 +137,9 @@ async def watch(
                 await poller.refresh()
                 if live is not None:
                     live.update(render(poller.view, interval), refresh=True)
+                elif console is not None:
+                    console.print(render(poller.view, interval))
+                    console.file.flush()
                 else:
                     print_json(view_document(poller.view))
                 with contextlib.suppress(TimeoutError):

@@ -62,7 +62,7 @@ async def test_watch_shows_members_leader_and_a_task_that_ran(nodes: list[Node])
     alpha, beta, _ = nodes
     async with stub(beta) as tasks:
         task = (await tasks.SubmitTask(work(0, "shown", wait=True))).task
-    console = Console(record=True, width=200, force_terminal=False, color_system=None)
+    console = Console(record=True, width=200, force_terminal=True, color_system=None)
     targets = [beta.endpoints.grpc, alpha.endpoints.grpc]
     poller = MeshPoller(targets)
     stop = asyncio.Event()
@@ -80,7 +80,8 @@ async def test_watch_shows_members_leader_and_a_task_that_ran(nodes: list[Node])
     stop.set()
     await watching
     text = console.export_text()
-    # The last frame: the members, the leader with its term, the task that ran.
+    # The live view (a terminal console: rich Live) drew its last frame with
+    # the members, the leader with its term and the task that ran.
     frame = text[text.rindex("praxis status") :]
     for name in ("alpha", "beta", "gamma"):
         assert name in frame
