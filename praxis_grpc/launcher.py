@@ -17,12 +17,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from praxis_grpc.shipped import Role
+
+#: ``progress(node_name, what)``: told as the nodes of a mesh start.
+Progress = Callable[[str, str], None]
 
 DEFAULT_BUILTINS = ("calculator", "text_analyzer", "json_formatter", "file_merger", "system_info")
 
@@ -78,18 +83,29 @@ def write_ready_file(path: Path, info: Mapping[str, Any]) -> None:
 def node_config(
     name: str, data_dir: Path, base: Mapping[str, Any] | None = None, host: str = "127.0.0.1"
 ) -> dict[str, Any]:
-    """A config for a local node on ephemeral ports, layered over ``base``."""
+    """A config for a local node on ephemeral ports, layered over ``base``.
+
+    Contract tools come only from a ``tools.contracts_dir`` in ``base``, never
+    from the working directory.
+    """
     config: dict[str, Any] = json.loads(json.dumps(dict(base or {})))
     config["data_dir"] = str(data_dir)
     config.setdefault("agent", {})["name"] = name
     config.setdefault("api", {}).update({"host": host, "port": 0})
     config.setdefault("metrics", {}).update({"host": host, "port": 0})
-    tools = config.setdefault("tools", {})
-    tools.setdefault("builtins", list(DEFAULT_BUILTINS))
-    contracts = Path("tools")
-    if "contracts_dir" not in tools and contracts.is_dir():
-        tools["contracts_dir"] = str(contracts.resolve())
+    config.setdefault("tools", {}).setdefault("builtins", list(DEFAULT_BUILTINS))
     return config
+
+
+def layered(base: Mapping[str, Any] | None, top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top``'s sections over ``base``'s, key by key within a section."""
+    merged: dict[str, Any] = json.loads(json.dumps(dict(base or {})))
+    for section, values in top.items():
+        if isinstance(values, Mapping) and isinstance(merged.get(section), dict):
+            merged[section].update(json.loads(json.dumps(dict(values))))
+        else:
+            merged[section] = json.loads(json.dumps(values))
+    return merged
 
 
 def start_node(
@@ -123,8 +139,10 @@ def start_node(
     return NodeProcess(name, config_path, ready_file, log_path, process)
 
 
-def wait_ready(nodes: Iterable[NodeProcess], timeout: float = 60.0) -> None:
-    """Block until every node wrote its ready file.
+def wait_ready(
+    nodes: Iterable[NodeProcess], timeout: float = 60.0, progress: Progress | None = None
+) -> None:
+    """Block until every node wrote its ready file (``progress(name, "ready")`` each).
 
     Raises:
         LaunchError: a node exited or the timeout passed.
@@ -136,6 +154,8 @@ def wait_ready(nodes: Iterable[NodeProcess], timeout: float = 60.0) -> None:
             if node.ready_file.exists():
                 node.info = json.loads(node.ready_file.read_text())
                 pending.remove(node)
+                if progress is not None:
+                    progress(node.name, "ready")
             elif node.process.poll() is not None:
                 raise LaunchError(
                     f"node {node.name} exited with code {node.process.returncode}:\n{node.tail()}"
@@ -176,7 +196,9 @@ class LocalMesh:
     ``mode``/``backend`` choose the HA topology: ``active-passive`` with
     ``raft`` gives every node a Raft address and a shared secret; with
     ``etcd`` a local 3-member etcd cluster (the ``etcd`` binary) is started
-    first and stopped last.
+    first and stopped last. With ``node_roles`` the i-th node takes the
+    i-th role's name and config (layered over ``base``); else it is ``node<i>``.
+    ``progress`` hears each node start, become ready, join the mesh.
     """
 
     root: Path
@@ -184,6 +206,8 @@ class LocalMesh:
     base: Mapping[str, Any] | None = None
     mode: str = "active-active"
     backend: str = "none"
+    node_roles: Sequence[Role] = ()
+    progress: Progress | None = None
     nodes: list[NodeProcess] = field(default_factory=list)
     _ha: dict[str, Any] = field(default_factory=dict)
     _raft_addresses: list[str] = field(default_factory=list)
@@ -200,10 +224,10 @@ class LocalMesh:
         try:
             self._prepare_ha()
             first = self._spawn(1, bootstrap=[])
-            wait_ready([first], timeout)
+            wait_ready([first], timeout, self.progress)
             seeds = list(first.info.get("p2p", []))[:1]
             rest = [self._spawn(index, seeds) for index in range(2, self.count + 1)]
-            wait_ready(rest, timeout)
+            wait_ready(rest, timeout, self.progress)
             if (self.base or {}).get("p2p", {}).get("enabled", True):
                 self.wait_meshed(timeout)
             if self.mode == "active-passive":
@@ -235,9 +259,14 @@ class LocalMesh:
         self._ha = {"mode": self.mode, "consensus": consensus}
 
     def _spawn(self, index: int, bootstrap: list[str]) -> NodeProcess:
-        name = f"node{index}"
+        base = self.base
+        if self.node_roles:
+            role = self.node_roles[(index - 1) % len(self.node_roles)]
+            name, base = role.name, layered(self.base, role.config)
+        else:
+            name = f"node{index}"
         node_dir = (self.root / name).resolve()
-        config = node_config(name, node_dir, self.base)
+        config = node_config(name, node_dir, base)
         p2p = config.setdefault("p2p", {})
         p2p.setdefault("port", 0)
         if bootstrap and not p2p.get("bootstrap_nodes"):
@@ -254,6 +283,8 @@ class LocalMesh:
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         node = start_node(config_path, node_dir / "ready.json", node_dir / "node.log", name)
         self.nodes.append(node)
+        if self.progress is not None:
+            self.progress(name, "starting")
         return node
 
     def switch(self, mode: str, backend: str, timeout: float = 60.0) -> None:
@@ -299,6 +330,22 @@ class LocalMesh:
                 found[node.name] = ""
         return found
 
+    def tools(self) -> dict[str, list[str]]:
+        """The tools each node's own card offers ([] if unreachable)."""
+        from praxis_grpc._gen.praxis.v1 import card_service_pb2
+        from praxis_grpc.client import PraxisClient
+
+        found: dict[str, list[str]] = {}
+        for node in self.nodes:
+            try:
+                with PraxisClient(node.grpc, timeout=2) as client:
+                    request = card_service_pb2.GetCardRequest()
+                    card = client.cards_stub.GetCard(request, timeout=2).card
+                found[node.name] = [tool.name for tool in card.tools]
+            except Exception:
+                found[node.name] = []
+        return found
+
     def wait_meshed(self, timeout: float = 60.0) -> None:
         """Block until every node is connected to every other and lists all cards.
 
@@ -318,10 +365,19 @@ class LocalMesh:
                 return False
 
         deadline = time.monotonic() + timeout
-        while not all(meshed(node) for node in self.nodes):
-            if time.monotonic() > deadline:
-                raise LaunchError(f"the {len(names)} nodes did not form a mesh within {timeout:g}s")
-            time.sleep(0.1)
+        done: set[str] = set()
+        while len(done) < len(self.nodes):
+            for node in self.nodes:
+                if node.name not in done and meshed(node):
+                    done.add(node.name)
+                    if self.progress is not None:
+                        self.progress(node.name, "meshed")
+            if len(done) < len(self.nodes):
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"the {len(names)} nodes did not form a mesh within {timeout:g}s"
+                    )
+                time.sleep(0.1)
 
     def wait_coordinator(self, timeout: float = 60.0) -> str:
         """Block until exactly one node is the coordinator; return its name.
@@ -348,7 +404,7 @@ class LocalMesh:
 
     def describe(self) -> dict[str, Any]:
         """The ``praxis up --json`` document."""
-        roles = self.roles()
+        roles, tools = self.roles(), self.tools()
         document: dict[str, Any] = {
             "nodes": [
                 {
@@ -359,6 +415,7 @@ class LocalMesh:
                     "metrics": node.info.get("metrics") or "",
                     "p2p": node.info.get("p2p", []),
                     "role": roles.get(node.name, ""),
+                    "tools": tools.get(node.name, []),
                 }
                 for node in self.nodes
             ]

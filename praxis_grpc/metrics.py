@@ -33,8 +33,17 @@ class Metrics:
         )
         self.tasks_total = Counter(
             "tasks",
-            "Tasks that reached a state, by tool and state.",
+            "Tasks that reached a state, by tool and state (a task counts once per state "
+            "it passes through).",
             ["tool", "state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.tasks_finished_total = Counter(
+            "tasks_finished",
+            "Tasks that reached their terminal state, once per task, by tool and outcome "
+            "(completed, failed, canceled, rejected).",
+            ["tool", "outcome"],
             namespace=NAMESPACE,
             registry=r,
         )

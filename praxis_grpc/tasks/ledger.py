@@ -442,8 +442,12 @@ class Ledger:
 
     def _count(self, task: Task) -> None:
         key = (task.tool, task.state)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._metrics.tasks_total.labels(task.tool, task.state.name)
-            self._counters[key] = counter
-        counter.inc()
+        counters = self._counters.get(key)
+        if counters is None:
+            counters = [self._metrics.tasks_total.labels(task.tool, task.state.name)]
+            if task.terminal:  # a terminal state is reached once per task
+                outcome = task.state.name.lower()
+                counters.append(self._metrics.tasks_finished_total.labels(task.tool, outcome))
+            self._counters[key] = counters
+        for counter in counters:
+            counter.inc()

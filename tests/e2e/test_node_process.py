@@ -206,9 +206,10 @@ def test_praxis_up_json_and_clean_stop(tmp_path: Path) -> None:
             assert process.stdout is not None
             document = json.loads(process.stdout.readline())
             nodes = document["nodes"]
-            assert [n["name"] for n in nodes] == ["node1", "node2"]
+            assert [n["name"] for n in nodes] == ["orchestrator", "agent1"]
+            keys = {"name", "agent_id", "pid", "grpc", "metrics", "p2p", "role", "tools"}
             for entry in nodes:
-                assert set(entry) == {"name", "agent_id", "pid", "grpc", "metrics", "p2p", "role"}
+                assert set(entry) == keys
                 assert entry["role"] == "peer"
                 with PraxisClient(entry["grpc"]) as client:
                     assert client.get_agent().agent_id == entry["agent_id"]

@@ -126,6 +126,8 @@ async def test_metrics_endpoint_exposes_every_family(stubs: Stubs, node: Node) -
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     for line in (
         'praxis_tasks_total{state="COMPLETED",tool="calculator"} 1.0',
+        'praxis_tasks_finished_total{outcome="completed",tool="calculator"} 1.0',
+        'praxis_build_info{version="',
         'praxis_task_duration_seconds_count{tool="calculator"} 1.0',
         "praxis_task_queue_depth 0.0",
         "praxis_tasks_in_flight 0.0",

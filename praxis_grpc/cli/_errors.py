@@ -1,0 +1,5 @@
+"""The CLI's one error type of its own."""
+
+
+class UsageError(Exception):
+    """Bad command-line input; exit 2."""
