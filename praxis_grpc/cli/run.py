@@ -38,7 +38,7 @@ def add_run_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
             "turn: orchestrator, agent1, agent2, worker_analytics, worker_filesystem."
         ),
     )
-    up.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument(
         "--config", type=Path, help="base config every node starts from (instead of the roles)"
     )
