@@ -4,11 +4,17 @@ A card is identified by its agent id. Between two cards of one agent the one
 with the higher ``(incarnation, version)`` wins: incarnation increases on every
 process start, version on every change within a start. The registry takes the
 current time as an argument so expiry is testable without a clock.
+
+What changes often (load, drain, role) also travels alone as an
+:class:`AgentStatus`, whose version comes from the same counter as the card's:
+the registry keeps the newest card and the newest status of each agent and
+shows their merge, so a status moves load without resending the card.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -82,6 +88,97 @@ class AgentCard:
         """True when the cards differ at most in version and timestamp."""
         return replace(self, version=other.version, updated_at=other.updated_at) == other
 
+    def same_identity(self, other: AgentCard) -> bool:
+        """True when the cards differ at most in their status part, version and timestamp."""
+        return (
+            replace(
+                self,
+                load=other.load,
+                draining=other.draining,
+                role=other.role,
+                version=other.version,
+                updated_at=other.updated_at,
+            )
+            == other
+        )
+
+    def with_status(self, status: AgentStatus | None) -> AgentCard:
+        """This card as ``status`` updates it (unchanged unless ``status`` is newer)."""
+        if status is None or status.freshness <= self.freshness:
+            return self
+        return replace(
+            self,
+            load=status.load,
+            draining=status.draining,
+            role=status.role,
+            version=status.version,
+            updated_at=status.updated_at,
+        )
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """The part of an agent's card that changes often, published on its own."""
+
+    agent_id: str
+    incarnation: int
+    version: int
+    load: CardLoad
+    draining: bool
+    role: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, card: AgentCard) -> AgentStatus:
+        """The status part of ``card`` (same incarnation, version and timestamp)."""
+        return cls(
+            card.agent_id,
+            card.incarnation,
+            card.version,
+            card.load,
+            card.draining,
+            card.role,
+            card.updated_at,
+        )
+
+    @property
+    def freshness(self) -> tuple[int, int]:
+        """Ordering key, comparable with :attr:`AgentCard.freshness` of the same agent."""
+        return (self.incarnation, self.version)
+
+    def same_state(self, other: AgentStatus) -> bool:
+        """True when load, drain and role are equal."""
+        return (self.load, self.draining, self.role) == (other.load, other.draining, other.role)
+
+    def moved(self, other: AgentStatus, threshold: float) -> bool:
+        """Whether ``other`` differs enough from this (the last published) status to publish.
+
+        Drain, role, capacity or queue limit changed; or the load (in flight
+        plus queued) moved by at least ``threshold`` of the capacity; or the
+        agent went from having room to being full or back.
+        """
+        if (self.draining, self.role) != (other.draining, other.role):
+            return True
+        a, b = self.load, other.load
+        if (a.capacity, a.queue_limit) != (b.capacity, b.queue_limit):
+            return True
+        used_a, used_b = a.in_flight + a.queued, b.in_flight + b.queued
+        if used_a == used_b:
+            return False
+        limit = b.capacity + b.queue_limit
+        if (used_a >= limit) != (used_b >= limit):
+            return True
+        return abs(used_a - used_b) >= threshold * max(b.capacity, 1)
+
+
+def timer_scale(members: int) -> float:
+    """How much to stretch membership timers for ``members`` nodes: ``max(1, log10 N)``.
+
+    memberlist scales its suspicion timeout and gossip retransmits the same
+    way, so the per-node message rate stays flat as the cluster grows.
+    """
+    return max(1.0, math.log10(max(members, 1)))
+
 
 class CardEventType(enum.Enum):
     """What happened to a card (values match ``praxis.v1.CardEventType``)."""
@@ -103,14 +200,22 @@ class CardEvent:
 class _Entry:
     card: AgentCard
     seen_at: datetime
+    status: AgentStatus | None = None
+
+    @property
+    def view(self) -> AgentCard:
+        return self.card.with_status(self.status)
 
 
 @dataclass
 class CardRegistry:
-    """The freshest known card of every agent, with TTL expiry.
+    """The freshest known card and status of every agent, with TTL expiry.
 
-    ``merge``/``remove``/``expire`` return the events they caused; the caller
-    fans them out. The local agent's card never expires.
+    ``merge``/``merge_status``/``remove``/``expire`` return the events they
+    caused; the caller fans them out. Events, :meth:`get` and :meth:`cards`
+    show each card merged with its newer status. A card or a newer status
+    refreshes the agent's TTL, which is ``ttl`` times :func:`timer_scale` of
+    the number of known agents. The local agent's card never expires.
     """
 
     local_agent_id: str
@@ -128,31 +233,58 @@ class CardRegistry:
         entry.seen_at = now
         if card.freshness == entry.card.freshness:
             return None
+        before = entry.view
         entry.card = card
-        return CardEvent(CardEventType.UPDATED, card)
+        if entry.status is not None and entry.status.incarnation != card.incarnation:
+            entry.status = None
+        after = entry.view
+        return None if after == before else CardEvent(CardEventType.UPDATED, after)
+
+    def wants_status(self, status: AgentStatus) -> bool:
+        """Whether ``status`` would be news: its agent's card of the same incarnation
+        is known and the status is newer than both that card and the last status."""
+        entry = self._entries.get(status.agent_id)
+        if entry is None or entry.card.incarnation != status.incarnation:
+            return False
+        return status.freshness > entry.view.freshness
+
+    def merge_status(self, status: AgentStatus, now: datetime) -> CardEvent | None:
+        """Keep ``status`` if :meth:`wants_status`; refresh the TTL; return UPDATED if the
+        merged card changed in more than version and timestamp."""
+        if not self.wants_status(status):
+            return None
+        entry = self._entries[status.agent_id]
+        before = entry.view
+        entry.status = status
+        entry.seen_at = now
+        after = entry.view
+        if after.same_content(before):
+            return None
+        return CardEvent(CardEventType.UPDATED, after)
 
     def remove(self, agent_id: str) -> CardEvent | None:
         """Forget an agent; return the REMOVED event if it was known."""
         entry = self._entries.pop(agent_id, None)
-        return CardEvent(CardEventType.REMOVED, entry.card) if entry else None
+        return CardEvent(CardEventType.REMOVED, entry.view) if entry else None
 
     def expire(self, now: datetime) -> list[CardEvent]:
-        """Remove every remote card not refreshed within ``ttl``."""
+        """Remove every remote card not refreshed within the scaled ``ttl``."""
+        ttl = self.ttl * timer_scale(len(self._entries))
         stale = [
             agent_id
             for agent_id, entry in self._entries.items()
-            if agent_id != self.local_agent_id and (now - entry.seen_at).total_seconds() > self.ttl
+            if agent_id != self.local_agent_id and (now - entry.seen_at).total_seconds() > ttl
         ]
         return [event for agent_id in stale if (event := self.remove(agent_id))]
 
     def get(self, agent_id: str) -> AgentCard | None:
         """The card of ``agent_id``, if known."""
         entry = self._entries.get(agent_id)
-        return entry.card if entry else None
+        return entry.view if entry else None
 
     def cards(self, tool: str = "", tags: Sequence[str] = ()) -> list[AgentCard]:
         """Known cards matching ``tool`` and ``tags``, ordered by name then id."""
-        found = [e.card for e in self._entries.values() if e.card.matches(tool, tags)]
+        found = [e.view for e in self._entries.values() if e.card.matches(tool, tags)]
         return sorted(found, key=lambda c: (c.name, c.agent_id))
 
     def __len__(self) -> int:

@@ -157,6 +157,18 @@ class P2PConfig(_Section):
     disconnect_grace: Duration = Field(
         default=1.0, description="how long a disconnected peer's card is kept"
     )
+    target_peers: int = Field(
+        default=8, ge=1, le=1000, description="discovery stops dialing at this many connections"
+    )
+    max_peers: int = Field(
+        default=12, ge=1, le=1000, description="above this, connections are trimmed to target_peers"
+    )
+
+    @model_validator(mode="after")
+    def _target_within_max(self) -> P2PConfig:
+        if self.target_peers > self.max_peers:
+            raise ValueError("target_peers must not exceed max_peers")
+        return self
 
 
 class RaftConfig(_Section):
@@ -357,10 +369,24 @@ class RoutingConfig(_Section):
 
 
 class CardsConfig(_Section):
-    """Card publication."""
+    """Card publication: the card on change, a small status when load moves or to refresh.
 
-    ttl: PositiveDuration = 10.0
-    heartbeat: PositiveDuration = 2.0
+    ``ttl`` and ``heartbeat`` are for up to 10 nodes; both are multiplied by
+    ``max(1, log10 N)`` for N known agents, as memberlist scales its timers.
+    """
+
+    ttl: PositiveDuration = Field(
+        default=10.0, description="a remote card neither refreshed nor updated this long is removed"
+    )
+    heartbeat: PositiveDuration = Field(
+        default=2.0, description="the status is republished at least this often (keeps TTLs)"
+    )
+    sample_interval: PositiveDuration = Field(
+        default=0.25, description="how often the local load is checked (no message unless moved)"
+    )
+    load_threshold: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="load change, in capacity, that publishes a status"
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_ttl(self) -> CardsConfig:

@@ -1,8 +1,8 @@
 """The node's card directory: the registry plus change fan-out and the local card.
 
 Wraps the pure :class:`~praxis_grpc.cards.CardRegistry` with what a running
-node needs: publishing its own card whenever it changes, expiring stale
-remote cards on a timer, and streaming events to any number of watchers.
+node needs: versioning its own card and status whenever they change, expiring
+stale remote cards on a timer, and streaming events to any number of watchers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from praxis_grpc.cards import AgentCard, CardEvent, CardEventType, CardRegistry
+from praxis_grpc.cards import (
+    AgentCard,
+    AgentStatus,
+    CardEvent,
+    CardEventType,
+    CardRegistry,
+)
 
 Clock = Callable[[], datetime]
 
@@ -42,32 +48,70 @@ class CardDirectory:
         self._clock = clock
         self._watchers: set[asyncio.Queue[CardEvent | _Signal]] = set()
         self._max_backlog = max_backlog
-        self._local: AgentCard | None = None
+        self._local_card: AgentCard | None = None
+        self._local_status: AgentStatus | None = None
+        self._version = 0
 
     @property
     def local(self) -> AgentCard:
-        """This node's current card. Only valid after the first ``publish_local``."""
-        if self._local is None:
+        """This node's card with its status applied (after the first ``publish_local``)."""
+        return self.local_card.with_status(self._local_status)
+
+    @property
+    def local_card(self) -> AgentCard:
+        """This node's card as last versioned (its status part as of that version)."""
+        if self._local_card is None:
             raise RuntimeError("the local card has not been published yet")
-        return self._local
+        return self._local_card
+
+    @property
+    def local_status(self) -> AgentStatus:
+        """This node's newest status (same version as the card when the card is newer)."""
+        if self._local_status is None:
+            raise RuntimeError("the local card has not been published yet")
+        return self._local_status
 
     def publish_local(self, card: AgentCard) -> AgentCard:
-        """Adopt ``card`` as the local card, bumping the version if its content changed.
+        """Adopt ``card`` as the local card and status; returns the merged card.
 
-        ``card.version`` is ignored: the directory owns the version counter.
+        ``card.version`` is ignored: the directory owns one version counter for
+        the card and the status. A change outside load, drain and role versions
+        the card (and the status with it); a change only there, the status.
         """
-        previous = self._local
-        if previous is not None and previous.same_content(card):
-            return previous
-        version = previous.version + 1 if previous is not None else 1
-        current = replace(card, version=version, updated_at=self._clock())
-        self._local = current
-        self.merge(current)
-        return current
+        previous, status = self._local_card, self._local_status
+        if previous is None or status is None or not previous.same_identity(card):
+            self._version += 1
+            current = replace(card, version=self._version, updated_at=self._clock())
+            self._local_card, self._local_status = current, AgentStatus.of(current)
+            self.merge(current)
+        elif not status.same_state(AgentStatus.of(card)):
+            self._stamp_status(AgentStatus.of(card))
+        return self.local
+
+    def refresh_local_status(self) -> AgentStatus:
+        """Give the unchanged local status a new version (a refresh peers accept as news)."""
+        self._stamp_status(self.local_status)
+        return self.local_status
+
+    def _stamp_status(self, status: AgentStatus) -> None:
+        self._version += 1
+        self._local_status = replace(status, version=self._version, updated_at=self._clock())
+        self.merge_status(self._local_status)
 
     def merge(self, card: AgentCard) -> CardEvent | None:
         """Merge a card from anywhere; fan out the resulting event."""
         event = self._registry.merge(card, self._clock())
+        if event is not None:
+            self._emit(event)
+        return event
+
+    def wants_status(self, status: AgentStatus) -> bool:
+        """Whether ``status`` is newer than what is known of its agent (see the registry)."""
+        return self._registry.wants_status(status)
+
+    def merge_status(self, status: AgentStatus) -> CardEvent | None:
+        """Merge a status; fan out the resulting event."""
+        event = self._registry.merge_status(status, self._clock())
         if event is not None:
             self._emit(event)
         return event

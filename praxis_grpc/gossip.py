@@ -1,4 +1,4 @@
-"""Card gossip: spread this node's signed card, accept peers' cards, forget the departed.
+"""Card gossip: spread this node's signed card and status, accept peers', forget the departed.
 
 Sits between the card directory (what we know) and a
 :class:`~praxis_grpc.discovery.base.Discovery` (how bytes move). Runs on the
@@ -12,8 +12,18 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from praxis_grpc.card_codec import CardRejected, decode_signed_card, encode_signed_card
-from praxis_grpc.cards import AgentCard
+from praxis_grpc._gen.praxis.v1 import mesh_pb2
+from praxis_grpc.card_codec import (
+    CardCache,
+    CardRejected,
+    MeshMessage,
+    SignedPart,
+    encode_signed,
+    read_status,
+    split_message,
+    verify_status,
+)
+from praxis_grpc.cards import AgentStatus
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery
 from praxis_grpc.identity import Identity
@@ -25,14 +35,21 @@ log = logging.getLogger(__name__)
 class CardGossip:
     """Implements :class:`~praxis_grpc.discovery.base.DiscoveryEvents` for a node.
 
-    - The local card is sent to every peer on connect (by discovery) and
-      published at once when it changes, and again every heartbeat so peers'
-      TTLs stay fresh and load stays current.
-    - A peer card is accepted only if its signature verifies and it is newer
-      than what is known (the directory decides).
-    - When the last connection to a peer closes, its card is removed after
-      ``disconnect_grace`` unless the peer reconnects; a peer that stays
-      silent without disconnecting ages out by the directory's TTL.
+    - The local card (identity, endpoints, tools, tags) is published when it
+      changes and sent to every peer on connect (by discovery), together with
+      the last published status and the other agents' signed cards we hold
+      (as many as fit in ``max_card_bytes``), so a node learns every card
+      from its neighbours even when it is not connected to everyone.
+    - The local status (load, drain, role) is published alone when
+      :meth:`announce` finds it moved (:meth:`AgentStatus.moved` by
+      ``load_threshold``), and by :meth:`refresh` at a slow interval, which
+      keeps peers' TTLs fresh.
+    - A peer card is verified once (:class:`CardCache`); a peer status is
+      verified only if it is newer than what is known of its agent, otherwise
+      dropped unread. The directory decides what is newer.
+    - When the last connection to a peer closes and discovery says it
+      departed, its card is removed after ``disconnect_grace`` unless it
+      reconnects; a peer that stays silent ages out by the directory's TTL.
     """
 
     def __init__(
@@ -44,6 +61,8 @@ class CardGossip:
         metrics: Metrics,
         disconnect_grace: float,
         max_card_bytes: int,
+        load_threshold: float = 0.1,
+        cache: CardCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._directory = directory
@@ -52,10 +71,16 @@ class CardGossip:
         self._metrics = metrics
         self._grace = disconnect_grace
         self._max_card_bytes = max_card_bytes
+        self._threshold = load_threshold
+        self._cache = cache if cache is not None else CardCache()
         self._clock = clock
         self._connected: set[str] = set()
         self._removals: dict[str, asyncio.TimerHandle] = {}
-        self._announced: tuple[int, int] | None = None
+        self._card_sent: tuple[int, int] | None = None
+        self._status_sent: AgentStatus | None = None
+        # Each known agent's latest signed card and status, relayed on connect.
+        self._held: dict[str, tuple[SignedPart, SignedPart | None]] = {}
+        self._held_changed = False
 
     async def start(self) -> list[str]:
         """Start discovery; returns our listen multiaddrs."""
@@ -68,42 +93,148 @@ class CardGossip:
         self._removals.clear()
         await self._discovery.aclose()
 
-    def announce(self, card: AgentCard, force: bool = False) -> None:
-        """Publish ``card`` (our own) if it is new, or always with ``force`` (heartbeat)."""
-        if not force and card.freshness == self._announced:
-            return
-        data = encode_signed_card(card, self._identity)
-        self._discovery.set_local_card(data)
-        self._discovery.publish(data)
-        self._announced = card.freshness
+    def announce(self) -> None:
+        """Publish the local card if it changed, else the local status if it moved."""
+        card, status = self._directory.local_card, self._directory.local_status
+        if card.freshness != self._card_sent:
+            self._send(card=True)
+        elif self._status_sent is None or self._status_sent.moved(status, self._threshold):
+            self._send(card=False)
+
+    def refresh(self) -> None:
+        """Publish the local status with a new version, changed or not (keeps TTLs alive).
+
+        Also republishes the card if it changed unannounced, and renews the
+        exchange payload if the cards we hold changed since.
+        """
+        self._directory.refresh_local_status()
+        self._send(card=self._directory.local_card.freshness != self._card_sent)
+
+    def _send(self, *, card: bool) -> None:
+        local_card, status = self._directory.local_card, self._directory.local_status
+        own = encode_signed(self._identity, card=local_card, status=status)
+        self._discovery.set_local_card(self._exchange_payload(own))
+        self._discovery.publish(own if card else encode_signed(self._identity, status=status))
+        self._card_sent, self._status_sent = local_card.freshness, status
+        if card:
+            self._count("card", "sent")
+        self._count("status", "sent")
+
+    def _exchange_payload(self, own: bytes) -> bytes:
+        """``own`` plus the held cards of agents still known, while under ``max_card_bytes``."""
+        self._held_changed = False
+        relayed: list[bytes] = []
+        room = self._max_card_bytes - len(own) - 64
+        for agent_id in list(self._held):
+            if self._directory.get(agent_id) is None:
+                del self._held[agent_id]
+                continue
+            card, status = self._held[agent_id]
+            data = mesh_pb2.SignedCard(
+                card=card.body,
+                signature=card.signature,
+                status=status.body if status else b"",
+                status_signature=status.signature if status else b"",
+            ).SerializeToString()
+            room -= len(data) + 4
+            if room < 0:
+                break
+            relayed.append(data)
+        if not relayed:
+            return own
+        message = mesh_pb2.SignedCard.FromString(own)
+        message.relayed.extend(relayed)
+        return message.SerializeToString()
 
     def on_card(self, data: bytes, source: str, peer_id: str) -> None:
         try:
-            card = decode_signed_card(data, self._max_card_bytes)
+            message = split_message(data, self._max_card_bytes)
         except CardRejected as exc:
-            self._metrics.cards_rejected_total.labels(exc.reason).inc()
-            log.warning("dropped a card from %s: %s", peer_id, exc)
+            self._reject("card", exc, peer_id)
+            return
+        self._take(message, source, peer_id)
+        for relayed in message.relayed if source == "exchange" else ():
+            try:
+                inner = split_message(relayed, self._max_card_bytes)
+            except CardRejected as exc:
+                self._reject("card", exc, peer_id)
+                continue
+            self._take(MeshMessage(inner.card, inner.status), source, peer_id)
+        if self._held_changed and self._card_sent is not None:
+            self._send_exchange_only()
+
+    def _send_exchange_only(self) -> None:
+        own = encode_signed(
+            self._identity, card=self._directory.local_card, status=self._status_sent
+        )
+        self._discovery.set_local_card(self._exchange_payload(own))
+
+    def _take(self, message: MeshMessage, source: str, peer_id: str) -> None:
+        if message.card is not None:
+            self._take_card(message.card, source, peer_id)
+        if message.status is not None:
+            self._take_status(message.status, source, peer_id)
+
+    def _take_card(self, part: SignedPart, source: str, peer_id: str) -> None:
+        try:
+            card = self._cache.verify(part)
+        except CardRejected as exc:
+            self._reject("card", exc, peer_id)
             return
         if card.agent_id == self._identity.agent_id:
             return
+        self._count("card", "received")
         age = (self._clock() - card.updated_at).total_seconds()
         self._metrics.card_age_seconds.observe(max(age, 0.0))
         if self._directory.merge(card) is not None:
             self._metrics.card_updates_total.labels(source).inc()
+            self._held[card.agent_id] = (part, None)
+            self._held_changed = True
+
+    def _take_status(self, part: SignedPart, source: str, peer_id: str) -> None:
+        try:
+            status = read_status(part)
+            if status.agent_id == self._identity.agent_id:
+                return
+            if not self._directory.wants_status(status):
+                self._count("status", "dropped")  # stale, a duplicate, or ahead of its card
+                return
+            verify_status(part, status)
+        except CardRejected as exc:
+            self._reject("status", exc, peer_id)
+            return
+        self._count("status", "received")
+        held = self._held.get(status.agent_id)
+        if held is not None:
+            self._held[status.agent_id] = (held[0], part)
+        if self._directory.merge_status(status) is not None:
+            self._metrics.card_updates_total.labels(source).inc()
+
+    def _reject(self, kind: str, exc: CardRejected, peer_id: str) -> None:
+        self._metrics.cards_rejected_total.labels(exc.reason).inc()
+        self._count(kind, "dropped")
+        log.warning("dropped a %s from %s: %s", kind, peer_id, exc)
+
+    def _count(self, kind: str, direction: str) -> None:
+        self._metrics.gossip_messages_total.labels(kind, direction).inc()
 
     def on_peer_connected(self, peer_id: str) -> None:
         self._connected.add(peer_id)
         pending = self._removals.pop(peer_id, None)
         if pending is not None:
             pending.cancel()
-        self._metrics.p2p_peers_connected.set(len(self._connected))
+        self._count_connections()
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
+    def on_peer_disconnected(self, peer_id: str, departed: bool = True) -> None:
         self._connected.discard(peer_id)
-        self._metrics.p2p_peers_connected.set(len(self._connected))
-        if peer_id not in self._removals:
+        self._count_connections()
+        if departed and peer_id not in self._removals:
             loop = asyncio.get_running_loop()
             self._removals[peer_id] = loop.call_later(self._grace, self._forget, peer_id)
+
+    def _count_connections(self) -> None:
+        self._metrics.p2p_peers_connected.set(len(self._connected))
+        self._metrics.p2p_connections.set(len(self._connected))
 
     def _forget(self, peer_id: str) -> None:
         self._removals.pop(peer_id, None)

@@ -86,6 +86,19 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.p2p_connections = Gauge(
+            "p2p_connections",
+            "libp2p peers this node holds a connection to (bounded by p2p.max_peers).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.gossip_messages_total = Counter(
+            "gossip_messages",
+            "Mesh messages by kind (card, status) and direction (sent, received, dropped).",
+            ["kind", "direction"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.cards_known = Gauge(
             "cards_known",
             "Agent cards in the registry, this node's own included.",

@@ -30,7 +30,14 @@ from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.api.task_service import TaskService
-from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.cards import (
+    AgentCard,
+    CardEventType,
+    CardLoad,
+    Endpoint,
+    ToolInfo,
+    timer_scale,
+)
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
 from praxis_grpc.consensus.factory import build_consensus
@@ -488,6 +495,8 @@ class Node:
                     rendezvous_points=tuple(p2p.rendezvous_points),
                     heartbeat_interval=min(self.config.cards.heartbeat, 1.0),
                     max_card_bytes=p2p.max_card_bytes,
+                    target_peers=p2p.target_peers,
+                    max_peers=p2p.max_peers,
                 )
             )
         if self._discovery is None:
@@ -500,6 +509,7 @@ class Node:
             metrics=self.metrics,
             disconnect_grace=p2p.disconnect_grace,
             max_card_bytes=p2p.max_card_bytes,
+            load_threshold=self.config.cards.load_threshold,
         )
         try:
             self.p2p_addrs = await self._gossip.start()
@@ -562,7 +572,7 @@ class Node:
         )
         card = self.directory.publish_local(card)
         if self._gossip is not None:
-            self._gossip.announce(card)
+            self._gossip.announce()
         return card
 
     def set_draining(self, draining: bool) -> None:
@@ -578,11 +588,15 @@ class Node:
             await self._health.set(name, status)
 
     async def _heartbeat(self) -> None:
+        """Sample the load (a status goes out if it moved); refresh the status now and then."""
+        cards, loop = self.config.cards, asyncio.get_running_loop()
+        refresh_at = loop.time() + cards.heartbeat
         while True:
-            await asyncio.sleep(self.config.cards.heartbeat)
-            card = self.refresh_card()
-            if self._gossip is not None:
-                self._gossip.announce(card, force=True)
+            await asyncio.sleep(cards.sample_interval)
+            self.refresh_card()
+            if self._gossip is not None and loop.time() >= refresh_at:
+                self._gossip.refresh()
+                refresh_at = loop.time() + cards.heartbeat * timer_scale(len(self.directory))
 
     async def wait_closed(self) -> None:
         """Return once :meth:`aclose` has finished."""

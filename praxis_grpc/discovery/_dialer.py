@@ -1,4 +1,12 @@
-"""Dialing the peers that discovery learns about, bounded and deduplicated."""
+"""Dialing the peers that discovery learns about, bounded and deduplicated, and trimming.
+
+A node keeps a bounded degree, as libp2p's connection manager does with low
+and high water marks: discovery dials only while the host has fewer than
+``target_peers`` peers, and :class:`Trimmer` closes the newest unprotected
+connections once there are more than ``max_peers``, back down to the target.
+Before closing, the trimmer tells the peer (``/praxis/trim/1.0.0``) so that
+neither side mistakes the closed connection for a departure.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,12 @@ import random
 import time
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from praxis_grpc.discovery._wire import without_p2p
+from praxis_grpc.discovery._membership import Membership
+from praxis_grpc.discovery._wire import TRIM_PROTOCOL, abort, without_p2p
 
 log = logging.getLogger("praxis_grpc.discovery")
 
@@ -28,17 +37,17 @@ class Dialer:
 
     :meth:`dial_soon` never blocks: it starts a background dial unless the
     peer is ourselves, already connected, already being dialed, backing off
-    after a failure (2 s doubling to 60 s), or the host already has
-    ``max_peers`` peers. At most ``concurrency`` dials run at once, each
+    after a failure (2 s doubling to 60 s) or a trim, or the host already has
+    ``target_peers`` peers. At most ``concurrency`` dials run at once, each
     bounded by ``timeout``. Trio thread only; :meth:`bind` must be called
     before :meth:`dial_soon`.
     """
 
     def __init__(
-        self, host: IHost, *, max_peers: int, timeout: float, concurrency: int = 8
+        self, host: IHost, *, target_peers: int, timeout: float, concurrency: int = 8
     ) -> None:
         self._host = host
-        self._max_peers = max_peers
+        self._target = target_peers
         self._timeout = timeout
         self._limiter = trio.CapacityLimiter(concurrency)
         self._inflight: set[ID] = set()
@@ -53,6 +62,14 @@ class Dialer:
     def is_connected(self, peer_id: ID) -> bool:
         """Whether the host has an open connection to ``peer_id``."""
         return bool(self._host.get_network().get_connections(peer_id))
+
+    def below_target(self) -> bool:
+        """Whether the host has fewer than ``target_peers`` peers (discovery should dial)."""
+        return len(self._host.get_connected_peers()) < self._target
+
+    def back_off(self, peer_id: ID, seconds: float) -> None:
+        """Do not :meth:`dial_soon` ``peer_id`` for ``seconds`` (it trimmed us)."""
+        self._retry_at[peer_id] = time.monotonic() + seconds
 
     def learn(self, info: PeerInfo) -> None:
         """Add ``info``'s addresses (without any ``/p2p`` part) to the peerstore."""
@@ -70,7 +87,7 @@ class Dialer:
             or peer_id in self._inflight
             or self.is_connected(peer_id)
             or time.monotonic() < self._retry_at.get(peer_id, 0.0)
-            or len(self._host.get_connected_peers()) >= self._max_peers
+            or not self.below_target()
         ):
             return
         self._inflight.add(peer_id)
@@ -116,16 +133,114 @@ class Dialer:
 
 
 async def keep_connected(dialer: Dialer, info: PeerInfo, reason: str) -> None:
-    """Stay connected to ``info``: dial until it answers, redial whenever it is lost.
+    """Stay connected to ``info`` while below the target degree: dial until it answers,
+    redial whenever it is lost (unless the host has enough other peers).
 
     Retries back off from 0.5 s, doubling (with jitter) up to 30 s, and start
     over at 0.5 s after every success. Runs until cancelled.
     """
     delay = _MIN_BACKOFF
     while True:
-        if dialer.is_connected(info.peer_id) or await dialer.dial(info, reason):
+        connected = dialer.is_connected(info.peer_id)
+        if connected or not dialer.below_target() or await dialer.dial(info, reason):
             delay = _MIN_BACKOFF
             await trio.sleep(_POLL)
             continue
         await trio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
         delay = min(delay * 2, _MAX_BACKOFF)
+
+
+TRIM_BACKOFF = 30.0
+"""Seconds a peer that trimmed us is not dialed by discovery."""
+_TRIM_NOTICE_TTL = 10.0
+_TRIM_POLL = 1.0
+
+
+class Trimmer:
+    """Keeps the host's degree bounded and remembers which disconnects were trims.
+
+    Trio thread only. ``protected`` peers (bootstrap, rendezvous points) are
+    never trimmed; nor is a peer connected for less than ``grace`` seconds.
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        membership: Membership,
+        dialer: Dialer,
+        *,
+        target_peers: int,
+        max_peers: int,
+        grace: float,
+        timeout: float,
+        protected: frozenset[ID],
+    ) -> None:
+        self._host = host
+        self._membership = membership
+        self._dialer = dialer
+        self._target = target_peers
+        self._max = max_peers
+        self._grace = grace
+        self._timeout = timeout
+        self._protected = protected
+        self._trimmed: dict[ID, float] = {}  # by us or, as it told us, by the peer
+
+    def was_trimmed(self, peer_id: ID) -> bool:
+        """Whether the last connection to ``peer_id`` closed because of a trim (consumes it)."""
+        at = self._trimmed.pop(peer_id, None)
+        return at is not None and time.monotonic() - at < _TRIM_NOTICE_TTL
+
+    async def serve_notice(self, stream: INetStream) -> None:
+        """Handle ``/praxis/trim/1.0.0``: the peer is about to close our connection."""
+        peer_id = stream.muxed_conn.peer_id
+        self._trimmed[peer_id] = time.monotonic()
+        self._dialer.back_off(peer_id, TRIM_BACKOFF)
+        try:
+            with trio.fail_after(self._timeout):
+                await stream.write(b"\x01")
+                await stream.close()
+        except Exception as exc:
+            log.debug("answering a trim notice from %s failed: %r", peer_id, exc)
+            await abort(stream)
+
+    async def run(self) -> None:
+        """Trim whenever there are more than ``max_peers`` peers; runs until cancelled."""
+        while True:
+            await trio.sleep(_TRIM_POLL)
+            for peer_id in self.excess():
+                await self._trim(peer_id)
+
+    def excess(self) -> list[ID]:
+        """The peers to trim now: the newest unprotected ones past the grace period."""
+        peers = self._membership.peers()
+        if len(peers) <= self._max:
+            return []
+        now = time.time()
+        candidates = sorted(
+            (
+                (state.connected_at, peer_id)
+                for peer_id, state in peers.items()
+                if peer_id not in self._protected and now - state.connected_at >= self._grace
+            ),
+            key=lambda item: item[0],
+            reverse=True,
+        )
+        return [peer_id for _, peer_id in candidates[: len(peers) - self._target]]
+
+    async def _trim(self, peer_id: ID) -> None:
+        self._trimmed[peer_id] = time.monotonic()
+        try:
+            with trio.fail_after(self._timeout):
+                stream = await self._host.new_stream(peer_id, [TRIM_PROTOCOL])
+                try:
+                    await stream.read(1)
+                finally:
+                    await abort(stream)
+        except Exception as exc:
+            log.debug("trim notice to %s failed: %r", peer_id, exc)
+        log.info("trimming the connection to %s (degree above %d)", peer_id, self._max)
+        with trio.move_on_after(self._timeout):
+            try:
+                await self._host.get_network().close_peer(peer_id)
+            except Exception:
+                log.exception("closing the connections to %s failed", peer_id)

@@ -21,6 +21,7 @@ _POSITIVE = (
     "dial_timeout",
     "max_card_bytes",
     "max_peers",
+    "target_peers",
 )
 
 
@@ -67,8 +68,14 @@ class HostOptions:
     """Bound on each card or peer exchange, and each rendezvous round."""
     dial_timeout: float = 10.0
     """Bound on each dial."""
-    max_peers: int = 64
-    """Discovered peers are not dialed beyond this many connections."""
+    target_peers: int = 8
+    """Discovery stops dialing (and its rounds back off) at this many connected peers."""
+    max_peers: int = 12
+    """Above this many connected peers, the newest unprotected ones are trimmed back to
+    ``target_peers`` (bootstrap and rendezvous points are kept, as are peers connected
+    for less than ``trim_grace``)."""
+    trim_grace: float = 5.0
+    """Seconds a new connection is safe from trimming."""
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +99,8 @@ class HostOptions:
                 raise ValueError(f"{field}: must be positive")
         if not self.topic:
             raise ValueError("topic: must not be empty")
+        if self.target_peers > self.max_peers:
+            raise ValueError("target_peers: must not exceed max_peers")
 
 
 class MeshCallbacks(Protocol):
@@ -114,6 +123,10 @@ class MeshCallbacks(Protocol):
         """The first connection to ``peer_id`` opened (or it answers pings again)."""
         ...
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
-        """The last connection to ``peer_id`` closed, or it missed two pings in a row."""
+    def on_peer_disconnected(self, peer_id: str, departed: bool) -> None:
+        """The last connection to ``peer_id`` closed, or it missed two pings in a row.
+
+        ``departed`` is False when the connection was trimmed (by this host or,
+        as it said before closing, by the peer): the peer is still up.
+        """
         ...

@@ -1,6 +1,6 @@
-"""Wire format of the two praxis stream protocols, with size and time bounds.
+"""Wire format of the praxis stream protocols, with size and time bounds.
 
-Both protocols carry unsigned-varint length-prefixed frames (the libp2p
+The card and peer protocols carry unsigned-varint length-prefixed frames (the libp2p
 convention). A frame longer than the reader's limit is never read: the stream
 is reset and :class:`FrameTooLarge` raised. None of these functions has a
 deadline of its own: callers wrap each exchange in ``trio.fail_after`` (a
@@ -28,6 +28,10 @@ CARD_PROTOCOL = TProtocol("/praxis/card/1.0.0")
 
 PEERS_PROTOCOL = TProtocol("/praxis/peers/1.0.0")
 """Peer exchange: the opener reads one frame, a JSON list of ``.../p2p/<id>`` multiaddrs."""
+
+TRIM_PROTOCOL = TProtocol("/praxis/trim/1.0.0")
+"""Trim notice: the opener is about to close the connection to bound its degree; the
+other side answers one byte once it has noted that, and does not count the peer gone."""
 
 MAX_SHARED_PEERS = 64
 MAX_ADDRS_PER_PEER = 4

@@ -38,8 +38,12 @@ class DiscoveryEvents(Protocol):
         """The first connection to ``peer_id`` opened."""
         ...
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
-        """The last connection to ``peer_id`` closed (or stopped answering pings)."""
+    def on_peer_disconnected(self, peer_id: str, departed: bool = True) -> None:
+        """The last connection to ``peer_id`` closed (or stopped answering pings).
+
+        ``departed`` is False when the connection was only trimmed to bound
+        this node's degree: the peer is up and its card stays (until its TTL).
+        """
         ...
 
 

@@ -44,8 +44,8 @@ class _ForwardToLoop:
     def on_peer_connected(self, peer_id: str) -> None:
         self._post(self._events.on_peer_connected, peer_id)
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
-        self._post(self._events.on_peer_disconnected, peer_id)
+    def on_peer_disconnected(self, peer_id: str, departed: bool) -> None:
+        self._post(self._events.on_peer_disconnected, peer_id, departed)
 
 
 class Libp2pDiscovery:

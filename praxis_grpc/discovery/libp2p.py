@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
-from praxis_grpc.discovery._dialer import Dialer, keep_connected
+from praxis_grpc.discovery._dialer import Dialer, Trimmer, keep_connected
 from praxis_grpc.discovery._finders import (
     dht_walk,
     exchange_peers,
@@ -48,6 +48,7 @@ from praxis_grpc.discovery._options import HostOptions, MeshCallbacks
 from praxis_grpc.discovery._wire import (
     CARD_PROTOCOL,
     PEERS_PROTOCOL,
+    TRIM_PROTOCOL,
     FrameTooLarge,
     answer_card,
     answer_peers,
@@ -85,6 +86,7 @@ class MeshHost:
         self._host: IHost | None = None
         self._pubsub: CardPubsub | None = None
         self._membership: Membership | None = None
+        self._trimmer: Trimmer | None = None
         self._greet_limiter = trio.CapacityLimiter(_GREET_CONCURRENCY)
 
     @property
@@ -162,7 +164,7 @@ class MeshHost:
                 finally:
                     stop.set()
         finally:
-            self._host = self._pubsub = self._membership = None
+            self._host = self._pubsub = self._membership = self._trimmer = None
 
     async def _serve(self, stop: trio.Event, task_status: TaskStatus[list[str]]) -> None:
         """Run everything until ``stop`` is set, shielded from outside cancellation.
@@ -173,10 +175,23 @@ class MeshHost:
         """
         options = self._options
         host = _new_noise_host(options)
-        dialer = Dialer(host, max_peers=options.max_peers, timeout=options.dial_timeout)
+        dialer = Dialer(host, target_peers=options.target_peers, timeout=options.dial_timeout)
         greet_send, greet_receive = trio.open_memory_channel[ID](_GREET_BACKLOG)
         membership, pubsub, services, dht = self._assemble(host, greet_send)
-        self._host, self._membership = host, membership
+        protected = {i.peer_id for i in _others(host, options.bootstrap)}
+        protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
+        trimmer = Trimmer(
+            host,
+            membership,
+            dialer,
+            target_peers=options.target_peers,
+            max_peers=options.max_peers,
+            grace=options.trim_grace,
+            timeout=options.stream_timeout,
+            protected=frozenset(protected),
+        )
+        host.set_stream_handler(TRIM_PROTOCOL, trimmer.serve_notice)
+        self._host, self._membership, self._trimmer = host, membership, trimmer
         with trio.CancelScope(shield=True) as machine:
             async with AsyncExitStack() as stack:
                 listen = _listen_multiaddr(options)
@@ -196,6 +211,7 @@ class MeshHost:
                         host, membership, options.ping_interval, options.ping_timeout
                     )
                     start("liveness", liveness.run)
+                    start("trimmer", trimmer.run)
                     self._start_discovery(start, host, dialer, dht)
                     self._pubsub = pubsub
                     log.info("libp2p host %s listening on %s", host.get_id(), self.listen_addrs)
@@ -222,7 +238,9 @@ class MeshHost:
             call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
 
         def disconnected(peer_id: ID) -> None:
-            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58())
+            trimmer = self._trimmer
+            departed = trimmer is None or not trimmer.was_trimmed(peer_id)
+            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58(), departed)
 
         membership = Membership(host.get_network(), connected, disconnected)
         host.get_network().register_notifee(membership)

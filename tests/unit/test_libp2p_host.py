@@ -43,6 +43,7 @@ class Recorder:
     cards: list[tuple[bytes, str, str]] = field(default_factory=list)
     connected: list[str] = field(default_factory=list)
     disconnected: list[str] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
 
     def on_card(self, data: bytes, source: str, peer_id: str) -> None:
         self.cards.append((data, source, peer_id))
@@ -50,8 +51,10 @@ class Recorder:
     def on_peer_connected(self, peer_id: str) -> None:
         self.connected.append(peer_id)
 
-    def on_peer_disconnected(self, peer_id: str) -> None:
+    def on_peer_disconnected(self, peer_id: str, departed: bool) -> None:
         self.disconnected.append(peer_id)
+        if not departed:
+            self.trimmed.append(peer_id)
 
     def got(self, data: bytes, source: str, peer_id: str) -> bool:
         return (data, source, peer_id) in self.cards
