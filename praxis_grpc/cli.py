@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
+    from praxis_grpc._gen.praxis.v1 import agent_service_pb2
     from praxis_grpc.node import Node
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -109,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     cards.add_argument("--tool", default="")
     cards.set_defaults(handler=_cmd_cards)
 
-    peers = sub.add_parser("peers", help="list the libp2p peers a node is connected to")
+    peers = sub.add_parser(
+        "peers", help="list mesh members (SWIM state) and the libp2p peers a node is connected to"
+    )
     peers.set_defaults(handler=_cmd_peers)
 
     status = sub.add_parser("status", help="show a node's identity, health and load")
@@ -388,10 +391,11 @@ def _cmd_cards(args: argparse.Namespace) -> int:
 
 def _cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        peers = client.list_peers()
+        peers, members = client.list_peers_and_members()
     if args.json:
         print(json.dumps([_as_dict(p) for p in peers]))
         return 0
+    _print_members(members)
     print(f"{'AGENT':54}  {'DIRECTION':9}  {'RTT ms':>7}  ADDRESS")
     for peer in peers:
         rtt = f"{peer.ping_rtt.ToNanoseconds() / 1e6:.2f}" if peer.HasField("ping_rtt") else "-"
@@ -401,6 +405,21 @@ def _cmd_peers(args: argparse.Namespace) -> int:
         address = peer.addresses[0] if peer.addresses else "-"
         print(f"{peer.agent_id:54}  {direction:9}  {rtt:>7}  {address}")
     return 0
+
+
+def _print_members(members: list[agent_service_pb2.Member]) -> None:
+    """One line per mesh member: its SWIM state and how this node learnt it."""
+    if not members:
+        return
+    print(f"{'MEMBER':54}  {'STATE':7}  {'INC':>4}  {'FOR s':>6}  LEARNT")
+    for member in members:
+        state = _enum_name(member.DESCRIPTOR.fields_by_name["state"], member.state, "MEMBER_STATE_")
+        age = member.state_age.ToNanoseconds() / 1e9
+        print(
+            f"{member.agent_id:54}  {state:7}  {member.incarnation:>4}  {age:>6.1f}  "
+            f"{member.learnt}"
+        )
+    print()
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -64,7 +64,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     connected_at=timestamp(datetime.fromtimestamp(peer.connected_at, UTC)),
                 )
                 for peer in peers
-            ]
+            ],
+            members=[
+                pb.Member(
+                    agent_id=m.member,
+                    state=pb.MemberState.Value(f"MEMBER_STATE_{m.state.name}"),
+                    incarnation=m.incarnation,
+                    address=m.address,
+                    state_age=duration(m.age),
+                    learnt=m.learnt,
+                )
+                for m in sorted(await self._node.members(), key=lambda m: m.member)
+            ],
         )
 
     @translate_errors

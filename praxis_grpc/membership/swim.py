@@ -100,6 +100,7 @@ class Membership:
     def start(self, now: float) -> None:
         """Start the probe, gossip and push-pull timers, each at a random phase."""
         config = self._config
+        self._table.me.since = now
         self._at(now + self._rng.uniform(0, config.probe_interval), _PROBE)
         self._at(now + self._rng.uniform(0, config.gossip_interval), _GOSSIP)
         if config.push_pull_interval > 0:
