@@ -28,6 +28,12 @@ _DIRECTIONS = {
     "inbound": pb.CONNECTION_DIRECTION_INBOUND,
     "outbound": pb.CONNECTION_DIRECTION_OUTBOUND,
 }
+_MEMBER_STATES = {
+    "ALIVE": pb.MEMBER_STATE_ALIVE,
+    "SUSPECT": pb.MEMBER_STATE_SUSPECT,
+    "DEAD": pb.MEMBER_STATE_DEAD,
+    "LEFT": pb.MEMBER_STATE_LEFT,
+}
 _HA_MODES = {
     "active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE,
     "active-passive": types_pb2.HA_MODE_ACTIVE_PASSIVE,
@@ -68,7 +74,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             members=[
                 pb.Member(
                     agent_id=m.member,
-                    state=pb.MemberState.Value(f"MEMBER_STATE_{m.state.name}"),
+                    state=_MEMBER_STATES.get(m.state.name, pb.MEMBER_STATE_UNSPECIFIED),
                     incarnation=m.incarnation,
                     address=m.address,
                     state_age=duration(m.age),
