@@ -511,7 +511,7 @@ async def stop_one(
     result: MeshResult,
     candidates: list[str],
     rng: random.Random,
-    timeout: float,
+    bound: float,
 ) -> None:
     """Phase 5: SIGSTOP one of ``candidates``; time until no other node lists it."""
     if not candidates:
@@ -525,7 +525,7 @@ async def stop_one(
     victim.process.send_signal(signal.SIGSTOP)
     try:
         seen = await poller.until(
-            {name: does_not_list(victim.name) for name in watchers}, start, timeout
+            {name: does_not_list(victim.name) for name in watchers}, start, bound
         )
     finally:
         victim.process.kill()
@@ -587,8 +587,8 @@ def markdown(results: Sequence[MeshResult]) -> str:
     lines = [
         "| N | spawn → ready s | join visible everywhere s (from spawn) | (from ready) "
         "| change propagation median s | max s | dead node removed everywhere s "
-        "| stopped node removed everywhere s | RSS median MB | RSS max MB | idle mesh CPU % of a core "
-        "| other processes CPU % of a core |",
+        "| stopped node removed everywhere s | RSS median MB | RSS max MB "
+        "| idle mesh CPU % of a core | other processes CPU % of a core |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
