@@ -491,8 +491,8 @@ async def measure(
             f"{_fmt(result.dead_removed_s)} s ({_spread(seen)}); "
             f"{result.dead_listed_before} of {len(survivors)} listed it at the kill"
         )
-        others = [name for name in survivors if name != names[0]]
-        await stop_one(mesh, poller, result, others, rng, timeout)
+        stoppable = [name for name in survivors if name != names[0]]
+        await stop_one(mesh, poller, result, stoppable, rng, timeout)
     finally:
         result.other_cpu_run_pct = ledger.other_pct()
         result.poll_calls, result.poll_errors = poller.calls, poller.errors
