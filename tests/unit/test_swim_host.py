@@ -23,7 +23,7 @@ from praxis_grpc.membership import Claim, Gossip, MembershipConfig, Payload, Sta
 from praxis_grpc.membership.codec import encode_message
 from tests.unit.test_libp2p_host import Recorder, until
 
-FAST = MembershipConfig(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.05)
+TIMING = MembershipConfig()
 
 
 @dataclass
@@ -61,7 +61,7 @@ async def start(nursery: trio.Nursery, *bootstrap: SwimNode) -> SwimNode:
     key = create_new_key_pair()
     options = HostOptions(key_pair=key, bootstrap=tuple(n.addr for n in bootstrap))
     members = Members()
-    host = MeshHost(options, Recorder(), MembershipOptions(FAST, 1, members))
+    host = MeshHost(options, Recorder(), MembershipOptions(TIMING, 1, members))
     scope = trio.CancelScope()
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -98,7 +98,7 @@ def test_a_death_claim_forged_over_the_wire_is_ignored_and_a_stop_is_announced_a
                 a = await start(nursery)
                 b = await start(nursery, a)
                 c = await start(nursery, a)
-                await until(lambda: all_alive(a, b, c), "all three alive everywhere")
+                await until(lambda: all_alive(a, b, c), "all three alive everywhere", 30)
 
                 # a tells b that c is dead, signed by a's key but in c's name
                 # (as if c had left) and in b's name (as if b had accused c).
