@@ -21,6 +21,9 @@ every node lists N-1 cards. Then, in order:
    node's ``ListCards`` shows the new ``draining`` flag.
 4. **failure detection**: SIGKILL a random node other than node1; measured
    until no other node lists it.
+5. **silent failure**: SIGSTOP another node other than node1 (its sockets stay
+   open, so only probes can find it); measured until no other node lists it,
+   then it is killed.
 
 Nodes run the default ``cards`` and ``p2p`` settings; the base config only sets
 ``tools.builtins: [echo]`` and ``metrics.enabled: true``. Every observation is
@@ -42,6 +45,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -132,6 +136,9 @@ class MeshResult:
     dead_listed_before: int | None = None
     dead_removed_s: float | None = None
     dead_first_seen_s: FirstSeen = field(default_factory=dict)
+    stopped_node: str = ""
+    stopped_removed_s: float | None = None
+    stopped_first_seen_s: FirstSeen = field(default_factory=dict)
     poll_calls: int = 0
     poll_errors: int = 0
     poll_error_sample: str = ""
@@ -484,6 +491,8 @@ async def measure(
             f"{_fmt(result.dead_removed_s)} s ({_spread(seen)}); "
             f"{result.dead_listed_before} of {len(survivors)} listed it at the kill"
         )
+        stoppable = [name for name in survivors if name != names[0]]
+        await stop_one(mesh, poller, result, stoppable, rng, timeout)
     finally:
         result.other_cpu_run_pct = ledger.other_pct()
         result.poll_calls, result.poll_errors = poller.calls, poller.errors
@@ -494,6 +503,39 @@ async def measure(
             result.poll_rate_per_s = poller.measured_calls / poller.measured_wall
             result.poller_cpu_pct = 100.0 * poller.measured_cpu / poller.measured_wall
         await poller.aclose()
+
+
+async def stop_one(
+    mesh: LocalMesh,
+    poller: Poller,
+    result: MeshResult,
+    candidates: list[str],
+    rng: random.Random,
+    bound: float,
+) -> None:
+    """Phase 5: SIGSTOP one of ``candidates``; time until no other node lists it."""
+    if not candidates:
+        return
+    victim = next(node for node in mesh.nodes if node.name == rng.choice(candidates))
+    result.stopped_node = victim.name
+    watchers = [n.name for n in mesh.nodes if n.process.poll() is None and n is not victim]
+    await poller.remove(victim.name)
+    await asyncio.sleep(rng.uniform(0.2, 0.8))
+    start = time.monotonic()
+    victim.process.send_signal(signal.SIGSTOP)
+    try:
+        seen = await poller.until(
+            {name: does_not_list(victim.name) for name in watchers}, start, bound
+        )
+    finally:
+        victim.process.kill()
+        victim.process.wait(timeout=10)
+    result.stopped_first_seen_s = seen
+    result.stopped_removed_s = slowest(seen)
+    progress(
+        f"N={result.nodes}: SIGSTOP {victim.name}: removed everywhere after "
+        f"{_fmt(result.stopped_removed_s)} s ({_spread(seen)})"
+    )
 
 
 def run_mesh(count: int, root: Path, args: argparse.Namespace, rng: random.Random) -> MeshResult:
@@ -545,19 +587,19 @@ def markdown(results: Sequence[MeshResult]) -> str:
     lines = [
         "| N | spawn → ready s | join visible everywhere s (from spawn) | (from ready) "
         "| change propagation median s | max s | dead node removed everywhere s "
-        "| RSS median MB | RSS max MB | idle mesh CPU % of a core "
-        "| other processes CPU % of a core |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stopped node removed everywhere s | RSS median MB | RSS max MB "
+        "| idle mesh CPU % of a core | other processes CPU % of a core |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r.error is not None and r.launch_s is None:
-            lines.append(f"| {r.nodes} | error: {r.error} ||||||||||")
+            lines.append(f"| {r.nodes} | error: {r.error} |||||||||||")
             continue
         idle, other = _fmt(r.idle_cpu_pct, 0, "n/a"), _fmt(r.other_cpu_run_pct, 0, "n/a")
         lines.append(
             f"| {r.nodes} | {_fmt(r.spawn_to_ready_s)} | {_fmt(r.join_visible_s)} "
             f"| {_fmt(r.join_visible_from_ready_s)} | {_fmt(r.change_median_s)} "
-            f"| {_fmt(r.change_max_s)} | {_dead(r)} "
+            f"| {_fmt(r.change_max_s)} | {_dead(r)} | {_fmt(r.stopped_removed_s)} "
             f"| {_fmt(r.rss_median_mb, 0)} | {_fmt(r.rss_max_mb, 0)} | {idle} | {other} |"
         )
     return "\n".join(lines)

@@ -160,6 +160,13 @@ class PraxisClient:
         response = self.agent.ListPeers(agent_service_pb2.ListPeersRequest(), timeout=self.timeout)
         return list(response.peers)
 
+    def list_peers_and_members(
+        self,
+    ) -> tuple[list[agent_service_pb2.Peer], list[agent_service_pb2.Member]]:
+        """Connected mesh peers, and every member the failure detector knows."""
+        response = self.agent.ListPeers(agent_service_pb2.ListPeersRequest(), timeout=self.timeout)
+        return list(response.peers), list(response.members)
+
     def drain(self, resume: bool = False) -> agent_service_pb2.Agent:
         """Enter (or leave) drain mode."""
         response = self.agent.Drain(

@@ -38,6 +38,7 @@ from praxis_grpc._config_values import (
     parse_duration,
 )
 from praxis_grpc._config_yaml import read_mapping
+from praxis_grpc.membership.config import MembershipConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -395,6 +396,43 @@ class CardsConfig(_Section):
         return self
 
 
+class MembershipSection(_Section):
+    """SWIM failure detection (see :class:`~praxis_grpc.membership.MembershipConfig`).
+
+    A member that misses a probe and the indirect probes is suspected; unless it
+    refutes, it is dead after ``suspicion_mult * max(1, log10 N) * probe_interval``
+    seconds (up to ``suspicion_max_timeout_mult`` times that without confirmations).
+    """
+
+    probe_interval: PositiveDuration = Field(default=0.5, description="one member probed per")
+    probe_timeout: PositiveDuration = Field(
+        default=0.25, description="direct ack wait before indirect probes; below probe_interval"
+    )
+    indirect_checks: int = Field(default=3, ge=0, le=16, description="members asked to probe")
+    suspicion_mult: int = Field(default=4, ge=1, le=100)
+    suspicion_max_timeout_mult: int = Field(default=6, ge=1, le=100)
+    awareness_max_multiplier: int = Field(default=8, ge=1, le=100)
+    retransmit_mult: int = Field(default=4, ge=1, le=100)
+    gossip_interval: PositiveDuration = 0.2
+    gossip_fanout: int = Field(default=3, ge=1, le=100)
+    gossip_to_the_dead: PositiveDuration = Field(
+        default=30.0, description="dead and left members are remembered this long"
+    )
+    push_pull_interval: Duration = Field(default=30.0, description="full sync period; 0: off")
+    max_packet_bytes: int = Field(default=1400, ge=512, le=1024 * 1024)
+    verified_cache_size: int = Field(default=65536, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> MembershipSection:
+        if self.probe_timeout >= self.probe_interval:
+            raise ValueError("probe_timeout must be below probe_interval")
+        return self
+
+    def protocol(self) -> MembershipConfig:
+        """These settings as the state machine's config."""
+        return MembershipConfig(**self.model_dump())
+
+
 # Room a task's other fields and its response take besides arguments and result.
 TASK_ENVELOPE_BYTES = 64 * 1024
 
@@ -414,6 +452,7 @@ class Config(_Section):
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     cards: CardsConfig = Field(default_factory=CardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    membership: MembershipSection = Field(default_factory=MembershipSection)
 
     @model_validator(mode="after")
     def _tasks_fit_messages(self) -> Config:

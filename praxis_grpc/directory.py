@@ -22,6 +22,7 @@ from praxis_grpc.cards import (
 )
 
 Clock = Callable[[], datetime]
+_MAX_BURIED = 10_000
 
 
 class _Signal(enum.Enum):
@@ -51,6 +52,7 @@ class CardDirectory:
         self._local_card: AgentCard | None = None
         self._local_status: AgentStatus | None = None
         self._version = 0
+        self._buried: dict[str, int] = {}  # agent -> the incarnation membership holds gone
 
     @property
     def local(self) -> AgentCard:
@@ -100,6 +102,8 @@ class CardDirectory:
 
     def merge(self, card: AgentCard) -> CardEvent | None:
         """Merge a card from anywhere; fan out the resulting event."""
+        if card.incarnation <= self._buried.get(card.agent_id, -1):
+            return None  # a late copy of a dead or departed agent's card
         event = self._registry.merge(card, self._clock())
         if event is not None:
             self._emit(event)
@@ -122,6 +126,21 @@ class CardDirectory:
         if event is not None:
             self._emit(event)
         return event
+
+    def bury(self, agent_id: str) -> CardEvent | None:
+        """Remove an agent membership holds dead or left; refuse its cards of the same
+        incarnation or older until :meth:`exhume` (a newer life's cards are accepted)."""
+        card = self._registry.get(agent_id)
+        if card is not None:
+            self._buried.pop(agent_id, None)
+            self._buried[agent_id] = card.incarnation
+            while len(self._buried) > _MAX_BURIED:
+                del self._buried[next(iter(self._buried))]
+        return self.remove(agent_id)
+
+    def exhume(self, agent_id: str) -> None:
+        """Membership holds ``agent_id`` alive again: accept its cards again."""
+        self._buried.pop(agent_id, None)
 
     def expire(self) -> list[CardEvent]:
         """Drop remote cards older than the TTL; fan out REMOVED for each."""

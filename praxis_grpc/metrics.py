@@ -108,6 +108,28 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.members = Gauge(
+            "members",
+            "SWIM members this node remembers, by state (alive, suspect, dead, left).",
+            ["state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.swim_probes_total = Counter(
+            "swim_probes",
+            "SWIM probes by outcome (ack, indirect_ack, suspect).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.swim_messages_total = Counter(
+            "swim_messages",
+            "SWIM messages by kind (ping, ack, ping_req, nack, gossip, push_pull, malformed) "
+            "and direction (sent, received, dropped).",
+            ["kind", "direction"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.cards_known = Gauge(
             "cards_known",
             "Agent cards in the registry, this node's own included.",

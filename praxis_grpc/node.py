@@ -43,6 +43,7 @@ from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
 from praxis_grpc.consensus.factory import build_consensus
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery, PeerStatus
+from praxis_grpc.discovery.members import MembershipOptions, MemberSource, MemberStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.ha.fence import Fence
@@ -52,6 +53,7 @@ from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.grpc import GrpcPeerClient
 from praxis_grpc.peers.service import PeerService, add_to_server
+from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.delegation import Delegations
 from praxis_grpc.routing.dispatcher import TaskDispatcher
 from praxis_grpc.routing.peer_requests import PeerRequests
@@ -490,6 +492,11 @@ class Node:
             from praxis_grpc.discovery.libp2p import HostOptions
 
             assert self._identity is not None
+            roster = MemberRoster(
+                directory=self.directory,
+                metrics=self.metrics,
+                forget_after=self.config.membership.gossip_to_the_dead,
+            )
             self._discovery = Libp2pDiscovery(
                 HostOptions(
                     key_pair=self._identity.key_pair,
@@ -504,7 +511,10 @@ class Node:
                     max_card_bytes=p2p.max_card_bytes,
                     target_peers=p2p.target_peers,
                     max_peers=p2p.max_peers,
-                )
+                ),
+                membership=MembershipOptions(
+                    self.config.membership.protocol(), self.incarnation, roster
+                ),
             )
         if self._discovery is None:
             return
@@ -528,6 +538,11 @@ class Node:
     async def peers(self) -> list[PeerStatus]:
         """Connected mesh peers (empty without discovery)."""
         return await self._discovery.peers() if self._discovery is not None else []
+
+    async def members(self) -> list[MemberStatus]:
+        """Mesh members and their SWIM states (empty without a failure detector)."""
+        source = self._discovery
+        return await source.members() if isinstance(source, MemberSource) else []
 
     def _start_metrics(self) -> None:
         cfg = self.config.metrics

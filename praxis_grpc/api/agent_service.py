@@ -15,6 +15,7 @@ from praxis_grpc.cards import AgentCard
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Leadership
 from praxis_grpc.discovery.base import PeerStatus
+from praxis_grpc.discovery.members import MemberStatus
 from praxis_grpc.wire import (
     duration,
     endpoints_to_proto,
@@ -28,6 +29,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _DIRECTIONS = {
     "inbound": pb.CONNECTION_DIRECTION_INBOUND,
     "outbound": pb.CONNECTION_DIRECTION_OUTBOUND,
+}
+_MEMBER_STATES = {
+    "ALIVE": pb.MEMBER_STATE_ALIVE,
+    "SUSPECT": pb.MEMBER_STATE_SUSPECT,
+    "DEAD": pb.MEMBER_STATE_DEAD,
+    "LEFT": pb.MEMBER_STATE_LEFT,
 }
 _HA_MODES = {
     "active-active": types_pb2.HA_MODE_ACTIVE_ACTIVE,
@@ -70,6 +77,10 @@ class DescribedNode(Protocol):
         """Connected mesh peers."""
         ...
 
+    async def members(self) -> list[MemberStatus]:
+        """Mesh members and their SWIM states (empty without a failure detector)."""
+        ...
+
     def set_draining(self, draining: bool) -> None:
         """Enter or leave drain mode."""
         ...
@@ -100,7 +111,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     connected_at=timestamp(datetime.fromtimestamp(peer.connected_at, UTC)),
                 )
                 for peer in peers
-            ]
+            ],
+            members=[
+                pb.Member(
+                    agent_id=m.member,
+                    state=_MEMBER_STATES.get(m.state.name, pb.MEMBER_STATE_UNSPECIFIED),
+                    incarnation=m.incarnation,
+                    address=m.address,
+                    state_age=duration(m.age),
+                    learnt=m.learnt,
+                )
+                for m in sorted(await self._node.members(), key=lambda m: m.member)
+            ],
         )
 
     @translate_errors

@@ -15,12 +15,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import trio
 
 from praxis_grpc.discovery.base import DiscoveryEvents, PeerStatus
 from praxis_grpc.discovery.libp2p import HostOptions, MeshHost
+from praxis_grpc.discovery.members import MemberEvents, MembershipOptions, MemberStatus
+from praxis_grpc.membership import State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,11 +51,39 @@ class _ForwardToLoop:
         self._post(self._events.on_peer_disconnected, peer_id, departed)
 
 
-class Libp2pDiscovery:
-    """:class:`~praxis_grpc.discovery.base.Discovery` on a py-libp2p host in a trio thread."""
+class _MemberEventsToLoop:
+    """MemberEvents (trio thread): member changes re-issued on the loop, counts passed on."""
 
-    def __init__(self, options: HostOptions, startup_timeout: float = 30.0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, events: MemberEvents) -> None:
+        self._loop = loop
+        self._events = events
+
+    def on_member(self, member: str, state: State, incarnation: int) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            self._loop.call_soon_threadsafe(self._events.on_member, member, state, incarnation)
+
+    def on_probe(self, outcome: str) -> None:
+        self._events.on_probe(outcome)
+
+    def on_message(self, kind: str, direction: str) -> None:
+        self._events.on_message(kind, direction)
+
+
+class Libp2pDiscovery:
+    """:class:`~praxis_grpc.discovery.base.Discovery` on a py-libp2p host in a trio thread.
+
+    With ``membership`` it runs SWIM too and is a
+    :class:`~praxis_grpc.discovery.members.MemberSource`.
+    """
+
+    def __init__(
+        self,
+        options: HostOptions,
+        startup_timeout: float = 30.0,
+        membership: MembershipOptions | None = None,
+    ) -> None:
         self._options = options
+        self._membership = membership
         self._startup_timeout = startup_timeout
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -80,7 +111,9 @@ class Libp2pDiscovery:
                     self._cancel = scope
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        self._host = MeshHost(self._options, _ForwardToLoop(loop, events))
+                        self._host = MeshHost(
+                            self._options, _ForwardToLoop(loop, events), self._on_loop(loop)
+                        )
                         addrs = await nursery.start(self._host.run)
                         loop.call_soon_threadsafe(report, list(addrs))
             except BaseException as exc:
@@ -113,6 +146,18 @@ class Libp2pDiscovery:
         if host is None:
             return []
         return await self._call(host.peers)
+
+    async def members(self) -> list[MemberStatus]:
+        host = self._host
+        if host is None:
+            return []
+        return await self._call(host.members)
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> MembershipOptions | None:
+        options = self._membership
+        if options is None:
+            return None
+        return replace(options, events=_MemberEventsToLoop(loop, options.events))
 
     async def aclose(self) -> None:
         scope, thread = self._cancel, self._thread

@@ -10,6 +10,7 @@ callback runs in that trio thread.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from contextlib import AsyncExitStack
@@ -45,6 +46,7 @@ from praxis_grpc.discovery._gossip import CardPubsub, new_pubsub
 from praxis_grpc.discovery._mdns import run_mdns
 from praxis_grpc.discovery._membership import Liveness, Membership, call_safely
 from praxis_grpc.discovery._options import HostOptions, MeshCallbacks
+from praxis_grpc.discovery._swim import SWIM_PROTOCOL, Libp2pKeys, SwimService
 from praxis_grpc.discovery._wire import (
     CARD_PROTOCOL,
     PEERS_PROTOCOL,
@@ -55,6 +57,7 @@ from praxis_grpc.discovery._wire import (
     request_card,
 )
 from praxis_grpc.discovery.base import PeerStatus
+from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
 
 if TYPE_CHECKING:
     # libp2p depends on trio-typing, whose stubs shadow trio's own annotations
@@ -70,6 +73,7 @@ _GREET_CONCURRENCY = 16
 _CLOSE_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 15.0
 _RESTART_DELAY = 1.0
+_LEAVE_TIMEOUT = 2.0
 
 
 class MeshHost:
@@ -79,9 +83,19 @@ class MeshHost:
     SECIO), and only yamux for multiplexing.
     """
 
-    def __init__(self, options: HostOptions, callbacks: MeshCallbacks) -> None:
+    def __init__(
+        self,
+        options: HostOptions,
+        callbacks: MeshCallbacks,
+        membership: MembershipOptions | None = None,
+    ) -> None:
+        """With ``membership``, SWIM is the failure detector (see ``_swim``): only a
+        dead or left member is gone, and "disconnected" is reported as not departed.
+        Without it, every connected peer is pinged and a lost connection is a departure."""
         self._options = options
         self._callbacks = callbacks
+        self._membership_options = membership
+        self._swim: SwimService | None = None
         self._local_card = b""
         self._host: IHost | None = None
         self._pubsub: CardPubsub | None = None
@@ -164,7 +178,7 @@ class MeshHost:
                 finally:
                     stop.set()
         finally:
-            self._host = self._pubsub = self._membership = self._trimmer = None
+            self._host = self._pubsub = self._membership = self._trimmer = self._swim = None
 
     async def _serve(self, stop: trio.Event, task_status: TaskStatus[list[str]]) -> None:
         """Run everything until ``stop`` is set, shielded from outside cancellation.
@@ -203,14 +217,18 @@ class MeshHost:
                     await stack.enter_async_context(background_trio_service(service))
                 await pubsub.wait_until_ready()
                 await pubsub.subscribe(options.topic)  # messages arrive via _on_gossip
+                swim = self._start_swim(host, membership, greet_send)
                 async with trio.open_nursery() as loops:
                     dialer.bind(loops)
                     start = _Starter(loops)
                     start("greeter", self._greet_peers, greet_receive, dialer, loops)
-                    liveness = Liveness(
-                        host, membership, options.ping_interval, options.ping_timeout
-                    )
-                    start("liveness", liveness.run)
+                    if swim is not None:
+                        start("swim", swim.run)
+                    else:
+                        liveness = Liveness(
+                            host, membership, options.ping_interval, options.ping_timeout
+                        )
+                        start("liveness", liveness.run)
                     start("trimmer", trimmer.run)
                     self._start_discovery(start, host, dialer, dht)
                     self._pubsub = pubsub
@@ -218,11 +236,53 @@ class MeshHost:
                     task_status.started(self.listen_addrs)
                     await stop.wait()
                     machine.deadline = trio.current_time() + _SHUTDOWN_TIMEOUT
+                    if swim is not None:
+                        with trio.move_on_after(_LEAVE_TIMEOUT):
+                            await swim.leave()
                     self._pubsub = None
                     loops.cancel_scope.cancel()
                 await _close_host(host, membership)
         if machine.cancelled_caught:
             log.warning("libp2p host shutdown took over %.0f s; cancelled", _SHUTDOWN_TIMEOUT)
+
+    def _start_swim(
+        self, host: IHost, membership: Membership, greet: trio.MemorySendChannel[ID]
+    ) -> SwimService | None:
+        """The SWIM service, serving its protocol (None without membership options)."""
+        options = self._membership_options
+        if options is None:
+            return None
+
+        def revived(peer_id: ID) -> None:
+            with contextlib.suppress(trio.WouldBlock):
+                greet.send_nowait(peer_id)  # its card was removed: exchange again
+
+        async def gone(peer_id: ID) -> None:
+            with trio.move_on_after(self._options.ping_timeout):
+                try:
+                    await host.get_network().close_peer(peer_id)
+                except Exception:
+                    log.debug("closing the connections to %s failed", peer_id, exc_info=True)
+            membership.mark_lost(peer_id)
+
+        swim = SwimService(
+            host,
+            address=_own_address(self.listen_addrs),
+            options=options,
+            keys=Libp2pKeys(self._options.key_pair),
+            on_revived=revived,
+            on_gone=gone,
+            on_rtt=membership.record_rtt,
+            open_timeout=self._options.stream_timeout,
+        )
+        host.set_stream_handler(SWIM_PROTOCOL, swim.serve)
+        self._swim = swim
+        return swim
+
+    def members(self) -> list[MemberStatus]:
+        """Every SWIM member remembered, ourselves included ([] without SWIM)."""
+        swim = self._swim
+        return swim.members() if swim is not None else []
 
     def _assemble(
         self, host: IHost, greet: trio.MemorySendChannel[ID]
@@ -231,6 +291,8 @@ class MeshHost:
         options = self._options
 
         def connected(peer_id: ID) -> None:
+            if self._swim is not None:
+                self._swim.peer_connected(peer_id)
             try:
                 greet.send_nowait(peer_id)
             except trio.WouldBlock:
@@ -238,8 +300,12 @@ class MeshHost:
             call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
 
         def disconnected(peer_id: ID) -> None:
-            trimmer = self._trimmer
+            trimmer, swim = self._trimmer, self._swim
             departed = trimmer is None or not trimmer.was_trimmed(peer_id)
+            if swim is not None:  # a hint: SWIM decides who is gone
+                if departed:
+                    swim.peer_disconnected(peer_id)
+                departed = False
             call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58(), departed)
 
         membership = Membership(host.get_network(), connected, disconnected)
@@ -389,6 +455,12 @@ def _known_addrs(host: IHost, peer_id: ID) -> list[Multiaddr]:
         return host.get_peerstore().addrs(peer_id)
     except PeerStoreError:  # unknown, or its addresses expired
         return []
+
+
+def _own_address(addrs: list[str]) -> str:
+    """The address to announce: the first on a concrete IP, else the first."""
+    concrete = [a for a in addrs if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
+    return (concrete or addrs)[0]
 
 
 def _others(host: IHost, addrs: tuple[str, ...]) -> list[PeerInfo]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from praxis_grpc.membership.base import MembershipEvents, Signer, Transport, Verifier
@@ -38,6 +39,7 @@ class _Probe:
     seq: int
     target: str
     acked: bool = False
+    asked: bool = False
     expected_nacks: int = 0
     nacks: int = 0
 
@@ -50,6 +52,8 @@ class Membership:
         address: our opaque transport address, carried in our alive claims.
         incarnation: where our incarnation starts; a restarted member must start
             above its previous life's (a wall-clock value does).
+        on_probe: told how each of our probes ended: "ack" (direct), "indirect_ack"
+            (after ping-reqs) or "suspect" (no ack); must not block or re-enter.
     """
 
     def __init__(
@@ -64,8 +68,10 @@ class Membership:
         verifier: Verifier,
         events: MembershipEvents,
         rng: random.Random,
+        on_probe: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.local = local
+        self._on_probe = on_probe
         self._config = config
         self._transport = transport
         self._rng = rng
@@ -94,6 +100,7 @@ class Membership:
     def start(self, now: float) -> None:
         """Start the probe, gossip and push-pull timers, each at a random phase."""
         config = self._config
+        self._table.me.since = now
         self._at(now + self._rng.uniform(0, config.probe_interval), _PROBE)
         self._at(now + self._rng.uniform(0, config.gossip_interval), _GOSSIP)
         if config.push_pull_interval > 0:
@@ -252,7 +259,7 @@ class Membership:
             self._config.indirect_checks,
             lambda r: r.claim.member != target and r.state is State.ALIVE,
         )
-        probe.expected_nacks = len(helpers)
+        probe.asked, probe.expected_nacks = True, len(helpers)
         for helper in helpers:
             self._transport.send(helper, PingReq(probe.seq, target))
 
@@ -265,6 +272,7 @@ class Membership:
             return
         # Lifeguard: each helper that did not even nack hints that we are the slow one.
         self._awareness.apply(probe.expected_nacks - probe.nacks if probe.expected_nacks else 1)
+        self._on_probe("suspect")
         self._table.accuse(now, probe.target, State.SUSPECT, "probe")
 
     def _acked(self, seq: int) -> None:
@@ -272,6 +280,7 @@ class Membership:
         if probe is not None and probe.seq == seq and not probe.acked:
             probe.acked = True
             self._awareness.apply(-1)
+            self._on_probe("indirect_ack" if probe.asked else "ack")
         relay = self._relays.pop(seq, None)
         if relay is not None:
             self._transport.send(relay[0], Ack(relay[1], self._table.piggyback()))

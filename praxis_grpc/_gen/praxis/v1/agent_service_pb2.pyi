@@ -18,9 +18,22 @@ class ConnectionDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONNECTION_DIRECTION_UNSPECIFIED: _ClassVar[ConnectionDirection]
     CONNECTION_DIRECTION_INBOUND: _ClassVar[ConnectionDirection]
     CONNECTION_DIRECTION_OUTBOUND: _ClassVar[ConnectionDirection]
+
+class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEMBER_STATE_UNSPECIFIED: _ClassVar[MemberState]
+    MEMBER_STATE_ALIVE: _ClassVar[MemberState]
+    MEMBER_STATE_SUSPECT: _ClassVar[MemberState]
+    MEMBER_STATE_DEAD: _ClassVar[MemberState]
+    MEMBER_STATE_LEFT: _ClassVar[MemberState]
 CONNECTION_DIRECTION_UNSPECIFIED: ConnectionDirection
 CONNECTION_DIRECTION_INBOUND: ConnectionDirection
 CONNECTION_DIRECTION_OUTBOUND: ConnectionDirection
+MEMBER_STATE_UNSPECIFIED: MemberState
+MEMBER_STATE_ALIVE: MemberState
+MEMBER_STATE_SUSPECT: MemberState
+MEMBER_STATE_DEAD: MemberState
+MEMBER_STATE_LEFT: MemberState
 
 class Agent(_message.Message):
     __slots__ = ("agent_id", "name", "praxis_version", "role", "ha_mode", "consensus_backend", "leader_agent_id", "term", "load", "uptime", "started_at", "draining", "endpoints", "incarnation", "tags", "leader_address")
@@ -58,6 +71,22 @@ class Agent(_message.Message):
     leader_address: str
     def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[_types_pb2.AgentRole, str]] = ..., ha_mode: _Optional[_Union[_types_pb2.HaMode, str]] = ..., consensus_backend: _Optional[_Union[_types_pb2.ConsensusBackend, str]] = ..., leader_agent_id: _Optional[str] = ..., term: _Optional[int] = ..., load: _Optional[_Union[_types_pb2.Load, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., incarnation: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., leader_address: _Optional[str] = ...) -> None: ...
 
+class Member(_message.Message):
+    __slots__ = ("agent_id", "state", "incarnation", "address", "state_age", "learnt")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_AGE_FIELD_NUMBER: _ClassVar[int]
+    LEARNT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    state: MemberState
+    incarnation: int
+    address: str
+    state_age: _duration_pb2.Duration
+    learnt: str
+    def __init__(self, agent_id: _Optional[str] = ..., state: _Optional[_Union[MemberState, str]] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., state_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., learnt: _Optional[str] = ...) -> None: ...
+
 class Peer(_message.Message):
     __slots__ = ("agent_id", "addresses", "direction", "ping_rtt", "connected_at")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -87,10 +116,12 @@ class ListPeersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListPeersResponse(_message.Message):
-    __slots__ = ("peers",)
+    __slots__ = ("peers", "members")
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
-    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("resume",)

@@ -65,7 +65,8 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPeers(self, request, context):
-        """ListPeers lists the peers this node is connected to.
+        """ListPeers lists the peers this node is connected to, and every mesh member
+        its failure detector knows with the member's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,9 @@ class AgentServiceStub:
     GetAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.GetAgentRequest, _agent_service_pb2.GetAgentResponse]
     """GetAgent returns this node's identity, role and state."""
     ListPeers: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListPeersRequest, _agent_service_pb2.ListPeersResponse]
-    """ListPeers lists the peers this node is connected to."""
+    """ListPeers lists the peers this node is connected to, and every mesh member
+    its failure detector knows with the member's state.
+    """
     Drain: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.DrainRequest, _agent_service_pb2.DrainResponse]
     """Drain stops (or with resume, restarts) acceptance of new tasks; running
     and queued tasks go on. Health reports NOT_SERVING while draining.
@@ -51,7 +53,9 @@ class AgentServiceAsyncStub(AgentServiceStub):
     GetAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GetAgentRequest, _agent_service_pb2.GetAgentResponse]  # type: ignore[assignment]
     """GetAgent returns this node's identity, role and state."""
     ListPeers: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListPeersRequest, _agent_service_pb2.ListPeersResponse]  # type: ignore[assignment]
-    """ListPeers lists the peers this node is connected to."""
+    """ListPeers lists the peers this node is connected to, and every mesh member
+    its failure detector knows with the member's state.
+    """
     Drain: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.DrainRequest, _agent_service_pb2.DrainResponse]  # type: ignore[assignment]
     """Drain stops (or with resume, restarts) acceptance of new tasks; running
     and queued tasks go on. Health reports NOT_SERVING while draining.
@@ -74,7 +78,9 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_service_pb2.ListPeersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.ListPeersResponse, _abc.Awaitable[_agent_service_pb2.ListPeersResponse]]:
-        """ListPeers lists the peers this node is connected to."""
+        """ListPeers lists the peers this node is connected to, and every mesh member
+        its failure detector knows with the member's state.
+        """
 
     @_abc_1.abstractmethod
     def Drain(
