@@ -223,6 +223,7 @@ class Node:
             __version__, cfg.agent.name, cfg.ha.mode, cfg.ha.consensus.backend
         ).set(1)
         self.metrics.build.info({"version": __version__})
+        self.metrics.task_queue_limit.set(cfg.tasks.queue_limit)
         limits = EngineLimits(
             max_concurrency=cfg.tasks.max_concurrency,
             queue_limit=cfg.tasks.queue_limit,
