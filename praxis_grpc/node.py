@@ -223,7 +223,6 @@ class Node:
             __version__, cfg.agent.name, cfg.ha.mode, cfg.ha.consensus.backend
         ).set(1)
         self.metrics.build.info({"version": __version__})
-        self.metrics.task_queue_limit.set(cfg.tasks.queue_limit)
         limits = EngineLimits(
             max_concurrency=cfg.tasks.max_concurrency,
             queue_limit=cfg.tasks.queue_limit,
@@ -286,6 +285,7 @@ class Node:
     def _build_routing(self, limits: EngineLimits) -> None:
         cfg = self.config
         engine, directory = self.engine, self.directory
+        self.metrics.task_queue_limit.set(limits.queue_limit)
 
         def local_pending() -> tuple[int, int, int]:
             load = engine.load()
