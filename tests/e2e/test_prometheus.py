@@ -26,6 +26,7 @@ from praxis_grpc.testing.system_tools import free_port, require_tool
 pytestmark = pytest.mark.e2e
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DASHBOARD = DEPLOY.parent / "grafana" / "praxis.json"
 TASKS = 3
 
 
@@ -97,7 +98,8 @@ def prometheus(tmp_path: Path, mesh: LocalMesh) -> Iterator[Prometheus]:
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             binary,
@@ -110,9 +112,14 @@ def prometheus(tmp_path: Path, mesh: LocalMesh) -> Iterator[Prometheus]:
         stderr=subprocess.STDOUT,
     )
     try:
-        client = Prometheus(f"http://127.0.0.1:{port}")
-        eventually(lambda: client.get("/api/v1/status/buildinfo"), timeout=30, what="prometheus")
-        yield client
+        # Its log says when it serves (polling the port before would leave
+        # refused sockets to the garbage collector, a ResourceWarning).
+        eventually(
+            lambda: b"Server is ready to receive web requests" in log_path.read_bytes(),
+            timeout=30,
+            what="prometheus ready",
+        )
+        yield Prometheus(f"http://127.0.0.1:{port}")
     finally:
         process.terminate()
         try:
@@ -164,3 +171,11 @@ def test_prometheus_scrapes_the_mesh_and_evaluates_the_rules(
     # A healthy mesh with a coordinator raises none of them.
     firing = [r["name"] for r in rules if r["state"] == "firing"]
     assert firing == []
+    # Every query of the Grafana dashboard runs, with Grafana's variables set.
+    board = json.loads(DASHBOARD.read_text())
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$instance", ".*")
+            prometheus.get("/api/v1/query", query=expr)
+    coordinators = prometheus.query('sum(praxis_consensus_is_leader{instance=~".*"})')
+    assert coordinators == {"": 1.0}
