@@ -61,6 +61,12 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.task_queue_limit = Gauge(
+            "task_queue_limit",
+            "Tasks the queue holds at most (tasks.queue_limit); alerts compare the depth to it.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.tasks_in_flight = Gauge(
             "tasks_in_flight",
             "Tasks executing now.",

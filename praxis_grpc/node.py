@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from praxis_grpc import __version__
 from praxis_grpc._gen.praxis.v1 import (
@@ -25,6 +24,7 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
+from praxis_grpc.a2a import a2a_agent_card
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
@@ -48,6 +48,7 @@ from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.heap import trim_periodically
+from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
@@ -122,8 +123,7 @@ class Node:
         )
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self._metrics_server: Any = None
-        self._metrics_thread: Any = None
+        self._http: HttpEndpoints | None = None
         self._background: list[asyncio.Task[None]] = []
         self._engine: TaskEngine | None = None
         self._directory: CardDirectory | None = None
@@ -297,6 +297,7 @@ class Node:
     def _build_routing(self, limits: EngineLimits) -> None:
         cfg = self.config
         engine, directory = self.engine, self.directory
+        self.metrics.task_queue_limit.set(limits.queue_limit)
 
         def local_pending() -> tuple[int, int, int]:
             load = engine.load()
@@ -548,18 +549,24 @@ class Node:
         cfg = self.config.metrics
         if not cfg.enabled:
             return
+        directory = self.directory
+
+        def agent_card() -> dict[str, Any] | None:
+            # Called on the HTTP thread: reads the current (immutable) card only.
+            try:
+                return a2a_agent_card(directory.local)
+            except RuntimeError:
+                return None
+
+        http = HttpEndpoints(self.metrics.registry, agent_card)
         try:
-            server, thread = start_http_server(
-                cfg.port, addr=cfg.host, registry=self.metrics.registry
-            )
+            http.start(cfg.host, cfg.port)
         except OSError as exc:
             raise StartupError(
                 f"metrics.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}"
             ) from None
-        self._metrics_server, self._metrics_thread = server, thread
-        self._endpoints = Endpoints(
-            grpc=self.endpoints.grpc, metrics=f"{cfg.host}:{server.server_port}"
-        )
+        self._http = http
+        self._endpoints = Endpoints(grpc=self.endpoints.grpc, metrics=f"{cfg.host}:{http.port}")
 
     def refresh_card(self) -> AgentCard:
         """Publish the local card with current load and state; returns it."""
@@ -670,7 +677,5 @@ class Node:
             await self._server.stop(grace=1.0)
         if self._peers is not None:
             await self._peers.aclose()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_thread.join(timeout=5)
+        if self._http is not None:
+            self._http.close()

@@ -6,6 +6,8 @@
 #   etcd   (etcd-server): the etcd backend's tests start throwaway clusters
 #   nft    (nftables):    the nemesis suite's network partition
 #   ip, ss (iproute2):    the nemesis suite checks no socket escapes a partition
+#   prometheus, promtool (prometheus): deploy/prometheus against a live mesh
+#   node, npm (nodejs, npm): the Node.js and TypeScript clients in examples/
 
 # ensure_tool COMMAND PACKAGE
 ensure_tool() {
@@ -48,4 +50,7 @@ ensure_system_tools() {
   ensure_tool etcd etcd-server
   ensure_tool nft nftables
   ensure_tool ss iproute2
+  ensure_tool prometheus prometheus
+  ensure_tool node nodejs
+  ensure_tool npm npm
 }

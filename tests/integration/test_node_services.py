@@ -130,6 +130,7 @@ async def test_metrics_endpoint_exposes_every_family(stubs: Stubs, node: Node) -
         'praxis_build_info{version="',
         'praxis_task_duration_seconds_count{tool="calculator"} 1.0',
         "praxis_task_queue_depth 0.0",
+        "praxis_task_queue_limit 4.0",
         "praxis_tasks_in_flight 0.0",
         'praxis_grpc_server_requests_total{code="OK",method="SubmitTask",'
         'service="praxis.v1.TaskService"} 1.0',

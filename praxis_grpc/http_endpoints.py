@@ -1,0 +1,112 @@
+"""The node's HTTP port: Prometheus metrics and the A2A agent card.
+
+``GET /metrics`` answers the registry in the format the scraper asks for
+(Prometheus text or OpenMetrics, as ``prometheus_client`` negotiates);
+``GET /.well-known/agent-card.json`` answers the node's card in the A2A
+format (:mod:`praxis_grpc.a2a`), 503 until the node has published one.
+Anything else is 404.
+
+Requests are served on threads of their own, away from the node's event
+loop: the card comes from a callable that must be safe to call from any
+thread (the node hands one that reads its current immutable card).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from praxis_grpc.a2a import WELL_KNOWN_PATH
+
+log = logging.getLogger(__name__)
+
+AgentCardSource = Callable[[], dict[str, Any] | None]
+"""Returns the A2A card document, or None while there is none yet."""
+
+
+class HttpEndpoints:
+    """An HTTP server for ``/metrics`` and the A2A card, run on a thread.
+
+    Call :meth:`start` once, then :meth:`close` (blocking, up to a few
+    seconds while in-flight requests finish).
+    """
+
+    def __init__(self, registry: CollectorRegistry, agent_card: AgentCardSource) -> None:
+        self._registry = registry
+        self._agent_card = agent_card
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._server is None:
+            raise RuntimeError("not started")
+        return int(self._server.server_address[1])
+
+    def start(self, host: str, port: int) -> None:
+        """Bind ``host:port`` (0 picks a free port) and serve in a thread.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        handler = _handler(self._registry, self._agent_card)
+        server = ThreadingHTTPServer((host, port), handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="praxis-http", daemon=True)
+        thread.start()
+        self._server, self._thread = server, thread
+
+    def close(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        assert self._thread is not None
+        self._thread.join(timeout=5)
+        self._server = None
+
+
+def _handler(
+    registry: CollectorRegistry, agent_card: AgentCardSource
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "praxis"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._reply(HTTPStatus.OK, content_type, encoder(registry))
+            elif path == WELL_KNOWN_PATH:
+                card = agent_card()
+                if card is None:
+                    self._reply(
+                        HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", b"no card published yet\n"
+                    )
+                else:
+                    body = json.dumps(card, indent=2).encode()
+                    self._reply(HTTPStatus.OK, "application/json", body)
+            else:
+                self._reply(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+
+        def _reply(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http: " + format, *args)
+
+    return Handler
