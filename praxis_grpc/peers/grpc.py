@@ -8,11 +8,11 @@ the signal followers use to notice a lost owner). A standby's relays to the
 coordinator use a second channel to it that pings every second, idle or not,
 so a coordinator cut off by a partition is noticed in about two seconds.
 
-Performance: every dispatch is one unary call and every follow one server
-stream, multiplexed on the peer's channel. The interface takes one task per
-call, so one long-lived bidirectional stream per peer pair, multiplexed by
-task id and batched under load, can replace them here without any caller
-changing (see the README's benchmark section).
+Dispatches and follows travel on one long-lived ``Session`` stream per
+peer (:mod:`praxis_grpc.peers.session`), multiplexed by call id and batched
+under load; a peer that answers UNIMPLEMENTED is called with the unary
+``Dispatch`` and server-stream ``Follow`` instead (remembered until it
+leaves the mesh). Cancels and relays stay unary.
 """
 
 from __future__ import annotations
