@@ -215,10 +215,46 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.PraxisError:
     gRPC) becomes the error of its code with a generic reason; codes
     without a domain meaning become :class:`~praxis_grpc.errors.Unavailable`.
     """
-    code = exc.code()
-    detail = exc.details() or code.name
+    return _from_status(exc.code(), exc.details() or exc.code().name, error_info(exc), peer)
+
+
+def error_from_status(status: status_pb2.Status, peer: str) -> errors.PraxisError:
+    """:func:`error_from_rpc` for a ``google.rpc.Status`` received as data
+    (a failed call on a multiplexed peer stream)."""
+    code = _BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    info = next((i for i in _infos(status) if i.domain == errors.ERROR_DOMAIN), None)
+    return _from_status(code, status.message or code.name, info, peer)
+
+
+def status_of(exc: BaseException) -> status_pb2.Status:
+    """The ``google.rpc.Status`` a servicer would end with for ``exc`` (see
+    :func:`translate_errors`; UNKNOWN, with no details, for a bug)."""
+    error = domain_error(exc)
+    if error is None:
+        log.error("unexpected error in a peer call", exc_info=exc)
+        return status_pb2.Status(
+            code=grpc.StatusCode.UNKNOWN.value[0], message=f"unexpected error: {exc!r}"
+        )
+    code, _ = status_for(error)
+    return rich_status(error, code, status_message(error.message))
+
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _infos(status: status_pb2.Status) -> list[error_details_pb2.ErrorInfo]:
+    found = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            found.append(info)
+    return found
+
+
+def _from_status(
+    code: grpc.StatusCode, detail: str, info: error_details_pb2.ErrorInfo | None, peer: str
+) -> errors.PraxisError:
     kind = _FROM_CODE.get(code, errors.Unavailable)
-    info = error_info(exc)
     if info is None:
         if kind is errors.InvalidArgument:
             return errors.InvalidArgument("request", f"{peer}: {detail}")

@@ -8,11 +8,11 @@ the signal followers use to notice a lost owner). A standby's relays to the
 coordinator use a second channel to it that pings every second, idle or not,
 so a coordinator cut off by a partition is noticed in about two seconds.
 
-Performance: every dispatch is one unary call and every follow one server
-stream, multiplexed on the peer's channel. The interface takes one task per
-call, so one long-lived bidirectional stream per peer pair, multiplexed by
-task id and batched under load, can replace them here without any caller
-changing (see the README's benchmark section).
+Dispatches and follows travel on one long-lived ``Session`` stream per
+peer (:mod:`praxis_grpc.peers.session`), multiplexed by call id and batched
+under load; a peer that answers UNIMPLEMENTED is called with the unary
+``Dispatch`` and server-stream ``Follow`` instead (remembered until it
+leaves the mesh). Cancels and relays stay unary.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import grpc
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
 from praxis_grpc.aio import cancelling
-from praxis_grpc.api.errors import answered, error_from_rpc
-from praxis_grpc.errors import PraxisError
-from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
+from praxis_grpc.api.message_size import ENVELOPE_BYTES
+from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery
 from praxis_grpc.peers.liveness import wait_gone
+from praxis_grpc.peers.session import PeerSession, Unsupported, channel_closed, peer_error
 from praxis_grpc.tasks.model import Submission, Task
 from praxis_grpc.wire import submission_fields, task_from_proto
 
@@ -116,6 +116,9 @@ class GrpcPeerClient:
         self._agent_id = agent_id
         self._pool = _Pool(_options(max_message_bytes, keepalive_time, keepalive_timeout, False))
         self._relays = _Pool(_options(max_message_bytes, 1.0, 1.0, True))
+        self._sessions: dict[str, PeerSession] = {}
+        self._unary_only: set[str] = set()
+        self._max_batch_bytes = max_message_bytes - ENVELOPE_BYTES
 
     def __contains__(self, address: object) -> bool:
         """True while a channel to ``address`` is open."""
@@ -132,14 +135,40 @@ class GrpcPeerClient:
             prior_attempts=dispatch.prior_attempts,
             wait=dispatch.wait,
         )
-        call = self._pool.stub(address).Dispatch(request, timeout=call_timeout)
-        response = await _unary(call, address)
+        response: pb.DispatchResponse | None = None
+        if address not in self._unary_only:
+            try:
+                response = await self._session(address).dispatch(request, call_timeout)
+            except Unsupported:
+                self._unary_only.add(address)
+        if response is None:
+            call = self._pool.stub(address).Dispatch(request, timeout=call_timeout)
+            response = await _unary(call, address)
         return Accepted(task_from_proto(response.task), response.deduplicated)
 
     async def follow(self, address: str, task_id: str) -> AsyncIterator[Task]:
-        call = self._pool.stub(address).Follow(pb.FollowRequest(task_id=task_id))
+        request = pb.FollowRequest(task_id=task_id)
+        if address not in self._unary_only:
+            stream = self._session(address).follow(request)
+            try:
+                async for message in stream:
+                    yield task_from_proto(message.task)
+                return
+            except Unsupported:  # raised before the first state
+                self._unary_only.add(address)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+        call = self._pool.stub(address).Follow(request)
         async for message in _stream(call, address):
             yield task_from_proto(message.task)
+
+    def _session(self, address: str) -> PeerSession:
+        """The open session to ``address``, opened (again) if it is not."""
+        session = self._sessions.get(address)
+        if session is None or session.broken:
+            session = PeerSession(self._pool.stub(address), address, self._max_batch_bytes)
+            self._sessions[address] = session
+        return session
 
     async def cancel(
         self, address: str, task_id: str, reason: str, *, call_timeout: float | None
@@ -205,10 +234,18 @@ class GrpcPeerClient:
         return await wait_gone(address)
 
     def discard(self, address: str) -> None:
+        session = self._sessions.pop(address, None)
+        if session is not None:
+            session.close(lambda sent: channel_closed(address, sent=sent))
+        self._unary_only.discard(address)
         self._pool.discard(address)
         self._relays.discard(address)
 
     async def aclose(self) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await session.aclose()
         await self._pool.aclose()
         await self._relays.aclose()
 
@@ -218,13 +255,13 @@ async def _unary(call: Any, address: str) -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        raise _error(exc, address) from None
+        raise peer_error(exc, address) from None
     except asyncio.CancelledError:
         if cancelling():
             raise
         # grpc.aio cancels the calls of a channel that is closed (the peer's
         # card was removed): the call broke, its caller was not cancelled.
-        raise _closed(address) from None
+        raise channel_closed(address) from None
 
 
 async def _stream(call: Any, address: str) -> AsyncIterator[Any]:
@@ -233,35 +270,10 @@ async def _stream(call: Any, address: str) -> AsyncIterator[Any]:
         async for message in call:
             yield message
     except grpc.aio.AioRpcError as exc:
-        raise _error(exc, address) from None
+        raise peer_error(exc, address) from None
     except asyncio.CancelledError:
         if cancelling():
             raise
-        raise _closed(address) from None
+        raise channel_closed(address) from None
     finally:
         call.cancel()
-
-
-def _closed(address: str) -> PeerLost:
-    return PeerLost(f"the channel to {address} was closed during the call", address, sent=True)
-
-
-def _error(exc: grpc.aio.AioRpcError, address: str) -> PraxisError:
-    code = exc.code()
-    if answered(exc):
-        return error_from_rpc(exc, address)
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return PeerLost(
-            f"{address} did not answer ({exc.details() or code.name})",
-            address,
-            sent=not _never_sent(exc),
-        )
-    if code is grpc.StatusCode.CANCELLED:
-        return PeerLost(f"the call to {address} was cancelled", address, sent=True)
-    return error_from_rpc(exc, address)
-
-
-def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
-    """True when the channel could not connect, so the request never left."""
-    text = f"{exc.details()} {exc.debug_error_string()}".lower()
-    return "failed to connect" in text or "connection refused" in text

@@ -19,6 +19,7 @@ from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
 from praxis_grpc.peers.base import Dispatch, PeerHandler, TaskQuery
+from praxis_grpc.peers.session_service import SessionCalls
 from praxis_grpc.tasks.model import Task, TaskState
 from praxis_grpc.tasks.store import Cursor
 from praxis_grpc.wire import (
@@ -46,12 +47,20 @@ class PeerService(pb_grpc.PeerServiceServicer):
     Args:
         max_argument_bytes: The largest ``arguments`` accepted (``tasks.max_argument_bytes``).
         max_message_bytes: The largest response (``api.max_message_bytes``).
+        max_session_calls: Calls in flight per ``Session`` stream; more are
+            refused (RESOURCE_EXHAUSTED), so one peer's stream holds bounded memory.
     """
 
     def __init__(
-        self, handler: PeerHandler, *, max_argument_bytes: int, max_message_bytes: int
+        self,
+        handler: PeerHandler,
+        *,
+        max_argument_bytes: int,
+        max_message_bytes: int,
+        max_session_calls: int = 1024,
     ) -> None:
         self._handler = handler
+        self._max_session_calls = max_session_calls
         self._max_argument_bytes = max_argument_bytes
         self._room = max_message_bytes - ENVELOPE_BYTES
 
@@ -60,7 +69,10 @@ class PeerService(pb_grpc.PeerServiceServicer):
 
     @translate_errors
     async def Dispatch(self, request: pb.DispatchRequest, context: Context) -> pb.DispatchResponse:
-        # Validated in full before the handler (and its fence) sees it.
+        return await self.dispatch(request)
+
+    async def dispatch(self, request: pb.DispatchRequest) -> pb.DispatchResponse:
+        """Validate ``request`` in full, then hand it to the handler (and its fence)."""
         task_id = task_id_field(request.task_id)
         submission = submission_from_proto(request.spec, self._max_argument_bytes)
         if not request.origin_agent_id:
@@ -84,8 +96,20 @@ class PeerService(pb_grpc.PeerServiceServicer):
     async def Follow(
         self, request: pb.FollowRequest, context: Context
     ) -> AsyncIterator[pb.FollowResponse]:
+        async for message in self.follow(request):
+            yield message
+
+    async def follow(self, request: pb.FollowRequest) -> AsyncIterator[pb.FollowResponse]:
+        """The owner's states of the task ``request`` names."""
         async for task in self._handler.follow(task_id_field(request.task_id)):
             yield pb.FollowResponse(task=self._task(task))
+
+    async def Session(
+        self, request_iterator: AsyncIterator[pb.SessionRequest], context: Context
+    ) -> AsyncIterator[pb.SessionResponse]:
+        session = SessionCalls(self, self._max_session_calls, self._room)
+        async for response in session.run(request_iterator):
+            yield response
 
     @translate_errors
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:

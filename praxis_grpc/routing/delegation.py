@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,6 +111,9 @@ class Refusal:
 
 
 class _Backoff:
+    """Exponential delays from ``first`` to ``limit``, each jittered down by up
+    to half, so followers failing together do not retry in step."""
+
     def __init__(self, first: float = 0.1, limit: float = 2.0) -> None:
         self._first, self._limit, self._next = first, limit, first
 
@@ -118,7 +122,16 @@ class _Backoff:
 
     def __call__(self) -> float:
         delay, self._next = self._next, min(self._next * 2, self._limit)
-        return delay
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+
+@dataclass
+class _Absence:
+    """A follower's view of its owner's card: missing since ``since`` (loop
+    time; None while present), and whether it was ever seen."""
+
+    since: float | None = None
+    seen_owner: bool = False
 
 
 class Delegations:
@@ -369,49 +382,68 @@ class Delegations:
                 await follower
 
     async def _follow(self, task_id: str) -> None:
-        loop = asyncio.get_running_loop()
         backoff = _Backoff()
-        absent_since: float | None = None
-        seen_owner = False
+        state = _Absence()
         while True:
+            try:
+                if await self._follow_step(task_id, backoff, state):
+                    return
+            except Exception as exc:
+                # An infrastructure failure (a commit that timed out, a store
+                # error) while acting on the record: this follower is the only
+                # one acting on it until the next take-over or restart, so it
+                # backs off and tries again instead of ending.
+                delay = backoff()
+                log.warning(
+                    "following task %s failed (%r); retrying in %.1f s", task_id, exc, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def _follow_step(self, task_id: str, backoff: _Backoff, state: _Absence) -> bool:
+        """Act once on the record of ``task_id``; True when following is over."""
+        try:
             record = self._engine.get(task_id)
-            if record.terminal or record.owner_agent_id == self._engine.agent_id:
-                return
-            if not self._may_act(record):
-                # The backend reports the term lost. If the node steps down,
-                # the role switch cancels this follower; if the report was a
-                # blip (an etcd keepalive late after a pause) and the term
-                # holds, following goes on: exiting here left the cluster's
-                # record WORKING for good. Nothing is acted on meanwhile.
-                await asyncio.sleep(backoff())
-                continue
-            if not record.owner_agent_id:
-                await self._place_unplaced(record, backoff)
-                continue
-            card = self._directory.get(record.owner_agent_id)
-            address = _grpc_address(card)
-            if address is None:
-                self._absent.add(task_id)
-                now = loop.time()
-                absent_since = absent_since if absent_since is not None else now
-                patience = 0.0 if seen_owner else self._discovery_wait
-                if now - absent_since >= patience and await self._owner_lost(
-                    record, now - absent_since
-                ):
-                    absent_since, seen_owner = None, False
-                    backoff.reset()
-                    continue
-                await asyncio.sleep(backoff())
-                continue
-            self._absent.discard(task_id)
-            absent_since, seen_owner = None, True
-            outcome = await self._watch_owner(record, address, backoff)
-            if outcome == "terminal":
-                return
-            if outcome == "unknown":
-                await self._resend(record)
-                continue
+        except NotFound:
+            return True  # the record was forgotten
+        if record.terminal or record.owner_agent_id == self._engine.agent_id:
+            return True
+        if not self._may_act(record):
+            # The backend reports the term lost. If the node steps down,
+            # the role switch cancels this follower; if the report was a
+            # blip (an etcd keepalive late after a pause) and the term
+            # holds, following goes on: exiting here left the cluster's
+            # record WORKING for good. Nothing is acted on meanwhile.
             await asyncio.sleep(backoff())
+            return False
+        if not record.owner_agent_id:
+            await self._place_unplaced(record, backoff)
+            return False
+        address = _grpc_address(self._directory.get(record.owner_agent_id))
+        if address is None:
+            await self._owner_absent(record, backoff, state)
+            return False
+        self._absent.discard(task_id)
+        state.since, state.seen_owner = None, True
+        outcome = await self._watch_owner(record, address, backoff)
+        if outcome == "unknown":
+            await self._resend(record)
+        elif outcome == "broke":
+            await asyncio.sleep(backoff())
+        return outcome == "terminal"
+
+    async def _owner_absent(self, record: Task, backoff: _Backoff, state: _Absence) -> None:
+        """The owner's card is missing: wait for it (for a while if it was
+        never seen: discovery may be late), then act as :meth:`_owner_lost` says."""
+        self._absent.add(record.task_id)
+        now = asyncio.get_running_loop().time()
+        since = state.since if state.since is not None else now
+        state.since = since
+        patience = 0.0 if state.seen_owner else self._discovery_wait
+        if now - since >= patience and await self._owner_lost(record, now - since):
+            state.since, state.seen_owner = None, False
+            backoff.reset()
+            return
+        await asyncio.sleep(backoff())
 
     async def _watch_owner(
         self, record: Task, address: str, backoff: _Backoff

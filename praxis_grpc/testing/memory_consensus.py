@@ -37,6 +37,8 @@ class MemoryConsensusGroup:
         self._failure: ConsensusError | None = None
         self.suspicions: list[tuple[str, Leadership, str]] = []
         """(suspecting agent id, suspected leadership, evidence), in order."""
+        self.refused = 0
+        """Commits and snapshots refused by :meth:`fail` so far."""
 
     @property
     def term(self) -> int:
@@ -105,6 +107,7 @@ class MemoryConsensusGroup:
 
     def _check(self) -> None:
         if self._failure is not None:
+            self.refused += 1
             raise self._failure
 
     def _view(self, member: MemoryConsensus | None = None) -> Leadership:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from praxis_grpc.consensus.base import ConsensusError
 from praxis_grpc.errors import FailedPrecondition, NotFound
 from praxis_grpc.peers.base import Dispatch, PeerLost
 from praxis_grpc.tasks.model import Submission, TaskState
@@ -193,3 +194,44 @@ async def test_a_standby_relays_to_the_coordinator_and_the_next_one_takes_over(
         for task in accepted:
             assert b.engine.get(task.task_id).state is TaskState.COMPLETED
             assert log.count(f"t{accepted.index(task)}") == 1
+
+
+async def test_a_follower_retries_after_a_commit_failure_instead_of_stopping(
+    tmp_path: Path,
+) -> None:
+    """A consensus failure while the coordinator re-dispatches the task of a
+    lost owner used to end that task's follower for good (the record stayed
+    WORKING until the next take-over); the follower now backs off and retries."""
+    group = MemoryConsensusGroup()
+    cluster = PeerCluster()
+    log = ExecutionLog()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(cluster.aclose)
+        for name, opened in (("a", True), ("b", False), ("c", True)):
+            node = PeerNode(
+                cluster.network,
+                name,
+                [Gate(name, log, opened)],
+                consensus=group,
+                data_dir=tmp_path / name,
+            )
+            await cluster.add(node)
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        group.elect("a")
+        await until(lambda: bool(a.ha and a.ha.leading))
+        cluster.share_cards()
+        task, _ = await a.dispatcher.submit(Submission("gate", preferred_agent="b"))
+        assert task.owner_agent_id == "b"
+        await until(lambda: a.engine.get(task.task_id).state is TaskState.WORKING)
+        group.fail(ConsensusError("commit timed out"))
+        cluster.network.kill("b")
+        await b.engine.aclose(0)
+        cluster.lose("b")
+        # The follower tries to move the task to c, cannot commit that, and
+        # tries again.
+        await until(lambda: group.refused >= 2)
+        group.fail(None)
+        final = await asyncio.wait_for(a.engine.wait(task.task_id), 10)
+        assert final.state is TaskState.COMPLETED
+        assert final.owner_agent_id == "c"
+        assert [run.agent for run in log.runs] == ["b", "c"]

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2 as praxis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!praxis/peer/v1/peer_service.proto\x12\x0epraxis.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15praxis/v1/types.proto\"\xb0\x01\n\x08TaskSpec\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\"\xa0\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x17\n\x0forigin_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x16\n\x0eprior_attempts\x18\x05 \x01(\r\x12\x0c\n\x04wait\x18\x06 \x01(\x08\"G\n\x10\x44ispatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\" \n\rFollowRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0e\x46ollowResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"0\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0e\x43\x61ncelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"o\n\x12RelaySubmitRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"J\n\x13RelaySubmitResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"6\n\x0fRelayGetRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x10RelayGetResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10RelayListRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12$\n\x06states\x18\x02 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"L\n\x11RelayListResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x12RelayCancelRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"4\n\x13RelayCancelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"8\n\x11RelayWatchRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x12RelayWatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task2\x98\x05\n\x0bPeerService\x12M\n\x08\x44ispatch\x12\x1f.praxis.peer.v1.DispatchRequest\x1a .praxis.peer.v1.DispatchResponse\x12I\n\x06\x46ollow\x12\x1d.praxis.peer.v1.FollowRequest\x1a\x1e.praxis.peer.v1.FollowResponse0\x01\x12G\n\x06\x43\x61ncel\x12\x1d.praxis.peer.v1.CancelRequest\x1a\x1e.praxis.peer.v1.CancelResponse\x12V\n\x0bRelaySubmit\x12\".praxis.peer.v1.RelaySubmitRequest\x1a#.praxis.peer.v1.RelaySubmitResponse\x12M\n\x08RelayGet\x12\x1f.praxis.peer.v1.RelayGetRequest\x1a .praxis.peer.v1.RelayGetResponse\x12P\n\tRelayList\x12 .praxis.peer.v1.RelayListRequest\x1a!.praxis.peer.v1.RelayListResponse\x12V\n\x0bRelayCancel\x12\".praxis.peer.v1.RelayCancelRequest\x1a#.praxis.peer.v1.RelayCancelResponse\x12U\n\nRelayWatch\x12!.praxis.peer.v1.RelayWatchRequest\x1a\".praxis.peer.v1.RelayWatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!praxis/peer/v1/peer_service.proto\x12\x0epraxis.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15praxis/v1/types.proto\"\xb0\x01\n\x08TaskSpec\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\"\xa0\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x17\n\x0forigin_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x16\n\x0eprior_attempts\x18\x05 \x01(\r\x12\x0c\n\x04wait\x18\x06 \x01(\x08\"G\n\x10\x44ispatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\" \n\rFollowRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0e\x46ollowResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"<\n\x0eSessionRequest\x12*\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1b.praxis.peer.v1.SessionCall\"\xcb\x01\n\x0bSessionCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1f.praxis.peer.v1.DispatchRequestH\x00\x12/\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1d.praxis.peer.v1.FollowRequestH\x00\x12\x11\n\x07\x61\x62\x61ndon\x18\x04 \x01(\x08H\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x06\n\x04\x63\x61ll\"@\n\x0fSessionResponse\x12-\n\x07replies\x18\x01 \x03(\x0b\x32\x1c.praxis.peer.v1.SessionReply\"\xb0\x01\n\x0cSessionReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x34\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32 .praxis.peer.v1.DispatchResponseH\x00\x12\x30\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1e.praxis.peer.v1.FollowResponseH\x00\x12\r\n\x03\x65nd\x18\x04 \x01(\x08H\x00\x12\x0f\n\x05\x65rror\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05reply\"0\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0e\x43\x61ncelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"o\n\x12RelaySubmitRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"J\n\x13RelaySubmitResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"6\n\x0fRelayGetRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x10RelayGetResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10RelayListRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12$\n\x06states\x18\x02 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"L\n\x11RelayListResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x12RelayCancelRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"4\n\x13RelayCancelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"8\n\x11RelayWatchRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x12RelayWatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task2\xe8\x05\n\x0bPeerService\x12M\n\x08\x44ispatch\x12\x1f.praxis.peer.v1.DispatchRequest\x1a .praxis.peer.v1.DispatchResponse\x12I\n\x06\x46ollow\x12\x1d.praxis.peer.v1.FollowRequest\x1a\x1e.praxis.peer.v1.FollowResponse0\x01\x12N\n\x07Session\x12\x1e.praxis.peer.v1.SessionRequest\x1a\x1f.praxis.peer.v1.SessionResponse(\x01\x30\x01\x12G\n\x06\x43\x61ncel\x12\x1d.praxis.peer.v1.CancelRequest\x1a\x1e.praxis.peer.v1.CancelResponse\x12V\n\x0bRelaySubmit\x12\".praxis.peer.v1.RelaySubmitRequest\x1a#.praxis.peer.v1.RelaySubmitResponse\x12M\n\x08RelayGet\x12\x1f.praxis.peer.v1.RelayGetRequest\x1a .praxis.peer.v1.RelayGetResponse\x12P\n\tRelayList\x12 .praxis.peer.v1.RelayListRequest\x1a!.praxis.peer.v1.RelayListResponse\x12V\n\x0bRelayCancel\x12\".praxis.peer.v1.RelayCancelRequest\x1a#.praxis.peer.v1.RelayCancelResponse\x12U\n\nRelayWatch\x12!.praxis.peer.v1.RelayWatchRequest\x1a\".praxis.peer.v1.RelayWatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,30 +45,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWREQUEST']._serialized_end=585
   _globals['_FOLLOWRESPONSE']._serialized_start=587
   _globals['_FOLLOWRESPONSE']._serialized_end=634
-  _globals['_CANCELREQUEST']._serialized_start=636
-  _globals['_CANCELREQUEST']._serialized_end=684
-  _globals['_CANCELRESPONSE']._serialized_start=686
-  _globals['_CANCELRESPONSE']._serialized_end=733
-  _globals['_RELAYSUBMITREQUEST']._serialized_start=735
-  _globals['_RELAYSUBMITREQUEST']._serialized_end=846
-  _globals['_RELAYSUBMITRESPONSE']._serialized_start=848
-  _globals['_RELAYSUBMITRESPONSE']._serialized_end=922
-  _globals['_RELAYGETREQUEST']._serialized_start=924
-  _globals['_RELAYGETREQUEST']._serialized_end=978
-  _globals['_RELAYGETRESPONSE']._serialized_start=980
-  _globals['_RELAYGETRESPONSE']._serialized_end=1029
-  _globals['_RELAYLISTREQUEST']._serialized_start=1032
-  _globals['_RELAYLISTREQUEST']._serialized_end=1161
-  _globals['_RELAYLISTRESPONSE']._serialized_start=1163
-  _globals['_RELAYLISTRESPONSE']._serialized_end=1239
-  _globals['_RELAYCANCELREQUEST']._serialized_start=1241
-  _globals['_RELAYCANCELREQUEST']._serialized_end=1314
-  _globals['_RELAYCANCELRESPONSE']._serialized_start=1316
-  _globals['_RELAYCANCELRESPONSE']._serialized_end=1368
-  _globals['_RELAYWATCHREQUEST']._serialized_start=1370
-  _globals['_RELAYWATCHREQUEST']._serialized_end=1426
-  _globals['_RELAYWATCHRESPONSE']._serialized_start=1428
-  _globals['_RELAYWATCHRESPONSE']._serialized_end=1479
-  _globals['_PEERSERVICE']._serialized_start=1482
-  _globals['_PEERSERVICE']._serialized_end=2146
+  _globals['_SESSIONREQUEST']._serialized_start=636
+  _globals['_SESSIONREQUEST']._serialized_end=696
+  _globals['_SESSIONCALL']._serialized_start=699
+  _globals['_SESSIONCALL']._serialized_end=902
+  _globals['_SESSIONRESPONSE']._serialized_start=904
+  _globals['_SESSIONRESPONSE']._serialized_end=968
+  _globals['_SESSIONREPLY']._serialized_start=971
+  _globals['_SESSIONREPLY']._serialized_end=1147
+  _globals['_CANCELREQUEST']._serialized_start=1149
+  _globals['_CANCELREQUEST']._serialized_end=1197
+  _globals['_CANCELRESPONSE']._serialized_start=1199
+  _globals['_CANCELRESPONSE']._serialized_end=1246
+  _globals['_RELAYSUBMITREQUEST']._serialized_start=1248
+  _globals['_RELAYSUBMITREQUEST']._serialized_end=1359
+  _globals['_RELAYSUBMITRESPONSE']._serialized_start=1361
+  _globals['_RELAYSUBMITRESPONSE']._serialized_end=1435
+  _globals['_RELAYGETREQUEST']._serialized_start=1437
+  _globals['_RELAYGETREQUEST']._serialized_end=1491
+  _globals['_RELAYGETRESPONSE']._serialized_start=1493
+  _globals['_RELAYGETRESPONSE']._serialized_end=1542
+  _globals['_RELAYLISTREQUEST']._serialized_start=1545
+  _globals['_RELAYLISTREQUEST']._serialized_end=1674
+  _globals['_RELAYLISTRESPONSE']._serialized_start=1676
+  _globals['_RELAYLISTRESPONSE']._serialized_end=1752
+  _globals['_RELAYCANCELREQUEST']._serialized_start=1754
+  _globals['_RELAYCANCELREQUEST']._serialized_end=1827
+  _globals['_RELAYCANCELRESPONSE']._serialized_start=1829
+  _globals['_RELAYCANCELRESPONSE']._serialized_end=1881
+  _globals['_RELAYWATCHREQUEST']._serialized_start=1883
+  _globals['_RELAYWATCHREQUEST']._serialized_end=1939
+  _globals['_RELAYWATCHRESPONSE']._serialized_start=1941
+  _globals['_RELAYWATCHRESPONSE']._serialized_end=1992
+  _globals['_PEERSERVICE']._serialized_start=1995
+  _globals['_PEERSERVICE']._serialized_end=2739
 # @@protoc_insertion_point(module_scope)

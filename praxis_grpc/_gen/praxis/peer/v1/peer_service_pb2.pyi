@@ -64,6 +64,46 @@ class FollowResponse(_message.Message):
     task: _types_pb2.Task
     def __init__(self, task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ...) -> None: ...
 
+class SessionRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[SessionCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[SessionCall, _Mapping]]] = ...) -> None: ...
+
+class SessionCall(_message.Message):
+    __slots__ = ("call_id", "dispatch", "follow", "abandon", "timeout")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    ABANDON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    dispatch: DispatchRequest
+    follow: FollowRequest
+    abandon: bool
+    timeout: _duration_pb2.Duration
+    def __init__(self, call_id: _Optional[int] = ..., dispatch: _Optional[_Union[DispatchRequest, _Mapping]] = ..., follow: _Optional[_Union[FollowRequest, _Mapping]] = ..., abandon: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[SessionReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[SessionReply, _Mapping]]] = ...) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("call_id", "dispatch", "follow", "end", "error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    dispatch: DispatchResponse
+    follow: FollowResponse
+    end: bool
+    error: bytes
+    def __init__(self, call_id: _Optional[int] = ..., dispatch: _Optional[_Union[DispatchResponse, _Mapping]] = ..., follow: _Optional[_Union[FollowResponse, _Mapping]] = ..., end: _Optional[bool] = ..., error: _Optional[bytes] = ...) -> None: ...
+
 class CancelRequest(_message.Message):
     __slots__ = ("task_id", "reason")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

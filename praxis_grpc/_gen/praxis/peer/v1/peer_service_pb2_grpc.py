@@ -60,6 +60,11 @@ class PeerServiceStub:
                 request_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowRequest.SerializeToString,
                 response_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/praxis.peer.v1.PeerService/Session',
+                request_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionRequest.SerializeToString,
+                response_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionResponse.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/praxis.peer.v1.PeerService/Cancel',
                 request_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.CancelRequest.SerializeToString,
@@ -139,6 +144,21 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Session carries Dispatch and Follow calls from one node to another on
+        one long-lived stream (one per peer pair), multiplexed by call id: each
+        SessionRequest holds one or more calls (several when more than one was
+        queued), each SessionResponse one or more replies, in any order. A call
+        answers and fails exactly as the RPC of the same name; a failure of the
+        stream itself fails every call in flight on it. The owner refuses calls
+        beyond its bound of calls in flight per stream with RESOURCE_EXHAUSTED
+        (in the call's reply). A node that answers UNIMPLEMENTED predates it:
+        the sender uses Dispatch and Follow instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Cancel(self, request, context):
         """Cancel cancels a task at its owner. Canceling a terminal task returns it
         unchanged. NOT_FOUND when the task does not run on this agent.
@@ -197,6 +217,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Follow,
                     request_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowRequest.FromString,
                     response_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionRequest.FromString,
+                    response_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionResponse.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
                     servicer.Cancel,
@@ -298,6 +323,33 @@ class PeerService:
             '/praxis.peer.v1.PeerService/Follow',
             praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowRequest.SerializeToString,
             praxis_dot_peer_dot_v1_dot_peer__service__pb2.FollowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/praxis.peer.v1.PeerService/Session',
+            praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionRequest.SerializeToString,
+            praxis_dot_peer_dot_v1_dot_peer__service__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

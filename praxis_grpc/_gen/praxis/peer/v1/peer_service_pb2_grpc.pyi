@@ -70,6 +70,17 @@ class PeerServiceStub:
     does not run on this agent (no copy, or only a record kept from when it
     routed the task): the sender then dispatches it again.
     """
+    Session: _grpc.StreamStreamMultiCallable[_peer_service_pb2.SessionRequest, _peer_service_pb2.SessionResponse]
+    """Session carries Dispatch and Follow calls from one node to another on
+    one long-lived stream (one per peer pair), multiplexed by call id: each
+    SessionRequest holds one or more calls (several when more than one was
+    queued), each SessionResponse one or more replies, in any order. A call
+    answers and fails exactly as the RPC of the same name; a failure of the
+    stream itself fails every call in flight on it. The owner refuses calls
+    beyond its bound of calls in flight per stream with RESOURCE_EXHAUSTED
+    (in the call's reply). A node that answers UNIMPLEMENTED predates it:
+    the sender uses Dispatch and Follow instead.
+    """
     Cancel: _grpc.UnaryUnaryMultiCallable[_peer_service_pb2.CancelRequest, _peer_service_pb2.CancelResponse]
     """Cancel cancels a task at its owner. Canceling a terminal task returns it
     unchanged. NOT_FOUND when the task does not run on this agent.
@@ -129,6 +140,17 @@ class PeerServiceAsyncStub(PeerServiceStub):
     every change, and ends after the terminal state. NOT_FOUND when the task
     does not run on this agent (no copy, or only a record kept from when it
     routed the task): the sender then dispatches it again.
+    """
+    Session: _aio.StreamStreamMultiCallable[_peer_service_pb2.SessionRequest, _peer_service_pb2.SessionResponse]  # type: ignore[assignment]
+    """Session carries Dispatch and Follow calls from one node to another on
+    one long-lived stream (one per peer pair), multiplexed by call id: each
+    SessionRequest holds one or more calls (several when more than one was
+    queued), each SessionResponse one or more replies, in any order. A call
+    answers and fails exactly as the RPC of the same name; a failure of the
+    stream itself fails every call in flight on it. The owner refuses calls
+    beyond its bound of calls in flight per stream with RESOURCE_EXHAUSTED
+    (in the call's reply). A node that answers UNIMPLEMENTED predates it:
+    the sender uses Dispatch and Follow instead.
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_peer_service_pb2.CancelRequest, _peer_service_pb2.CancelResponse]  # type: ignore[assignment]
     """Cancel cancels a task at its owner. Canceling a terminal task returns it
@@ -198,6 +220,23 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         every change, and ends after the terminal state. NOT_FOUND when the task
         does not run on this agent (no copy, or only a record kept from when it
         routed the task): the sender then dispatches it again.
+        """
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_peer_service_pb2.SessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_peer_service_pb2.SessionResponse], _abc.AsyncIterator[_peer_service_pb2.SessionResponse]]:
+        """Session carries Dispatch and Follow calls from one node to another on
+        one long-lived stream (one per peer pair), multiplexed by call id: each
+        SessionRequest holds one or more calls (several when more than one was
+        queued), each SessionResponse one or more replies, in any order. A call
+        answers and fails exactly as the RPC of the same name; a failure of the
+        stream itself fails every call in flight on it. The owner refuses calls
+        beyond its bound of calls in flight per stream with RESOURCE_EXHAUSTED
+        (in the call's reply). A node that answers UNIMPLEMENTED predates it:
+        the sender uses Dispatch and Follow instead.
         """
 
     @_abc_1.abstractmethod
