@@ -116,7 +116,7 @@ def test_configs_mesh_routes_each_tool_to_the_agent_that_has_it(tmp_path: Path) 
             timeout=60,
             check=True,
         )
-        assert json.loads(submitted.stdout)["ownerAgentId"] == owners["analytics"]
+        assert json.loads(submitted.stdout)["owner_agent_id"] == owners["analytics"]
         listing = subprocess.run(
             [*cli, "tasks"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
