@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from praxis_grpc.metrics import Metrics
@@ -27,7 +26,9 @@ class Supervisor:
     - A finished task is dropped at once: the set holds only running tasks.
     """
 
-    def __init__(self, metrics: Metrics, on_critical: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self, metrics: Metrics, on_critical: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> None:
         self._metrics = metrics
         self._on_critical = on_critical
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,28 +48,25 @@ class Supervisor:
     ) -> None:
         """Run ``work`` as task ``name``. ``reason``: for a critical task,
         why the node fails when it returns without an error."""
-        task = asyncio.get_running_loop().create_task(
-            self._run(name, work, critical, reason or f"{name} ended"), name=name
-        )
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _run(
-        self, name: str, work: Coroutine[Any, Any, None], critical: bool, reason: str
-    ) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._metrics.background_task_crashes_total.labels(name).inc()
-            log.exception("background task %s failed", name)
-            reason = f"{name} failed ({exc!r})"
-        else:
-            if not critical:
-                return
+        def ended(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._ended(task, critical, reason or f"{name} ended")
+
+        task.add_done_callback(ended)
+
+    def _ended(self, task: asyncio.Task[None], critical: bool, reason: str) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._metrics.background_task_crashes_total.labels(task.get_name()).inc()
+            log.error("background task %s failed", task.get_name(), exc_info=error)
+            reason = f"{task.get_name()} failed ({error!r})"
         if critical and not self._closing:
-            await self._on_critical(reason)
+            self.start("fail", self._on_critical(reason))
 
     async def aclose(self) -> None:
         """Cancel every task and wait for them (critical ones end quietly)."""
@@ -76,6 +74,6 @@ class Supervisor:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Their outcomes were (or are being) reported by their done callbacks.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)  # their done callbacks may not have run yet
