@@ -8,21 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import grpc
-from grpc_health.v1 import health, health_pb2
 
 from praxis_grpc import __version__
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
-from praxis_grpc.assembly import HaInputs, TaskParts, build_task_parts
-from praxis_grpc.cards import (
-    AgentCard,
-    CardEventType,
-    Endpoint,
-    timer_scale,
-)
+from praxis_grpc.assembly import TaskParts, build_task_parts
+from praxis_grpc.cards import AgentCard, Endpoint, timer_scale
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
 from praxis_grpc.directory import CardDirectory
@@ -34,15 +25,14 @@ from praxis_grpc.identity import Identity
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.node_parts import (
     SERVICE_NAMES,
-    BindError,
-    bind_grpc,
-    build_libp2p,
+    Servers,
+    StartupError,
+    close_departed_channels,
     engine_limits,
     ha_inputs,
     load_state,
     local_card,
-    register_services,
-    start_metrics,
+    start_gossip,
 )
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.grpc import GrpcPeerClient
@@ -57,16 +47,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SERVICE_NAMES", "ConsensusFactory", "Endpoints", "Node", "StartupError"]
 
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
 # (agent_id, grpc_address) -> an unstarted consensus member; a test plug point.
 ConsensusFactory = Callable[[str, str], Consensus]
-
-
-class StartupError(Exception):
-    """The node could not start (port in use, unreadable key, bad store...)."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +88,7 @@ class Node:
         self._workers = WorkerPool(
             config.tools.workers, memory_limit=config.tools.worker_memory_bytes
         )
-        self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self._metrics_server: Any = None
-        self._metrics_thread: Any = None
+        self._servers: Servers | None = None
         self._background = Supervisor(self.metrics, self._fail)
         self._engine: TaskEngine | None = None
         self._directory: CardDirectory | None = None
@@ -198,12 +177,9 @@ class Node:
             StartupError: with a message naming the config key at fault.
         """
         cfg = self.config
-        try:
-            state = load_state(
-                cfg, self._workers, identity=self._identity, store=self._store, tools=self._tools
-            )
-        except BindError as exc:
-            raise StartupError(str(exc)) from exc
+        state = load_state(
+            cfg, self._workers, identity=self._identity, store=self._store, tools=self._tools
+        )
         self._identity, self._store, self._tools = state.identity, state.store, state.tools
         self.incarnation = state.incarnation
         self.metrics.node_info.labels(
@@ -223,7 +199,13 @@ class Node:
         self.metrics.cards_known.set_function(lambda: len(self.directory))
         try:
             await self._start_servers(limits)
-            await self._start_gossip()
+            self._discovery, self._gossip, self.p2p_addrs = await start_gossip(
+                cfg,
+                directory=self._directory,
+                identity=state.identity,
+                discovery=self._discovery,
+                metrics=self.metrics,
+            )
         except BaseException:
             await self.aclose(grace=0)
             raise
@@ -234,7 +216,9 @@ class Node:
         self.refresh_card()
         following = parts.delegations.start(CLUSTER_ORIGIN if parts.ha is not None else "")
         self._background.start("card-heartbeat", self._heartbeat())
-        self._background.start("channel-cleanup", self._close_departed_channels())
+        self._background.start(
+            "channel-cleanup", close_departed_channels(self._directory, self.peer_client)
+        )
         self._background.start(
             "card-expiry", self._directory.expire_periodically(cfg.cards.heartbeat)
         )
@@ -244,7 +228,7 @@ class Node:
         except BaseException:
             await self.aclose(grace=0)
             raise
-        await self._set_health(_SERVING)
+        await self._set_health(serving=True)
         await self._sync_task_health()
         log.info(
             "node %s (%s) serving gRPC on %s, metrics on %s; incarnation %d; "
@@ -261,16 +245,20 @@ class Node:
 
     async def _start_servers(self, limits: EngineLimits) -> None:
         """Bind gRPC (its address names this node to consensus), build the
-        task components on it, then serve; and the metrics endpoint."""
+        task components on it, then serve them; and ``/metrics``."""
         cfg = self.config
-        try:
-            server, port = bind_grpc(cfg, self.metrics)
-        except BindError as exc:
-            raise StartupError(str(exc)) from None
-        self._server = server
+        self._servers = servers = Servers(cfg, self.metrics)
         host = cfg.api.advertise_host or cfg.api.host
-        self._endpoints = Endpoints(grpc=f"{host}:{port}", metrics=None)
+        self._endpoints = Endpoints(grpc=f"{host}:{servers.port}", metrics=None)
         self._peers = GrpcPeerClient(self.agent_id, cfg.api.max_message_bytes)
+        ha = ha_inputs(
+            cfg,
+            self._consensus_factory,
+            agent_id=self.agent_id,
+            grpc_address=self.endpoints.grpc,
+            on_change=self._role_changed,
+        )
+        self._consensus = ha.consensus if ha is not None else None
         self._parts = parts = build_task_parts(
             engine=self.engine,
             directory=self.directory,
@@ -279,40 +267,15 @@ class Node:
             routing=cfg.routing,
             limits=limits,
             strategy=cfg.routing.strategy,
-            ha=self._ha_inputs(),
+            ha=ha,
         )
-        register_services(
-            server,
-            cfg,
+        await servers.start(
             agent_service=AgentService(self),
             cards=CardService(self.directory, self.refresh_card),
             tasks=parts.frontend,
             requests=parts.requests,
-            health_servicer=self._health,
         )
-        await self._set_health(_NOT_SERVING)
-        await server.start()
-        try:
-            started = start_metrics(cfg, self.metrics)
-        except BindError as exc:
-            raise StartupError(str(exc)) from None
-        if started is not None:
-            self._metrics_server, self._metrics_thread, address = started
-            self._endpoints = Endpoints(grpc=self.endpoints.grpc, metrics=address)
-
-    def _ha_inputs(self) -> HaInputs | None:
-        try:
-            inputs = ha_inputs(
-                self.config,
-                self._consensus_factory,
-                agent_id=self.agent_id,
-                grpc_address=self.endpoints.grpc,
-                on_change=self._role_changed,
-            )
-        except ConsensusError as exc:
-            raise StartupError(str(exc)) from exc
-        self._consensus = inputs.consensus if inputs is not None else None
-        return inputs
+        self._endpoints = Endpoints(grpc=self.endpoints.grpc, metrics=servers.metrics_address)
 
     async def _start_consensus(self) -> None:
         """Start the consensus member and follow the leadership. The role
@@ -346,7 +309,7 @@ class Node:
         self._draining = True
         self.engine.set_accepting(False)
         self.refresh_card()
-        await self._set_health(_NOT_SERVING)
+        await self._set_health(serving=False)
         self._failed.set()
 
     async def wait_failed(self) -> str:
@@ -380,42 +343,8 @@ class Node:
         if self._ha is None or not self._serving:
             return
         ready = self.leadership().known and not self._draining
-        await self._health.set(SERVICE_NAMES[2], _SERVING if ready else _NOT_SERVING)
-
-    async def _close_departed_channels(self) -> None:
-        """Drop the connection to every agent whose card is removed."""
-        while True:
-            try:
-                async for event in self.directory.watch():
-                    if event is not None and event.type is CardEventType.REMOVED:
-                        self.peer_client.discard(event.card.grpc_address)
-                return
-            except OverflowError:
-                continue
-
-    async def _start_gossip(self) -> None:
-        p2p = self.config.p2p
-        if self._discovery is None and p2p.enabled:
-            assert self._identity is not None
-            self._discovery = build_libp2p(self.config, self._identity)
-        if self._discovery is None:
-            return
-        assert self._identity is not None
-        self._gossip = CardGossip(
-            directory=self.directory,
-            identity=self._identity,
-            discovery=self._discovery,
-            metrics=self.metrics,
-            disconnect_grace=p2p.disconnect_grace,
-            max_card_bytes=p2p.max_card_bytes,
-            load_threshold=self.config.cards.load_threshold,
-        )
-        try:
-            self.p2p_addrs = await self._gossip.start()
-        except Exception as exc:
-            raise StartupError(
-                f"p2p: cannot start the libp2p host on {p2p.host}:{p2p.port}: {exc}"
-            ) from exc
+        if self._servers is not None:
+            await self._servers.set_task_health(serving=ready)
 
     async def peers(self) -> list[PeerStatus]:
         """Connected mesh peers (empty without discovery)."""
@@ -447,12 +376,11 @@ class Node:
         self._draining = draining
         self.engine.set_accepting(not draining)
         self.refresh_card()
-        status = _NOT_SERVING if draining else _SERVING
-        self._background.start("health", self._set_health(status))
+        self._background.start("health", self._set_health(serving=not draining))
 
-    async def _set_health(self, status: Any) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, status)
+    async def _set_health(self, *, serving: bool) -> None:
+        if self._servers is not None:
+            await self._servers.set_health(serving=serving)
 
     async def _heartbeat(self) -> None:
         """Sample the load (a status goes out if it moved); refresh the status now and then."""
@@ -483,7 +411,7 @@ class Node:
         if self._serving:
             self._draining = True
             self.engine.set_accepting(False)
-            await self._set_health(_NOT_SERVING)
+            await self._set_health(serving=False)
             self.refresh_card()
         if self._engine is not None:
             await self._engine.aclose(grace)
@@ -501,17 +429,10 @@ class Node:
             await self._discovery.aclose()
         if self._directory is not None:
             self._directory.close_watchers()
-        await self._stop_servers()
+        if self._servers is not None:
+            await self._servers.stop()
+        if self._peers is not None:
+            await self._peers.aclose()
         if self._store is not None:
             self._store.close()
         self._closed.set()
-
-    async def _stop_servers(self) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
-        if self._peers is not None:
-            await self._peers.aclose()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_thread.join(timeout=5)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
@@ -28,14 +28,17 @@ from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInte
 from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
-from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
-from praxis_grpc.consensus.base import Consensus
+from praxis_grpc.consensus.base import Consensus, ConsensusError
 from praxis_grpc.consensus.factory import build_consensus
+from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery
+from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
+from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.routing.peer_requests import PeerRequests
@@ -47,16 +50,15 @@ from praxis_grpc.tools.workers import WorkerPool
 
 __all__ = [
     "SERVICE_NAMES",
-    "BindError",
+    "Servers",
+    "StartupError",
     "State",
-    "bind_grpc",
-    "build_libp2p",
+    "close_departed_channels",
     "engine_limits",
     "ha_inputs",
     "load_state",
     "local_card",
-    "register_services",
-    "start_metrics",
+    "start_gossip",
 ]
 
 SERVICE_NAMES = (
@@ -64,10 +66,13 @@ SERVICE_NAMES = (
     card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
 )
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class BindError(Exception):
-    """A part could not be built or bound; the message names the config key."""
+class StartupError(Exception):
+    """The node could not start (port in use, unreadable key, bad store...);
+    the message names the config key at fault."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def load_state(
     tools; and count this start (the incarnation).
 
     Raises:
-        BindError: naming the config key at fault.
+        StartupError: naming the config key at fault.
     """
     data_dir = cfg.resolved_data_dir
     key = "data_dir"  # the config key a failure below is reported against
@@ -112,7 +117,7 @@ def load_state(
                 cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root, workers
             )
     except Exception as exc:
-        raise BindError(f"{key}: {exc}") from exc
+        raise StartupError(f"{key}: {exc}") from exc
     return State(identity, incarnation, store, tools)
 
 
@@ -129,14 +134,17 @@ def ha_inputs(
     settings. None in active-active mode.
 
     Raises:
-        ConsensusError: the member cannot be built.
+        StartupError: the member cannot be built.
     """
     if cfg.ha.mode != "active-passive":
         return None
-    if consensus is not None:
-        member = consensus(agent_id, grpc_address)
-    else:
-        member = build_consensus(cfg, agent_id=agent_id, grpc_address=grpc_address)
+    try:
+        if consensus is not None:
+            member = consensus(agent_id, grpc_address)
+        else:
+            member = build_consensus(cfg, agent_id=agent_id, grpc_address=grpc_address)
+    except ConsensusError as exc:
+        raise StartupError(str(exc)) from exc
     return HaInputs(
         consensus=member,
         fence=Fence(cfg.resolved_data_dir / "fencing"),
@@ -147,90 +155,148 @@ def ha_inputs(
     )
 
 
-def bind_grpc(cfg: Config, metrics: Metrics) -> tuple[grpc.aio.Server, int]:
-    """A gRPC server bound to ``api.host:api.port`` (not started, no
-    services yet) and its port.
+class Servers:
+    """The node's gRPC server, bound at construction to ``api.host:api.port``
+    (so its address is known before anything is built on it) and started by
+    :meth:`start` with its services, and the ``/metrics`` endpoint.
 
     Raises:
-        BindError: the address cannot be listened on.
+        StartupError: the address cannot be listened on.
     """
-    server = grpc.aio.server(
-        interceptors=[
-            MetricsInterceptor(metrics),
-            RequestDecodingInterceptor(
-                size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+
+    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+        self._cfg, self._metrics = cfg, metrics
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._http: tuple[Any, Any] | None = None
+        self.metrics_address: str | None = None
+        self._server = grpc.aio.server(
+            interceptors=[
+                MetricsInterceptor(metrics),
+                RequestDecodingInterceptor(
+                    size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+                ),
+            ],
+            options=server_options(cfg.api),
+            maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
+        )
+        address = f"{cfg.api.host}:{cfg.api.port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
+        if self.port == 0:
+            raise StartupError(f"api.port: cannot listen on {address} (address in use?)")
+
+    async def start(
+        self,
+        *,
+        agent_service: agent_service_pb2_grpc.AgentServiceServicer,
+        cards: CardService,
+        tasks: TaskFrontend,
+        requests: PeerRequests,
+    ) -> None:
+        """Serve the public services, the internal PeerService (served, but
+        not listed by reflection: see peer_service.proto), health (NOT_SERVING
+        until :meth:`set_health`) and reflection; then ``/metrics``."""
+        cfg, server = self._cfg, self._server
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_service, server)
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(cards, server)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskService(
+                tasks,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
             ),
-        ],
-        options=server_options(cfg.api),
-        maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
-    )
-    address = f"{cfg.api.host}:{cfg.api.port}"
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise BindError(f"api.port: cannot listen on {address}: {exc}") from None
-    if port == 0:
-        raise BindError(f"api.port: cannot listen on {address} (address in use?)")
-    return server, port
+            server,
+        )
+        add_to_server(
+            PeerService(
+                requests,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
+            ),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self.set_health(serving=False)
+        await server.start()
+        self._start_metrics()
+
+    def _start_metrics(self) -> None:
+        settings = self._cfg.metrics
+        if not settings.enabled:
+            return
+        try:
+            http, thread = start_http_server(
+                settings.port, addr=settings.host, registry=self._metrics.registry
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"metrics.port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        self._http = http, thread
+        self.metrics_address = f"{settings.host}:{http.server_port}"
+
+    async def set_health(self, *, serving: bool) -> None:
+        """Every service (and the server as a whole) SERVING or NOT_SERVING."""
+        status = _SERVING if serving else _NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def set_task_health(self, *, serving: bool) -> None:
+        """TaskService alone SERVING or NOT_SERVING."""
+        await self.health.set(SERVICE_NAMES[2], _SERVING if serving else _NOT_SERVING)
+
+    async def stop(self) -> None:
+        """Stop the gRPC server (1 s grace) and ``/metrics``."""
+        await self._server.stop(grace=1.0)
+        if self._http is not None:
+            http, thread = self._http
+            http.shutdown()
+            http.server_close()
+            thread.join(timeout=5)
 
 
-def register_services(
-    server: grpc.aio.Server,
+async def start_gossip(
     cfg: Config,
     *,
-    agent_service: agent_service_pb2_grpc.AgentServiceServicer,
-    cards: CardService,
-    tasks: TaskFrontend,
-    requests: PeerRequests,
-    health_servicer: Any,
-) -> None:
-    """Add the public services, the internal PeerService (served, but not
-    listed by reflection: see peer_service.proto), health and reflection."""
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_service, server)
-    card_service_pb2_grpc.add_CardServiceServicer_to_server(cards, server)
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-        TaskService(
-            tasks,
-            max_argument_bytes=cfg.tasks.max_argument_bytes,
-            max_message_bytes=cfg.api.max_message_bytes,
-        ),
-        server,
-    )
-    add_to_server(
-        PeerService(
-            requests,
-            max_argument_bytes=cfg.tasks.max_argument_bytes,
-            max_message_bytes=cfg.api.max_message_bytes,
-        ),
-        server,
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-
-
-def start_metrics(cfg: Config, metrics: Metrics) -> tuple[Any, Any, str] | None:
-    """Serve ``/metrics`` if enabled: (server, thread, address), else None.
+    directory: CardDirectory,
+    identity: Identity,
+    discovery: Discovery | None,
+    metrics: Metrics,
+) -> tuple[Discovery | None, CardGossip | None, list[str]]:
+    """Card gossip over ``discovery`` (or libp2p when ``p2p.enabled``):
+    (discovery, gossip, listen addresses); all empty without discovery.
 
     Raises:
-        BindError: the port cannot be listened on.
+        StartupError: the libp2p host cannot start.
     """
-    settings = cfg.metrics
-    if not settings.enabled:
-        return None
+    p2p = cfg.p2p
+    if discovery is None and p2p.enabled:
+        discovery = _libp2p(cfg, identity)
+    if discovery is None:
+        return None, None, []
+    gossip = CardGossip(
+        directory=directory,
+        identity=identity,
+        discovery=discovery,
+        metrics=metrics,
+        disconnect_grace=p2p.disconnect_grace,
+        max_card_bytes=p2p.max_card_bytes,
+        load_threshold=cfg.cards.load_threshold,
+    )
     try:
-        server, thread = start_http_server(
-            settings.port, addr=settings.host, registry=metrics.registry
-        )
-    except OSError as exc:
-        raise BindError(
-            f"metrics.port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
-    return server, thread, f"{settings.host}:{server.server_port}"
+        return discovery, gossip, await gossip.start()
+    except Exception as exc:
+        raise StartupError(
+            f"p2p: cannot start the libp2p host on {p2p.host}:{p2p.port}: {exc}"
+        ) from exc
 
 
-def build_libp2p(cfg: Config, identity: Identity) -> Discovery:
+def _libp2p(cfg: Config, identity: Identity) -> Discovery:
     """The libp2p discovery of ``p2p.*`` (not started)."""
     from praxis_grpc.discovery.bridge import Libp2pDiscovery
     from praxis_grpc.discovery.libp2p import HostOptions
@@ -302,3 +368,16 @@ def local_card(
         version=0,
         updated_at=datetime.now(UTC),
     )
+
+
+async def close_departed_channels(directory: CardDirectory, peers: PeerClient) -> None:
+    """Drop the connection to every agent whose card is removed (runs until
+    the directory closes its watchers)."""
+    while True:
+        try:
+            async for event in directory.watch():
+                if event is not None and event.type is CardEventType.REMOVED:
+                    peers.discard(event.card.grpc_address)
+            return
+        except OverflowError:
+            continue
