@@ -252,6 +252,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.background_task_crashes_total = Counter(
+            "background_task_crashes",
+            "Node background tasks that ended with an error, by task name; a crash "
+            "of a critical one (the role switch) stops the node serving.",
+            ["task"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.task_calls_held = Gauge(
             "task_calls_held",
             "Task calls waiting for a coordinator (an election or take-over is under "

@@ -14,7 +14,7 @@ from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
-from praxis_grpc.routing.dispatcher import TaskDispatcher
+from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.tasks.model import Task, TaskState
 from praxis_grpc.wire import (
     MAX_REASON_LENGTH,
@@ -31,7 +31,7 @@ DEFAULT_PAGE_SIZE = 100
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    """Serves tasks through the node's :class:`TaskDispatcher`, wherever they run.
+    """Serves tasks through the node's :class:`TaskFrontend`, wherever they run.
 
     Every response fits ``max_message_bytes`` (``api.max_message_bytes``):
     a ListTasks page ends early, with a ``next_page_token``, when the next
@@ -46,7 +46,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     def __init__(
         self,
-        dispatcher: TaskDispatcher,
+        dispatcher: TaskFrontend,
         *,
         max_argument_bytes: int,
         max_message_bytes: int = 4 * 1024 * 1024,

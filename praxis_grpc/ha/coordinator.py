@@ -33,11 +33,11 @@ from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
 from praxis_grpc.errors import NotFound, PraxisError
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
+from praxis_grpc.ha.office import Office
 from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.routing.delegation import Delegations
-from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Task
 
@@ -65,7 +65,9 @@ class HaController:
         self,
         *,
         engine: TaskEngine,
-        router: Router,
+        consensus: Consensus,
+        office: Office,
+        records: ReplicatedRecords,
         delegations: Delegations,
         peers: PeerClient,
         fence: Fence,
@@ -75,25 +77,27 @@ class HaController:
         retention: float = 600.0,
         hold_timeout: float = 5.0,
     ) -> None:
+        """``consensus`` (started by the caller before :meth:`run`) commits
+        the coordinator's records (``records``, written through it first);
+        ``office`` is this controller's to write, and read by the parts
+        built before it (see :class:`~praxis_grpc.ha.office.Office`)."""
         self._retention = retention
         self.hold_timeout = hold_timeout
         self._settled = asyncio.Event()
         self._prober: asyncio.Task[None] | None = None
         self._probed = Leadership()
         self._sweeper: asyncio.Task[None] | None = None
-        self._consensus: Consensus | None = None
+        self._consensus = consensus
+        self._office = office
         self._engine = engine
-        self._router = router
         self._delegations = delegations
         self._fence = fence
         self._metrics = metrics
         self._on_change = on_change
-        self._leadership = Leadership()
-        self._leading_term = 0
         self._failed_take_overs = 0
         self._watchers: set[asyncio.Task[None]] = set()
         self._switch = asyncio.Lock()
-        self._records: ReplicatedRecords | None = None
+        self._records = records
         self._peers = peers
         self.forwarder = Forwarder(
             peers=peers,
@@ -101,15 +105,6 @@ class HaController:
             enabled=forward,
             metrics=metrics,
         )
-
-    def attach(self, consensus: Consensus) -> None:
-        """Use ``consensus`` (started by the caller): from now on the
-        coordinator's records are committed through it first."""
-        self._consensus = consensus
-        self._records = ReplicatedRecords(
-            self._engine, consensus, lambda: self.term, self._metrics, CLUSTER_ORIGIN
-        )
-        self._delegations.records = self._records
 
     @property
     def origin(self) -> str:
@@ -135,22 +130,18 @@ class HaController:
         self._fence.admit(fencing_token, self._observed_term())
 
     def _observed_term(self) -> int:
-        current = self._consensus.leadership() if self._consensus is not None else Leadership()
-        return max(current.term, self._leadership.term)
+        return max(self._consensus.leadership().term, self._office.leadership.term)
 
     @property
     def leading(self) -> bool:
         """True while this node is the coordinator (took over in the current term)."""
-        return self._leading_term != 0 and self._leadership.is_self
+        return self._office.leading
 
     @property
     def term(self) -> int:
         """The term this node coordinates in (0 when it does not, or when the
         backend already reports that term lost): its fencing token."""
-        if not self.leading or self._consensus is None:
-            return 0
-        current = self._consensus.leadership()
-        return self._leading_term if current.is_self and current.term == self._leading_term else 0
+        return self._office.term()
 
     @property
     def role(self) -> str:
@@ -159,7 +150,7 @@ class HaController:
 
     def leadership(self) -> Leadership:
         """The latest leadership observed."""
-        return self._leadership
+        return self._office.leadership
 
     async def settle(self, deadline: float, *, avoid: str = "") -> bool:
         """Return once a coordinator is ready to take task calls, or at event
@@ -184,7 +175,7 @@ class HaController:
             self._metrics.task_calls_held.dec()
 
     def _ready(self, avoid: str) -> bool:
-        leader = self._leadership
+        leader = self._office.leadership
         if leader.is_self:
             return self.leading
         return leader.known and leader.leader_address != avoid
@@ -195,7 +186,7 @@ class HaController:
         settled.set()
 
     async def run(self) -> None:
-        """Follow leadership changes (after :meth:`attach`) until cancelled or
+        """Follow leadership changes until cancelled or
         until the backend's feed ends (the member was closed).
 
         Survives every failure of a role change: taking over is retried with
@@ -206,7 +197,6 @@ class HaController:
         stop serving (see ``Node``).
         """
         consensus = self._consensus
-        assert consensus is not None
         pause = _FIRST_PAUSE
         while True:
             try:
@@ -257,7 +247,6 @@ class HaController:
         """While leading, drop finished tasks older than the retention from
         the consensus state, so it (and Raft's snapshots) stays small."""
         records = self._records
-        assert records is not None
         while True:
             await asyncio.sleep(min(self._retention / 10, 60.0))
             cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)
@@ -281,17 +270,17 @@ class HaController:
     async def _changed(self, leadership: Leadership) -> None:
         self._probe(leadership)
         async with self._switch:
-            previous, self._leadership = self._leadership, leadership
+            previous, self._office.leadership = self._office.leadership, leadership
             self._metrics.consensus_term.set(leadership.term)
             if leadership.leader_id != previous.leader_id and leadership.known:
                 self._metrics.consensus_leader_changes_total.inc()
-            if self._leading_term and (
-                not leadership.is_self or leadership.term != self._leading_term
+            if self._office.leading_term and (
+                not leadership.is_self or leadership.term != self._office.leading_term
             ):
                 # Lost, or elected again in a newer term: what the old term
                 # started ends with it (a new term starts from the records).
                 await self._step_down()
-            if leadership.is_self and self._leading_term != leadership.term:
+            if leadership.is_self and self._office.leading_term != leadership.term:
                 try:
                     await self._take_over(leadership.term)
                     self._failed_take_overs = 0
@@ -312,8 +301,7 @@ class HaController:
         # Before anything is dispatched or adopted: a predecessor's dispatch
         # (older term) is refused here too.
         self._fence.take_office(term)
-        self._router.exclude_self = True
-        assert self._consensus is not None
+        self._office.seated = True
         # Not leading until the records are loaded: a submission meanwhile is
         # refused (UNAVAILABLE) rather than missing the idempotency keys.
         snapshot = await self._consensus.snapshot()
@@ -324,7 +312,7 @@ class HaController:
                 await self._resume(task, follow, watch)
             except Exception:
                 log.exception("cannot resume task %s; continuing the take-over", task.task_id)
-        self._leading_term = term
+        self._office.leading_term = term
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ha-sweep")
         for task in follow:
             self._delegations.follow(task)
@@ -348,8 +336,7 @@ class HaController:
             # Dispatched to us but never arrived: place it again.
             task = task.reassign("", task.updated_at) if not task.terminal else task
         if task.terminal:
-            if self._records is not None:
-                self._records.note(task)
+            self._records.note(task)
             if local is None or not local.terminal:
                 await self._engine.record(task)
             return
@@ -362,7 +349,7 @@ class HaController:
 
         async def retry() -> None:
             await asyncio.sleep(delay)
-            if self._leadership == leadership and not self.leading:
+            if self._office.leadership == leadership and not self.leading:
                 await self._changed(leadership)
 
         retrying = asyncio.get_running_loop().create_task(retry())
@@ -371,7 +358,6 @@ class HaController:
 
     def _watch_local(self, task: Task) -> None:
         records = self._records
-        assert records is not None
 
         async def report() -> None:
             final = await self._engine.wait(task.task_id)
@@ -386,9 +372,9 @@ class HaController:
         followers and their re-dispatches, watchers of local tasks, take-over
         retries). Never raises (but for the caller's own cancellation): each
         step is attempted, and a failure is logged and counted."""
-        log.info("stepping down as coordinator of term %d", self._leading_term)
-        self._leading_term = 0
-        self._router.exclude_self = False
+        log.info("stepping down as coordinator of term %d", self._office.leading_term)
+        self._office.leading_term = 0
+        self._office.seated = False
         for step in (self._stop_sweeper, self._delegations.stop_following, self._stop_watchers):
             try:
                 await step()

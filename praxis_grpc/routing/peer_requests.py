@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from praxis_grpc.errors import NotFound, quote
 from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery
-from praxis_grpc.routing.dispatcher import TaskDispatcher
+from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.tasks.engine import TaskEngine
 from praxis_grpc.tasks.model import Submission, Task
 
@@ -24,7 +24,7 @@ class PeerRequests:
 
     Args:
         engine: Runs the dispatched tasks.
-        dispatcher: Answers relayed client calls.
+        frontend: Answers relayed client calls (the node's front door).
         admit: Active-passive: the fence
             (:meth:`~praxis_grpc.ha.coordinator.HaController.admit`), which
             refuses (FailedPrecondition) a dispatch not fenced with a current
@@ -35,11 +35,11 @@ class PeerRequests:
         self,
         *,
         engine: TaskEngine,
-        dispatcher: TaskDispatcher,
+        frontend: TaskFrontend,
         admit: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
-        self._dispatcher = dispatcher
+        self._frontend = frontend
         self._admit = admit
 
     async def dispatch(self, dispatch: Dispatch) -> Accepted:
@@ -76,24 +76,24 @@ class PeerRequests:
         self, submission: Submission, *, task_id: str, wait: bool, time_remaining: float | None
     ) -> Accepted:
         """A standby's client submission: answered here, never relayed again."""
-        task, deduplicated = await self._dispatcher.submit(
+        task, deduplicated = await self._frontend.submit(
             submission, wait=wait, time_remaining=time_remaining, task_id=task_id, forwarded=True
         )
         return Accepted(task, deduplicated)
 
     async def relay_get(self, task_id: str) -> Task:
-        return await self._dispatcher.get(task_id)
+        return await self._frontend.get(task_id)
 
     async def relay_list(self, query: TaskQuery) -> tuple[Sequence[Task], str]:
-        return await self._dispatcher.list(
+        return await self._frontend.list(
             states=query.states, tool=query.tool, limit=query.limit, page_token=query.page_token
         )
 
     async def relay_cancel(self, task_id: str, reason: str) -> Task:
-        return await self._dispatcher.cancel(task_id, reason)
+        return await self._frontend.cancel(task_id, reason)
 
     async def relay_watch(self, task_id: str) -> AsyncIterator[Task]:
-        async for task in self._dispatcher.watch(task_id):
+        async for task in self._frontend.watch(task_id):
             yield task
 
     def _own(self, task_id: str) -> None:

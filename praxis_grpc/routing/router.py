@@ -168,6 +168,9 @@ class Router:
         local_pending: Returns (pending, capacity, limit) of the local engine.
         strategy: See the module docstring.
         rng: Source of randomness (seed it in tests).
+        exclude_self: True while this node is not a candidate (an
+            active-passive coordinator coordinates and does not execute:
+            :attr:`~praxis_grpc.ha.coordinator.Office.in_office`).
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class Router:
         local_pending: Callable[[], tuple[int, int, int]],
         strategy: Strategy = "p2c",
         rng: random.Random | None = None,
+        exclude_self: Callable[[], bool] = lambda: False,
     ) -> None:
         self._local = local_agent_id
         self._cards = cards
@@ -187,7 +191,7 @@ class Router:
         self._turn: dict[str, int] = {}
         self.ledger = LoadLedger()
         # An active-passive coordinator coordinates and does not execute.
-        self.exclude_self = False
+        self._exclude_self = exclude_self
 
     @property
     def strategy(self) -> Strategy:
@@ -205,7 +209,7 @@ class Router:
                 lists the tools on offer.
         """
         excluded = set(exclude)
-        if self.exclude_self:
+        if self._exclude_self():
             excluded.add(self._local)
         found: list[Candidate] = []
         draining: list[str] = []

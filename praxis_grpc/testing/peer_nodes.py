@@ -1,6 +1,7 @@
 """Nodes without sockets: the task components of a node (engine, router,
-delegation, dispatcher, optionally active-passive HA) wired as
-:class:`~praxis_grpc.node.Node` wires them, talking to each other through a
+delegation, front door, optionally active-passive HA) wired by the
+:mod:`~praxis_grpc.assembly` that :class:`~praxis_grpc.node.Node` uses,
+talking to each other through a
 :class:`~praxis_grpc.testing.memory_peers.MemoryPeerNetwork`, with cards
 published by hand (hashicorp/raft's ``MakeCluster`` on ``InmemTransport``).
 
@@ -15,16 +16,13 @@ import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from praxis_grpc.assembly import HaInputs, build_task_parts
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import RoutingConfig
 from praxis_grpc.directory import CardDirectory
-from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
+from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.routing.delegation import Delegations
-from praxis_grpc.routing.dispatcher import TaskDispatcher
-from praxis_grpc.routing.peer_requests import PeerRequests
-from praxis_grpc.routing.router import Router
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.testing.memory_consensus import MemoryConsensus, MemoryConsensusGroup
 from praxis_grpc.testing.memory_peers import MemoryPeerNetwork
@@ -66,59 +64,32 @@ class PeerNode:
             agent_id=name,
         )
         self.directory = CardDirectory(name, ttl=3600.0)
-        engine = self.engine
-
-        def local_pending() -> tuple[int, int, int]:
-            load = engine.load()
-            return load.in_flight + load.queued, load.capacity, load.capacity + load.queue_limit
-
-        self.router = Router(
-            local_agent_id=name, cards=self.directory.cards, local_pending=local_pending
-        )
-        routing = routing or RoutingConfig()
-        self.ha: HaController | None = None
-        self.delegations = Delegations(
-            engine=engine,
-            router=self.router,
-            directory=self.directory,
-            peers=self.peers,
-            metrics=self.metrics,
-            config=routing,
-            discovery_wait=routing.reattach_wait,
-            fencing_token=lambda: self.ha.term if self.ha is not None else 0,
-            fenced_origin=CLUSTER_ORIGIN if consensus is not None else "",
-            max_attempts=max_attempts,
-        )
         self._consensus: MemoryConsensus | None = None
+        ha: HaInputs | None = None
         if consensus is not None:
             assert data_dir is not None, "an active-passive node keeps its fence on disk"
             data_dir.mkdir(parents=True, exist_ok=True)
-            self.ha = HaController(
-                engine=engine,
-                router=self.router,
-                delegations=self.delegations,
-                peers=self.peers,
+            self._consensus = consensus.member(name, name)
+            ha = HaInputs(
+                consensus=self._consensus,
                 fence=Fence(data_dir / "fencing"),
-                metrics=self.metrics,
-                forward=True,
                 on_change=self.publish,
                 hold_timeout=5.0,
             )
-            self._consensus = consensus.member(name, name)
-        self.dispatcher = TaskDispatcher(
-            engine=engine,
-            router=self.router,
-            delegations=self.delegations,
+        parts = build_task_parts(
+            engine=self.engine,
+            directory=self.directory,
+            peers=self.peers,
             metrics=self.metrics,
-            config=routing,
+            routing=routing or RoutingConfig(),
             limits=limits,
-            standby=self.ha,
+            ha=ha,
         )
-        self.requests = PeerRequests(
-            engine=engine,
-            dispatcher=self.dispatcher,
-            admit=self.ha.admit if self.ha is not None else None,
-        )
+        self.router = parts.router
+        self.delegations = parts.delegations
+        self.ha = parts.ha
+        self.dispatcher = parts.frontend
+        self.requests = parts.requests
         self._network = network
         self._role: asyncio.Task[None] | None = None
 
@@ -130,7 +101,6 @@ class PeerNode:
         self.delegations.start(CLUSTER_ORIGIN if self.ha is not None else "")
         if self.ha is not None and self._consensus is not None:
             await self._consensus.start()
-            self.ha.attach(self._consensus)
             self._role = asyncio.get_running_loop().create_task(self.ha.run())
 
     def card(self) -> AgentCard:

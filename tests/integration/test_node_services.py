@@ -18,7 +18,8 @@ from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import SERVICE_NAMES, Node, StartupError
 from praxis_grpc.testing import make_config, running_node
 
-from .conftest import Stubs
+from .conftest import Stubs, stubs_of
+from .helpers import until
 
 
 async def health_of(stubs: Stubs, service: str) -> int:
@@ -110,6 +111,22 @@ async def test_drain_refuses_tasks_and_reports_not_serving(stubs: Stubs) -> None
     assert not resumed.agent.draining
     assert await health_of(stubs, "") == health_pb2.HealthCheckResponse.SERVING
     watch.cancel()
+
+
+async def test_health_changes_leave_no_background_tasks_behind(node: Node) -> None:
+    # Each drain toggle sets the health in a background task; the node's
+    # supervisor drops each one when it ends (a list kept them all).
+    running = len(node._background)
+    for _ in range(50):
+        node.set_draining(True)
+        node.set_draining(False)
+    await until(lambda: len(node._background) == running)
+    assert await health_of_node(node) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def health_of_node(node: Node) -> int:
+    async with stubs_of(node) as stubs:
+        return await health_of(stubs, "")
 
 
 async def test_list_peers_is_empty_without_p2p(stubs: Stubs) -> None:

@@ -46,7 +46,7 @@ async def test_a_follower_that_failed_does_not_end_the_role_switch(cluster: Clus
     # ("this node is no longer the coordinator") and it ended with that
     # error just as the step-down stops every follower (its done-callback,
     # which would drop it, has not run yet).
-    delegations: Any = a._delegations
+    delegations: Any = a.parts.delegations
 
     async def refused() -> None:
         raise Unavailable("this node is no longer the coordinator")
@@ -70,7 +70,7 @@ async def test_any_failure_while_stepping_down_is_counted_and_survived(
     cluster: Cluster,
 ) -> None:
     a, b, _ = await three(cluster)
-    delegations: Any = a._delegations
+    delegations: Any = a.parts.delegations
 
     async def broken() -> None:
         raise RuntimeError("stop_following broke")
@@ -123,7 +123,7 @@ async def test_a_node_that_stepped_down_starts_no_follower_and_sends_no_cancel(
     cluster: Cluster,
 ) -> None:
     a, b, c = await three(cluster)
-    delegations: Any = a._delegations
+    delegations: Any = a.parts.delegations
     now = datetime.now(UTC)
     record = Task(
         task_id=str(uuid.uuid4()),
@@ -255,7 +255,7 @@ async def test_a_dispatch_that_ends_after_its_coordinator_stepped_down_is_left_t
     cluster: Cluster,
 ) -> None:
     a, b, _ = await three(cluster)
-    delegations: Any = a._delegations
+    delegations: Any = a.parts.delegations
     silent = SilentPeer()  # type: ignore[abstract]  # only RelaySubmit, Dispatch are called
     async with peer_server(silent) as address:
         card = a.directory.get(b.agent_id)

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from praxis_grpc.config import RoutingConfig
 from praxis_grpc.consensus.base import ConsensusError
 from praxis_grpc.errors import FailedPrecondition, NotFound
 from praxis_grpc.peers.base import Dispatch, PeerLost
+from praxis_grpc.routing.delegation import OWNER_LOST
 from praxis_grpc.tasks.model import Submission, TaskState
 from praxis_grpc.testing import ExecutionLog, RecordingTool
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
@@ -29,8 +31,10 @@ MAX_TOKEN = 2**64 - 1
 class Gate:
     """``gate``: runs until its agent's gate opens (open ones return at once)."""
 
-    def __init__(self, agent: str, log: ExecutionLog, opened: bool) -> None:
-        self.spec = ToolSpec(name="gate", description="test", idempotent=True)
+    def __init__(
+        self, agent: str, log: ExecutionLog, opened: bool, *, idempotent: bool = True
+    ) -> None:
+        self.spec = ToolSpec(name="gate", description="test", idempotent=idempotent)
         self._agent, self._log = agent, log
         self.open = asyncio.Event()
         if opened:
@@ -112,6 +116,34 @@ async def test_a_task_of_a_lost_owner_is_dispatched_again_elsewhere(cluster: Pee
     assert final.attempt == 2  # the lost owner's start counts
     assert [run.agent for run in log.runs] == ["first", "second"]
     assert entry.metrics.redispatches_total._value.get() == 1
+
+
+async def test_a_non_idempotent_task_of_a_lost_owner_ends_owner_lost_and_is_not_run_again(
+    cluster: PeerCluster,
+) -> None:
+    log = ExecutionLog()
+    routing = RoutingConfig(owner_lost_timeout=0.2)
+    entry = await cluster.add(PeerNode(cluster.network, "entry", [], routing=routing))
+    await cluster.add(
+        PeerNode(cluster.network, "first", [Gate("first", log, False, idempotent=False)])
+    )
+    await cluster.add(
+        PeerNode(cluster.network, "second", [Gate("second", log, True, idempotent=False)])
+    )
+    task, _ = await entry.dispatcher.submit(Submission("gate", preferred_agent="first"))
+    assert task.owner_agent_id == "first"
+    await until(lambda: entry.engine.get(task.task_id).state is TaskState.WORKING)
+    # The owner's process dies (says nothing more) with the task started
+    # there: it may have run, so it is not sent anywhere else.
+    cluster.network.kill("first")
+    cluster.lose("first")
+    final = await asyncio.wait_for(entry.engine.wait(task.task_id), 10)
+    assert final.state is TaskState.FAILED
+    assert final.error is not None
+    assert final.error.reason == OWNER_LOST
+    assert final.owner_agent_id == "first"
+    assert [run.agent for run in log.runs] == ["first"]  # never run again elsewhere
+    assert entry.metrics.redispatches_total._value.get() == 0
 
 
 async def test_a_dispatch_is_fenced_and_a_bogus_token_is_not_remembered(
@@ -235,3 +267,47 @@ async def test_a_follower_retries_after_a_commit_failure_instead_of_stopping(
         assert final.state is TaskState.COMPLETED
         assert final.owner_agent_id == "c"
         assert [run.agent for run in log.runs] == ["b", "c"]
+
+
+async def test_a_standby_abandons_a_relay_to_a_deposed_coordinator_and_sends_it_to_the_next(
+    tmp_path: Path,
+) -> None:
+    group = MemoryConsensusGroup()
+    cluster = PeerCluster()
+    log = ExecutionLog()
+    gates: dict[str, Gate] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(cluster.aclose)
+        for name in ("a", "b", "c"):
+            gates[name] = Gate(name, log, False)
+            node = PeerNode(
+                cluster.network, name, [gates[name]], consensus=group, data_dir=tmp_path / name
+            )
+            await cluster.add(node)
+        a, b, c = (cluster.nodes[n] for n in ("a", "b", "c"))
+        group.elect("a")
+        await until(lambda: bool(a.ha and a.ha.leading))
+        await until(lambda: all(n.ha and n.ha.leadership().leader_id == "a" for n in (b, c)))
+        cluster.share_cards()
+        # A client of standby c waits for a task: relayed to a, which runs it on b.
+        submitted = asyncio.ensure_future(
+            c.dispatcher.submit(Submission("gate", preferred_agent="b"), wait=True)
+        )
+        stack.callback(submitted.cancel)
+        await until(lambda: [run.agent for run in log.runs] == ["b"])
+        # a is cut off from the group and the other nodes; the group elects b.
+        # c's relay to a is still unanswered: it is abandoned, not left to hang.
+        group.isolate("a")
+        cluster.network.cut("a", "b")
+        group.elect("b")
+        await until(lambda: c.metrics.relays_abandoned_total._value.get() == 1)
+        cluster.network.cut("a", "c")
+        await until(lambda: bool(b.ha and b.ha.leading))
+        gates["b"].open.set()
+        task, deduplicated = await asyncio.wait_for(submitted, 10)
+        # Sent again to b with the same task id: the task a accepted, run once.
+        assert task.state is TaskState.COMPLETED
+        assert task.result == {"agent": "b"}
+        assert not deduplicated
+        assert [run.agent for run in log.runs] == ["b"]
+        assert c.metrics.forwarded_submissions_total.labels("ok")._value.get() == 1

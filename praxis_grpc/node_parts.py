@@ -1,0 +1,392 @@
+"""The parts of a node built from its config, besides its task components
+(:mod:`praxis_grpc.assembly`): the gRPC server with every service, the
+Prometheus endpoint, libp2p discovery, the engine's limits, the card."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from praxis_grpc import __version__
+from praxis_grpc._gen.praxis.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    card_service_pb2,
+    card_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+from praxis_grpc.api.card_service import CardService
+from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
+from praxis_grpc.api.server_limits import request_size_limits, server_options
+from praxis_grpc.api.task_service import TaskService
+from praxis_grpc.assembly import HaInputs
+from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.config import Config
+from praxis_grpc.consensus.base import Consensus, ConsensusError
+from praxis_grpc.consensus.factory import build_consensus
+from praxis_grpc.directory import CardDirectory
+from praxis_grpc.discovery.base import Discovery
+from praxis_grpc.discovery.members import MembershipOptions
+from praxis_grpc.gossip import CardGossip
+from praxis_grpc.ha.fence import Fence
+from praxis_grpc.http_endpoints import HttpEndpoints
+from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.peers.base import PeerClient
+from praxis_grpc.peers.service import PeerService, add_to_server
+from praxis_grpc.roster import MemberRoster
+from praxis_grpc.routing.frontend import TaskFrontend
+from praxis_grpc.routing.peer_requests import PeerRequests
+from praxis_grpc.tasks.engine import EngineLimits, EngineLoad
+from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
+from praxis_grpc.tasks.store import TaskStore
+from praxis_grpc.tools.registry import ToolRegistry, build_registry
+from praxis_grpc.tools.workers import WorkerPool
+
+__all__ = [
+    "SERVICE_NAMES",
+    "Servers",
+    "StartupError",
+    "State",
+    "close_departed_channels",
+    "engine_limits",
+    "ha_inputs",
+    "load_state",
+    "local_card",
+    "start_gossip",
+]
+
+SERVICE_NAMES = (
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class StartupError(Exception):
+    """The node could not start (port in use, unreadable key, bad store...);
+    the message names the config key at fault."""
+
+
+@dataclass(frozen=True)
+class State:
+    """What a node loads from its data directory and config before it starts."""
+
+    identity: Identity
+    incarnation: int
+    store: TaskStore
+    tools: ToolRegistry
+
+
+def load_state(
+    cfg: Config,
+    workers: WorkerPool,
+    *,
+    identity: Identity | None,
+    store: TaskStore | None,
+    tools: ToolRegistry | None,
+) -> State:
+    """Load (or create) what is not passed in: the identity, the store, the
+    tools; and count this start (the incarnation).
+
+    Raises:
+        StartupError: naming the config key at fault.
+    """
+    data_dir = cfg.resolved_data_dir
+    key = "data_dir"  # the config key a failure below is reported against
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if identity is None:
+            key = "p2p.key_file"
+            identity = load_or_create_identity(cfg.key_file)
+        key = "data_dir"
+        incarnation = next_incarnation(data_dir / "incarnation")
+        if store is None:
+            key = "tasks.store"
+            store = SqliteTaskStore(cfg.store_path, fsync=cfg.tasks.fsync)
+        if tools is None:
+            key = "tools"
+            tools = build_registry(
+                cfg.tools.builtins, cfg.tools.contracts_dir, cfg.sandbox_root, workers
+            )
+    except Exception as exc:
+        raise StartupError(f"{key}: {exc}") from exc
+    return State(identity, incarnation, store, tools)
+
+
+def ha_inputs(
+    cfg: Config,
+    consensus: Callable[[str, str], Consensus] | None,
+    *,
+    agent_id: str,
+    grpc_address: str,
+    on_change: Callable[[], None],
+) -> HaInputs | None:
+    """Active-passive (``ha.mode``): the consensus member (built by
+    ``consensus``, else from ``ha.consensus``; not started) and the ``ha.*``
+    settings. None in active-active mode.
+
+    Raises:
+        StartupError: the member cannot be built.
+    """
+    if cfg.ha.mode != "active-passive":
+        return None
+    try:
+        if consensus is not None:
+            member = consensus(agent_id, grpc_address)
+        else:
+            member = build_consensus(cfg, agent_id=agent_id, grpc_address=grpc_address)
+    except ConsensusError as exc:
+        raise StartupError(str(exc)) from exc
+    return HaInputs(
+        consensus=member,
+        fence=Fence(cfg.resolved_data_dir / "fencing"),
+        on_change=on_change,
+        forward=cfg.ha.forward_submissions,
+        retention=cfg.ha.record_retention,
+        hold_timeout=cfg.ha.hold_timeout,
+    )
+
+
+class Servers:
+    """The node's gRPC server, bound at construction to ``api.host:api.port``
+    (so its address is known before anything is built on it) and started by
+    :meth:`start` with its services, and the ``/metrics`` endpoint.
+
+    Raises:
+        StartupError: the address cannot be listened on.
+    """
+
+    def __init__(
+        self, cfg: Config, metrics: Metrics, agent_card: Callable[[], dict[str, Any] | None]
+    ) -> None:
+        self._cfg, self._metrics = cfg, metrics
+        self._agent_card = agent_card
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._http: HttpEndpoints | None = None
+        self.metrics_address: str | None = None
+        self._server = grpc.aio.server(
+            interceptors=[
+                MetricsInterceptor(metrics),
+                RequestDecodingInterceptor(
+                    size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+                ),
+            ],
+            options=server_options(cfg.api),
+            maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
+        )
+        address = f"{cfg.api.host}:{cfg.api.port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
+        if self.port == 0:
+            raise StartupError(f"api.port: cannot listen on {address} (address in use?)")
+
+    async def start(
+        self,
+        *,
+        agent_service: agent_service_pb2_grpc.AgentServiceServicer,
+        cards: CardService,
+        tasks: TaskFrontend,
+        requests: PeerRequests,
+    ) -> None:
+        """Serve the public services, the internal PeerService (served, but
+        not listed by reflection: see peer_service.proto), health (NOT_SERVING
+        until :meth:`set_health`) and reflection; then ``/metrics``."""
+        cfg, server = self._cfg, self._server
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_service, server)
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(cards, server)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskService(
+                tasks,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
+            ),
+            server,
+        )
+        add_to_server(
+            PeerService(
+                requests,
+                max_argument_bytes=cfg.tasks.max_argument_bytes,
+                max_message_bytes=cfg.api.max_message_bytes,
+            ),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self.set_health(serving=False)
+        await server.start()
+        self._start_metrics()
+
+    def _start_metrics(self) -> None:
+        settings = self._cfg.metrics
+        if not settings.enabled:
+            return
+        http = HttpEndpoints(self._metrics.registry, self._agent_card)
+        try:
+            http.start(settings.host, settings.port)
+        except OSError as exc:
+            raise StartupError(
+                f"metrics.port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        self._http = http
+        self.metrics_address = f"{settings.host}:{http.port}"
+
+    async def set_health(self, *, serving: bool) -> None:
+        """Every service (and the server as a whole) SERVING or NOT_SERVING."""
+        status = _SERVING if serving else _NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def set_task_health(self, *, serving: bool) -> None:
+        """TaskService alone SERVING or NOT_SERVING."""
+        await self.health.set(SERVICE_NAMES[2], _SERVING if serving else _NOT_SERVING)
+
+    async def stop(self) -> None:
+        """Stop the gRPC server (1 s grace) and ``/metrics``."""
+        await self._server.stop(grace=1.0)
+        if self._http is not None:
+            self._http.close()
+
+
+async def start_gossip(
+    cfg: Config,
+    *,
+    directory: CardDirectory,
+    identity: Identity,
+    discovery: Discovery | None,
+    metrics: Metrics,
+    incarnation: int,
+) -> tuple[Discovery | None, CardGossip | None, list[str]]:
+    """Card gossip over ``discovery`` (or libp2p when ``p2p.enabled``):
+    (discovery, gossip, listen addresses); all empty without discovery.
+
+    Raises:
+        StartupError: the libp2p host cannot start.
+    """
+    p2p = cfg.p2p
+    if discovery is None and p2p.enabled:
+        discovery = _libp2p(cfg, identity, directory, metrics, incarnation)
+    if discovery is None:
+        return None, None, []
+    gossip = CardGossip(
+        directory=directory,
+        identity=identity,
+        discovery=discovery,
+        metrics=metrics,
+        disconnect_grace=p2p.disconnect_grace,
+        max_card_bytes=p2p.max_card_bytes,
+        load_threshold=cfg.cards.load_threshold,
+    )
+    try:
+        return discovery, gossip, await gossip.start()
+    except Exception as exc:
+        raise StartupError(
+            f"p2p: cannot start the libp2p host on {p2p.host}:{p2p.port}: {exc}"
+        ) from exc
+
+
+def _libp2p(
+    cfg: Config, identity: Identity, directory: CardDirectory, metrics: Metrics, incarnation: int
+) -> Discovery:
+    """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
+    failure detector feeding the directory (``membership.*``)."""
+    from praxis_grpc.discovery.bridge import Libp2pDiscovery
+    from praxis_grpc.discovery.libp2p import HostOptions
+
+    p2p = cfg.p2p
+    roster = MemberRoster(
+        directory=directory, metrics=metrics, forget_after=cfg.membership.gossip_to_the_dead
+    )
+    return Libp2pDiscovery(
+        HostOptions(
+            key_pair=identity.key_pair,
+            listen_host=p2p.host,
+            listen_port=p2p.port,
+            bootstrap=tuple(p2p.bootstrap_nodes),
+            enable_mdns=p2p.enable_mdns,
+            enable_dht=p2p.enable_dht,
+            rendezvous=p2p.rendezvous,
+            rendezvous_points=tuple(p2p.rendezvous_points),
+            heartbeat_interval=min(cfg.cards.heartbeat, 1.0),
+            max_card_bytes=p2p.max_card_bytes,
+            target_peers=p2p.target_peers,
+            max_peers=p2p.max_peers,
+        ),
+        membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
+    )
+
+
+def engine_limits(cfg: Config) -> EngineLimits:
+    """The task engine's limits (``tasks.*``)."""
+    tasks = cfg.tasks
+    return EngineLimits(
+        max_concurrency=tasks.max_concurrency,
+        queue_limit=tasks.queue_limit,
+        default_timeout=tasks.default_timeout,
+        max_timeout=tasks.max_timeout,
+        max_result_bytes=tasks.max_result_bytes,
+        max_attempts=tasks.max_attempts,
+    )
+
+
+def local_card(
+    cfg: Config,
+    *,
+    agent_id: str,
+    role: str,
+    endpoints: Sequence[Endpoint],
+    tools: ToolRegistry,
+    load: EngineLoad,
+    draining: bool,
+    incarnation: int,
+) -> AgentCard:
+    """The card this node publishes now (version 0: the directory numbers it)."""
+    return AgentCard(
+        agent_id=agent_id,
+        name=cfg.agent.name,
+        praxis_version=__version__,
+        role=role,
+        endpoints=tuple(endpoints),
+        tools=tuple(
+            ToolInfo(
+                name=spec.name,
+                description=spec.description,
+                input_schema=dict(spec.input_schema),
+                idempotent=spec.idempotent,
+                default_timeout=spec.default_timeout,
+            )
+            for spec in tools.specs()
+        ),
+        tags=tuple(cfg.agent.tags),
+        load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
+        draining=draining,
+        incarnation=incarnation,
+        version=0,
+        updated_at=datetime.now(UTC),
+    )
+
+
+async def close_departed_channels(directory: CardDirectory, peers: PeerClient) -> None:
+    """Drop the connection to every agent whose card is removed (runs until
+    the directory closes its watchers)."""
+    while True:
+        try:
+            async for event in directory.watch():
+                if event is not None and event.type is CardEventType.REMOVED:
+                    peers.discard(event.card.grpc_address)
+            return
+        except OverflowError:
+            continue
