@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from praxis_grpc.aio import cancelling
 from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
 from praxis_grpc.errors import NotFound, PraxisError
+from praxis_grpc.ha.copies import StaleCopies
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
 from praxis_grpc.ha.records import ReplicatedRecords, decode_snapshot
@@ -60,6 +61,10 @@ __all__ = ["CLUSTER_ORIGIN", "HaController"]
 
 class HaController:
     """Follows consensus leadership and plays the matching role."""
+
+    # A standby's refresh of its copies of cluster records (ha/copies.py).
+    _copies: StaleCopies | None = None
+    _refresher: asyncio.Task[None] | None = None
 
     def __init__(
         self,
@@ -110,6 +115,7 @@ class HaController:
             self._engine, consensus, lambda: self.term, self._metrics, CLUSTER_ORIGIN
         )
         self._delegations.records = self._records
+        self._copies = StaleCopies(self._engine, consensus, CLUSTER_ORIGIN)
 
     @property
     def origin(self) -> str:
@@ -223,6 +229,7 @@ class HaController:
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
         self._probe(Leadership())
+        await self._stop_refresher()
         await self._stop_sweeper()
         await self._stop_watchers()
 
@@ -271,6 +278,22 @@ class HaController:
             if expired:
                 log.info("dropped %d finished task record(s) from the consensus state", expired)
 
+    def _refresh_copies(self) -> None:
+        """As a standby: bring the local copies of cluster records (kept from
+        when this node coordinated) up to the committed records."""
+        if self._copies is None or (self._refresher is not None and not self._refresher.done()):
+            return
+        self._refresher = asyncio.get_running_loop().create_task(
+            self._copies.run(), name="ha-copies"
+        )
+
+    async def _stop_refresher(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
     async def _stop_sweeper(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
@@ -303,12 +326,15 @@ class HaController:
                     self._retry_take_over(leadership)
             if leadership.leader_address != previous.leader_address:
                 self.forwarder.abandon(leadership)
+            if not self.leading:
+                self._refresh_copies()
             self._metrics.consensus_is_leader.set(1 if self.leading else 0)
             self._on_change()
             self._announce()
 
     async def _take_over(self, term: int) -> None:
         log.info("taking over as coordinator in term %d", term)
+        await self._stop_refresher()
         # Before anything is dispatched or adopted: a predecessor's dispatch
         # (older term) is refused here too.
         self._fence.take_office(term)
