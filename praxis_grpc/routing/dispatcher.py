@@ -482,6 +482,7 @@ class TaskDispatcher:
         try:
             return await asyncio.shield(step)
         except asyncio.CancelledError:
+            log.info("placement of task %s cancelled while recording it; following it", task_id)
             step.add_done_callback(self._follow_recorded)
             raise
 
