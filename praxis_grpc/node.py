@@ -517,6 +517,7 @@ class Node:
             disconnect_grace=p2p.disconnect_grace,
             max_card_bytes=p2p.max_card_bytes,
             load_threshold=self.config.cards.load_threshold,
+            card_interval=self.config.cards.ttl / 2,
         )
         try:
             self.p2p_addrs = await self._gossip.start()
