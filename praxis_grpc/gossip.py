@@ -43,7 +43,12 @@ class CardGossip:
     - The local status (load, drain, role) is published alone when
       :meth:`announce` finds it moved (:meth:`AgentStatus.moved` by
       ``load_threshold``), and by :meth:`refresh` at a slow interval, which
-      keeps peers' TTLs fresh.
+      keeps peers' TTLs fresh. A refresh sends the whole card instead when
+      the card was last sent ``card_interval`` ago or more: a peer that
+      missed it (gossip sent before the peer's subscription took effect, as
+      after a restart, then the card from the exchange expired) drops every
+      status of an agent whose card it lacks, and would otherwise lack it
+      until the next connection.
     - A peer card is verified once (:class:`CardCache`); a peer status is
       verified only if it is newer than what is known of its agent, otherwise
       dropped unread. The directory decides what is newer.
@@ -62,6 +67,7 @@ class CardGossip:
         disconnect_grace: float,
         max_card_bytes: int,
         load_threshold: float = 0.1,
+        card_interval: float = 5.0,
         cache: CardCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -77,6 +83,8 @@ class CardGossip:
         self._connected: set[str] = set()
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._card_sent: tuple[int, int] | None = None
+        self._card_interval = card_interval
+        self._card_sent_at: datetime | None = None
         self._status_sent: AgentStatus | None = None
         # Each known agent's latest signed card and status, relayed on connect.
         self._held: dict[str, tuple[SignedPart, SignedPart | None]] = {}
@@ -104,11 +112,16 @@ class CardGossip:
     def refresh(self) -> None:
         """Publish the local status with a new version, changed or not (keeps TTLs alive).
 
-        Also republishes the card if it changed unannounced, and renews the
-        exchange payload if the cards we hold changed since.
+        Sends the whole card instead if it changed unannounced or was last
+        sent ``card_interval`` ago or more, and renews the exchange payload.
         """
         self._directory.refresh_local_status()
-        self._send(card=self._directory.local_card.freshness != self._card_sent)
+        sent_at = self._card_sent_at
+        self._send(
+            card=self._directory.local_card.freshness != self._card_sent
+            or sent_at is None
+            or (self._clock() - sent_at).total_seconds() >= self._card_interval
+        )
 
     def _send(self, *, card: bool) -> None:
         local_card, status = self._directory.local_card, self._directory.local_status
@@ -117,6 +130,7 @@ class CardGossip:
         self._discovery.publish(own if card else encode_signed(self._identity, status=status))
         self._card_sent, self._status_sent = local_card.freshness, status
         if card:
+            self._card_sent_at = self._clock()
             self._count("card", "sent")
         self._count("status", "sent")
 

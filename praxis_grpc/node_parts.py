@@ -289,6 +289,7 @@ async def start_gossip(
         disconnect_grace=p2p.disconnect_grace,
         max_card_bytes=p2p.max_card_bytes,
         load_threshold=cfg.cards.load_threshold,
+        card_interval=cfg.cards.ttl / 2,
     )
     try:
         return discovery, gossip, await gossip.start()

@@ -97,6 +97,7 @@ class MeshHost:
         self._membership_options = membership
         self._swim: SwimService | None = None
         self._local_card = b""
+        self._card_ready = trio.Event()
         self._host: IHost | None = None
         self._pubsub: CardPubsub | None = None
         self._membership: Membership | None = None
@@ -121,6 +122,8 @@ class MeshHost:
             log.error("local card is %d bytes, over max_card_bytes; not served", len(data))
             return
         self._local_card = bytes(data)
+        if data:
+            self._card_ready.set()
 
     async def publish(self, data: bytes) -> None:
         """Gossip ``data`` on the topic to every subscribed peer.
@@ -357,6 +360,14 @@ class MeshHost:
         host, options = self._host, self._options
         if host is None:
             return
+        if not self._local_card:
+            # Discovery starts (and dials) before the node's card is ready (it
+            # names the listen addresses; a restarted node recovers its tasks
+            # first). Exchanging nothing would leave the peer without our card
+            # until the next connection: its gossip may go out before the peer
+            # subscribes, and later statuses are dropped without it.
+            with trio.move_on_after(options.stream_timeout):
+                await self._card_ready.wait()
         async with self._greet_limiter:
             try:
                 with trio.fail_after(options.stream_timeout):

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from praxis_grpc.aio import cancelling
 from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
 from praxis_grpc.errors import NotFound, PraxisError
+from praxis_grpc.ha.copies import StaleCopies
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
 from praxis_grpc.ha.office import Office
@@ -99,6 +100,9 @@ class HaController:
         self._switch = asyncio.Lock()
         self._records = records
         self._peers = peers
+        # A standby's refresh of its copies of cluster records (ha/copies.py).
+        self._copies = StaleCopies(engine, consensus, CLUSTER_ORIGIN)
+        self._refresher: asyncio.Task[None] | None = None
         self.forwarder = Forwarder(
             peers=peers,
             leadership=self.leadership,
@@ -213,6 +217,7 @@ class HaController:
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
         self._probe(Leadership())
+        await self._stop_refresher()
         await self._stop_sweeper()
         await self._stop_watchers()
 
@@ -260,6 +265,22 @@ class HaController:
             if expired:
                 log.info("dropped %d finished task record(s) from the consensus state", expired)
 
+    def _refresh_copies(self) -> None:
+        """As a standby: bring the local copies of cluster records (kept from
+        when this node coordinated) up to the committed records."""
+        if self._copies is None or (self._refresher is not None and not self._refresher.done()):
+            return
+        self._refresher = asyncio.get_running_loop().create_task(
+            self._copies.run(), name="ha-copies"
+        )
+
+    async def _stop_refresher(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
     async def _stop_sweeper(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
@@ -292,12 +313,15 @@ class HaController:
                     self._retry_take_over(leadership)
             if leadership.leader_address != previous.leader_address:
                 self.forwarder.abandon(leadership)
+            if not self.leading:
+                self._refresh_copies()
             self._metrics.consensus_is_leader.set(1 if self.leading else 0)
             self._on_change()
             self._announce()
 
     async def _take_over(self, term: int) -> None:
         log.info("taking over as coordinator in term %d", term)
+        await self._stop_refresher()
         # Before anything is dispatched or adopted: a predecessor's dispatch
         # (older term) is refused here too.
         self._fence.take_office(term)

@@ -14,6 +14,7 @@ left) costs nothing but a try; once an agent accepted, the task is its.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -143,7 +144,7 @@ class TaskDispatcher:
                     continue
                 return await self._waited(local[0], wait), local[1]
             self._validator(candidate).validate(submission.arguments)
-            record = await self._record(record, submission, candidate, task_id)
+            record = await self._recorded(record, submission, candidate, task_id)
             if record.task_id != task_id:  # an equal request with the same key won a race
                 return await self._waited(record, wait), True
             timeout = time_remaining if wait else _min(time_remaining, self._config.call_timeout)
@@ -280,6 +281,26 @@ class TaskDispatcher:
                 request_fingerprint=fingerprint,
             )
         )
+
+    async def _recorded(
+        self, record: Task | None, submission: Submission, candidate: Candidate, task_id: str
+    ) -> Task:
+        """:meth:`_record`, carried to its end when the caller is cancelled (its
+        client went away, or a standby abandoned the relay): the record is then
+        followed, so the task reaches its owner as after a take-over. Otherwise
+        a committed record would be sent nowhere and followed by no one, while
+        a retry of the submission finds it and acknowledges it."""
+        step = asyncio.ensure_future(self._record(record, submission, candidate, task_id))
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            log.info("placement of task %s cancelled while recording it; following it", task_id)
+            step.add_done_callback(self._follow_recorded)
+            raise
+
+    def _follow_recorded(self, step: asyncio.Future[Task]) -> None:
+        if not step.cancelled() and step.exception() is None:
+            self._delegations.follow(step.result())
 
     def _decided(self, tool: str, candidate: Candidate) -> None:
         key = (tool, candidate.name)

@@ -201,8 +201,9 @@ class Router:
     def candidates(
         self, tool: str, tags: Sequence[str] = (), exclude: Iterable[str] = ()
     ) -> list[Candidate]:
-        """Every agent offering ``tool`` with all ``tags``, not draining, reachable
-        over gRPC and not in ``exclude``, in no particular order.
+        """Every agent offering ``tool`` with all ``tags``, not draining, not an
+        active-passive coordinator, reachable over gRPC and not in ``exclude``,
+        in no particular order.
 
         Raises:
             FailedPrecondition: no such agent; the message names the tool and
@@ -217,6 +218,12 @@ class Router:
         for card in self._cards():
             info = next((t for t in card.tools if t.name == tool), None)
             if info is None or not wanted <= set(card.tags) or card.agent_id in excluded:
+                continue
+            if card.role == "coordinator":
+                # An active-passive coordinator executes nothing; a card still
+                # naming another node so is stale (that node was deposed, or is
+                # cut off and has not said it stepped down), and its idle load
+                # would draw every placement to a node that may not answer.
                 continue
             if card.draining:
                 draining.append(card.name)

@@ -76,6 +76,19 @@ async def test_departed_node_is_removed_and_returns_with_higher_incarnation(
             assert again.incarnation == first.incarnation + 1
 
 
+async def test_a_card_a_peer_lost_while_connected_comes_back_by_gossip(tmp_path: Path) -> None:
+    # After a restart, a peer got b's card from the exchange but none of b's
+    # first statuses (gossip sent before its subscription took effect), so
+    # the card expired; later statuses of an agent whose card is unknown are
+    # dropped. The card must come back without a new connection.
+    mesh = MemoryMesh()
+    async with mesh_node(mesh, tmp_path, "a") as a, mesh_node(mesh, tmp_path, "b") as b:
+        await until(lambda: known(a) == {"a", "b"})
+        a.directory.remove(b.agent_id)  # what the TTL did
+        assert mesh.linked(a.agent_id, b.agent_id)
+        await until(lambda: known(a) == {"a", "b"})  # ttl 2s: a card goes out every 1s
+
+
 async def test_forged_and_oversized_cards_are_dropped(tmp_path: Path) -> None:
     mesh = MemoryMesh()
     async with mesh_node(mesh, tmp_path, "a") as a, mesh_node(mesh, tmp_path, "b") as b:

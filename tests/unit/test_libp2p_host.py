@@ -146,6 +146,21 @@ def test_bootstrap_peers_exchange_cards_and_report_the_connection() -> None:
     run_trio(test)
 
 
+def test_a_peer_gets_the_card_of_a_node_that_connected_before_its_card_was_ready() -> None:
+    # A node starts discovery (and dials its bootstrap peers) before its card
+    # is ready: the card names the listen addresses, and a restarted node
+    # recovers its tasks first. Its card must still reach the peers it
+    # connected to; the gossip of it may go out before the peers subscribe.
+    async def test(nursery: trio.Nursery) -> None:
+        a = await start_node(nursery, card=b"card-a")
+        b = await start_node(nursery, bootstrap=(a.addr,))
+        await until(lambda: b.events.got(b"card-a", "exchange", a.peer_id), "b has a's card")
+        b.host.set_local_card(b"card-b")
+        await until(lambda: a.events.got(b"card-b", "exchange", b.peer_id), "a has b's card")
+
+    run_trio(test)
+
+
 def test_gossip_reaches_every_other_peer() -> None:
     async def test(nursery: trio.Nursery) -> None:
         a = await start_node(nursery)

@@ -28,12 +28,13 @@ def card(
     draining: bool = False,
     grpc: bool = True,
     updated_at: datetime = T0,
+    role: str = "peer",
 ) -> AgentCard:
     return AgentCard(
         agent_id=agent_id,
         name=f"n-{agent_id}",
         praxis_version="0",
-        role="peer",
+        role=role,
         endpoints=(Endpoint("grpc", f"127.0.0.1:{len(agent_id)}"),) if grpc else (),
         tools=tuple(ToolInfo(t, "", {"type": "object"}, True) for t in tools),
         tags=tags,
@@ -55,6 +56,18 @@ def router(
         strategy=strategy,  # type: ignore[arg-type]
         rng=random.Random(7),
     )
+
+
+def test_a_card_naming_a_coordinator_is_no_candidate_however_idle() -> None:
+    # After a partition of the coordinator, the majority side still holds its
+    # card (role coordinator, nothing in flight): P2C would send it every task.
+    busy = card("busy", in_flight=3)
+    deposed = card("deposed", role="coordinator")
+    found = router([busy, deposed, card("standby", in_flight=2, role="standby")])
+    assert {c.agent_id for c in found.candidates("sleep")} == {"busy", "standby"}
+    assert found.plan("sleep", preferred_agent="deposed")[0].agent_id == "standby"
+    with pytest.raises(FailedPrecondition):
+        router([deposed]).candidates("sleep")
 
 
 def test_only_agents_with_the_tool_and_every_tag_are_candidates() -> None:

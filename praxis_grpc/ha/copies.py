@@ -1,0 +1,109 @@
+"""A standby's copies of the cluster's task records, brought up to what the
+coordinator committed.
+
+While a node coordinates it stores each cluster record locally after the
+commit. When it steps down (or restarts as a standby) those local copies stop
+changing: the next coordinator carries the tasks on and commits their outcome
+to consensus, not to this store. :class:`StaleCopies` closes that gap: while
+the node is a standby it reads the replicated records
+(:meth:`Consensus.snapshot`, a local read on raft) and, for every unfinished
+local copy of a cluster record,
+
+    - stores the committed record when it differs (its outcome once the
+      coordinator committed one: ``ListTasks`` with ``local_only`` then
+      agrees with the coordinator);
+    - deletes the copy when the replicated state no longer holds the task
+      (its placement failed and the record was forgotten, or it finished
+      longer than ``ha.record_retention`` ago: the coordinator's store keeps
+      it), since this node neither runs it nor follows it.
+
+It repeats, backing off, until no copy is unfinished; a committed record
+that names this node as owner is left alone (the dispatch brings the task
+here). Reads of a single task (``GetTask``, ``WatchTask``, ``CancelTask``)
+already go to the coordinator for such copies (see the dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from praxis_grpc.consensus.base import Consensus, ConsensusError
+from praxis_grpc.errors import PraxisError
+from praxis_grpc.ha.records import TASK_PREFIX, decode_task
+from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.tasks.model import Task
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StaleCopies"]
+
+
+class StaleCopies:
+    """Refreshes a standby's local copies of the records of ``origin`` (the cluster)."""
+
+    def __init__(
+        self,
+        engine: TaskEngine,
+        consensus: Consensus,
+        origin: str,
+        *,
+        first_pause: float = 0.5,
+        max_pause: float = 10.0,
+    ) -> None:
+        self._engine = engine
+        self._consensus = consensus
+        self._origin = origin
+        self._first_pause = first_pause
+        self._max_pause = max_pause
+
+    def unfinished(self) -> list[Task]:
+        """The unfinished local copies of the cluster's records this node does not run."""
+        return [t for t in self._engine.foreign_unfinished() if t.origin_agent_id == self._origin]
+
+    async def refresh(self) -> int:
+        """One pass over the unfinished copies (see the module docstring).
+
+        Returns:
+            How many copies are still unfinished afterwards.
+
+        Raises:
+            ConsensusError: the replicated records could not be read.
+        """
+        copies = self.unfinished()
+        if not copies:
+            return 0
+        state = await self._consensus.snapshot()
+        remaining = 0
+        for copy in copies:
+            data = state.get(TASK_PREFIX + copy.task_id)
+            try:
+                if data is None:
+                    await self._engine.forget(copy)
+                    continue
+                committed = decode_task(data)
+                if committed.owner_agent_id == self._engine.agent_id:
+                    continue  # dispatched here: the task itself replaces the copy
+                if committed != copy:
+                    await self._engine.record(committed)
+            except ValueError:
+                continue  # the task runs here now (dispatched meanwhile)
+            if not committed.terminal:
+                remaining += 1
+        return remaining
+
+    async def run(self) -> None:
+        """Refresh until no copy is unfinished, backing off between passes
+        (the outcomes commit as the coordinator follows the tasks).
+        Cancelled when this node takes over; never raises otherwise."""
+        pause = self._first_pause
+        while True:
+            try:
+                remaining = await self.refresh()
+            except (ConsensusError, PraxisError) as exc:
+                log.info("cannot refresh the copies of cluster records yet: %s", exc)
+                remaining = -1
+            if remaining == 0:
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._max_pause)
