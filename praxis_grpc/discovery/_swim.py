@@ -155,13 +155,16 @@ class SwimService:
             if not self._started:
                 self._started = True
                 self._membership.start(trio.current_time())
-            while True:
-                with trio.move_on_at(self._membership.next_deadline()):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                self._membership.tick(trio.current_time())
-                if self._leaving and not self._membership.pending_broadcasts:
-                    self._spread.set()
+            try:
+                while True:
+                    with trio.move_on_at(self._membership.next_deadline()):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    self._membership.tick(trio.current_time())
+                    if self._leaving and not self._membership.pending_broadcasts:
+                        self._spread.set()
+            finally:
+                self._nursery = None  # closing: start nothing more in it
 
     async def leave(self) -> None:
         """Announce that we leave; return once that is piggybacked and written.
