@@ -164,6 +164,9 @@ class P2PConfig(_Section):
     max_peers: int = Field(
         default=12, ge=1, le=1000, description="above this, connections are trimmed to target_peers"
     )
+    trim_grace: Duration = Field(
+        default=5.0, description="a connection younger than this is never trimmed"
+    )
 
     @model_validator(mode="after")
     def _target_within_max(self) -> P2PConfig:

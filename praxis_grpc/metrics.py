@@ -103,7 +103,8 @@ class Metrics:
         )
         self.p2p_connections = Gauge(
             "p2p_connections",
-            "libp2p peers this node holds a connection to (bounded by p2p.max_peers).",
+            "libp2p neighbours this node holds a connection to (bounded by p2p.max_peers;"
+            " transient SWIM probe connections are not counted).",
             namespace=NAMESPACE,
             registry=r,
         )

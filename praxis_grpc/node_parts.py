@@ -325,6 +325,7 @@ def _libp2p(
             max_card_bytes=p2p.max_card_bytes,
             target_peers=p2p.target_peers,
             max_peers=p2p.max_peers,
+            trim_grace=p2p.trim_grace,
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
     )

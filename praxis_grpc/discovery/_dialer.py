@@ -38,21 +38,31 @@ class Dialer:
     :meth:`dial_soon` never blocks: it starts a background dial unless the
     peer is ourselves, already connected, already being dialed, backing off
     after a failure (2 s doubling to 60 s) or a trim, or the host already has
-    ``target_peers`` peers. At most ``concurrency`` dials run at once, each
-    bounded by ``timeout``. Trio thread only; :meth:`bind` must be called
-    before :meth:`dial_soon`.
+    ``target_peers`` peers, counting the dials in flight. At most
+    ``concurrency`` dials run at once, each bounded by ``timeout``. Peers are
+    ``membership``'s neighbours: dialing a peer we hold only a transient
+    (probe) connection to promotes that connection instead. Trio thread only;
+    :meth:`bind` must be called before :meth:`dial_soon`.
     """
 
     def __init__(
-        self, host: IHost, *, target_peers: int, timeout: float, concurrency: int = 8
+        self,
+        host: IHost,
+        membership: Membership,
+        *,
+        target_peers: int,
+        timeout: float,
+        concurrency: int = 8,
     ) -> None:
         self._host = host
+        self._membership = membership
         self._target = target_peers
         self._timeout = timeout
         self._limiter = trio.CapacityLimiter(concurrency)
         self._inflight: set[ID] = set()
         self._failures: dict[ID, int] = {}
         self._retry_at: dict[ID, float] = {}
+        self._trimmed_until: dict[ID, float] = {}
         self._nursery: trio.Nursery | None = None
 
     def bind(self, nursery: trio.Nursery) -> None:
@@ -60,16 +70,24 @@ class Dialer:
         self._nursery = nursery
 
     def is_connected(self, peer_id: ID) -> bool:
-        """Whether the host has an open connection to ``peer_id``."""
-        return bool(self._host.get_network().get_connections(peer_id))
+        """Whether ``peer_id`` is a neighbour (a transient connection does not count)."""
+        return self._membership.is_neighbour(peer_id)
+
+    def neighbours(self) -> list[ID]:
+        """The peers counted in the degree."""
+        return list(self._membership.peers())
 
     def below_target(self) -> bool:
-        """Whether the host has fewer than ``target_peers`` peers (discovery should dial)."""
-        return len(self._host.get_connected_peers()) < self._target
+        """Whether the host has fewer than ``target_peers`` neighbours (discovery should dial)."""
+        return len(self._membership.peers()) < self._target
 
     def back_off(self, peer_id: ID, seconds: float) -> None:
         """Do not :meth:`dial_soon` ``peer_id`` for ``seconds`` (it trimmed us)."""
-        self._retry_at[peer_id] = time.monotonic() + seconds
+        self._retry_at[peer_id] = self._trimmed_until[peer_id] = time.monotonic() + seconds
+
+    def trimmed_us(self, peer_id: ID) -> bool:
+        """Whether ``peer_id`` trimmed our connection less than the back-off ago."""
+        return time.monotonic() < self._trimmed_until.get(peer_id, 0.0)
 
     def learn(self, info: PeerInfo) -> None:
         """Add ``info``'s addresses (without any ``/p2p`` part) to the peerstore."""
@@ -87,7 +105,7 @@ class Dialer:
             or peer_id in self._inflight
             or self.is_connected(peer_id)
             or time.monotonic() < self._retry_at.get(peer_id, 0.0)
-            or not self.below_target()
+            or len(self._membership.peers()) + len(self._inflight) >= self._target
         ):
             return
         self._inflight.add(peer_id)
@@ -113,6 +131,8 @@ class Dialer:
             self._inflight.discard(peer_id)
 
     async def _connect(self, peer_id: ID, reason: str) -> bool:
+        if self._membership.is_transient(peer_id):
+            self._membership.promote(peer_id)  # a probe connection becomes a neighbour
         if self.is_connected(peer_id):
             return True
         try:
@@ -128,13 +148,15 @@ class Dialer:
             return False
         self._failures.pop(peer_id, None)
         self._retry_at.pop(peer_id, None)
+        self._membership.promote(peer_id)  # in case a probe's dial won the race
         log.info("connected to %s (%s)", peer_id, reason)
         return True
 
 
 async def keep_connected(dialer: Dialer, info: PeerInfo, reason: str) -> None:
     """Stay connected to ``info`` while below the target degree: dial until it answers,
-    redial whenever it is lost (unless the host has enough other peers).
+    redial whenever it is lost (unless the host has enough other peers, or it trimmed
+    us and we have another neighbour: it is full, discovery finds others).
 
     Retries back off from 0.5 s, doubling (with jitter) up to 30 s, and start
     over at 0.5 s after every success. Runs until cancelled.
@@ -142,7 +164,8 @@ async def keep_connected(dialer: Dialer, info: PeerInfo, reason: str) -> None:
     delay = _MIN_BACKOFF
     while True:
         connected = dialer.is_connected(info.peer_id)
-        if connected or not dialer.below_target() or await dialer.dial(info, reason):
+        full = dialer.trimmed_us(info.peer_id) and bool(dialer.neighbours())
+        if connected or not dialer.below_target() or full or await dialer.dial(info, reason):
             delay = _MIN_BACKOFF
             await trio.sleep(_POLL)
             continue

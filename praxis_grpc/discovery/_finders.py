@@ -55,7 +55,7 @@ class Pacer:
 
     def next_delay(self) -> float:
         """Seconds until the next round."""
-        connected = frozenset(self._host.get_connected_peers())
+        connected = frozenset(self._dialer.neighbours())
         if connected != self._last or self.wanted():
             self._delay = self._interval
         else:
@@ -156,7 +156,7 @@ async def peer_exchange_rounds(
         await trio.sleep(pacer.next_delay())
         if not pacer.wanted():
             continue
-        connected = list(host.get_connected_peers())
+        connected = dialer.neighbours()
         chosen = random.sample(connected, min(PEER_EXCHANGE_FANOUT, len(connected)))
         async with trio.open_nursery() as nursery:
             for peer_id in chosen:

@@ -13,6 +13,12 @@ peer the Noise channel authenticated, never a field of the message. Sending
 only queues on a bounded per-member queue served by a writer task; a full
 queue drops (SWIM copes with loss), a writer idle for a while closes its stream.
 
+SWIM talks to every member, but a node keeps connections only to its
+neighbours (bounded degree). A frame for a member we are not connected to
+dials a *transient* connection (see ``_membership``): it is not counted in
+the degree, and the writer that dialed it closes it once idle for
+:data:`TRANSIENT_IDLE_SECONDS`, as memberlist's probes use UDP and hold nothing.
+
 Certain evidence: a member whose listen port refuses a TCP connection is
 dead. The host's "disconnected" and a failed stream open are only *hints*
 that make us look (a refusal check on the address the member signed); a
@@ -36,6 +42,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._membership import Membership as Connections
 from praxis_grpc.discovery._wire import abort
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
 from praxis_grpc.membership import Ack, Membership, Message, Payload, Ping, State
@@ -50,6 +57,8 @@ QUEUE_FRAMES = 64
 """Frames waiting for one member before new ones are dropped."""
 IDLE_SECONDS = 30.0
 """A writer that had nothing to send this long closes its stream."""
+TRANSIENT_IDLE_SECONDS = 2.0
+"""Same for a member that is not a neighbour; the prober then closes its connection."""
 _ADDRESS_TTL = 600
 _KINDS = {"Ping": "ping", "Ack": "ack", "PingReq": "ping_req", "Nack": "nack"}
 _GONE = (State.DEAD, State.LEFT)
@@ -78,6 +87,7 @@ class SwimService:
 
     Args:
         host: the running host (already listening).
+        connections: who is a neighbour; told which dials are probes.
         address: our multiaddr (with ``/p2p/``), carried in our alive claims.
         options: timing, starting incarnation and where events go.
         keys: signer and verifier (the host's own key).
@@ -92,6 +102,7 @@ class SwimService:
     def __init__(
         self,
         host: IHost,
+        connections: Connections,
         *,
         address: str,
         options: MembershipOptions,
@@ -102,6 +113,7 @@ class SwimService:
         open_timeout: float,
     ) -> None:
         self._host = host
+        self._connections = connections
         self._events = options.events
         self._config = options.config
         self._on_revived = on_revived
@@ -143,13 +155,16 @@ class SwimService:
             if not self._started:
                 self._started = True
                 self._membership.start(trio.current_time())
-            while True:
-                with trio.move_on_at(self._membership.next_deadline()):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                self._membership.tick(trio.current_time())
-                if self._leaving and not self._membership.pending_broadcasts:
-                    self._spread.set()
+            try:
+                while True:
+                    with trio.move_on_at(self._membership.next_deadline()):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    self._membership.tick(trio.current_time())
+                    if self._leaving and not self._membership.pending_broadcasts:
+                        self._spread.set()
+            finally:
+                self._nursery = None  # closing: start nothing more in it
 
     async def leave(self) -> None:
         """Announce that we leave; return once that is piggybacked and written.
@@ -255,29 +270,21 @@ class SwimService:
         queue: trio.MemoryReceiveChannel[bytes],
     ) -> None:
         stream: INetStream | None = None
+        peer_id = ID.from_base58(member)
         try:
             while True:
                 frame: bytes | None = None
-                with trio.move_on_after(IDLE_SECONDS):
+                neighbour = self._connections.is_neighbour(peer_id)
+                with trio.move_on_after(IDLE_SECONDS if neighbour else TRANSIENT_IDLE_SECONDS):
                     try:
                         frame = await queue.receive()
                     except trio.EndOfChannel:  # leaving, and all is sent
                         return
-                if frame is None:  # idle: give the stream back
-                    return
-                if stream is None:
-                    stream = await self._open(member)
-                    if stream is None:
-                        continue  # this frame is lost; the next one tries again
-                try:
-                    with trio.fail_after(self._open_timeout):
-                        await stream.write(encode_uvarint(len(frame)) + frame)
-                except Exception as exc:
-                    log.debug("swim write to %s failed: %r", member, exc)
-                    await abort(stream)
+                if frame is None:  # idle: give the stream (and a probe connection) back
+                    await self._release(peer_id, stream)
                     stream = None
-                    if not isinstance(exc, trio.TooSlowError):
-                        self._check_refused(member)
+                    return
+                stream = await self._send_frame(member, stream, frame)
         finally:
             if self._outboxes.get(member) is outbox:
                 del self._outboxes[member]
@@ -287,14 +294,57 @@ class SwimService:
             if self._writers == 0 and self._spread.is_set():
                 self._flushed.set()
 
+    async def _send_frame(
+        self, member: str, stream: INetStream | None, frame: bytes
+    ) -> INetStream | None:
+        """Write ``frame``, on a new stream if ``stream`` is None or broken; the stream to keep.
+
+        A stream breaks when the other side closed the transient connection it
+        ran on: one retry on a fresh stream, so that no frame is lost to that.
+        """
+        for retry in (False, True):
+            if stream is None:
+                stream = await self._open(member)
+                if stream is None:
+                    return None  # this frame is lost; the next one tries again
+            try:
+                with trio.fail_after(self._open_timeout):
+                    await stream.write(encode_uvarint(len(frame)) + frame)
+                return stream
+            except Exception as exc:
+                log.debug("swim write to %s failed: %r", member, exc)
+                await abort(stream)
+                stream = None
+                if isinstance(exc, trio.TooSlowError):
+                    return None
+                if retry:
+                    self._check_refused(member)
+        return None
+
+    async def _release(self, peer_id: ID, stream: INetStream | None) -> None:
+        """Close an idle writer's stream, and the connection if a probe of ours dialed it."""
+        if stream is not None:
+            await abort(stream)
+        if self._connections.probed(peer_id):
+            with trio.move_on_after(self._open_timeout):
+                try:
+                    await self._host.get_network().close_peer(peer_id)
+                except Exception:
+                    log.debug("closing the probe connection to %s failed", peer_id, exc_info=True)
+
     async def _open(self, member: str) -> INetStream | None:
+        peer_id = ID.from_base58(member)
+        if not self._host.get_network().get_connections(peer_id):
+            self._connections.expect_probe(peer_id)  # this dial is a transient connection
         try:
             with trio.fail_after(self._open_timeout):
-                return await self._host.new_stream(ID.from_base58(member), [SWIM_PROTOCOL])
+                return await self._host.new_stream(peer_id, [SWIM_PROTOCOL])
         except trio.TooSlowError:
+            self._connections.probe_failed(peer_id)
             return None  # a timeout is no evidence
         except Exception as exc:
             log.debug("swim stream to %s failed: %r", member, exc)
+            self._connections.probe_failed(peer_id)
             self._check_refused(member)
             return None
 

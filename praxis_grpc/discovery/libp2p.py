@@ -24,6 +24,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.rendezvous import RendezvousService
 from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStoreError
@@ -192,9 +194,11 @@ class MeshHost:
         """
         options = self._options
         host = _new_noise_host(options)
-        dialer = Dialer(host, target_peers=options.target_peers, timeout=options.dial_timeout)
         greet_send, greet_receive = trio.open_memory_channel[ID](_GREET_BACKLOG)
         membership, pubsub, services, dht = self._assemble(host, greet_send)
+        dialer = Dialer(
+            host, membership, target_peers=options.target_peers, timeout=options.dial_timeout
+        )
         protected = {i.peer_id for i in _others(host, options.bootstrap)}
         protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
         trimmer = Trimmer(
@@ -270,6 +274,7 @@ class MeshHost:
 
         swim = SwimService(
             host,
+            membership,
             address=_own_address(self.listen_addrs),
             options=options,
             keys=Libp2pKeys(self._options.key_pair),
@@ -311,7 +316,11 @@ class MeshHost:
                 departed = False
             call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58(), departed)
 
-        membership = Membership(host.get_network(), connected, disconnected)
+        def transient(peer_id: ID) -> None:
+            if self._swim is not None:
+                self._swim.peer_connected(peer_id)
+
+        membership = Membership(host.get_network(), connected, disconnected, transient)
         host.get_network().register_notifee(membership)
         host.set_stream_handler(CARD_PROTOCOL, self._serve_card)
         host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers)
@@ -380,12 +389,16 @@ class MeshHost:
                 log.debug("card exchange with %s failed: %r", peer_id, exc)
             else:
                 self._deliver(card, "exchange", peer_id)
+                if self._membership is not None:
+                    self._membership.promote(peer_id)
             if options.peer_exchange:
                 await exchange_peers(host, dialer, peer_id, exchange_timeout=options.stream_timeout)
 
     async def _serve_card(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
         options = self._options
+        if self._membership is not None:
+            self._membership.promote(peer_id)  # it greets us: a neighbour
         try:
             with trio.fail_after(options.stream_timeout):
                 card = await answer_card(stream, self._local_card, options.max_card_bytes)
@@ -400,11 +413,13 @@ class MeshHost:
     async def _serve_peers(self, stream: INetStream) -> None:
         host = self._host
         requester = stream.muxed_conn.peer_id
-        if host is None:
+        membership = self._membership
+        if host is None or membership is None:
             return
+        membership.promote(requester)  # only neighbours ask for our peers
         known = [
             PeerInfo(peer_id, addrs)
-            for peer_id in host.get_connected_peers()
+            for peer_id in membership.peers()
             if peer_id != requester and (addrs := _known_addrs(host, peer_id))
         ]
         try:
@@ -453,7 +468,23 @@ def _new_noise_host(options: HostOptions) -> IHost:
     noise_key = create_x25519_key_pair().private_key
     security = {TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(key_pair, noise_privkey=noise_key)}
     muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
-    return new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
+    host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
+    network = host.get_network()
+    if isinstance(network, Swarm):
+        network.auto_connector = _NoAutoDial(network)
+    return host
+
+
+class _NoAutoDial(AutoConnector):
+    """py-libp2p's auto-dialer, never started: the Dialer and Trimmer keep the degree.
+
+    Left running, it dials every peer in the peerstore (SWIM puts every member
+    there) whenever the host has fewer than 100 connections and after every
+    disconnect, so the degree never stays bounded.
+    """
+
+    async def start(self) -> None:
+        return None
 
 
 def _listen_multiaddr(options: HostOptions) -> Multiaddr:

@@ -29,7 +29,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from multiaddr import Multiaddr
 
-from praxis_grpc.discovery._wire import decode_peer_list, encode_peer_list
+from praxis_grpc.discovery._wire import decode_peer_list, encode_peer_list, request_card
 from praxis_grpc.discovery.libp2p import HostOptions, MeshHost
 
 LOOPBACK = Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -228,6 +228,8 @@ def test_a_plaintext_dialer_cannot_connect_but_noise_can() -> None:
             assert default.get_id() in plaintext.get_connected_peers()
 
             await noise.connect(target)
+            # A peer is reported once it greets (a card exchange), not on a bare connection.
+            await request_card(noise, target.peer_id, b"", 64 * 1024)
             noise_id = noise.get_id().to_base58()
             await until(lambda: a.events.connected == [noise_id], "a reports the noise peer")
             for host in (plaintext, default, noise):
