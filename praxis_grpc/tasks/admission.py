@@ -13,7 +13,7 @@ from praxis_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, qu
 from praxis_grpc.tasks.model import Submission
 from praxis_grpc.tools.registry import ToolRegistry
 
-__all__ = ["EngineLimits", "SubmissionRules", "check_task_id"]
+__all__ = ["EngineLimits", "EngineLoad", "SubmissionRules", "check_task_id"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class EngineLimits:
     # A result's size as a protobuf Struct (see tasks/results.py).
     max_result_bytes: int = 1024 * 1024
     max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """The executor's load right now."""
+
+    in_flight: int
+    queued: int
+    capacity: int
+    queue_limit: int
 
 
 class SubmissionRules:

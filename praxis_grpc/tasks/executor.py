@@ -17,7 +17,8 @@ Contract of :class:`LocalExecutor`:
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
       unfinished (:func:`~praxis_grpc.tasks.recovery.plan_recovery`): requeued,
       failed, or rejected; a task already started ``tasks.max_attempts`` times
-      is poisoned (FAILED), so no task crashes the node forever.
+      is poisoned (FAILED), so no task crashes the node forever
+      (tasks/restart.py applies the plan).
     - Tools that compute for long run in the tools' worker pool
       (tools/workers.py); the executor only awaits them, so it never blocks
       the event loop.
@@ -34,40 +35,20 @@ import dataclasses
 import logging
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from praxis_grpc.errors import FailedPrecondition, ResourceExhausted, ToolError
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks.admission import EngineLimits, SubmissionRules, check_task_id
+from praxis_grpc.tasks.admission import EngineLimits, EngineLoad, SubmissionRules, check_task_id
 from praxis_grpc.tasks.ledger import Clock, Ledger, utcnow
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
-from praxis_grpc.tasks.recovery import Action, plan_recovery
+from praxis_grpc.tasks.restart import RecoveryReport, recover
 from praxis_grpc.tasks.results import checked_result
 from praxis_grpc.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EngineLimits", "EngineLoad", "LocalExecutor", "RecoveryReport"]
-
-
-@dataclass(frozen=True)
-class EngineLoad:
-    """The executor's load right now."""
-
-    in_flight: int
-    queued: int
-    capacity: int
-    queue_limit: int
-
-
-@dataclass(frozen=True)
-class RecoveryReport:
-    """What :meth:`LocalExecutor.start` did with the tasks a previous run left."""
-
-    requeued: tuple[str, ...] = ()
-    failed: tuple[str, ...] = ()
-    rejected: tuple[str, ...] = ()
 
 
 class LocalExecutor:
@@ -301,29 +282,9 @@ class LocalExecutor:
         def idempotent(tool: str) -> bool | None:
             return self._tools.get(tool).spec.idempotent if tool in self._tools else None
 
-        local, damaged = self._ledger.recover()
-        outcome: dict[Action, list[str]] = {action: [] for action in Action}
-        outcome[Action.FAIL].extend(damaged)
-        now = self._clock()
-        for decision in plan_recovery(local, idempotent, self._limits.max_attempts):
-            task = decision.task
-            if decision.action is Action.REQUEUE:
-                if task.state is TaskState.WORKING:
-                    task = self._ledger.write_now(task.requeue(now))
-                self._pending[task.task_id] = task
-            else:
-                assert decision.error is not None
-                state = TaskState.FAILED if decision.action is Action.FAIL else TaskState.REJECTED
-                self._ledger.write_now(task.finish_unsuccessfully(state, decision.error, now))
-            outcome[decision.action].append(task.task_id)
-        report = RecoveryReport(*(tuple(outcome[a]) for a in Action))
-        if any(outcome.values()):
-            log.info(
-                "recovered tasks: %d requeued, %d failed, %d rejected",
-                len(report.requeued),
-                len(report.failed),
-                len(report.rejected),
-            )
+        report, requeued = recover(self._ledger, idempotent, self._limits.max_attempts, self._clock)
+        for task in requeued:
+            self._pending[task.task_id] = task
         return report
 
     async def _serve(self) -> None:
