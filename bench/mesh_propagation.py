@@ -518,7 +518,8 @@ async def stop_one(
     """Phase 5: SIGSTOP one of ``candidates``; time until no other node lists it."""
     if not candidates:
         return
-    victim = next(node for node in mesh.nodes if node.name == rng.choice(candidates))
+    chosen = rng.choice(candidates)  # once: inside the generator it redrew per node
+    victim = next(node for node in mesh.nodes if node.name == chosen)
     result.stopped_node = victim.name
     watchers = [n.name for n in mesh.nodes if n.process.poll() is None and n is not victim]
     await poller.remove(victim.name)

@@ -33,6 +33,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from bench._common import REPO_ROOT
 
@@ -86,7 +87,7 @@ def throughput(document: Document) -> Figure:
                     fontsize=8,
                 )
     for axes, label in ((rate, "successful requests/s"), (latency, "latency (ms)")):
-        axes.set_xscale("log", base=2)
+        _ticks_at(axes, [r["concurrency"] for r in rows])
         axes.set_xlabel("client concurrency (coroutines on one channel)")
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
@@ -158,15 +159,16 @@ def failover_timeline(document: Document) -> Figure:
 
 
 SIM_SERIES = (
-    ("payload_100", "card change reaches all"),
-    ("dead_100", "crash marked dead by all"),
-    ("pause_suspect", "pause first suspected"),
+    ("payload_100", "card change reaches all", "tab:blue"),
+    ("dead_100", "silent crash marked dead by all", "tab:red"),
+    ("refused_99", "refusing crash marked dead by 99%", "tab:orange"),
 )
 REAL_SERIES = (
-    ("converge_s", "first N-1 nodes converge"),
-    ("join_visible_s", "joining node seen by all"),
-    ("change_median_s", "card change reaches all (median)"),
-    ("dead_removed_s", "killed node removed by all"),
+    ("converge_s", "first N-1 nodes list every card", "tab:green"),
+    ("join_visible_s", "joining node listed by all", "tab:purple"),
+    ("change_median_s", "card change reaches all (median)", "tab:blue"),
+    ("dead_removed_s", "killed node removed by all", "tab:red"),
+    ("stopped_removed_s", "SIGSTOPped node removed by all", "tab:orange"),
 )
 
 
@@ -176,30 +178,39 @@ def _series(
     key: str,
     label: str,
     style: str,
+    color: str,
     n_of: Callable[[Mapping[str, Any]], int],
 ) -> None:
     points = sorted((n_of(row), _finite(row.get(key))) for row in rows)
     shown = [(n, value) for n, value in points if value is not None]
     if shown:
-        axes.plot(*zip(*shown, strict=True), style, label=label)
+        axes.plot(*zip(*shown, strict=True), style, color=color, label=label)
+
+
+def _ticks_at(axes: Axes, values: Sequence[int]) -> None:
+    """Log-scaled x with a plain label at each measured value."""
+    axes.set_xscale("log")
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.set_xticks(sorted(set(values)), labels=[str(v) for v in sorted(set(values))])
 
 
 def _sim_panel(axes: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
     for loss in sorted({row["loss"] for row in rows}):
         mine = [row for row in rows if row["loss"] == loss]
         style = "o-" if loss == 0 else "s--"
-        for key, label in SIM_SERIES:
+        for key, label, color in SIM_SERIES:
             name = f"{label}, loss {loss:.0%}"
-            _series(axes, mine, key, name, style, lambda row: int(row["n"]))
-    axes.set_xscale("log")
+            _series(axes, mine, key, name, style, color, lambda row: int(row["n"]))
+    _ticks_at(axes, [int(row["n"]) for row in rows])
     axes.set_title("SWIM on a virtual clock (mesh_sim)", fontsize=10)
     axes.set_ylabel("virtual seconds")
 
 
 def _real_panel(axes: Axes, document: Mapping[str, Any]) -> None:
     results = [r for r in document["results"] if not r.get("error")]
-    for key, label in REAL_SERIES:
-        _series(axes, results, key, label, "o-", lambda row: int(row["nodes"]))
+    for key, label, color in REAL_SERIES:
+        _series(axes, results, key, label, "o-", color, lambda row: int(row["nodes"]))
+    _ticks_at(axes, [int(row["nodes"]) for row in results])
     axes.set_title("real node processes on one machine (mesh_propagation)", fontsize=10)
     axes.set_ylabel("seconds")
 
