@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import platform
@@ -244,3 +245,19 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
         return math.nan
     rank = max(math.ceil(fraction * len(sorted_values)), 1)
     return sorted_values[rank - 1]
+
+
+def add_json_out(parser: argparse.ArgumentParser) -> None:
+    """The ``--json-out PATH`` option of the benchmarks :mod:`bench.plots` reads."""
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        metavar="PATH",
+        help="also write the JSON document to PATH (python -m bench.plots reads it)",
+    )
+
+
+def write_json(path: Path | None, document: object) -> None:
+    """Write ``document`` to ``path`` as ``--json`` prints it; nothing when ``path`` is None."""
+    if path is not None:
+        path.write_text(json.dumps(document, indent=2, default=list) + "\n")

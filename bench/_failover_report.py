@@ -50,6 +50,9 @@ class Trial:
     settled_s: float | None = None
     restart_s: float | None = None
     error: str = ""
+    reaped_s: float | None = None
+    # Every submission: (start, end) in seconds from the SIGKILL, node, status code name.
+    timeline: list[tuple[float, float, str, str]] = field(default_factory=list)
 
     @property
     def lost(self) -> int:

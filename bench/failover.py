@@ -6,7 +6,7 @@ Usage::
         [--etcd-leases 2,1,1@50/250] [--etcd-timings 50/250] [--before S]
         [--after S] [--interval S] [--rpc-timeout S] [--failover-timeout S]
         [--settle-timeout S] [--launch-timeout S] [--load-seconds S]
-        [--load-clients C] [--skip-load] [--keep] [--json]
+        [--load-clients C] [--skip-load] [--keep] [--json] [--json-out PATH]
 
 In one run, every cluster being real ``praxis node`` processes on 127.0.0.1
 with ephemeral ports:
@@ -55,6 +55,7 @@ import grpc
 
 from bench._cluster import log_problems, problems_since
 from bench._common import (
+    add_json_out,
     choice_list,
     command_line,
     header,
@@ -63,6 +64,7 @@ from bench._common import (
     positive_seconds,
     progress,
     run_main,
+    write_json,
 )
 from bench._etcd_failover import EtcdFailover, leader_failover
 from bench._failover_client import account, kill_under_load, listings
@@ -171,6 +173,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--skip-load", action="store_true", help="no accepted-tasks/s measurement")
     add("--keep", action="store_true", help="keep node directories and logs")
     add("--json", action="store_true", help="print JSON instead of Markdown")
+    add_json_out(parser)
     return parser.parse_args(argv)
 
 
@@ -202,6 +205,11 @@ def run_trial(mesh: HaMesh, run: ClusterRun, number: int, slug: str, args: Any) 
             trial.failed_by_code[attempt.code] = trial.failed_by_code.get(attempt.code, 0) + 1
     trial.failover_s, trial.acked_by = takeover.failover_s, takeover.acked_by
     trial.elected_s = takeover.elected_s
+    trial.reaped_s = takeover.reaped_at - takeover.killed_at
+    trial.timeline = [
+        (a.started - takeover.killed_at, a.ended - takeover.killed_at, a.node, a.code)
+        for a in takeover.attempts
+    ]
     trial.new_coordinator = names.get(takeover.coordinator_id, takeover.coordinator_id)
     trial.new_term = takeover.term
     trial.confirmed = takeover.coordinator_id not in ("", old.agent_id) and takeover.term > old.term
@@ -338,8 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     command = command_line()
+    document = _document(result, info, command)
+    write_json(args.json_out, document)
     if args.json:
-        print(json.dumps(_document(result, info, command), indent=2, default=list))
+        print(json.dumps(document, indent=2, default=list))
     else:
         _print_markdown(result, info, command, args)
     trials = [t for run in result.clusters for t in run.trials]

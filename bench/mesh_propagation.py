@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.mesh_propagation [--nodes 5,10,20] [--trials N]
         [--interval SECONDS] [--timeout SECONDS] [--launch-timeout SECONDS]
-        [--settle SECONDS] [--seed S] [--keep] [--json]
+        [--settle SECONDS] [--seed S] [--keep] [--json] [--json-out PATH]
 
 For each mesh size N, in one run: N-1 ``praxis node`` processes are started
 with :class:`praxis_grpc.launcher.LocalMesh` (node1 first, the rest bootstrap
@@ -59,6 +59,7 @@ import psutil
 
 from bench._cluster import describe_problems, log_problems, problems_since, spawn
 from bench._common import (
+    add_json_out,
     busy_seconds,
     command_line,
     cpu_seconds,
@@ -70,6 +71,7 @@ from bench._common import (
     positive_seconds,
     progress,
     run_main,
+    write_json,
 )
 from praxis_grpc._gen.praxis.v1 import (
     agent_service_pb2,
@@ -516,7 +518,8 @@ async def stop_one(
     """Phase 5: SIGSTOP one of ``candidates``; time until no other node lists it."""
     if not candidates:
         return
-    victim = next(node for node in mesh.nodes if node.name == rng.choice(candidates))
+    chosen = rng.choice(candidates)  # once: inside the generator it redrew per node
+    victim = next(node for node in mesh.nodes if node.name == chosen)
     result.stopped_node = victim.name
     watchers = [n.name for n in mesh.nodes if n.process.poll() is None and n is not victim]
     await poller.remove(victim.name)
@@ -774,6 +777,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="seed the node choices")
     parser.add_argument("--keep", action="store_true", help="keep the node directories and logs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    add_json_out(parser)
     return parser.parse_args(argv)
 
 
@@ -793,21 +797,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     command = command_line()
+    document = {
+        "command": command,
+        "machine": info,
+        "poll_interval_s": args.interval,
+        "base_config": BASE_CONFIG,
+        "targets": {
+            "change_median_s": TARGET_CHANGE_MEDIAN_S,
+            "join_visible_s": TARGET_JOIN_S,
+            "at_nodes": TARGET_NODES,
+            "dead_removed_s": TARGET_DEAD_S,
+            "rss_mb": TARGET_RSS_MB,
+        },
+        "results": [dataclasses.asdict(result) for result in results],
+    }
+    write_json(args.json_out, document)
     if args.json:
-        document = {
-            "command": command,
-            "machine": info,
-            "poll_interval_s": args.interval,
-            "base_config": BASE_CONFIG,
-            "targets": {
-                "change_median_s": TARGET_CHANGE_MEDIAN_S,
-                "join_visible_s": TARGET_JOIN_S,
-                "at_nodes": TARGET_NODES,
-                "dead_removed_s": TARGET_DEAD_S,
-                "rss_mb": TARGET_RSS_MB,
-            },
-            "results": [dataclasses.asdict(result) for result in results],
-        }
         print(json.dumps(document, indent=2))
     else:
         print(header(info, command))

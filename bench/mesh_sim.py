@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python -m bench.mesh_sim [--nodes 10,100,1000] [--loss 0,0.01]
-        [--latency SECONDS] [--seed S] [--limit SECONDS] [--json]
+        [--latency SECONDS] [--seed S] [--limit SECONDS] [--json] [--json-out PATH]
 
 Runs the product's state machine (:class:`praxis_grpc.membership.Membership`,
 default :class:`~praxis_grpc.membership.MembershipConfig`) in
@@ -34,7 +34,16 @@ import json
 import math
 import time
 
-from bench._common import command_line, header, int_list, machine, positive_seconds, progress
+from bench._common import (
+    add_json_out,
+    command_line,
+    header,
+    int_list,
+    machine,
+    positive_seconds,
+    progress,
+    write_json,
+)
 from bench._common import run_main as run_bench
 from praxis_grpc.membership import Payload, State
 from praxis_grpc.membership.config import suspicion_timeout
@@ -163,6 +172,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--limit", type=positive_seconds, default=120.0)
     parser.add_argument("--json", action="store_true")
+    add_json_out(parser)
     args = parser.parse_args()
     if any(not 0 <= loss < 1 for loss in args.loss):
         parser.error("--loss: every value must be in [0, 1)")
@@ -171,6 +181,7 @@ def main() -> int:
         for loss in args.loss:
             progress(f"N={n} loss={loss:.0%} ...")
             rows.append(measure(n, loss, args.latency, args.seed, args.limit))
+    write_json(args.json_out, rows)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

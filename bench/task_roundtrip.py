@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python -m bench.task_roundtrip [--requests N] [--concurrency 1,16]
-        [--duration-cap SECONDS] [--warmup N] [--rounds R] [--json]
+        [--duration-cap SECONDS] [--warmup N] [--rounds R] [--json] [--json-out PATH]
         [--tool {echo,calculator}]
 
 Starts, in separate processes, a raw ``grpc.aio`` echo server
@@ -34,6 +34,7 @@ from typing import Any
 import psutil
 
 from bench._common import (
+    add_json_out,
     command_line,
     cpu_seconds,
     header,
@@ -44,6 +45,7 @@ from bench._common import (
     positive_int,
     progress,
     run_main,
+    write_json,
 )
 from bench.echo_server import echo_server_process
 from bench.load import TOOLS, LoadResult, load_process
@@ -190,6 +192,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     parser.add_argument("--rounds", type=positive_int, default=1, help="repeat; report the median")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    add_json_out(parser)
     parser.add_argument(
         "--tool", choices=TOOLS, default="echo", help="the tool praxis runs (default: echo)"
     )
@@ -223,13 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs.append(run)
     rows = summarize(runs, args.concurrency)
     command = command_line()
+    document = {
+        "command": command,
+        "machine": info,
+        "summary": [dataclasses.asdict(row) for row in rows],
+        "runs": [dataclasses.asdict(run) for run in runs],
+    }
+    write_json(args.json_out, document)
     if args.json:
-        document = {
-            "command": command,
-            "machine": info,
-            "summary": [dataclasses.asdict(row) for row in rows],
-            "runs": [dataclasses.asdict(run) for run in runs],
-        }
         print(json.dumps(document, indent=2))
     else:
         print(header(info, command) + "\n")
