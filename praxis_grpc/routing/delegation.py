@@ -183,21 +183,8 @@ class Delegations:
         follow: bool = True,
     ) -> Task | Refusal:
         """Send ``record`` (committed, owned by ``candidate``) to its agent,
-        fenced with ``term``, the term the caller acts in (see :meth:`term`).
-
-        Returns:
-            The task as the agent accepted it (terminal when ``wait`` and it
-            finished in time), or a :class:`Refusal` when the agent did not
-            take it: the caller may try another agent.
-
-        Raises:
-            InvalidArgument, AlreadyExists: the agent rejected the request
-                itself; no other agent would accept it.
-            DeadlineExceeded: the caller's deadline passed while waiting; the
-                task goes on and is followed.
-            Unavailable: this node no longer coordinates in ``term`` (a commit
-                that returned after it lost): nothing was sent.
-        """
+        fenced with ``term`` (see :meth:`term`). The contract, returns and
+        raises included, is :meth:`~praxis_grpc.routing.handover.Handover.dispatch`'s."""
         return await self._handover.dispatch(
             record, candidate, wait=wait, call_timeout=call_timeout, term=term, follow=follow
         )
