@@ -157,8 +157,7 @@ class PraxisClient:
 
     def list_peers(self) -> list[agent_service_pb2.Peer]:
         """Connected mesh peers."""
-        response = self.agent.ListPeers(agent_service_pb2.ListPeersRequest(), timeout=self.timeout)
-        return list(response.peers)
+        return self.list_peers_and_members()[0]
 
     def list_peers_and_members(
         self,

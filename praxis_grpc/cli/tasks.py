@@ -53,7 +53,9 @@ def add_task_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
     cards.set_defaults(handler=_cmd_cards)
 
     peers = sub.add_parser(
-        "peers", help="list the libp2p peers a node is connected to", parents=flags
+        "peers",
+        help="list mesh members (SWIM state) and the libp2p peers a node is connected to",
+        parents=flags,
     )
     peers.set_defaults(handler=_cmd_peers)
 
@@ -179,10 +181,20 @@ def _cmd_cards(args: argparse.Namespace) -> int:
 
 def _cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        peers = client.list_peers()
+        peers, members = client.list_peers_and_members()
     if args.json:
         print_json([message_dict(p) for p in peers])
         return 0
+    if members:
+        print(f"{'MEMBER':54}  {'STATE':7}  {'INC':>4}  {'FOR s':>6}  LEARNT")
+        for member in members:
+            state = enum_name(member, "state", "MEMBER_STATE_")
+            age = member.state_age.ToNanoseconds() / 1e9
+            print(
+                f"{member.agent_id:54}  {state:7}  {member.incarnation:>4}  {age:>6.1f}  "
+                f"{member.learnt}"
+            )
+        print()
     print(f"{'AGENT':54}  {'DIRECTION':9}  {'RTT ms':>7}  ADDRESS")
     for peer in peers:
         rtt = f"{peer.ping_rtt.ToNanoseconds() / 1e6:.2f}" if peer.HasField("ping_rtt") else "-"

@@ -10,6 +10,8 @@ only suspected refutes and is removed nowhere. Every node watches the cards
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -103,6 +105,24 @@ def removed_everywhere(survivors: list[NodeProcess], victim: NodeProcess) -> Non
         return all(victim.name not in card_names(node) for node in survivors)
 
     eventually(gone, timeout=60, what=f"{victim.name} removed everywhere")
+
+
+def test_praxis_peers_prints_each_member_and_its_state(mesh: LocalMesh) -> None:
+    # The member table was lost once when the CLI became a package.
+    node = mesh.nodes[0]
+    others = {agent_id(n) for n in mesh.nodes[1:]}
+    eventually(lambda: others <= set(members(node)), timeout=20, what="every member listed")
+    shown = subprocess.run(
+        [sys.executable, "-m", "praxis_grpc", "--target", node.grpc, "peers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert shown.stdout.startswith("MEMBER"), shown.stdout
+    table = shown.stdout.split("\n\n")[0].splitlines()[1:]  # then the peer table
+    rows = {line.split()[0]: line.split()[1] for line in table}
+    assert {rows.get(other) for other in others} == {"alive"}, shown.stdout
 
 
 def test_a_node_resumed_while_suspected_is_removed_nowhere(
