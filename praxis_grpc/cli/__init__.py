@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from praxis_grpc.cli._errors import UsageError
+from praxis_grpc.cli.certs import add_certs_commands
 from praxis_grpc.cli.run import add_run_commands, serve_node
 from praxis_grpc.cli.status import add_status_command
 from praxis_grpc.cli.tasks import add_task_commands
@@ -85,4 +86,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub, flags)
     add_task_commands(sub, flags)
     add_status_command(sub, flags)
+    add_certs_commands(sub, flags)
     return parser
