@@ -14,10 +14,8 @@ Taking over (leadership gained in term T):
 
 Stepping down stops following; the records stay for the next coordinator.
 
-A standby watches the coordinator's process (:meth:`PeerClient.wait_gone`)
-and, when it is certainly gone, asks the backend to end its term now
-(:meth:`Suspecting.suspect`, where the backend has it) instead of waiting for the backend's failure
-detector (etcd: the dead coordinator's lease TTL).
+A standby watches the coordinator's process and, when it is certainly gone,
+asks the backend to end its term now (:class:`~praxis_grpc.ha.chores.LeaderProbe`).
 """
 
 from __future__ import annotations
@@ -26,11 +24,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 from praxis_grpc.aio import cancelling
-from praxis_grpc.consensus.base import Consensus, Leadership, Suspecting
-from praxis_grpc.errors import NotFound, PraxisError
+from praxis_grpc.consensus.base import Consensus, Leadership
+from praxis_grpc.errors import NotFound
+from praxis_grpc.ha.chores import LeaderProbe, RecordSweeper
 from praxis_grpc.ha.copies import StaleCopies
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.ha.forwarding import Forwarder
@@ -82,12 +80,10 @@ class HaController:
         the coordinator's records (``records``, written through it first);
         ``office`` is this controller's to write, and read by the parts
         built before it (see :class:`~praxis_grpc.ha.office.Office`)."""
-        self._retention = retention
         self.hold_timeout = hold_timeout
         self._settled = asyncio.Event()
-        self._prober: asyncio.Task[None] | None = None
-        self._probed = Leadership()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._probe = LeaderProbe(consensus, peers, metrics)
+        self._sweeper = RecordSweeper(records, retention)
         self._consensus = consensus
         self._office = office
         self._engine = engine
@@ -216,54 +212,10 @@ class HaController:
 
     async def aclose(self) -> None:
         """Stop the watchers of local tasks (the records stay)."""
-        self._probe(Leadership())
+        self._probe.stop()
         await self._stop_refresher()
-        await self._stop_sweeper()
+        await self._sweeper.stop()
         await self._stop_watchers()
-
-    def _probe(self, leadership: Leadership) -> None:
-        """Watch the process of ``leadership``'s leader if it is another node."""
-        if leadership == self._probed:
-            return
-        self._probed = leadership
-        if self._prober is not None:
-            self._prober.cancel()
-            self._prober = None
-        suspecting = isinstance(self._consensus, Suspecting)
-        if suspecting and leadership.known and not leadership.is_self and leadership.leader_address:
-            self._prober = asyncio.get_running_loop().create_task(
-                self._suspect_when_gone(leadership), name="ha-probe"
-            )
-
-    async def _suspect_when_gone(self, leadership: Leadership) -> None:
-        consensus = self._consensus
-        assert isinstance(consensus, Suspecting)
-        evidence = await self._peers.wait_gone(leadership.leader_address)
-        log.warning(
-            "coordinator %s at %s is gone: %s",
-            leadership.leader_id,
-            leadership.leader_address,
-            evidence,
-        )
-        if await consensus.suspect(leadership, evidence):
-            self._metrics.consensus_suspicions_total.inc()
-
-    async def _sweep(self) -> None:
-        """While leading, drop finished tasks older than the retention from
-        the consensus state, so it (and Raft's snapshots) stays small."""
-        records = self._records
-        while True:
-            await asyncio.sleep(min(self._retention / 10, 60.0))
-            cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)
-            try:
-                expired = await records.expire(cutoff)
-            except PraxisError as exc:
-                # Lost the leadership (step-down cancels this), or consensus
-                # did not answer this time: sweep again next time.
-                log.info("record retention sweep failed: %s", exc.message)
-                continue
-            if expired:
-                log.info("dropped %d finished task record(s) from the consensus state", expired)
 
     def _refresh_copies(self) -> None:
         """As a standby: bring the local copies of cluster records (kept from
@@ -281,15 +233,8 @@ class HaController:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
 
-    async def _stop_sweeper(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-
     async def _changed(self, leadership: Leadership) -> None:
-        self._probe(leadership)
+        self._probe.follow(leadership)
         async with self._switch:
             previous, self._office.leadership = self._office.leadership, leadership
             self._metrics.consensus_term.set(leadership.term)
@@ -337,7 +282,7 @@ class HaController:
             except Exception:
                 log.exception("cannot resume task %s; continuing the take-over", task.task_id)
         self._office.leading_term = term
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ha-sweep")
+        self._sweeper.start()
         for task in follow:
             self._delegations.follow(task)
         for task in watch:
@@ -399,7 +344,7 @@ class HaController:
         log.info("stepping down as coordinator of term %d", self._office.leading_term)
         self._office.leading_term = 0
         self._office.seated = False
-        for step in (self._stop_sweeper, self._delegations.stop_following, self._stop_watchers):
+        for step in (self._sweeper.stop, self._delegations.stop_following, self._stop_watchers):
             try:
                 await step()
             except Exception:
