@@ -73,6 +73,29 @@ class AgentConfig(_Section):
     tags: list[str] = Field(default_factory=list)
 
 
+class ApiTlsConfig(_Section):
+    """TLS on the public API (``api.tls``). The files are read when the node
+    starts; replacing them takes effect at the next restart."""
+
+    cert: ConfigPath = Field(description="PEM certificate chain of this node")
+    key: ConfigPath = Field(description="PEM private key of the certificate")
+    client_ca: ConfigPath | None = Field(
+        default=None,
+        description="PEM CA bundle; when set, every client must present a certificate it signed",
+    )
+
+
+class ApiAuthConfig(_Section):
+    """Bearer tokens with roles on the public API (``api.auth``); see SECURITY.md."""
+
+    tokens_file: ConfigPath | None = Field(
+        default=None,
+        description="YAML list of {name, role, sha256} (praxis tokens add); unset: no auth",
+    )
+    open_health: bool = Field(default=True, description="health checks need no token")
+    open_reflection: bool = Field(default=True, description="server reflection needs no token")
+
+
 class ApiConfig(_Section):
     """The gRPC server. Port 0 picks a free port."""
 
@@ -124,6 +147,8 @@ class ApiConfig(_Section):
         default=20.0,
         description="a connection that does not acknowledge a ping within this is closed",
     )
+    tls: ApiTlsConfig | None = Field(default=None, description="unset: plaintext")
+    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
 
 
 class MetricsConfig(_Section):
