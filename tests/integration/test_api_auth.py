@@ -15,9 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as agent_pb
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, task_service_pb2_grpc
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
-from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc
 from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.certs import init_ca, issue
 from praxis_grpc.credentials import ClientCredentials

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2, card_service_pb2, mesh_pb2
-from praxis_grpc._gen.praxis.v1 import task_service_pb2, types_pb2
+from praxis_grpc._gen.praxis.v1 import (
+    agent_service_pb2,
+    card_service_pb2,
+    mesh_pb2,
+    task_service_pb2,
+    types_pb2,
+)
 from praxis_grpc.api.auth import ANONYMOUS, METHOD_ROLES, AuthInterceptor, Caller
 from praxis_grpc.api.tokens import Role, TokenFileError, TokenStore, add_token
 from praxis_grpc.errors import PermissionDenied
@@ -60,7 +65,8 @@ def test_callers_see_tasks_by_role() -> None:
     assert not Caller("alice", Role.CLIENT).owns("bob")
     assert not Caller("alice", Role.CLIENT).owns("")
     assert Caller("grafana", Role.READER).owns("bob")
-    assert ANONYMOUS.owns("bob") and ANONYMOUS.name == ""
+    assert ANONYMOUS.owns("bob")
+    assert ANONYMOUS.name == ""
 
 
 def test_tokens_are_stored_hashed_and_checked(tmp_path: Path) -> None:
@@ -73,7 +79,8 @@ def test_tokens_are_stored_hashed_and_checked(tmp_path: Path) -> None:
     assert file.stat().st_mode & 0o777 == 0o600
     store = TokenStore.load(file)
     entry = store.authenticate(token)
-    assert entry is not None and (entry.name, entry.role) == ("ci", Role.CLIENT)
+    assert entry is not None
+    assert (entry.name, entry.role) == ("ci", Role.CLIENT)
     assert store.authenticate(token + "x") is None
     assert store.authenticate("") is None
     with pytest.raises(TokenFileError, match="already exists"):
