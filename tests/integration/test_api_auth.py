@@ -3,6 +3,7 @@ issue against a node over real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, task_service_pb2_
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.certs import init_ca, issue
+from praxis_grpc.cli import main
 from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.node import Node, StartupError
 from praxis_grpc.testing import make_config, running_node
@@ -173,7 +175,7 @@ async def test_a_client_cannot_reach_another_clients_task_through_its_id(
             )
         )
         assert error.code() is Code.ALREADY_EXISTS
-        assert "30" not in (error.details() or "")
+        assert "alice" not in (error.details() or "")
 
 
 async def test_health_is_open_by_default_and_closable(
@@ -302,3 +304,29 @@ async def test_unreadable_tls_files_fail_the_start_naming_the_key(tmp_path: Path
     with pytest.raises(StartupError, match=r"^api\.tls\.cert: cannot read"):
         async with running_node(config):
             pass
+
+
+async def test_the_cli_creates_a_token_and_presents_it_over_tls(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "cli-tokens.yaml"
+    assert main(["tokens", "add", "ops", "--role", "admin", "--file", str(file)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("praxis_")
+    tls = {"cert": pki / "node.crt", "key": pki / "node.key"}
+    config = make_config(
+        tmp_path / "n",
+        metrics={"enabled": False},
+        api={"tls": tls, "auth": {"tokens_file": file}},
+    )
+    async with running_node(config) as node:
+        target = ["--target", node.endpoints.grpc, "--cacert", str(pki / "ca.crt")]
+        assert await asyncio.to_thread(main, [*target, "--json", "task", "list"]) == 1
+        refused = capsys.readouterr().err
+        assert "UNAUTHENTICATED" in refused
+        assert await asyncio.to_thread(main, [*target, "--token", token, "task", "list"]) == 0
+        monkeypatch.setenv("PRAXIS_TOKEN", token)
+        monkeypatch.setenv("PRAXIS_CACERT", str(pki / "ca.crt"))
+        plain = ["--target", node.endpoints.grpc, "task", "list"]
+        assert await asyncio.to_thread(main, plain) == 0
+        assert token not in "".join(capsys.readouterr())
