@@ -157,6 +157,10 @@ class MetricsConfig(_Section):
     enabled: bool = True
     host: Host = "127.0.0.1"
     port: Port = 9464
+    require_token: bool = Field(
+        default=False,
+        description="/metrics needs 'Authorization: Bearer' with a token of api.auth.tokens_file",
+    )
 
 
 class P2PConfig(_Section):
@@ -481,6 +485,12 @@ class Config(_Section):
     cards: CardsConfig = Field(default_factory=CardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     membership: MembershipSection = Field(default_factory=MembershipSection)
+
+    @model_validator(mode="after")
+    def _metrics_tokens(self) -> Config:
+        if self.metrics.require_token and self.api.auth.tokens_file is None:
+            raise ValueError("metrics.require_token needs api.auth.tokens_file (the tokens)")
+        return self
 
     @model_validator(mode="after")
     def _tasks_fit_messages(self) -> Config:

@@ -242,7 +242,11 @@ class Servers:
         settings = self._cfg.metrics
         if not settings.enabled:
             return
-        http = HttpEndpoints(self._metrics.registry, self._agent_card)
+        http = HttpEndpoints(
+            self._metrics.registry,
+            self._agent_card,
+            self.tokens if settings.require_token else None,
+        )
         try:
             http.start(settings.host, settings.port)
         except OSError as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.certs import init_ca, issue
 from praxis_grpc.cli import main
+from praxis_grpc.config import ConfigError, validate_config
 from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.node import Node, StartupError
 from praxis_grpc.testing import make_config, running_node
@@ -330,3 +333,34 @@ async def test_the_cli_creates_a_token_and_presents_it_over_tls(
         plain = ["--target", node.endpoints.grpc, "task", "list"]
         assert await asyncio.to_thread(main, plain) == 0
         assert token not in "".join(capsys.readouterr())
+
+
+async def test_metrics_can_require_a_token(tmp_path: Path, tokens: Tokens) -> None:
+    config = make_config(
+        tmp_path / "n",
+        metrics={"port": 0, "require_token": True},
+        api={"auth": {"tokens_file": tokens.file}},
+    )
+
+    def status(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            f"http://{node.endpoints.metrics}/metrics", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    async with running_node(config) as started:
+        address = started.endpoints.metrics
+        assert await asyncio.to_thread(status, address, {}) == 401
+        wrong = {"Authorization": "Bearer praxis_nope"}
+        assert await asyncio.to_thread(status, address, wrong) == 401
+        right = {"Authorization": f"Bearer {tokens.reader}"}
+        assert await asyncio.to_thread(status, address, right) == 200
+
+
+def test_metrics_require_token_needs_the_tokens_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.require_token needs api\.auth\.tokens_file"):
+        validate_config({"metrics": {"require_token": True}})
