@@ -342,10 +342,8 @@ async def test_metrics_can_require_a_token(tmp_path: Path, tokens: Tokens) -> No
         api={"auth": {"tokens_file": tokens.file}},
     )
 
-    def status(headers: dict[str, str]) -> int:
-        request = urllib.request.Request(
-            f"http://{node.endpoints.metrics}/metrics", headers=headers
-        )
+    def status(address: str | None, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"http://{address}/metrics", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return int(response.status)
