@@ -237,6 +237,22 @@ class RaftConfig(_Section):
         return self
 
 
+class EtcdTlsConfig(_Section):
+    """TLS to etcd (``https`` client URLs); files read when the member starts."""
+
+    ca: ConfigPath = Field(description="PEM CA of etcd's server certificates")
+    cert: ConfigPath | None = Field(
+        default=None, description="client certificate (--client-cert-auth)"
+    )
+    key: ConfigPath | None = Field(default=None, description="key of cert")
+
+    @model_validator(mode="after")
+    def _pair(self) -> EtcdTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
 class EtcdConfig(_Section):
     """The external etcd v3 cluster of ``backend: etcd``."""
 
@@ -246,6 +262,18 @@ class EtcdConfig(_Section):
         default=2, ge=1, le=3600, description="seconds a dead coordinator keeps its lease"
     )
     commit_timeout: PositiveDuration = 5.0
+    tls: EtcdTlsConfig | None = Field(default=None, description="unset: plaintext")
+    username: str = Field(default="", description="etcd user (auth enabled); '' for none")
+    password: str = Field(default="", repr=False, description="prefer password_file")
+    password_file: ConfigPath | None = Field(default=None, description="read the password here")
+
+    @model_validator(mode="after")
+    def _user(self) -> EtcdConfig:
+        if (self.password or self.password_file) and not self.username:
+            raise ValueError("password needs username")
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        return self
 
     @field_validator("prefix")
     @classmethod
