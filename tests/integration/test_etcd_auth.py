@@ -1,11 +1,13 @@
 """The etcd backend against a real etcd with ``auth enable``: a member that
 authenticates (username / password_file) campaigns and commits; one without
 the user, or with a wrong password, does not start, and says why without
-the password. (TLS to etcd is configured the same way but not run here.)"""
+the password. And against an etcd serving TLS with ``--client-cert-auth``:
+only a member with a client certificate of the CA gets in."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +17,13 @@ import grpc
 import pytest
 
 from praxis_grpc._gen.etcd.etcdserver.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from praxis_grpc.certs import init_ca, issue
 from praxis_grpc.config import EtcdConfig
 from praxis_grpc.consensus.base import ConsensusError
 from praxis_grpc.consensus.etcd import EtcdConsensus
-from praxis_grpc.testing.etcd_cluster import EtcdCluster
+from praxis_grpc.testing.etcd_cluster import EtcdCluster, find_etcd
 from tests.integration.conftest import require_etcd
+from tests.integration.helpers import free_addresses
 
 PASSWORD = "s3cret-etcd-password"
 
@@ -84,3 +88,65 @@ def test_a_password_needs_a_username_and_never_shows_in_repr() -> None:
     with pytest.raises(ValueError, match="password needs username"):
         EtcdConfig(password="x")
     assert "hidden-value" not in repr(EtcdConfig(username="u", password="hidden-value"))
+
+
+@pytest.fixture
+def etcd_with_tls(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """One etcd member serving TLS and requiring client certificates of a
+    fresh CA: its endpoint and the CA's directory (ca, client certificate)."""
+    require_etcd()
+    pki = tmp_path / "pki"
+    init_ca(pki)
+    issue(pki, "etcd", pki, hosts=["127.0.0.1"])
+    issue(pki, "member", pki)
+    client, peer = free_addresses(2)
+    argv = [
+        str(find_etcd()),
+        "--name=tls0",
+        f"--data-dir={tmp_path / 'etcd'}",
+        f"--listen-client-urls=https://{client}",
+        f"--advertise-client-urls=https://{client}",
+        f"--listen-peer-urls=http://{peer}",
+        f"--initial-advertise-peer-urls=http://{peer}",
+        f"--initial-cluster=tls0=http://{peer}",
+        f"--cert-file={pki / 'etcd.crt'}",
+        f"--key-file={pki / 'etcd.key'}",
+        f"--trusted-ca-file={pki / 'ca.crt'}",
+        "--client-cert-auth",
+        "--log-outputs=stderr",
+    ]
+    log = (tmp_path / "etcd.log").open("wb")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield client, pki
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+async def _started(endpoint: str, **fields: Any) -> EtcdConsensus:
+    """A member started on the etcd just launched, once it answers (bounded)."""
+    deadline = time.monotonic() + 15
+    while True:
+        started = member(endpoint, **fields)
+        try:
+            await started.start()
+            return started
+        except ConsensusError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+async def test_tls_to_etcd_with_a_client_certificate(etcd_with_tls: tuple[str, Path]) -> None:
+    endpoint, pki = etcd_with_tls
+    tls = {"ca": pki / "ca.crt", "cert": pki / "member.crt", "key": pki / "member.key"}
+    good = await _started(endpoint, tls=tls)
+    try:
+        await good.snapshot()
+    finally:
+        await good.aclose()
+    for refused in (member(endpoint, tls={"ca": pki / "ca.crt"}), member(endpoint)):
+        with pytest.raises(ConsensusError, match="no etcd endpoint answered"):
+            await refused.start()
