@@ -22,12 +22,16 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
-from praxis_grpc.api.auth import AuthInterceptor
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.server_limits import request_size_limits, server_options
+from praxis_grpc.api.server_security import (
+    SecuritySettingsError,
+    api_tokens,
+    auth_interceptors,
+    server_credentials,
+)
 from praxis_grpc.api.task_service import TaskService
-from praxis_grpc.api.tokens import TokenFileError, TokenStore
 from praxis_grpc.assembly import HaInputs
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import Config
@@ -161,11 +165,13 @@ def ha_inputs(
 
 class Servers:
     """The node's gRPC server, bound at construction to ``api.host:api.port``
-    (so its address is known before anything is built on it) and started by
+    (so its address is known before anything is built on it; with TLS and
+    tokens when ``api.tls`` / ``api.auth`` say so) and started by
     :meth:`start` with its services, and the ``/metrics`` endpoint.
 
     Raises:
-        StartupError: the address cannot be listened on.
+        StartupError: the address cannot be listened on, or a file of
+            ``api.tls`` / ``api.auth`` cannot be used.
     """
 
     def __init__(
@@ -176,11 +182,15 @@ class Servers:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._http: HttpEndpoints | None = None
         self.metrics_address: str | None = None
-        self.tokens = _api_tokens(cfg)
+        try:
+            self.tokens = api_tokens(cfg.api.auth)
+            credentials = server_credentials(cfg.api.tls)
+        except SecuritySettingsError as exc:
+            raise StartupError(str(exc)) from None
         self._server = grpc.aio.server(
             interceptors=[
                 MetricsInterceptor(metrics),
-                *_auth_interceptors(cfg, self.tokens),
+                *auth_interceptors(cfg.api.auth, self.tokens),
                 RequestDecodingInterceptor(
                     size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
                 ),
@@ -189,7 +199,6 @@ class Servers:
             maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
         )
         address = f"{cfg.api.host}:{cfg.api.port}"
-        credentials = _server_credentials(cfg)
         try:
             if credentials is None:
                 self.port = self._server.add_insecure_port(address)
@@ -271,58 +280,6 @@ class Servers:
         await self._server.stop(grace=1.0)
         if self._http is not None:
             self._http.close()
-
-
-def _api_tokens(cfg: Config) -> TokenStore | None:
-    """The tokens of ``api.auth.tokens_file``; None without one (no auth).
-
-    Raises:
-        StartupError: the file cannot be read or is malformed.
-    """
-    path = cfg.api.auth.tokens_file
-    if path is None:
-        return None
-    try:
-        return TokenStore.load(path)
-    except TokenFileError as exc:
-        raise StartupError(f"api.auth.tokens_file: {exc}") from None
-
-
-def _auth_interceptors(cfg: Config, tokens: TokenStore | None) -> list[AuthInterceptor]:
-    if tokens is None:
-        return []
-    auth = cfg.api.auth
-    return [
-        AuthInterceptor(tokens, open_health=auth.open_health, open_reflection=auth.open_reflection)
-    ]
-
-
-def _server_credentials(cfg: Config) -> grpc.ServerCredentials | None:
-    """The TLS credentials of ``api.tls`` (read now: a restart picks up new
-    files), requiring client certificates when ``client_ca`` is set.
-
-    Raises:
-        StartupError: a file cannot be read, naming its key.
-    """
-    tls = cfg.api.tls
-    if tls is None:
-        return None
-    read: dict[str, bytes] = {}
-    for key, path in (("cert", tls.cert), ("key", tls.key), ("client_ca", tls.client_ca)):
-        if path is None:
-            continue
-        try:
-            read[key] = path.read_bytes()
-        except OSError as exc:
-            raise StartupError(f"api.tls.{key}: cannot read {path}: {exc.strerror}") from None
-    try:
-        return grpc.ssl_server_credentials(
-            [(read["key"], read["cert"])],
-            root_certificates=read.get("client_ca"),
-            require_client_auth="client_ca" in read,
-        )
-    except (RuntimeError, ValueError) as exc:
-        raise StartupError(f"api.tls: {exc}") from None
 
 
 async def start_gossip(
