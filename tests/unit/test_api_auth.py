@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from praxis_grpc._gen.praxis.v1 import (
-    agent_service_pb2,
-    card_service_pb2,
-    mesh_pb2,
-    task_service_pb2,
-    types_pb2,
-)
 from praxis_grpc.api.auth import ANONYMOUS, METHOD_ROLES, AuthInterceptor, Caller
 from praxis_grpc.api.tokens import Role, TokenFileError, TokenStore, add_token
 from praxis_grpc.errors import PermissionDenied
@@ -24,12 +18,19 @@ from praxis_grpc.tasks.model import Submission, Task, TaskState
 from praxis_grpc.wire import submission_fields, task_from_proto, task_to_proto
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PROTOS = Path(__file__).resolve().parents[2] / "protos" / "praxis" / "v1"
 
 
 def _public_methods() -> set[str]:
+    """Every method of every service in protos/praxis/v1/*.proto."""
+    protos = sorted(PROTOS.glob("*.proto"))
+    assert len(protos) >= 3
+    modules = [
+        importlib.import_module(f"praxis_grpc._gen.praxis.v1.{proto.stem}_pb2") for proto in protos
+    ]
     return {
         f"/{service.full_name}/{method.name}"
-        for module in (agent_service_pb2, card_service_pb2, task_service_pb2, mesh_pb2, types_pb2)
+        for module in modules
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
