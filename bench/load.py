@@ -26,17 +26,20 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from bench._common import REPO_ROOT, percentile
 from bench.echo_server import METHOD
 from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, types_pb2
+from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.wire import dict_to_struct
 
 TARGET_KINDS = ("echo", "praxis")
@@ -159,9 +162,11 @@ async def run_load(
     duration_cap: float,
     expect_owner: str = "",
     tool: str = "echo",
+    credentials: ClientCredentials | None = None,
 ) -> LoadResult:
-    """Warm up, then measure ``kind`` at ``address``."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    """Warm up, then measure ``kind`` at ``address`` (over TLS and with a
+    token when ``credentials`` say so)."""
+    async with (credentials or ClientCredentials()).aio_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
         probe = _probe(kind, channel, expect_owner, tool)
         warm, _, _ = await _drive(probe, concurrency, warmup, duration_cap)
@@ -195,8 +200,13 @@ def load_process(
     duration_cap: float,
     expect_owner: str = "",
     tool: str = "echo",
+    cacert: Path | None = None,
+    token: str = "",
 ) -> LoadResult:
     """Run :func:`run_load` in a fresh process of this module and wait for its result.
+
+    ``cacert`` makes it speak TLS, ``token`` send a bearer token (passed in
+    the environment, not on the command line).
 
     The process is killed if this call is interrupted or it overruns twice
     ``duration_cap`` (warm-up and measurement) plus a start-up allowance.
@@ -218,6 +228,9 @@ def load_process(
     ]
     if expect_owner:
         command.append(f"--expect-owner={expect_owner}")
+    if cacert is not None:
+        command.append(f"--cacert={cacert}")
+    env = {**os.environ, "PRAXIS_TOKEN": token} if token else None
     allowance = 2 * duration_cap + _STARTUP_ALLOWANCE
     try:
         # run() kills the child on timeout and on any other exception.
@@ -228,6 +241,7 @@ def load_process(
             capture_output=True,
             text=True,
             timeout=allowance,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"load process for {address} overran {allowance:g}s") from None
@@ -249,7 +263,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--expect-owner", default="", help="agent id every praxis task must be owned by"
     )
     parser.add_argument("--tool", choices=TOOLS, default="echo", help="the tool praxis runs")
+    parser.add_argument(
+        "--cacert", type=Path, help="speak TLS; the node's CA (token: PRAXIS_TOKEN)"
+    )
     args = parser.parse_args(argv)
+    credentials = ClientCredentials(cacert=args.cacert, token=os.environ.get("PRAXIS_TOKEN", ""))
     result = asyncio.run(
         run_load(
             args.target_kind,
@@ -260,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             duration_cap=args.duration_cap,
             expect_owner=args.expect_owner,
             tool=args.tool,
+            credentials=credentials,
         )
     )
     print(json.dumps(dataclasses.asdict(result)), flush=True)

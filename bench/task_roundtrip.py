@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.task_roundtrip [--requests N] [--concurrency 1,16]
         [--duration-cap SECONDS] [--warmup N] [--rounds R] [--json] [--json-out PATH]
-        [--tool {echo,calculator}]
+        [--tool {echo,calculator}] [--secure]
 
 Starts, in separate processes, a raw ``grpc.aio`` echo server
 (:mod:`bench.echo_server`) and one ``praxis node`` with the ``echo`` tool and
@@ -16,6 +16,9 @@ process across warm-up and measurement) is reported too: unlike req/s it barely
 moves when other work shares the machine. With ``--tool calculator`` praxis
 runs the ``calculator`` (computed in the node's worker processes, so the
 result shows what the worker pool costs over ``echo``, which runs inline).
+With ``--secure`` a second node serves the same calls over TLS with a bearer
+token (``api.tls``, ``api.auth``; target ``praxis-secure``), measured in the
+same rounds, so the cost of security is read off one run.
 Run it by hand; tests never run it.
 """
 
@@ -56,7 +59,7 @@ NODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "metrics": {"enabled": True},
     "tasks": {"max_concurrency": 64, "queue_limit": 1_000},
 }
-TARGETS = ("echo", "praxis")
+TARGETS = ("echo", "praxis", "praxis-secure")
 
 
 @dataclass(frozen=True)
@@ -104,22 +107,27 @@ def measure(
     concurrency: int,
     requests: int,
     args: argparse.Namespace,
+    security: Security | None = None,
 ) -> Measurement:
-    """Run :mod:`bench.load` in a fresh process against ``server``.
+    """Run :mod:`bench.load` in a fresh process against ``server``
+    (over TLS with a token with ``security``).
 
     Raises:
         RuntimeError: the load process failed or overran its time allowance.
     """
     cpu_before = cpu_seconds([server.pid])
     load = load_process(
-        target,
+        "echo" if target == "echo" else "praxis",
         address,
         concurrency=concurrency,
         requests=requests,
         warmup=args.warmup,
         duration_cap=args.duration_cap,
         tool=args.tool,
+        cacert=security.cacert if security else None,
+        token=security.token if security else "",
     )
+    load = dataclasses.replace(load, target=target)
     cpu = cpu_seconds([server.pid]) - cpu_before
     served = load.warmup_requests + load.requests
     return Measurement(load, cpu / served * 1e6 if served else float("nan"))
@@ -132,6 +140,8 @@ def summarize(runs: Sequence[Measurement], concurrencies: Sequence[int]) -> list
         echo_rps = median(m.load.rps for m in runs if _is(m, "echo", concurrency))
         for target in TARGETS:
             loads = [m.load for m in runs if _is(m, target, concurrency)]
+            if not loads:
+                continue
             rps = median(r.rps for r in loads)
             rows.append(
                 Summary(
@@ -196,7 +206,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tool", choices=TOOLS, default="echo", help="the tool praxis runs (default: echo)"
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="also measure a node with TLS and a bearer token (target praxis-secure)",
+    )
     return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Security:
+    """What a client of the secure node presents."""
+
+    cacert: Path
+    token: str
+
+
+def secure_overrides(scratch: Path) -> tuple[dict[str, dict[str, Any]], Security]:
+    """The node overrides of TLS and tokens (a CA, a node certificate and an
+    admin token made in ``scratch``), and what a client presents."""
+    from praxis_grpc.api.tokens import Role, add_token
+    from praxis_grpc.certs import init_ca, issue
+
+    pki = scratch / "pki"
+    init_ca(pki)
+    issue(pki, "node", pki, hosts=["127.0.0.1", "localhost"])
+    tokens = scratch / "tokens.yaml"
+    token = add_token(tokens, "bench", Role.ADMIN)
+    overrides = {
+        **NODE_OVERRIDES,
+        "api": {
+            "tls": {"cert": str(pki / "node.crt"), "key": str(pki / "node.key")},
+            "auth": {"tokens_file": str(tokens)},
+        },
+    }
+    return overrides, Security(pki / "ca.crt", token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,12 +260,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             "echo": (echo_address, psutil.Process(echo_pid)),
             "praxis": (node.grpc, psutil.Process(node.pid)),
         }
+        security = None
+        if args.secure:
+            overrides, security = secure_overrides(scratch)
+            with interrupts_deferred():
+                secure = stack.enter_context(
+                    node_process(scratch, name="secure", overrides=overrides)
+                )
+            progress(f"secure praxis node pid {secure.pid} on {secure.grpc} (TLS, token)")
+            servers["praxis-secure"] = (secure.grpc, psutil.Process(secure.pid))
         for round_number in range(1, args.rounds + 1):
             for concurrency in args.concurrency:
                 requests = args.requests or default_requests(concurrency)
-                for target in TARGETS:
+                for target in [t for t in TARGETS if t in servers]:
                     address, server = servers[target]
-                    run = measure(target, address, server, concurrency, requests, args)
+                    run = measure(
+                        target,
+                        address,
+                        server,
+                        concurrency,
+                        requests,
+                        args,
+                        security if target == "praxis-secure" else None,
+                    )
                     progress(f"round {round_number}: {_describe(run)}")
                     runs.append(run)
     rows = summarize(runs, args.concurrency)

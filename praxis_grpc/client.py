@@ -23,16 +23,26 @@ from praxis_grpc._gen.praxis.v1 import (
     types_pb2,
 )
 from praxis_grpc.api.errors import ERROR_KEY
+from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.wire import dict_to_struct
 
 
 class PraxisClient:
-    """Calls one node. Close it (or use ``with``) to release the channel."""
+    """Calls one node. Close it (or use ``with``) to release the channel.
 
-    def __init__(self, target: str, timeout: float | None = 30.0) -> None:
+    ``credentials`` (TLS files, bearer token) default to a plaintext,
+    anonymous client.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = 30.0,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = (credentials or ClientCredentials()).channel(target)
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self.cards_stub = card_service_pb2_grpc.CardServiceStub(self._channel)
         self.agent = agent_service_pb2_grpc.AgentServiceStub(self._channel)

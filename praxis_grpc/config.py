@@ -73,6 +73,29 @@ class AgentConfig(_Section):
     tags: list[str] = Field(default_factory=list)
 
 
+class ApiTlsConfig(_Section):
+    """TLS on the public API (``api.tls``). The files are read when the node
+    starts; replacing them takes effect at the next restart."""
+
+    cert: ConfigPath = Field(description="PEM certificate chain of this node")
+    key: ConfigPath = Field(description="PEM private key of the certificate")
+    client_ca: ConfigPath | None = Field(
+        default=None,
+        description="PEM CA bundle; when set, every client must present a certificate it signed",
+    )
+
+
+class ApiAuthConfig(_Section):
+    """Bearer tokens with roles on the public API (``api.auth``); see SECURITY.md."""
+
+    tokens_file: ConfigPath | None = Field(
+        default=None,
+        description="YAML list of {name, role, sha256} (praxis tokens add); unset: no auth",
+    )
+    open_health: bool = Field(default=True, description="health checks need no token")
+    open_reflection: bool = Field(default=True, description="server reflection needs no token")
+
+
 class ApiConfig(_Section):
     """The gRPC server. Port 0 picks a free port."""
 
@@ -124,6 +147,8 @@ class ApiConfig(_Section):
         default=20.0,
         description="a connection that does not acknowledge a ping within this is closed",
     )
+    tls: ApiTlsConfig | None = Field(default=None, description="unset: plaintext")
+    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
 
 
 class MetricsConfig(_Section):
@@ -132,6 +157,10 @@ class MetricsConfig(_Section):
     enabled: bool = True
     host: Host = "127.0.0.1"
     port: Port = 9464
+    require_token: bool = Field(
+        default=False,
+        description="/metrics needs 'Authorization: Bearer' with a token of api.auth.tokens_file",
+    )
 
 
 class P2PConfig(_Section):
@@ -208,6 +237,22 @@ class RaftConfig(_Section):
         return self
 
 
+class EtcdTlsConfig(_Section):
+    """TLS to etcd (``https`` client URLs); files read when the member starts."""
+
+    ca: ConfigPath = Field(description="PEM CA of etcd's server certificates")
+    cert: ConfigPath | None = Field(
+        default=None, description="client certificate (--client-cert-auth)"
+    )
+    key: ConfigPath | None = Field(default=None, description="key of cert")
+
+    @model_validator(mode="after")
+    def _pair(self) -> EtcdTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
 class EtcdConfig(_Section):
     """The external etcd v3 cluster of ``backend: etcd``."""
 
@@ -217,6 +262,18 @@ class EtcdConfig(_Section):
         default=2, ge=1, le=3600, description="seconds a dead coordinator keeps its lease"
     )
     commit_timeout: PositiveDuration = 5.0
+    tls: EtcdTlsConfig | None = Field(default=None, description="unset: plaintext")
+    username: str = Field(default="", description="etcd user (auth enabled); '' for none")
+    password: str = Field(default="", repr=False, description="prefer password_file")
+    password_file: ConfigPath | None = Field(default=None, description="read the password here")
+
+    @model_validator(mode="after")
+    def _user(self) -> EtcdConfig:
+        if (self.password or self.password_file) and not self.username:
+            raise ValueError("password needs username")
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        return self
 
     @field_validator("prefix")
     @classmethod
@@ -456,6 +513,12 @@ class Config(_Section):
     cards: CardsConfig = Field(default_factory=CardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     membership: MembershipSection = Field(default_factory=MembershipSection)
+
+    @model_validator(mode="after")
+    def _metrics_tokens(self) -> Config:
+        if self.metrics.require_token and self.api.auth.tokens_file is None:
+            raise ValueError("metrics.require_token needs api.auth.tokens_file (the tokens)")
+        return self
 
     @model_validator(mode="after")
     def _tasks_fit_messages(self) -> Config:

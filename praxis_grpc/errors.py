@@ -153,6 +153,19 @@ class DeadlineExceeded(PraxisError):
     default_reason = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(PraxisError):
+    """The call carries no credential the node accepts (``api.auth``). The
+    message never repeats the credential."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PraxisError):
+    """The caller's role does not allow the call; the message names the role needed."""
+
+    default_reason = "PERMISSION_DENIED"
+
+
 # Reasons of infrastructure failures, which every caller may retry.
 CONSENSUS_UNAVAILABLE: Final = "CONSENSUS_UNAVAILABLE"
 NOT_COORDINATOR: Final = "NOT_COORDINATOR"

@@ -6,6 +6,11 @@
 format (:mod:`praxis_grpc.a2a`), 503 until the node has published one.
 Anything else is 404.
 
+With a :class:`~praxis_grpc.api.tokens.TokenStore` (``metrics.require_token``),
+``/metrics`` answers 401 unless the request carries ``Authorization: Bearer
+<token>`` with a token of that store (any role: reading metrics is the least
+a token allows). The A2A card stays public, as A2A intends.
+
 Requests are served on threads of their own, away from the node's event
 loop: the card comes from a callable that must be safe to call from any
 thread (the node hands one that reads its current immutable card).
@@ -25,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from praxis_grpc.a2a import WELL_KNOWN_PATH
+from praxis_grpc.api.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +45,15 @@ class HttpEndpoints:
     seconds while in-flight requests finish).
     """
 
-    def __init__(self, registry: CollectorRegistry, agent_card: AgentCardSource) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        agent_card: AgentCardSource,
+        tokens: TokenStore | None = None,
+    ) -> None:
         self._registry = registry
         self._agent_card = agent_card
+        self._tokens = tokens
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -58,7 +70,7 @@ class HttpEndpoints:
         Raises:
             OSError: the address cannot be bound.
         """
-        handler = _handler(self._registry, self._agent_card)
+        handler = _handler(self._registry, self._agent_card, self._tokens)
         server = ThreadingHTTPServer((host, port), handler)
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, name="praxis-http", daemon=True)
@@ -77,14 +89,22 @@ class HttpEndpoints:
 
 
 def _handler(
-    registry: CollectorRegistry, agent_card: AgentCardSource
+    registry: CollectorRegistry, agent_card: AgentCardSource, tokens: TokenStore | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "praxis"
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if path == "/metrics" and tokens is not None and not self._authorised(tokens):
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                self.send_header("WWW-Authenticate", 'Bearer realm="praxis metrics"')
+                body = b"/metrics needs 'Authorization: Bearer <token>' (metrics.require_token)\n"
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self._reply(HTTPStatus.OK, content_type, encoder(registry))
             elif path == WELL_KNOWN_PATH:
@@ -98,6 +118,10 @@ def _handler(
                     self._reply(HTTPStatus.OK, "application/json", body)
             else:
                 self._reply(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+
+        def _authorised(self, tokens: TokenStore) -> bool:
+            scheme, _, token = (self.headers.get("Authorization") or "").strip().partition(" ")
+            return scheme.lower() == "bearer" and tokens.authenticate(token.strip()) is not None
 
         def _reply(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
             self.send_response(status)

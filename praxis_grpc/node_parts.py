@@ -25,6 +25,12 @@ from praxis_grpc._gen.praxis.v1 import (
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.server_limits import request_size_limits, server_options
+from praxis_grpc.api.server_security import (
+    SecuritySettingsError,
+    api_tokens,
+    auth_interceptors,
+    server_credentials,
+)
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
@@ -159,11 +165,13 @@ def ha_inputs(
 
 class Servers:
     """The node's gRPC server, bound at construction to ``api.host:api.port``
-    (so its address is known before anything is built on it) and started by
+    (so its address is known before anything is built on it; with TLS and
+    tokens when ``api.tls`` / ``api.auth`` say so) and started by
     :meth:`start` with its services, and the ``/metrics`` endpoint.
 
     Raises:
-        StartupError: the address cannot be listened on.
+        StartupError: the address cannot be listened on, or a file of
+            ``api.tls`` / ``api.auth`` cannot be used.
     """
 
     def __init__(
@@ -174,9 +182,15 @@ class Servers:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._http: HttpEndpoints | None = None
         self.metrics_address: str | None = None
+        try:
+            self.tokens = api_tokens(cfg.api.auth)
+            credentials = server_credentials(cfg.api.tls)
+        except SecuritySettingsError as exc:
+            raise StartupError(str(exc)) from None
         self._server = grpc.aio.server(
             interceptors=[
                 MetricsInterceptor(metrics),
+                *auth_interceptors(cfg.api.auth, self.tokens),
                 RequestDecodingInterceptor(
                     size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
                 ),
@@ -186,7 +200,10 @@ class Servers:
         )
         address = f"{cfg.api.host}:{cfg.api.port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
         if self.port == 0:
@@ -234,7 +251,11 @@ class Servers:
         settings = self._cfg.metrics
         if not settings.enabled:
             return
-        http = HttpEndpoints(self._metrics.registry, self._agent_card)
+        http = HttpEndpoints(
+            self._metrics.registry,
+            self._agent_card,
+            self.tokens if settings.require_token else None,
+        )
         try:
             http.start(settings.host, settings.port)
         except OSError as exc:

@@ -203,6 +203,7 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         started_at=timestamp(task.started_at),
         finished_at=timestamp(task.finished_at),
         attempt=task.attempt,
+        submitter=task.submitter,
     )
 
 
@@ -272,6 +273,7 @@ def task_from_proto(message: types_pb2.Task) -> Task:
         started_at=_moment(message.started_at),
         finished_at=_moment(message.finished_at),
         attempt=message.attempt,
+        submitter=message.submitter,
     )
 
 
@@ -406,8 +408,14 @@ class SubmissionMessage(Protocol):
     def HasField(self, field_name: Any) -> bool: ...
 
 
-def submission_from_proto(request: SubmissionMessage, max_argument_bytes: int) -> Submission:
+def submission_from_proto(
+    request: SubmissionMessage, max_argument_bytes: int, *, submitter: str = ""
+) -> Submission:
     """Validate a submission's shape and build the domain submission.
+
+    ``submitter`` is never read from a client's request: the public API passes
+    the name of the token it authenticated, the peer service the ``submitter``
+    of a ``TaskSpec`` an entry node sent.
 
     The size of ``arguments`` is checked first, in protobuf wire bytes (what
     the client sent, cheap to measure), so an oversized request is refused
@@ -443,12 +451,16 @@ def submission_from_proto(request: SubmissionMessage, max_argument_bytes: int) -
         timeout=timeout,
         tags=tuple(request.tags),
         preferred_agent=request.preferred_agent,
+        submitter=submitter,
     )
 
 
 def submission_fields(submission: Submission) -> dict[str, Any]:
     """The keyword arguments of a ``SubmitTaskRequest`` or ``TaskSpec`` that
-    carry ``submission`` (the inverse of :func:`submission_from_proto`)."""
+    carry ``submission`` (the inverse of :func:`submission_from_proto`).
+
+    ``submitter`` (a ``TaskSpec`` field only) is included when set: a client
+    builds its request from a submission without one."""
     fields: dict[str, Any] = {
         "tool": submission.tool,
         "arguments": dict_to_struct(submission.arguments),
@@ -458,6 +470,8 @@ def submission_fields(submission: Submission) -> dict[str, Any]:
     }
     if submission.timeout is not None:
         fields["timeout"] = duration(submission.timeout)
+    if submission.submitter:
+        fields["submitter"] = submission.submitter
     return fields
 
 

@@ -11,9 +11,10 @@ from google.protobuf import struct_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.api.auth import Caller, current_caller
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
-from praxis_grpc.errors import InvalidArgument
+from praxis_grpc.errors import InvalidArgument, NotFound, quote
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.tasks.model import Task, TaskState
 from praxis_grpc.wire import (
@@ -28,10 +29,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+# A client's ListTasks skips other clients' tasks: at most this many pages
+# are read to fill one of its pages (a shorter page still has a next token).
+_MAX_PAGES_READ = 8
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
     """Serves tasks through the node's :class:`TaskFrontend`, wherever they run.
+
+    With ``api.auth``, a task records the token name it was submitted with
+    (``submitter``), and a caller with the ``client`` role sees, watches and
+    cancels only its own tasks: another's task is NOT_FOUND, as if it did not
+    exist (see :mod:`praxis_grpc.api.auth`).
 
     Every response fits ``max_message_bytes`` (``api.max_message_bytes``):
     a ListTasks page ends early, with a ``next_page_token``, when the next
@@ -62,7 +71,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        submission = submission_from_proto(request, self._max_argument_bytes)
+        submission = submission_from_proto(
+            request, self._max_argument_bytes, submitter=current_caller().name
+        )
         task, deduplicated = await self._tasks.submit(
             submission,
             wait=request.wait,
@@ -75,9 +86,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     @translate_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(
-            task=self._message(await self._tasks.get(task_id_field(request.task_id)))
-        )
+        return pb.GetTaskResponse(task=self._message(await self._visible(request.task_id)))
 
     @translate_errors
     async def ListTasks(
@@ -90,13 +99,21 @@ class TaskService(pb_grpc.TaskServiceServicer):
             if value == types_pb2.TASK_STATE_UNSPECIFIED or value not in _STATE_VALUES:
                 raise InvalidArgument(f"states[{index}]", f"{value} is not a task state")
             states.append(TaskState(value))
-        tasks, token = await self._tasks.list(
-            states=states,
-            tool=request.tool,
-            limit=request.page_size or DEFAULT_PAGE_SIZE,
-            page_token=request.page_token,
-            local_only=request.local_only,
-        )
+        caller = current_caller()
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        tasks: list[Task] = []
+        token = request.page_token
+        for _ in range(_MAX_PAGES_READ):
+            read, token = await self._tasks.list(
+                states=states,
+                tool=request.tool,
+                limit=limit - len(tasks),
+                page_token=token,
+                local_only=request.local_only,
+            )
+            tasks.extend(task for task in read if caller.owns(task.submitter))
+            if caller.sees_all_tasks or not token or len(tasks) >= limit:
+                break
         page = fit_page(tasks, task_to_proto, self._room)
         if len(page) < len(tasks):  # cut to fit: the next page starts after the last one sent
             token = self._tasks.page_token_after(tasks[len(page) - 1])
@@ -108,6 +125,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> pb.CancelTaskResponse:
         task_id = task_id_field(request.task_id)
         check_length("reason", request.reason, MAX_REASON_LENGTH)
+        if not current_caller().sees_all_tasks:
+            await self._visible(task_id)  # the submitter never changes: checked once
         task = await self._tasks.cancel(task_id, request.reason)
         return pb.CancelTaskResponse(task=self._message(task))
 
@@ -115,8 +134,26 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.WatchTaskResponse]:
+        caller = current_caller()
         async for task in self._tasks.watch(task_id_field(request.task_id)):
+            _check_visible(caller, task)
             yield pb.WatchTaskResponse(task=self._message(task))
+
+    async def _visible(self, task_id: str) -> Task:
+        """The task ``task_id``, if the caller may see it.
+
+        Raises:
+            NotFound: no such task, or another client's.
+        """
+        task = await self._tasks.get(task_id_field(task_id))
+        _check_visible(current_caller(), task)
+        return task
+
+
+def _check_visible(caller: Caller, task: Task) -> None:
+    if not caller.owns(task.submitter):
+        # The message of an unknown task: another client's must not look different.
+        raise NotFound(f"task {quote(task.task_id)} not found")
 
 
 _STATE_VALUES = {state.value for state in TaskState}

@@ -5,7 +5,8 @@ unsuccessfully with ``--wait``; ``praxis node``: the node failed and stopped,
 so a supervisor should restart it), 2 bad usage or configuration, 130
 interrupted.
 
-The global flags (``--target``, ``--json``) go before or after the
+The global flags (``--target``, ``--json``, and ``--cacert``, ``--cert``,
+``--key``, ``--token`` for a node with ``api.tls`` / ``api.auth``) go before or after the
 subcommand: ``praxis --json up`` and ``praxis up --json`` are the same.
 """
 
@@ -18,9 +19,11 @@ from collections.abc import Callable, Sequence
 
 from praxis_grpc.cli._errors import UsageError
 from praxis_grpc.cli.certs import add_certs_commands
+from praxis_grpc.cli.connect import add_credential_flags
 from praxis_grpc.cli.run import add_run_commands, serve_node
 from praxis_grpc.cli.status import add_status_command
 from praxis_grpc.cli.tasks import add_task_commands
+from praxis_grpc.cli.tokens import add_tokens_commands
 
 __all__ = ["DEFAULT_TARGET", "UsageError", "build_parser", "main", "serve_node"]
 
@@ -73,6 +76,7 @@ def global_flags(with_defaults: bool) -> argparse.ArgumentParser:
         default=False if with_defaults else argparse.SUPPRESS,
         help="print JSON (snake_case, as grpcurl prints) instead of text",
     )
+    add_credential_flags(parser, with_defaults)
     return parser
 
 
@@ -87,4 +91,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(sub, flags)
     add_status_command(sub, flags)
     add_certs_commands(sub, flags)
+    add_tokens_commands(sub, flags)
     return parser

@@ -33,8 +33,10 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.errors import ERROR_KEY
 from praxis_grpc.cli._errors import UsageError
+from praxis_grpc.cli.connect import credentials_from
 from praxis_grpc.cli.output import print_json
 from praxis_grpc.cli.status_view import MeshView, NodeView, is_terminal, render, view_document
+from praxis_grpc.credentials import ClientCredentials
 
 MIN_INTERVAL = 0.2
 #: At most this many WatchTask streams at once.
@@ -71,7 +73,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     targets = args.nodes or [args.target]
     if args.watch:
         return asyncio.run(_watch_until_interrupted(targets, args))
-    view = asyncio.run(snapshot(targets, args.tasks))
+    view = asyncio.run(snapshot(targets, args.tasks, credentials_from(args)))
     if all(node.agent is None for node in view.nodes):
         for node in view.nodes:
             print(f"praxis: {node.error}", file=sys.stderr)
@@ -97,13 +99,22 @@ async def _watch_until_interrupted(targets: list[str], args: argparse.Namespace)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     console = None if args.json else Console(width=None if _is_terminal() else 160)
-    await watch(targets, console, args.interval, stop, recent=args.tasks)
+    await watch(
+        targets,
+        console,
+        args.interval,
+        stop,
+        recent=args.tasks,
+        poller=MeshPoller(targets, args.tasks, credentials=credentials_from(args)),
+    )
     return 0
 
 
-async def snapshot(targets: Sequence[str], recent: int = 8) -> MeshView:
+async def snapshot(
+    targets: Sequence[str], recent: int = 8, credentials: ClientCredentials | None = None
+) -> MeshView:
     """One view of ``targets`` (members from ListCards)."""
-    async with MeshPoller(targets, recent) as poller:
+    async with MeshPoller(targets, recent, credentials=credentials) as poller:
         await poller.refresh(list_cards=True)
         return poller.view
 
@@ -154,13 +165,20 @@ class MeshPoller:
     """Fills a :class:`MeshView` from the nodes; an async context manager
     owning one channel per node."""
 
-    def __init__(self, targets: Sequence[str], recent: int = 8, call_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        recent: int = 8,
+        call_timeout: float = 2.0,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
         if not targets:
             raise ValueError("at least one target")
         self.view = MeshView([NodeView(target) for target in targets])
         self._recent = recent
         self._timeout = call_timeout
-        self._channels = [grpc.aio.insecure_channel(target) for target in targets]
+        presented = credentials or ClientCredentials()
+        self._channels = [presented.aio_channel(target) for target in targets]
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._cards_live = False

@@ -69,9 +69,10 @@ def _listing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from praxis_grpc.cli.connect import credentials_from
     from praxis_grpc.client import PraxisClient
 
-    return PraxisClient(args.target)
+    return PraxisClient(args.target, credentials=credentials_from(args))
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:

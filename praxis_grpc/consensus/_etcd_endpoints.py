@@ -26,6 +26,7 @@ import grpc.aio
 
 from praxis_grpc._gen.etcd.etcdserver.api.v3election.v3electionpb import v3election_pb2_grpc
 from praxis_grpc._gen.etcd.etcdserver.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from praxis_grpc.consensus._etcd_auth import EtcdCredentials, EtcdToken, token_interceptors
 
 T = TypeVar("T")
 
@@ -49,16 +50,30 @@ class Abandoned(Exception):
 
 @dataclass
 class Endpoint:
-    """One etcd endpoint: its channel and the stubs on it."""
+    """One etcd endpoint: its channel (with ``credentials``; ``token`` on
+    every call) and the stubs on it."""
 
     address: str
+    credentials: EtcdCredentials = field(default_factory=EtcdCredentials)
+    token: EtcdToken | None = None
     channel: grpc.aio.Channel = field(init=False)
     kv: rpc_pb2_grpc.KVAsyncStub = field(init=False)
     lease: rpc_pb2_grpc.LeaseAsyncStub = field(init=False)
     election: v3election_pb2_grpc.ElectionAsyncStub = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        interceptors, slot = token_interceptors(self.token) if self.token else ([], None)
+        tls = self.credentials.tls
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(
+                self.address, options=_CHANNEL_OPTIONS, interceptors=interceptors
+            )
+        else:
+            self.channel = grpc.aio.secure_channel(
+                self.address, tls, options=_CHANNEL_OPTIONS, interceptors=interceptors
+            )
+        if slot is not None:
+            slot.channel = self.channel
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
         self.election = v3election_pb2_grpc.ElectionStub(self.channel)
@@ -96,8 +111,12 @@ class EtcdEndpoints:
     Must be created and used on one running event loop.
     """
 
-    def __init__(self, addresses: Sequence[str]) -> None:
-        self._endpoints = [Endpoint(address) for address in addresses]
+    def __init__(
+        self, addresses: Sequence[str], credentials: EtcdCredentials | None = None
+    ) -> None:
+        presented = credentials or EtcdCredentials()
+        token = EtcdToken(presented.username, presented.password) if presented.username else None
+        self._endpoints = [Endpoint(address, presented, token) for address in addresses]
         self._index = 0
         self._generation = 0
         self._moved = asyncio.Event()

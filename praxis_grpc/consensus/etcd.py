@@ -52,6 +52,7 @@ from praxis_grpc._gen.etcd.etcdserver.api.v3election.v3electionpb import v3elect
 from praxis_grpc._gen.etcd.etcdserver.etcdserverpb import rpc_pb2
 from praxis_grpc._gen.etcd.mvcc.mvccpb import kv_pb2
 from praxis_grpc.config import EtcdConfig
+from praxis_grpc.consensus._etcd_auth import credentials_of
 from praxis_grpc.consensus._etcd_endpoints import (
     REQUIRE_LEADER,
     Abandoned,
@@ -68,6 +69,13 @@ __all__ = ["EtcdConsensus"]
 
 log = logging.getLogger(__name__)
 
+# What etcd answers a call it refuses for its user: none given ("user name is
+# empty"), a wrong password ("authentication failed"), no role on the keys.
+_REFUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 _HOST_PORT = re.compile(r"[^\s:/]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}")
 _RETRY_PAUSE = 0.05
 _MAX_RETRY_PAUSE = 1.0
@@ -136,14 +144,22 @@ class EtcdConsensus:
         if self._started or self._closed:
             raise ConsensusError("an etcd member can be started once")
         self._started = True
-        self._endpoints = endpoints = EtcdEndpoints(self._config.endpoints)
+        self._endpoints = endpoints = EtcdEndpoints(
+            self._config.endpoints, credentials_of(self._config)
+        )
         timeout = self._config.commit_timeout
         try:
+            await self._check_access(timeout)
             self._lease = await self._grant(timeout)
         except (grpc.aio.AioRpcError, ConsensusError) as exc:
             await endpoints.aclose()
             self._closed = True
             self._feed.close()
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _REFUSED:
+                raise ConsensusError(
+                    f"ha.consensus.etcd.username: etcd refused this member ({describe(exc)}); "
+                    "with auth enabled in etcd, set username and password_file"
+                ) from None
             errors = "; ".join(f"{a}: {e}" for a, e in endpoints.last_errors.items())
             raise ConsensusError(
                 f"ha.consensus.etcd.endpoints: no etcd endpoint answered within "
@@ -360,6 +376,23 @@ class EtcdConsensus:
             idempotent=True,
         )
         return response.kv.key == key.key and response.kv.create_revision == key.rev
+
+    async def _check_access(self, within: float) -> None:
+        """Read the election's keys: with auth enabled in etcd, a member without
+        a user (or without the right to them) fails here, at start, rather
+        than in every campaign. Leases need no permission, so granting one
+        proves nothing."""
+        assert self._endpoints is not None
+        election = self._election
+        request = rpc_pb2.RangeRequest(
+            key=election, range_end=_prefix_end(election), count_only=True
+        )
+        await self._endpoints.call(
+            functools.partial(_range, request),
+            within=within,
+            attempt_timeout=ATTEMPT_TIMEOUT,
+            idempotent=True,
+        )
 
     async def _grant(self, within: float) -> Lease:
         assert self._endpoints is not None

@@ -47,6 +47,7 @@ def encode_task(task: Task) -> bytes:
             "finished_at": _iso(task.finished_at),
             "attempt": task.attempt,
             "request_fingerprint": task.request_fingerprint,
+            "submitter": task.submitter,
         },
         separators=(",", ":"),
     ).encode()
@@ -80,6 +81,8 @@ def decode_task(data: bytes) -> Task:
             finished_at=_time(raw["finished_at"]),
             attempt=int(raw["attempt"]),
             request_fingerprint=raw["request_fingerprint"],
+            # Records committed before tasks recorded their submitter have none.
+            submitter=raw.get("submitter", ""),
         )
     except (KeyError, TypeError, IndexError, json.JSONDecodeError) as exc:
         raise ValueError(f"not an encoded task: {exc}") from None

@@ -74,7 +74,9 @@ class PeerService(pb_grpc.PeerServiceServicer):
     async def dispatch(self, request: pb.DispatchRequest) -> pb.DispatchResponse:
         """Validate ``request`` in full, then hand it to the handler (and its fence)."""
         task_id = task_id_field(request.task_id)
-        submission = submission_from_proto(request.spec, self._max_argument_bytes)
+        submission = submission_from_proto(
+            request.spec, self._max_argument_bytes, submitter=request.spec.submitter
+        )
         if not request.origin_agent_id:
             raise InvalidArgument("origin_agent_id", "is required")
         check_length("origin_agent_id", request.origin_agent_id, MAX_NAME_LENGTH)
@@ -124,7 +126,9 @@ class PeerService(pb_grpc.PeerServiceServicer):
     ) -> pb.RelaySubmitResponse:
         _relayed_by(request.relayed_by)
         task_id = task_id_field(request.task_id)
-        submission = submission_from_proto(request.spec, self._max_argument_bytes)
+        submission = submission_from_proto(
+            request.spec, self._max_argument_bytes, submitter=request.spec.submitter
+        )
         task, deduplicated = await self._handler.relay_submit(
             submission, task_id=task_id, wait=request.wait, time_remaining=context.time_remaining()
         )

@@ -278,6 +278,7 @@ class TaskDispatcher:
                 timeout=submission.timeout or 0.0,
                 tags=submission.tags,
                 preferred_agent=submission.preferred_agent,
+                submitter=submission.submitter,
                 request_fingerprint=fingerprint,
             )
         )

@@ -301,6 +301,7 @@ def _dispatch(record: Task, wait: bool, fencing_token: int) -> Dispatch:
             timeout=record.timeout if record.timeout > 0 else None,
             tags=record.tags,
             preferred_agent=record.preferred_agent,
+            submitter=record.submitter,
         ),
         origin_agent_id=record.origin_agent_id,
         fencing_token=fencing_token,

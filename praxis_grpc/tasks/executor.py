@@ -169,6 +169,7 @@ class LocalExecutor:
             timeout=timeout,
             tags=submission.tags,
             preferred_agent=submission.preferred_agent,
+            submitter=submission.submitter,
             attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )

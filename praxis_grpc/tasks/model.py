@@ -97,6 +97,8 @@ class Task:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempt: int = 0
+    # The name of the API token the task was submitted with ("" without auth).
+    submitter: str = ""
     request_fingerprint: str = field(default="", compare=False)
     # Set only by a store reading a damaged row: why a stored field could not
     # be decoded ("arguments: ..."); that field holds a placeholder ({},
@@ -209,11 +211,23 @@ class Submission:
     timeout: float | None = None
     tags: tuple[str, ...] = ()
     preferred_agent: str = ""
+    # The name of the API token the client authenticated with ("" without
+    # auth); set by the node from the caller, never by the client.
+    submitter: str = ""
 
     def fingerprint(self) -> str:
         """A digest identifying the request, to detect idempotency-key reuse."""
+        fields: list[Any] = [
+            self.tool,
+            self.arguments,
+            self.timeout,
+            sorted(self.tags),
+            self.preferred_agent,
+        ]
+        if self.submitter:  # appended only when set: digests stored before auth stay valid
+            fields.append(self.submitter)
         canonical = json.dumps(
-            [self.tool, self.arguments, self.timeout, sorted(self.tags), self.preferred_agent],
+            fields,
             sort_keys=True,
             separators=(",", ":"),
         )

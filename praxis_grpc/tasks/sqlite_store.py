@@ -71,21 +71,28 @@ def _scope_idempotency_keys_by_origin(db: sqlite3.Connection) -> None:
     )
 
 
+def _record_submitters(db: sqlite3.Connection) -> None:
+    # Tasks stored before api.auth existed were submitted by nobody in particular.
+    db.execute("ALTER TABLE tasks ADD COLUMN submitter TEXT NOT NULL DEFAULT ''")
+
+
 # _MIGRATIONS[n] takes the schema from version n to n + 1 (``PRAGMA user_version``).
 _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_tasks_table,
     _scope_idempotency_keys_by_origin,
+    _record_submitters,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
     "task_id, tool, arguments, state, created_at, updated_at, owner_agent_id,"
     " origin_agent_id, idempotency_key, timeout, tags, preferred_agent, result,"
-    " error_reason, error_message, started_at, finished_at, attempt, request_fingerprint"
+    " error_reason, error_message, started_at, finished_at, attempt, request_fingerprint,"
+    " submitter"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM tasks"  # noqa: S608 - fixed column list
 # Positional parameters in _COLUMNS order (see _row): binding them is cheaper than by name.
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"  # noqa: S608
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"  # noqa: S608
 # Only the lifecycle columns, the owner and its timeout change after insert;
 # identity columns are fixed. Parameters in the order of _lifecycle_row.
 _UPDATE = (
@@ -125,6 +132,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         *_outcome(task),
         task.attempt,
         task.request_fingerprint,
+        task.submitter,
     )
 
 
@@ -184,6 +192,7 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=moment("finished_at"),
         attempt=row["attempt"],
         request_fingerprint=row["request_fingerprint"],
+        submitter=row["submitter"],
         unreadable=tuple(unreadable),
     )
 

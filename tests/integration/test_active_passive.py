@@ -17,9 +17,11 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as apb
-from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, types_pb2
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc, task_service_pb2_grpc, types_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.consensus.base import Consensus, Leadership
+from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.ha.records import TASK_PREFIX, decode_task, encode_task
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
@@ -50,6 +52,7 @@ class Cluster(NodeGroup):
         self,
         name: str,
         consensus: Callable[[str, str], Consensus] | None = None,
+        api: dict[str, Any] | None = None,
         **ha: Any,
     ) -> Node:
         config = make_config(
@@ -61,6 +64,7 @@ class Cluster(NodeGroup):
             agent={"name": name},
             routing={"reattach_wait": "60s"},
             ha={**HA, **ha},
+            api=api or {},
         )
         identity = load_or_create_identity(config.key_file)
         node = Node(
@@ -507,3 +511,23 @@ async def test_a_dispatch_that_returns_after_its_coordinator_stepped_down_is_not
     # if its owner went away: the next coordinator follows it instead.
     assert sample("praxis_delegated_tasks_following") == 0
     assert cluster.log.count("late-return") == 1
+
+
+async def test_a_forwarded_submission_keeps_its_submitter(cluster: Cluster) -> None:
+    tokens = cluster.root / "tokens.yaml"
+    alice = add_token(tokens, "alice", Role.CLIENT)
+    auth = {"auth": {"tokens_file": tokens}}
+    a, b, c = [await cluster.start(name, api=auth) for name in "abc"]
+    await cluster.converged()
+    cluster.group.elect(a.agent_id)
+    await until(lambda: a.role == "coordinator" and b.role == c.role == "standby")
+    async with ClientCredentials(token=alice).aio_channel(b.endpoints.grpc) as channel:
+        task = (
+            await task_service_pb2_grpc.TaskServiceStub(channel).SubmitTask(work(0, "s", wait=True))
+        ).task
+    assert (task.state, task.submitter) == (COMPLETED, "alice")
+    assert b.metrics.forwarded_submissions_total.labels("ok")._value.get() == 1
+    record = decode_task(cluster.group._data[TASK_PREFIX + task.task_id])
+    assert record.submitter == "alice"
+    owner = next(node for node in (a, b, c) if node.agent_id == task.owner_agent_id)
+    assert owner.engine.get(task.task_id).submitter == "alice"

@@ -14,8 +14,11 @@ import pytest
 from google.protobuf import struct_pb2
 
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
+from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.cards import Endpoint
+from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.identity import load_or_create_identity
 from praxis_grpc.node import Node
 from praxis_grpc.peers.grpc import GrpcPeerClient
@@ -449,3 +452,21 @@ async def test_a_task_id_reused_for_another_request_at_the_entry_node_is_already
         assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
     assert mesh.log.count("first") == 1
     assert mesh.log.count("second") == 0
+
+
+async def test_a_delegated_task_keeps_its_submitter(mesh: Mesh) -> None:
+    tokens = mesh.root / "tokens.yaml"
+    alice, admin = add_token(tokens, "alice", Role.CLIENT), add_token(tokens, "ops", Role.ADMIN)
+    auth = {"auth": {"tokens_file": tokens}}
+    entry = await mesh.start("entry", work=False, api=auth)
+    worker = await mesh.start("worker", api=auth)
+    await mesh.converged()
+    async with ClientCredentials(token=alice).aio_channel(entry.endpoints.grpc) as channel:
+        task = (await pb_grpc.TaskServiceStub(channel).SubmitTask(work(0, "s1", wait=True))).task
+    assert (task.owner_agent_id, task.submitter) == (worker.agent_id, "alice")
+    async with ClientCredentials(token=admin).aio_channel(worker.endpoints.grpc) as channel:
+        owned = await pb_grpc.TaskServiceStub(channel).GetTask(
+            pb.GetTaskRequest(task_id=task.task_id)
+        )
+    assert (owned.task.origin_agent_id, owned.task.submitter) == (entry.agent_id, "alice")
+    assert entry.engine.get(task.task_id).submitter == "alice"

@@ -72,6 +72,7 @@ def test_round_trip_keeps_every_field(store: TaskStore) -> None:
         finished_at=T0 + timedelta(seconds=3, microseconds=7),
         attempt=2,
         request_fingerprint="sha256:abc",
+        submitter="alice",
     )
     assert store.insert(task) is task
 
@@ -501,7 +502,7 @@ def test_sqlite_migrates_a_version_1_database(tmp_path: Path) -> None:
             )
 
     with closing(SqliteTaskStore(path)) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         first = store.get("t-1")
         assert first is not None
         assert (first.owner_agent_id, first.origin_agent_id) == ("agent-a", "agent-a")
@@ -525,6 +526,29 @@ def test_sqlite_migrates_a_version_1_database(tmp_path: Path) -> None:
     with closing(SqliteTaskStore(path)) as store:  # reopening migrates nothing more
         assert store.schema_version == SCHEMA_VERSION
         assert {t.task_id for t in store.list()[0]} == {"t-1", "t-2", "t-4"}
+
+
+def test_sqlite_migrates_a_version_2_database_to_tasks_without_a_submitter(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        _MIGRATIONS[0](db)
+        _MIGRATIONS[1](db)
+        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO tasks VALUES ('t-1', 'echo', '{}', 'SUBMITTED', 1, 2, 'a', 'k', 5.0,"
+            " '[]', '', NULL, NULL, NULL, NULL, NULL, 0, 'fp', 'a')"
+        )
+
+    with closing(SqliteTaskStore(path)) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        old = store.get("t-1")
+        assert old is not None
+        assert (old.submitter, old.origin_agent_id, old.idempotency_key) == ("", "a", "k")
+        store.insert(make_task("t-2", submitter="bob"))
+    with closing(SqliteTaskStore(path)) as store:
+        assert store.get("t-2") == make_task("t-2", submitter="bob")
 
 
 def test_sqlite_uses_wal_and_the_requested_sync_level(tmp_path: Path) -> None:

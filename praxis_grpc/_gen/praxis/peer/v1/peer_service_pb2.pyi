@@ -13,20 +13,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TaskSpec(_message.Message):
-    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent")
+    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "submitter")
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_AGENT_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
     tool: str
     arguments: _struct_pb2.Struct
     idempotency_key: str
     timeout: _duration_pb2.Duration
     tags: _containers.RepeatedScalarFieldContainer[str]
     preferred_agent: str
-    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ...) -> None: ...
+    submitter: str
+    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., submitter: _Optional[str] = ...) -> None: ...
 
 class DispatchRequest(_message.Message):
     __slots__ = ("task_id", "spec", "origin_agent_id", "fencing_token", "prior_attempts", "wait")
