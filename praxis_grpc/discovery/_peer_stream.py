@@ -1,0 +1,103 @@
+"""The trio side of ``/praxis/peer/1.0.0`` calls (see :mod:`praxis_grpc.discovery.streams`).
+
+Frames are moved, not understood: the callee's answers come from the node's
+loop through a memory channel, the caller's go back to it through a callback.
+Only the first byte of a response frame (its kind) is looked at, to find the
+last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limited
+
+from praxis_grpc.discovery._wire import abort
+from praxis_grpc.discovery.streams import END, ERROR, StreamCallError
+
+__all__ = ["answer_call", "make_call"]
+
+log = logging.getLogger("praxis_grpc.discovery")
+
+
+def is_final(frame: bytes) -> bool:
+    """True for the frame that ends a call."""
+    return not frame or frame[0] in (ERROR, END)
+
+
+async def _write(stream: INetStream, frame: bytes) -> None:
+    await stream.write(encode_uvarint(len(frame)) + frame)
+
+
+async def make_call(
+    stream: INetStream, request: bytes, max_bytes: int, deliver: Callable[[bytes], None]
+) -> None:
+    """Send ``request`` on the open ``stream`` and pass each response frame to
+    ``deliver`` up to the final one; then close the stream.
+
+    Raises:
+        StreamCallError: (``sent=True``) the stream broke or a frame was over
+            ``max_bytes`` (the stream is reset either way).
+    """
+    try:
+        await _write(stream, request)
+        while True:
+            frame = await read_varint_prefixed_bytes_limited(stream, max_bytes)
+            deliver(frame)
+            if is_final(frame):
+                break
+    except BaseException as exc:
+        await abort(stream)
+        if isinstance(exc, Exception):
+            raise StreamCallError(f"the call broke: {exc!r}", sent=True) from exc
+        raise
+    await stream.close()
+
+
+async def answer_call(
+    stream: INetStream,
+    max_bytes: int,
+    request_timeout: float,
+    start: Callable[[bytes, trio.MemorySendChannel[bytes]], Callable[[], None]],
+) -> None:
+    """Read one request from ``stream`` and write back the frames that
+    ``start(request, send)`` puts on ``send`` (from any thread, through the
+    trio token) up to the final one. ``start`` returns a function that stops
+    the answer; it is called when the caller resets the stream or the call
+    ends. Never raises; a broken call resets the stream."""
+    peer = stream.muxed_conn.peer_id
+    stop: Callable[[], None] | None = None
+    try:
+        with trio.fail_after(request_timeout):
+            request = await read_varint_prefixed_bytes_limited(stream, max_bytes)
+        send, receive = trio.open_memory_channel[bytes](256)
+        stop = start(request, send)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_reset, stream, nursery.cancel_scope)
+            async with receive:
+                async for frame in receive:
+                    await _write(stream, frame)
+                    if is_final(frame):
+                        break
+            nursery.cancel_scope.cancel()
+        await stream.close()
+    except Exception as exc:
+        log.debug("answering a peer call from %s failed: %r", peer, exc)
+        await abort(stream)
+    finally:
+        if stop is not None:
+            stop()
+
+
+async def _watch_reset(stream: INetStream, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the caller resets the stream (it gave up)."""
+    try:
+        while await stream.read(1):
+            pass  # nothing more is expected from the caller
+    except Exception:
+        scope.cancel()
+        return
+    await trio.sleep_forever()  # half-closed: the caller still reads
