@@ -22,6 +22,8 @@ __all__ = ["answer_call", "make_call"]
 
 log = logging.getLogger("praxis_grpc.discovery")
 
+_WRITE_TIMEOUT = 10.0
+
 
 def is_final(frame: bytes) -> bool:
     """True for the frame that ends a call."""
@@ -29,7 +31,17 @@ def is_final(frame: bytes) -> bool:
 
 
 async def _write(stream: INetStream, frame: bytes) -> None:
-    await stream.write(encode_uvarint(len(frame)) + frame)
+    # Shielded: a write cancelled halfway leaves a partial Noise frame on the
+    # connection, and the peer then fails to decrypt everything after it
+    # ("Failed authentication of message") and drops the whole connection.
+    with trio.CancelScope(shield=True), trio.fail_after(_WRITE_TIMEOUT):
+        await stream.write(encode_uvarint(len(frame)) + frame)
+
+
+async def _close(stream: INetStream) -> None:
+    """Close ``stream`` (a write of its own: shielded like :func:`_write`)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_WRITE_TIMEOUT):
+        await stream.close()
 
 
 async def make_call(
@@ -54,7 +66,7 @@ async def make_call(
         if isinstance(exc, Exception):
             raise StreamCallError(f"the call broke: {exc!r}", sent=True) from exc
         raise
-    await stream.close()
+    await _close(stream)
 
 
 async def answer_call(
@@ -83,7 +95,7 @@ async def answer_call(
                     if is_final(frame):
                         break
             nursery.cancel_scope.cancel()
-        await stream.close()
+        await _close(stream)
     except Exception as exc:
         log.debug("answering a peer call from %s failed: %r", peer, exc)
         await abort(stream)

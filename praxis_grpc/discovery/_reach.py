@@ -128,7 +128,12 @@ class HostReach:
                         await host.connect(info)
                 return await host.new_stream(info.peer_id, [TProtocol(PEER_PROTOCOL)])
         except Exception as exc:
-            raise StreamCallError(f"cannot open a call to {address}: {exc!r}", sent=False) from exc
+            conns = host.get_network().connections.get(info.peer_id) or []
+            kinds = [type(getattr(c, "muxed_conn", c)).__name__ for c in conns]
+            raise StreamCallError(
+                f"cannot open a call to {address} ({len(conns)} connections: {kinds}): {exc!r}",
+                sent=False,
+            ) from exc
 
     async def _answer(self, stream: INetStream) -> None:
         assert self._start_answer is not None

@@ -20,6 +20,7 @@ the next configured one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
@@ -38,12 +39,37 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._wire import abort
+
 __all__ = ["RelayOptions", "Relaying", "is_circuit"]
 
 log = logging.getLogger("praxis_grpc.discovery")
 
 _RETRY_INTERVAL = 2.0
+_HANG_UP_TIMEOUT = 5.0
 """Seconds between checks of the relays (lost connection, missing reservation)."""
+
+
+async def _hang_up(stream: INetStream) -> None:
+    """Close a hop stream after the relay has answered all it will.
+
+    py-libp2p 0.8.1's relay reads on after a reservation and, at the end of
+    the stream, writes one more status message (and logs "Error reading from
+    hop stream"). Half-close, read to the end (bounded), then close, so that
+    late frame still finds the stream open here.
+    """
+    with trio.move_on_after(_HANG_UP_TIMEOUT) as scope:
+        try:
+            await stream.close_write()  # type: ignore[attr-defined]  # NetStream has it
+            while await stream.read(1024):
+                pass
+        except Exception:
+            log.debug("reading a hop stream to its end failed", exc_info=True)
+    if scope.cancelled_caught:
+        await abort(stream)
+        return
+    with contextlib.suppress(Exception):
+        await stream.close()
 
 
 def is_circuit(addr: str) -> bool:
@@ -165,7 +191,7 @@ class Relaying:
                 try:
                     ok = await self._transport._make_reservation(stream, relay.peer_id)
                 finally:
-                    await stream.close()
+                    await _hang_up(stream)
         except Exception as exc:
             log.debug("reservation on relay %s failed: %r", relay.peer_id, exc)
             ok = False

@@ -232,7 +232,10 @@ class Libp2pDiscovery:
             with trio.CancelScope() as scope:
                 scopes.append(scope)
                 try:
-                    stream = await reach.open(address)
+                    # Shielded: negotiating a stream writes to the connection, and a
+                    # write cancelled halfway corrupts it (see _peer_stream._write).
+                    with trio.CancelScope(shield=True):
+                        stream = await reach.open(address)
                     await make_call(stream, request, max_bytes, post)
                 except StreamCallError as exc:
                     post(exc)

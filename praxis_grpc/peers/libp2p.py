@@ -127,15 +127,21 @@ class Libp2pPeerClient:
         self, address: str, method: int, request: bytes, call_timeout: float | None
     ) -> bytes:
         frames = self._frames(address, method, request)
+        answers = []
         try:
             async with asyncio.timeout(call_timeout):
-                async for body in frames:
-                    return body
+                # Read on to the end frame, so the stream closes cleanly: a reset
+                # racing the peer's close can break py-libp2p 0.8.1's yamux connection.
+                answers = [body async for body in frames]
         except TimeoutError:
             raise DeadlineExceeded(f"the call to {address} took over {call_timeout}s") from None
         finally:
             await frames.aclose()  # type: ignore[attr-defined]
-        raise PeerLost(f"{address} ended the call without an answer", address, sent=True)
+        if len(answers) != 1:
+            raise PeerLost(
+                f"{address} answered {len(answers)} messages, not one", address, sent=True
+            )
+        return answers[0]
 
     async def _frames(self, address: str, method: int, request: bytes) -> AsyncIterator[bytes]:
         """The response messages of one call; raises as the PeerClient contract says."""

@@ -1,0 +1,156 @@
+"""End to end in network namespaces: two workers behind NATs (no inbound
+reachability) join through a relay node in the public namespace, and get tasks.
+
+The test process talks to the nodes only from inside their namespaces
+(``NatLab.python`` runs a client script there): nothing here is reachable
+from the root namespace, by design.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from praxis_grpc.launcher import node_config
+from praxis_grpc.testing import eventually
+from praxis_grpc.testing.netns import PUBLIC_ADDR, NatLab
+
+pytestmark = pytest.mark.e2e
+
+BASE: dict[str, Any] = {
+    "cards": {"heartbeat": "500ms", "ttl": "10s"},
+    "metrics": {"enabled": False},
+    "p2p": {"enabled": True, "rendezvous": ""},
+}
+RELAY_PORT = 4001
+
+# Waits until the node at argv[1] knows every card named in argv[2:], each worker's with
+# a relayed address; prints their endpoints.
+_CARDS = """
+import json, sys, time
+from praxis_grpc.client import PraxisClient
+target, names = sys.argv[1], set(sys.argv[2:])
+deadline = time.monotonic() + 60
+def relayed(cards):
+    return all(any("/p2p-circuit/" in a for a in cards[n]) for n in names if "worker" in n)
+with PraxisClient(target, timeout=5) as client:
+    while True:
+        cards = {c.name: [e.address for e in c.endpoints] for c in client.list_cards()}
+        if names <= set(cards) and relayed(cards) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+print(json.dumps(cards))
+"""
+
+# At the node at argv[1]: run text_analyzer, then start a sleep, watch and cancel it.
+_TASKS = """
+import json, sys, threading
+from praxis_grpc.client import PraxisClient
+out = {}
+with PraxisClient(sys.argv[1], timeout=30) as client:
+    done = client.submit("text_analyzer", {"text": "across two NATs"}, wait=True)
+    out["analyzed"] = [done.task.state, done.task.owner_agent_id]
+    sleeping = client.submit("sleep", {"seconds": 120})
+    task_id = sleeping.task.task_id
+    out["sleeping_owner"] = sleeping.task.owner_agent_id
+    states = []
+    first = threading.Event()
+    def watch():
+        for task in client.watch_task(task_id):
+            states.append(task.state)
+            first.set()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    first.wait(30)
+    out["cancelled"] = client.cancel_task(task_id, "e2e").state
+    watcher.join(30)
+    out["watched"] = states
+print(json.dumps(out))
+"""
+
+
+def _start(lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[str, Any]) -> Path:
+    config = node_config(name, tmp / name, BASE)
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ready = tmp / f"{name}.ready.json"
+    log = (tmp / f"{name}.log").open("wb")
+    argv = [sys.executable, "-m", "praxis_grpc", "node", "--config", str(path)]
+    lab.popen(namespace, [*argv, "--ready-file", str(ready)], stdout=log, stderr=log)
+    log.close()
+    return ready
+
+
+def _ready(path: Path) -> dict[str, Any]:
+    info: dict[str, Any] = eventually(
+        lambda: path.exists() and json.loads(path.read_text()), timeout=60, what=str(path)
+    )
+    return info
+
+
+def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
+    lab: NatLab, tmp_path: Path
+) -> None:
+    relay_ready = _start(
+        lab,
+        lab.public,
+        "relay",
+        tmp_path,
+        {
+            "api": {"host": PUBLIC_ADDR},
+            "p2p": {"host": PUBLIC_ADDR, "port": RELAY_PORT, "relay_service": True},
+            "tools": {"builtins": ["echo"]},
+        },
+    )
+    relay = _ready(relay_ready)
+    seed = [a for a in relay["p2p"] if f"/tcp/{RELAY_PORT}/" in a]
+    assert seed, relay
+    tools = [["sleep", "text_analyzer"], ["calculator"]]
+    workers = []
+    for index, namespace in enumerate(lab.privates):
+        host = lab.private_addr(index)
+        ready = _start(
+            lab,
+            namespace,
+            f"worker{index}",
+            tmp_path,
+            {
+                "api": {"host": host},
+                "p2p": {"host": host, "bootstrap_nodes": seed, "relays": seed},
+                "tools": {"builtins": tools[index]},
+            },
+        )
+        workers.append(ready)
+    infos = [_ready(ready) for ready in workers]
+    everyone = {"relay", "worker0", "worker1"}
+
+    def cards_at(namespace: str, grpc: str) -> dict[str, list[str]]:
+        text = lab.run(namespace, [sys.executable, "-c", _CARDS, grpc, *everyone], timeout=90)
+        cards: dict[str, list[str]] = json.loads(text)
+        return cards
+
+    at_relay = cards_at(lab.public, relay["grpc"])
+    assert set(at_relay) == everyone
+    for index, info in enumerate(infos):
+        circuits = [a for a in at_relay[f"worker{index}"] if "/p2p-circuit/" in a]
+        assert circuits, at_relay  # reached through the relay: advertised as such
+        assert all(a.startswith(seed[0]) for a in circuits)
+        at_worker = cards_at(lab.privates[index], info["grpc"])
+        assert set(at_worker) == everyone
+        other = f"worker{1 - index}"
+        assert any("/p2p-circuit/" in a for a in at_worker[other]), at_worker
+
+    text = lab.run(lab.public, [sys.executable, "-c", _TASKS, relay["grpc"]], timeout=110)
+    out = json.loads(text)
+    completed, canceled = 3, 5  # TASK_STATE_COMPLETED, TASK_STATE_CANCELED
+    assert out["analyzed"] == [completed, infos[0]["agent_id"]]
+    assert out["sleeping_owner"] == infos[0]["agent_id"]
+    assert out["cancelled"] == canceled
+    assert out["watched"][-1] == canceled
