@@ -89,10 +89,10 @@ def _start(lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[st
 
 
 def _ready(path: Path) -> dict[str, Any]:
-    info: dict[str, Any] = eventually(
-        lambda: path.exists() and json.loads(path.read_text()), timeout=60, what=str(path)
-    )
-    return info
+    def written() -> dict[str, Any] | None:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    return eventually(written, timeout=60, what=str(path))
 
 
 def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
