@@ -196,7 +196,8 @@ class P2PConfig(_Section):
     )
     hole_punching: bool = Field(
         default=False,
-        description="try to upgrade relayed connections to direct ones (DCUtR)",
+        description="upgrade relayed connections to direct ones (DCUtR); not available "
+        "yet: true is refused, and relayed connections are kept",
     )
     announce_addrs: list[AnnounceMultiaddr] = Field(
         default_factory=list,
@@ -211,6 +212,11 @@ class P2PConfig(_Section):
         for key in ("relays", "relay_service", "hole_punching", "announce_addrs"):
             if getattr(self, key) and not self.enabled:
                 raise ValueError(f"{key} needs enabled: true (it is a libp2p feature)")
+        if self.hole_punching:
+            raise ValueError(
+                "hole_punching: DCUtR hole punching is not available yet (issue 14); "
+                "agents behind NAT are reached through their relays"
+            )
         if self.relay_reservation_ttl < 10:
             raise ValueError("relay_reservation_ttl must be at least 10s (it is renewed early)")
         return self

@@ -141,3 +141,67 @@ async def test_without_a_relay_the_same_worker_cannot_be_given_tasks(tmp_path: P
                 client.submit, "text_analyzer", {"text": "x"}, wait=True, rpc_timeout=20
             )
         assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_lost_relay_is_replaced_by_a_reservation_on_another(tmp_path: Path) -> None:
+    """Three relays, reservations on two at a time: when one relay dies, the
+    worker reserves on the third, advertises that instead, and still gets tasks."""
+    async with contextlib.AsyncExitStack() as stack:
+        relays: list[Node] = []
+        for index in range(3):
+            config = make_config(
+                tmp_path / f"relay{index}",
+                name=f"relay{index}",
+                metrics={"enabled": False},
+                tools={"builtins": ["echo"]},
+                p2p=p2p(
+                    relay_service=True,
+                    bootstrap_nodes=relays[0].p2p_addrs[:1] if relays else [],
+                ),
+            )
+            relays.append(await stack.enter_async_context(running_node(config)))
+        seeds = [relay.p2p_addrs[0] for relay in relays]
+        worker = await stack.enter_async_context(
+            running_node(
+                make_config(
+                    tmp_path / "worker",
+                    name="worker",
+                    metrics={"enabled": False},
+                    api={"advertise_host": "127.0.0.2"},
+                    tools={"builtins": ["text_analyzer"]},
+                    p2p=p2p(bootstrap_nodes=seeds[:1], relays=seeds),
+                )
+            )
+        )
+
+        def relayed_by() -> set[str]:
+            return {a.split("/p2p-circuit")[0] for a in worker.p2p_addrs if "/p2p-circuit" in a}
+
+        await until(lambda: relayed_by() == set(seeds[:2]))
+        await relays[0].aclose(grace=0)
+        await until(lambda: relayed_by() == set(seeds[1:]))
+        await until(
+            lambda: (
+                set(circuit_addrs(relays[2], worker.agent_id))
+                == {a for a in worker.p2p_addrs if "/p2p-circuit" in a}
+            )
+        )
+        with PraxisClient(relays[2].endpoints.grpc) as client:
+            done = await asyncio.to_thread(
+                client.submit, "text_analyzer", {"text": "after a relay died"}, wait=True
+            )
+        assert done.task.state == types_pb2.TASK_STATE_COMPLETED, done.task
+        assert done.task.owner_agent_id == worker.agent_id
+
+
+async def test_announced_addresses_replace_the_listen_ones(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "n",
+        name="n",
+        metrics={"enabled": False},
+        p2p=p2p(announce_addrs=["/dns4/node.example/tcp/4001"]),
+    )
+    async with running_node(config) as node:
+        assert node.p2p_addrs == [f"/dns4/node.example/tcp/4001/p2p/{node.agent_id}"]
+        libp2p = [e.address for e in node.directory.local.endpoints if e.transport == "libp2p"]
+        assert libp2p == node.p2p_addrs
