@@ -20,7 +20,6 @@ the next configured one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -39,37 +38,23 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from multiaddr import Multiaddr
 
-from praxis_grpc.discovery._wire import abort
-
 __all__ = ["RelayOptions", "Relaying", "is_circuit"]
 
 log = logging.getLogger("praxis_grpc.discovery")
 
 _RETRY_INTERVAL = 2.0
-_HANG_UP_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 5.0
 """Seconds between checks of the relays (lost connection, missing reservation)."""
 
 
-async def _hang_up(stream: INetStream) -> None:
-    """Close a hop stream after the relay has answered all it will.
-
-    py-libp2p 0.8.1's relay reads on after a reservation and, at the end of
-    the stream, writes one more status message (and logs "Error reading from
-    hop stream"). Half-close, read to the end (bounded), then close, so that
-    late frame still finds the stream open here.
-    """
-    with trio.move_on_after(_HANG_UP_TIMEOUT) as scope:
+async def _close(stream: INetStream) -> None:
+    """Close a hop stream, shielded: a write cancelled halfway would corrupt the
+    connection's Noise session (see ``_peer_stream._write``)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
         try:
-            await stream.close_write()  # type: ignore[attr-defined]  # NetStream has it
-            while await stream.read(1024):
-                pass
+            await stream.close()
         except Exception:
-            log.debug("reading a hop stream to its end failed", exc_info=True)
-    if scope.cancelled_caught:
-        await abort(stream)
-        return
-    with contextlib.suppress(Exception):
-        await stream.close()
+            log.debug("closing a hop stream failed", exc_info=True)
 
 
 def is_circuit(addr: str) -> bool:
@@ -191,7 +176,7 @@ class Relaying:
                 try:
                     ok = await self._transport._make_reservation(stream, relay.peer_id)
                 finally:
-                    await _hang_up(stream)
+                    await _close(stream)
         except Exception as exc:
             log.debug("reservation on relay %s failed: %r", relay.peer_id, exc)
             ok = False
@@ -212,5 +197,6 @@ class Relaying:
             for addr in [f"{relay.addrs[0]}/p2p/{relay.peer_id.to_base58()}"]
         ]
         if addrs != self._addrs:
+            log.info("relayed addresses now %s", addrs)
             self._addrs = addrs
             self._on_addrs(list(addrs))

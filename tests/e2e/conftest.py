@@ -19,6 +19,14 @@ def lab() -> Iterator[NatLab]:
         yield built
 
 
+@pytest.fixture(params=["endpoint-independent", "symmetric"])
+def any_lab(request: pytest.FixtureRequest) -> Iterator[NatLab]:
+    """:func:`lab` once with each kind of NAT."""
+    require_netns()
+    with nat_lab(symmetric=request.param == "symmetric") as built:
+        yield built
+
+
 @pytest.fixture
 def symmetric_lab() -> Iterator[NatLab]:
     """:func:`lab` with symmetric NATs (a random port per connection)."""

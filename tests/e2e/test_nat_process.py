@@ -9,6 +9,7 @@ from the root namespace, by design.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,19 @@ print(json.dumps(out))
 """
 
 
-def _start(lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[str, Any]) -> Path:
+_ANALYZE = """
+import json, sys
+from praxis_grpc.client import PraxisClient
+with PraxisClient(sys.argv[1], timeout=30) as client:
+    done = client.submit("text_analyzer", {"text": "one relay left"}, wait=True)
+print(json.dumps([done.task.state, done.task.owner_agent_id]))
+"""
+
+
+def _start(
+    lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[str, Any]
+) -> tuple[Path, subprocess.Popen[Any]]:
+    """Start a node in ``namespace``: its ready file and its process."""
     config = node_config(name, tmp / name, BASE)
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
@@ -83,12 +96,14 @@ def _start(lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[st
     ready = tmp / f"{name}.ready.json"
     log = (tmp / f"{name}.log").open("wb")
     argv = [sys.executable, "-m", "praxis_grpc", "node", "--config", str(path)]
-    lab.popen(namespace, [*argv, "--ready-file", str(ready)], stdout=log, stderr=log)
+    process = lab.popen(namespace, [*argv, "--ready-file", str(ready)], stdout=log, stderr=log)
     log.close()
-    return ready
+    return ready, process
 
 
-def _ready(path: Path) -> dict[str, Any]:
+def _ready(started: tuple[Path, subprocess.Popen[Any]]) -> dict[str, Any]:
+    path = started[0]
+
     def written() -> dict[str, Any] | None:
         return json.loads(path.read_text()) if path.exists() else None
 
@@ -96,8 +111,10 @@ def _ready(path: Path) -> dict[str, Any]:
 
 
 def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
-    lab: NatLab, tmp_path: Path
+    any_lab: NatLab, tmp_path: Path
 ) -> None:
+    """Relaying does not depend on the NAT's mapping: the same with a symmetric NAT."""
+    lab = any_lab
     relay_ready = _start(
         lab,
         lab.public,
@@ -154,3 +171,61 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     assert out["sleeping_owner"] == infos[0]["agent_id"]
     assert out["cancelled"] == canceled
     assert out["watched"][-1] == canceled
+
+
+def test_a_relay_that_dies_is_replaced_by_another(lab: NatLab, tmp_path: Path) -> None:
+    """A worker behind NAT reserves on two relays; when one dies its card
+    advertises only the other, through which it still gets tasks."""
+    relays: list[dict[str, Any]] = []
+    processes = []
+    for index, port in enumerate((RELAY_PORT, RELAY_PORT + 1)):
+        started = _start(
+            lab,
+            lab.public,
+            f"relay{index}",
+            tmp_path,
+            {
+                "api": {"host": PUBLIC_ADDR},
+                "p2p": {
+                    "host": PUBLIC_ADDR,
+                    "port": port,
+                    "relay_service": True,
+                    "bootstrap_nodes": [a for r in relays for a in r["p2p"]][:1],
+                },
+                "tools": {"builtins": ["echo"]},
+            },
+        )
+        processes.append(started[1])
+        relays.append(_ready(started))
+    seeds = [r["p2p"][0] for r in relays]
+    host = lab.private_addr(0)
+    worker = _ready(
+        _start(
+            lab,
+            lab.privates[0],
+            "worker0",
+            tmp_path,
+            {
+                "api": {"host": host},
+                "p2p": {"host": host, "bootstrap_nodes": seeds, "relays": seeds},
+                "tools": {"builtins": ["text_analyzer"]},
+            },
+        )
+    )
+
+    def worker_circuits(*names: str) -> set[str]:
+        text = lab.run(lab.public, [sys.executable, "-c", _CARDS, relays[1]["grpc"], *names])
+        cards: dict[str, list[str]] = json.loads(text)
+        return {a.split("/p2p-circuit")[0] for a in cards.get("worker0", []) if "/p2p-circuit" in a}
+
+    everyone = ("relay0", "relay1", "worker0")
+    eventually(
+        lambda: worker_circuits(*everyone) == set(seeds), timeout=30, what="both reservations"
+    )
+    processes[0].kill()
+    processes[0].wait(10)
+    eventually(
+        lambda: worker_circuits("relay1", "worker0") == {seeds[1]}, timeout=30, what="relay0 gone"
+    )
+    text = lab.run(lab.public, [sys.executable, "-c", _ANALYZE, relays[1]["grpc"]], timeout=60)
+    assert json.loads(text) == [3, worker["agent_id"]]  # COMPLETED, on the worker
