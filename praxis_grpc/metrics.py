@@ -108,6 +108,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.p2p_relay_reservations = Gauge(
+            "p2p_relay_reservations",
+            "Circuit relays holding a reservation for this node (p2p.relays): the "
+            "/p2p-circuit addresses its card advertises.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.gossip_messages_total = Counter(
             "gossip_messages",
             "Mesh messages by kind (card, status) and direction (sent, received, dropped).",

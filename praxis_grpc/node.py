@@ -409,6 +409,7 @@ class Node:
     def _p2p_addrs_changed(self, addrs: list[str]) -> None:
         """The libp2p host advertises other addresses (a relay reservation came or went)."""
         self.p2p_addrs = addrs
+        self.metrics.p2p_relay_reservations.set(sum("/p2p-circuit/" in a for a in addrs))
         if self._serving:
             self.refresh_card()
 

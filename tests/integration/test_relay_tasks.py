@@ -40,6 +40,10 @@ def circuit_addrs(node: Node, agent_id: str) -> list[str]:
     return [e.address for e in card.endpoints if "/p2p-circuit" in e.address]
 
 
+def reservations(node: Node) -> float | None:
+    return node.metrics.registry.get_sample_value("praxis_p2p_relay_reservations")
+
+
 @contextlib.asynccontextmanager
 async def relay_and_worker(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
     async with contextlib.AsyncExitStack() as stack:
@@ -178,8 +182,10 @@ async def test_a_lost_relay_is_replaced_by_a_reservation_on_another(tmp_path: Pa
             return {a.split("/p2p-circuit")[0] for a in worker.p2p_addrs if "/p2p-circuit" in a}
 
         await until(lambda: relayed_by() == set(seeds[:2]))
+        assert reservations(worker) == 2
         await relays[0].aclose(grace=0)
         await until(lambda: relayed_by() == set(seeds[1:]))
+        assert reservations(worker) == 2
         await until(
             lambda: (
                 set(circuit_addrs(relays[2], worker.agent_id))
