@@ -112,6 +112,9 @@ class Node:
         self._discovery = discovery
         self._gossip: CardGossip | None = None
         self.p2p_addrs: list[str] = []
+        self.reachability = "unknown"
+        """Whether peers can dial this node (dial-back; checked only with NAT
+        traversal configured): "unknown", "public" or "private"."""
         self.incarnation = 0
         self.started_at = datetime.now(UTC)
         self._started_monotonic = time.monotonic()
@@ -210,6 +213,7 @@ class Node:
                 self.metrics,
                 self.incarnation,
                 on_addrs=self._p2p_addrs_changed,
+                on_reachability=self._reachability_changed,
             )
         try:
             await self._start_servers(limits)
@@ -412,6 +416,12 @@ class Node:
         self.metrics.p2p_relay_reservations.set(sum("/p2p-circuit/" in a for a in addrs))
         if self._serving:
             self.refresh_card()
+
+    def _reachability_changed(self, state: str) -> None:
+        """Peers dialed this node back (or could not): "public" or "private"."""
+        self.reachability = state
+        for each in ("unknown", "public", "private"):
+            self.metrics.p2p_reachability.labels(each).set(1 if each == state else 0)
 
     def set_draining(self, draining: bool) -> None:
         """Enter or leave drain mode: refuse new tasks and report NOT_SERVING."""

@@ -306,6 +306,7 @@ def libp2p_discovery(
     incarnation: int,
     *,
     on_addrs: Callable[[list[str]], None] | None = None,
+    on_reachability: Callable[[str], None] | None = None,
 ) -> Discovery:
     """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
     failure detector feeding the directory (``membership.*``); ``on_addrs``
@@ -337,6 +338,7 @@ def libp2p_discovery(
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
         reach=reach_options(cfg),
         on_addrs=on_addrs,
+        on_reachability=on_reachability,
     )
 
 

@@ -37,6 +37,8 @@ def reach_options(cfg: Config) -> ReachOptions:
         ),
         announce_addrs=tuple(p2p.announce_addrs),
         max_call_bytes=cfg.api.max_message_bytes,
+        # Only where NAT traversal is configured: elsewhere nothing acts on it yet.
+        check_reachability=bool(p2p.relays or p2p.relay_service),
     )
 
 

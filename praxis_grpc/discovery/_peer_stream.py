@@ -18,7 +18,7 @@ from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limit
 from praxis_grpc.discovery._wire import abort
 from praxis_grpc.discovery.streams import END, ERROR, StreamCallError
 
-__all__ = ["answer_call", "make_call"]
+__all__ = ["answer_call", "close_stream", "make_call", "write_frame"]
 
 log = logging.getLogger("praxis_grpc.discovery")
 
@@ -30,7 +30,7 @@ def is_final(frame: bytes) -> bool:
     return not frame or frame[0] in (ERROR, END)
 
 
-async def _write(stream: INetStream, frame: bytes) -> None:
+async def write_frame(stream: INetStream, frame: bytes) -> None:
     # Shielded: a write cancelled halfway leaves a partial Noise frame on the
     # connection, and the peer then fails to decrypt everything after it
     # ("Failed authentication of message") and drops the whole connection.
@@ -38,8 +38,8 @@ async def _write(stream: INetStream, frame: bytes) -> None:
         await stream.write(encode_uvarint(len(frame)) + frame)
 
 
-async def _close(stream: INetStream) -> None:
-    """Close ``stream`` (a write of its own: shielded like :func:`_write`)."""
+async def close_stream(stream: INetStream) -> None:
+    """Close ``stream`` (a write of its own: shielded like :func:`write_frame`)."""
     with trio.CancelScope(shield=True), trio.move_on_after(_WRITE_TIMEOUT):
         await stream.close()
 
@@ -55,7 +55,7 @@ async def make_call(
             ``max_bytes`` (the stream is reset either way).
     """
     try:
-        await _write(stream, request)
+        await write_frame(stream, request)
         while True:
             frame = await read_varint_prefixed_bytes_limited(stream, max_bytes)
             deliver(frame)
@@ -66,7 +66,7 @@ async def make_call(
         if isinstance(exc, Exception):
             raise StreamCallError(f"the call broke: {exc!r}", sent=True) from exc
         raise
-    await _close(stream)
+    await close_stream(stream)
 
 
 async def answer_call(
@@ -91,11 +91,11 @@ async def answer_call(
             nursery.start_soon(_watch_reset, stream, nursery.cancel_scope)
             async with receive:
                 async for frame in receive:
-                    await _write(stream, frame)
+                    await write_frame(stream, frame)
                     if is_final(frame):
                         break
             nursery.cancel_scope.cancel()
-        await _close(stream)
+        await close_stream(stream)
     except Exception as exc:
         log.debug("answering a peer call from %s failed: %r", peer, exc)
         await abort(stream)

@@ -23,6 +23,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._dialback import Reachability
 from praxis_grpc.discovery._peer_stream import answer_call
 from praxis_grpc.discovery._relay import Relaying, RelayOptions, is_circuit
 from praxis_grpc.discovery.streams import PEER_PROTOCOL, StreamCallError
@@ -46,6 +47,8 @@ class ReachOptions:
     """The largest frame of a peer call, either way."""
     call_timeout: float = 10.0
     """Bound on dialing a peer and opening a call stream, and on reading a request."""
+    check_reachability: bool = False
+    """Ask peers to dial back (``_dialback``) to learn whether this host is reachable."""
 
 
 class HostReach:
@@ -61,9 +64,14 @@ class HostReach:
         options: ReachOptions,
         on_addrs: Callable[[list[str]], None],
         start_answer: StartAnswer | None,
+        on_reachability: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_reachability`` (trio thread, must not block) gets "public",
+        "private" or "unknown" as the dial-back verdict changes."""
         self._options = options
         self._on_addrs = on_addrs
+        self._on_reachability = on_reachability or (lambda _state: None)
+        self._reachability: Reachability | None = None
         self._start_answer = start_answer
         self._host: IHost | None = None
         self._relaying: Relaying | None = None
@@ -79,15 +87,24 @@ class HostReach:
         self._host = host
         if self._start_answer is not None:
             host.set_stream_handler(TProtocol(PEER_PROTOCOL), self._answer)
+        if self._options.check_reachability:
+            self._reachability = Reachability(host, self._on_reachability)
         if not self._options.relay.enabled:
             return []
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
         return self._relaying.services()
 
     async def run(self) -> None:
-        """Keep the relay reservations (returns at once without relays)."""
-        if self._relaying is not None:
-            await self._relaying.run()
+        """Keep the relay reservations and check reachability (returns at once
+        with neither configured)."""
+        async with trio.open_nursery() as nursery:
+            if self._relaying is not None:
+                nursery.start_soon(self._relaying.run)
+            if self._reachability is not None:
+                nursery.start_soon(self._reachability.run, self._direct_addrs)
+
+    def _direct_addrs(self) -> list[str]:
+        return [a for a in self.addrs(self._listen) if not is_circuit(a)]
 
     def addrs(self, listen: list[str]) -> list[str]:
         """What the host advertises, given its listen addresses (with ``/p2p/``)."""

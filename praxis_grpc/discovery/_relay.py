@@ -49,7 +49,7 @@ _CLOSE_TIMEOUT = 5.0
 
 async def _close(stream: INetStream) -> None:
     """Close a hop stream, shielded: a write cancelled halfway would corrupt the
-    connection's Noise session (see ``_peer_stream._write``)."""
+    connection's Noise session (see ``_peer_stream.write_frame``)."""
     with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
         try:
             await stream.close()

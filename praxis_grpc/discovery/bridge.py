@@ -80,7 +80,8 @@ class Libp2pDiscovery:
     :class:`~praxis_grpc.discovery.members.MemberSource`. With ``reach`` it
     announces, relays and carries peer calls
     (:class:`~praxis_grpc.discovery.streams.StreamCalls`); ``on_addrs`` is then
-    called on the loop whenever the advertised addresses change.
+    called on the loop whenever the advertised addresses change, and
+    ``on_reachability`` with the dial-back verdict ("public", "private").
     """
 
     def __init__(
@@ -91,11 +92,13 @@ class Libp2pDiscovery:
         *,
         reach: ReachOptions | None = None,
         on_addrs: Callable[[list[str]], None] | None = None,
+        on_reachability: Callable[[str], None] | None = None,
     ) -> None:
         self._options = options
         self._membership = membership
         self._reach_options = reach
         self._on_addrs = on_addrs
+        self._on_reachability = on_reachability
         self._service: StreamService | None = None
         self._reach: HostReach | None = None
         self._answers: set[asyncio.Task[None]] = set()
@@ -166,8 +169,15 @@ class Libp2pDiscovery:
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     loop.call_soon_threadsafe(on_addrs, addrs)
 
+        on_reachability = self._on_reachability
+
+        def reachability_changed(state: str) -> None:
+            if on_reachability is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(on_reachability, state)
+
         answer = self._start_answer(loop) if self._service is not None else None
-        return HostReach(options, addrs_changed, answer)
+        return HostReach(options, addrs_changed, answer, reachability_changed)
 
     def _start_answer(
         self, loop: asyncio.AbstractEventLoop
@@ -233,7 +243,7 @@ class Libp2pDiscovery:
                 scopes.append(scope)
                 try:
                     # Shielded: negotiating a stream writes to the connection, and a
-                    # write cancelled halfway corrupts it (see _peer_stream._write).
+                    # write cancelled halfway corrupts it (see _peer_stream.write_frame).
                     with trio.CancelScope(shield=True):
                         stream = await reach.open(address)
                     await make_call(stream, request, max_bytes, post)

@@ -25,7 +25,6 @@ pytestmark = pytest.mark.e2e
 
 BASE: dict[str, Any] = {
     "cards": {"heartbeat": "500ms", "ttl": "10s"},
-    "metrics": {"enabled": False},
     "p2p": {"enabled": True, "rendezvous": ""},
 }
 RELAY_PORT = 4001
@@ -84,6 +83,20 @@ print(json.dumps([done.task.state, done.task.owner_agent_id]))
 """
 
 
+# Prints the reachability the node whose /metrics is at argv[1] reports, once known.
+_REACHABILITY = """
+import re, sys, time, urllib.request
+deadline = time.monotonic() + 30
+while True:
+    text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+    known = re.findall(r'praxis_p2p_reachability[{]state="(public|private)"[}] 1[.]0', text)
+    if known or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+print(known[0] if known else "unknown")
+"""
+
+
 def _start(
     lab: NatLab, namespace: str, name: str, tmp: Path, overrides: dict[str, Any]
 ) -> tuple[Path, subprocess.Popen[Any]]:
@@ -122,6 +135,7 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
         tmp_path,
         {
             "api": {"host": PUBLIC_ADDR},
+            "metrics": {"host": PUBLIC_ADDR},
             "p2p": {"host": PUBLIC_ADDR, "port": RELAY_PORT, "relay_service": True},
             "tools": {"builtins": ["echo"]},
         },
@@ -140,6 +154,7 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
             tmp_path,
             {
                 "api": {"host": host},
+                "metrics": {"host": host},
                 "p2p": {"host": host, "bootstrap_nodes": seed, "relays": seed},
                 "tools": {"builtins": tools[index]},
             },
@@ -171,6 +186,14 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     assert out["sleeping_owner"] == infos[0]["agent_id"]
     assert out["cancelled"] == canceled
     assert out["watched"][-1] == canceled
+
+    def reachability(namespace: str, info: dict[str, Any]) -> str:
+        return lab.run(namespace, [sys.executable, "-c", _REACHABILITY, info["metrics"]]).strip()
+
+    # Dial-back: peers reach the relay; nothing reaches a worker behind its NAT.
+    assert reachability(lab.public, relay) == "public"
+    for namespace, info in zip(lab.privates, infos, strict=True):
+        assert reachability(namespace, info) == "private"
 
 
 def test_a_relay_that_dies_is_replaced_by_another(lab: NatLab, tmp_path: Path) -> None:

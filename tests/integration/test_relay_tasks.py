@@ -113,6 +113,16 @@ async def test_tasks_reach_a_worker_without_grpc_reachability_over_libp2p(
         await until(lambda: worker.engine.load().in_flight == 0)
 
 
+async def test_nodes_that_peers_can_dial_back_are_public(tmp_path: Path) -> None:
+    """On loopback everyone is reachable: the dial-back says so, in the metric too."""
+    async with relay_and_worker(tmp_path) as (relay, worker):
+        await until(lambda: relay.reachability == worker.reachability == "public")
+        value = worker.metrics.registry.get_sample_value(
+            "praxis_p2p_reachability", {"state": "public"}
+        )
+        assert value == 1.0
+
+
 async def test_without_a_relay_the_same_worker_cannot_be_given_tasks(tmp_path: Path) -> None:
     """The control: the worker's gRPC endpoint really is unreachable."""
     async with contextlib.AsyncExitStack() as stack:
