@@ -87,8 +87,8 @@ class HostReach:
         self._host = host
         if self._start_answer is not None:
             host.set_stream_handler(TProtocol(PEER_PROTOCOL), self._answer)
-        if self._options.check_reachability:
-            self._reachability = Reachability(host, self._on_reachability)
+        # Every host answers dial-backs; only those with NAT traversal ask for them.
+        self._reachability = Reachability(host, self._on_reachability)
         if not self._options.relay.enabled:
             return []
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
@@ -100,7 +100,7 @@ class HostReach:
         async with trio.open_nursery() as nursery:
             if self._relaying is not None:
                 nursery.start_soon(self._relaying.run)
-            if self._reachability is not None:
+            if self._reachability is not None and self._options.check_reachability:
                 nursery.start_soon(self._reachability.run, self._direct_addrs)
 
     def _direct_addrs(self) -> list[str]:
@@ -114,10 +114,6 @@ class HostReach:
             listen = [addr + suffix for addr in self._options.announce_addrs]
         circuits = self._relaying.circuit_addrs if self._relaying is not None else []
         return [*listen, *circuits]
-
-    def reserved_on(self) -> list[str]:
-        """Peer ids of the relays holding a reservation for this host."""
-        return self._relaying.reserved_on() if self._relaying is not None else []
 
     def _relay_addrs_changed(self, _circuits: list[str]) -> None:
         self._on_addrs(self.addrs(self._listen))

@@ -125,10 +125,6 @@ class Relaying:
         """``<relay>/p2p-circuit/p2p/<self>`` for every relay holding a reservation."""
         return list(self._addrs)
 
-    def reserved_on(self) -> list[str]:
-        """The peer ids of the relays holding a reservation for this host now."""
-        return [peer_id.to_base58() for peer_id in self._renew_at]
-
     async def dial(self, addr: str) -> None:
         """Connect to the peer at the circuit address ``addr`` through its relay.
 

@@ -227,12 +227,13 @@ class Libp2pDiscovery:
     async def call(self, address: str, request: bytes) -> AsyncIterator[bytes]:
         """See :meth:`praxis_grpc.discovery.streams.StreamCalls.call`."""
         reach, nursery, token = self._reach, self._nursery, self._token
-        if reach is None or nursery is None or token is None:
+        options = self._reach_options
+        if reach is None or nursery is None or token is None or options is None:
             raise StreamCallError("the libp2p host is not running", sent=False)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
         scopes: list[trio.CancelScope] = []
-        max_bytes = self._reach_options.max_call_bytes if self._reach_options else 1 << 22
+        max_bytes = options.max_call_bytes
 
         def post(item: bytes | BaseException) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -267,12 +268,6 @@ class Libp2pDiscovery:
                     return
         finally:
             self._soon(partial(_cancel_all, scopes))
-
-    def reserved_on(self) -> list[str]:
-        """Peer ids of the relays holding a reservation for this node (a snapshot
-        taken across threads: only for tests and status)."""
-        reach = self._reach
-        return reach.reserved_on() if reach is not None else []
 
     def set_local_card(self, data: bytes) -> None:
         host = self._host
