@@ -89,16 +89,16 @@ class HostReach:
             host.set_stream_handler(TProtocol(PEER_PROTOCOL), self._answer)
         # Every host answers dial-backs; only those with NAT traversal ask for them.
         self._reachability = Reachability(host, self._on_reachability)
-        if not self._options.relay.enabled:
-            return []
+        # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
+        # not connected to); only relay clients and relays run the protocol.
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
-        return self._relaying.services()
+        return self._relaying.services() if self._options.relay.enabled else []
 
     async def run(self) -> None:
         """Keep the relay reservations and check reachability (returns at once
         with neither configured)."""
         async with trio.open_nursery() as nursery:
-            if self._relaying is not None:
+            if self._relaying is not None and self._options.relay.enabled:
                 nursery.start_soon(self._relaying.run)
             if self._reachability is not None and self._options.check_reachability:
                 nursery.start_soon(self._reachability.run, self._direct_addrs)
@@ -135,7 +135,7 @@ class HostReach:
         try:
             with trio.fail_after(self._options.call_timeout):
                 if not host.get_network().connections.get(info.peer_id):
-                    if is_circuit(address) and self._relaying is not None:
+                    if is_circuit(address) and self._relaying is not None:  # via its relay
                         await self._relaying.dial(address)
                     else:
                         await host.connect(info)

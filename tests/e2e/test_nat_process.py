@@ -78,7 +78,7 @@ _ANALYZE = """
 import json, sys
 from praxis_grpc.client import PraxisClient
 with PraxisClient(sys.argv[1], timeout=30) as client:
-    done = client.submit("text_analyzer", {"text": "one relay left"}, wait=True)
+    done = client.submit("text_analyzer", {"text": "relayed"}, wait=True)
 print(json.dumps([done.task.state, done.task.owner_agent_id]))
 """
 
@@ -186,6 +186,10 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     assert out["sleeping_owner"] == infos[0]["agent_id"]
     assert out["cancelled"] == canceled
     assert out["watched"][-1] == canceled
+
+    # From one NATed worker to the other: the call goes through the relay.
+    text = lab.run(lab.privates[1], [sys.executable, "-c", _ANALYZE, infos[1]["grpc"]], timeout=60)
+    assert json.loads(text) == [completed, infos[0]["agent_id"]]
 
     def reachability(namespace: str, info: dict[str, Any]) -> str:
         return lab.run(namespace, [sys.executable, "-c", _REACHABILITY, info["metrics"]]).strip()
