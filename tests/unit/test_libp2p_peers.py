@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
+from praxis_grpc.cards import AgentCard, CardLoad, Endpoint
 from praxis_grpc.discovery.streams import END, ERROR, ITEM, StreamCallError
 from praxis_grpc.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
@@ -197,3 +199,25 @@ async def test_by_address_sends_multiaddrs_over_libp2p(calls: MemoryCalls) -> No
     assert accepted.task.task_id == "t-1"
     with pytest.raises(AssertionError, match=r"gRPC called for 10\.0\.0\.1:1"):
         await both.dispatch("10.0.0.1:1", dispatch(), call_timeout=5)
+
+
+def test_an_agent_advertising_a_relayed_address_is_called_there() -> None:
+    direct = "/ip4/10.0.0.5/tcp/4001/p2p/worker"
+    card = AgentCard(
+        agent_id="worker",
+        name="worker",
+        praxis_version="0.1.0",
+        role="peer",
+        endpoints=(Endpoint("grpc", "192.168.1.2:50051"), Endpoint("libp2p", direct)),
+        tools=(),
+        tags=(),
+        load=CardLoad(),
+        draining=False,
+        incarnation=1,
+        version=1,
+        updated_at=NOW,
+    )
+    assert card.peer_address == "192.168.1.2:50051"  # reachable: gRPC
+    behind_nat = replace(card, endpoints=(*card.endpoints, Endpoint("libp2p", ADDRESS)))
+    assert behind_nat.peer_address == ADDRESS  # relayed: over libp2p
+    assert replace(card, endpoints=()).peer_address == ""
