@@ -106,6 +106,27 @@ def _peer_multiaddr(value: str) -> str:
     )
 
 
+def _announce_multiaddr(value: str) -> str:
+    # What peers can dial directly: an IP or DNS address and a TCP port, no /p2p/ part
+    # (the node appends its own) and no relay hop (relayed addresses are learnt).
+    from multiaddr import Multiaddr
+
+    problem = "too long"
+    if len(value) <= _MAX_MULTIADDR_CHARS:
+        try:
+            names = [p.name for p in Multiaddr(value).protocols()]
+        except Exception as exc:  # the parser raises many types; all mean "not valid"
+            problem = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        else:
+            if len(names) == 2 and names[0] in _ANNOUNCE_HOSTS and names[1] == "tcp":
+                return value
+            problem = "expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>"
+    raise ValueError(f"{quote(value)} is not an address to announce ({problem[:MAX_QUOTE]})")
+
+
+_ANNOUNCE_HOSTS = frozenset({"ip4", "ip6", "dns", "dns4", "dns6"})
+
+
 def _path(value: object) -> Path:
     if not isinstance(value, str | Path):
         raise ValueError(f"expected a path, got {quote(value)}")
@@ -133,5 +154,7 @@ HostPort = Annotated[str, AfterValidator(check_host_port)]
 """``host:port``."""
 PeerMultiaddr = Annotated[str, AfterValidator(_peer_multiaddr)]
 """A libp2p multiaddr with a transport address and a ``/p2p/<peer id>`` ending."""
+AnnounceMultiaddr = Annotated[str, AfterValidator(_announce_multiaddr)]
+"""A multiaddr peers can dial: ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``."""
 ConfigPath = Annotated[Path, BeforeValidator(_path)]
 """A file system path given as a string: not empty, no NUL, at most 4096 characters."""

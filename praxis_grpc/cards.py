@@ -76,6 +76,22 @@ class AgentCard:
         """The agent's gRPC endpoint ("host:port"), or "" when it has none."""
         return next((e.address for e in self.endpoints if e.transport == "grpc"), "")
 
+    @property
+    def peer_address(self) -> str:
+        """Where other nodes call this agent (``PeerClient`` address): its gRPC
+        endpoint, unless the card advertises relayed libp2p addresses (the
+        agent is behind NAT, so nothing can dial its gRPC port): then its first
+        ``/p2p-circuit`` multiaddr, whose calls travel over libp2p. "" when none."""
+        relayed = next(
+            (
+                e.address
+                for e in self.endpoints
+                if e.transport == "libp2p" and "/p2p-circuit" in e.address
+            ),
+            "",
+        )
+        return relayed or self.grpc_address
+
     def offers(self, tool: str) -> bool:
         """True when the agent advertises ``tool``."""
         return any(t.name == tool for t in self.tools)

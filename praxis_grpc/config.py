@@ -26,6 +26,7 @@ from praxis_grpc._config_env import ENV_PREFIX, apply_env_overrides
 from praxis_grpc._config_errors import ConfigError, describe
 from praxis_grpc._config_values import (
     MAX_BYTES,
+    AnnounceMultiaddr,
     ConfigPath,
     Duration,
     Host,
@@ -196,11 +197,57 @@ class P2PConfig(_Section):
     trim_grace: Duration = Field(
         default=5.0, description="a connection younger than this is never trimmed"
     )
+    relays: list[PeerMultiaddr] = Field(
+        default_factory=list,
+        description="circuit relay v2 nodes to reserve a slot on (a node behind NAT): "
+        "its /p2p-circuit addresses are advertised and tasks reach it over libp2p",
+    )
+    relay_service: bool = Field(
+        default=False, description="serve circuit relay v2 (hop) to other nodes"
+    )
+    relay_max_reservations: int = Field(
+        default=128, ge=1, le=100_000, description="relay service: reservations held at once"
+    )
+    relay_reservation_ttl: PositiveDuration = Field(
+        default=3600.0, description="relay service: how long a reservation lasts unrenewed"
+    )
+    relay_max_circuits: int = Field(
+        default=64, ge=1, le=100_000, description="relay service: circuits open per peer"
+    )
+    relay_max_circuit_duration: PositiveDuration = Field(
+        default=3600.0, description="relay service: a circuit is closed after this long"
+    )
+    relay_max_circuit_bytes: int = Field(
+        default=1024**3,
+        ge=64 * 1024,
+        le=2**62,
+        description="relay service: a circuit is closed after relaying this many bytes",
+    )
+    hole_punching: bool = Field(
+        default=False,
+        description="upgrade relayed connections to direct ones (DCUtR); not available "
+        "yet: true is refused, and relayed connections are kept",
+    )
+    announce_addrs: list[AnnounceMultiaddr] = Field(
+        default_factory=list,
+        description="addresses advertised instead of the listen address "
+        "(port-forwarded or containerised nodes), e.g. /ip4/203.0.113.7/tcp/4001",
+    )
 
     @model_validator(mode="after")
     def _target_within_max(self) -> P2PConfig:
         if self.target_peers > self.max_peers:
             raise ValueError("target_peers must not exceed max_peers")
+        for key in ("relays", "relay_service", "hole_punching", "announce_addrs"):
+            if getattr(self, key) and not self.enabled:
+                raise ValueError(f"{key} needs enabled: true (it is a libp2p feature)")
+        if self.hole_punching:
+            raise ValueError(
+                "hole_punching: DCUtR hole punching is not available yet (issue 14); "
+                "agents behind NAT are reached through their relays"
+            )
+        if self.relay_reservation_ttl < 10:
+            raise ValueError("relay_reservation_ttl must be at least 10s (it is renewed early)")
         return self
 
 

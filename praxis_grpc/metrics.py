@@ -108,6 +108,21 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.p2p_relay_reservations = Gauge(
+            "p2p_relay_reservations",
+            "Circuit relays holding a reservation for this node (p2p.relays): the "
+            "/p2p-circuit addresses its card advertises.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.p2p_reachability = Gauge(
+            "p2p_reachability",
+            "1 for this node's reachability as peers' dial-backs found it (unknown, "
+            "public, private); checked only with p2p.relays or p2p.relay_service.",
+            ["state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.gossip_messages_total = Counter(
             "gossip_messages",
             "Mesh messages by kind (card, status) and direction (sent, received, dropped).",

@@ -33,12 +33,14 @@ from praxis_grpc.node_parts import (
     close_departed_channels,
     engine_limits,
     ha_inputs,
+    libp2p_discovery,
     load_state,
     local_card,
     start_gossip,
 )
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.grpc import GrpcPeerClient
+from praxis_grpc.reach import peer_client, serve_peer_calls
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.supervise import Supervisor
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
@@ -110,6 +112,9 @@ class Node:
         self._discovery = discovery
         self._gossip: CardGossip | None = None
         self.p2p_addrs: list[str] = []
+        self.reachability = "unknown"
+        """Whether peers can dial this node (dial-back; checked only with NAT
+        traversal configured): "unknown", "public" or "private"."""
         self.incarnation = 0
         self.started_at = datetime.now(UTC)
         self._started_monotonic = time.monotonic()
@@ -200,8 +205,21 @@ class Node:
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
         self.metrics.cards_known.set_function(lambda: len(self.directory))
+        if self._discovery is None and cfg.p2p.enabled:
+            self._discovery = libp2p_discovery(
+                cfg,
+                state.identity,
+                self._directory,
+                self.metrics,
+                self.incarnation,
+                on_addrs=self._p2p_addrs_changed,
+                on_reachability=self._reachability_changed,
+            )
         try:
             await self._start_servers(limits)
+            assert self._servers is not None
+            assert self._servers.peer_service is not None
+            serve_peer_calls(self._discovery, self._servers.peer_service)
             self._discovery, self._gossip, self.p2p_addrs = await start_gossip(
                 cfg,
                 directory=self._directory,
@@ -264,7 +282,9 @@ class Node:
         self.metrics.task_queue_limit.set(limits.queue_limit)
         host = cfg.api.advertise_host or cfg.api.host
         self._endpoints = Endpoints(grpc=f"{host}:{servers.port}", metrics=None)
-        self._peers = GrpcPeerClient(self.agent_id, cfg.api.max_message_bytes)
+        self._peers = peer_client(
+            GrpcPeerClient(self.agent_id, cfg.api.max_message_bytes), self._discovery
+        )
         ha = ha_inputs(
             cfg,
             self._consensus_factory,
@@ -389,6 +409,19 @@ class Node:
         if self._gossip is not None:
             self._gossip.announce()
         return card
+
+    def _p2p_addrs_changed(self, addrs: list[str]) -> None:
+        """The libp2p host advertises other addresses (a relay reservation came or went)."""
+        self.p2p_addrs = addrs
+        self.metrics.p2p_relay_reservations.set(sum("/p2p-circuit/" in a for a in addrs))
+        if self._serving:
+            self.refresh_card()
+
+    def _reachability_changed(self, state: str) -> None:
+        """Peers dialed this node back (or could not): "public" or "private"."""
+        self.reachability = state
+        for each in ("unknown", "public", "private"):
+            self.metrics.p2p_reachability.labels(each).set(1 if each == state else 0)
 
     def set_draining(self, draining: bool) -> None:
         """Enter or leave drain mode: refuse new tasks and report NOT_SERVING."""

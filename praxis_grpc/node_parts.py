@@ -182,6 +182,7 @@ class Servers:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._http: HttpEndpoints | None = None
         self.metrics_address: str | None = None
+        self.peer_service: PeerService | None = None
         try:
             self.tokens = api_tokens(cfg.api.auth)
             credentials = server_credentials(cfg.api.tls)
@@ -231,14 +232,12 @@ class Servers:
             ),
             server,
         )
-        add_to_server(
-            PeerService(
-                requests,
-                max_argument_bytes=cfg.tasks.max_argument_bytes,
-                max_message_bytes=cfg.api.max_message_bytes,
-            ),
-            server,
+        self.peer_service = PeerService(
+            requests,
+            max_argument_bytes=cfg.tasks.max_argument_bytes,
+            max_message_bytes=cfg.api.max_message_bytes,
         )
+        add_to_server(self.peer_service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -299,7 +298,7 @@ async def start_gossip(
     """
     p2p = cfg.p2p
     if discovery is None and p2p.enabled:
-        discovery = _libp2p(cfg, identity, directory, metrics, incarnation)
+        discovery = libp2p_discovery(cfg, identity, directory, metrics, incarnation)
     if discovery is None:
         return None, None, []
     gossip = CardGossip(
@@ -320,13 +319,22 @@ async def start_gossip(
         ) from exc
 
 
-def _libp2p(
-    cfg: Config, identity: Identity, directory: CardDirectory, metrics: Metrics, incarnation: int
+def libp2p_discovery(
+    cfg: Config,
+    identity: Identity,
+    directory: CardDirectory,
+    metrics: Metrics,
+    incarnation: int,
+    *,
+    on_addrs: Callable[[list[str]], None] | None = None,
+    on_reachability: Callable[[str], None] | None = None,
 ) -> Discovery:
     """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
-    failure detector feeding the directory (``membership.*``)."""
+    failure detector feeding the directory (``membership.*``); ``on_addrs``
+    gets its advertised addresses whenever relaying changes them."""
     from praxis_grpc.discovery.bridge import Libp2pDiscovery
     from praxis_grpc.discovery.libp2p import HostOptions
+    from praxis_grpc.reach import reach_options
 
     p2p = cfg.p2p
     roster = MemberRoster(
@@ -349,6 +357,9 @@ def _libp2p(
             trim_grace=p2p.trim_grace,
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
+        reach=reach_options(cfg),
+        on_addrs=on_addrs,
+        on_reachability=on_reachability,
     )
 
 
@@ -409,7 +420,7 @@ async def close_departed_channels(directory: CardDirectory, peers: PeerClient) -
         try:
             async for event in directory.watch():
                 if event is not None and event.type is CardEventType.REMOVED:
-                    peers.discard(event.card.grpc_address)
+                    peers.discard(event.card.peer_address)
             return
         except OverflowError:
             continue

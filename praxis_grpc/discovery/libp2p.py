@@ -48,6 +48,7 @@ from praxis_grpc.discovery._gossip import CardPubsub, new_pubsub
 from praxis_grpc.discovery._mdns import run_mdns
 from praxis_grpc.discovery._membership import Liveness, Membership, call_safely
 from praxis_grpc.discovery._options import HostOptions, MeshCallbacks
+from praxis_grpc.discovery._reach import HostReach
 from praxis_grpc.discovery._swim import SWIM_PROTOCOL, Libp2pKeys, SwimService
 from praxis_grpc.discovery._wire import (
     CARD_PROTOCOL,
@@ -90,11 +91,14 @@ class MeshHost:
         options: HostOptions,
         callbacks: MeshCallbacks,
         membership: MembershipOptions | None = None,
+        reach: HostReach | None = None,
     ) -> None:
         """With ``membership``, SWIM is the failure detector (see ``_swim``): only a
         dead or left member is gone, and "disconnected" is reported as not departed.
-        Without it, every connected peer is pinged and a lost connection is a departure."""
+        Without it, every connected peer is pinged and a lost connection is a departure.
+        ``reach`` adds announced and relayed addresses and the peer call protocol."""
         self._options = options
+        self._reach = reach
         self._callbacks = callbacks
         self._membership_options = membership
         self._swim: SwimService | None = None
@@ -113,7 +117,8 @@ class MeshHost:
         if host is None:
             return []
         suffix = f"/p2p/{host.get_id().to_base58()}"
-        return [str(addr) + suffix for addr in host.get_transport_addrs()]
+        addrs = [str(addr) + suffix for addr in host.get_transport_addrs()]
+        return self._reach.addrs(addrs) if self._reach is not None else addrs
 
     def set_local_card(self, data: bytes) -> None:
         """Serve ``data`` to peers on the card exchange from now on. Never blocks or raises.
@@ -201,6 +206,8 @@ class MeshHost:
         )
         protected = {i.peer_id for i in _others(host, options.bootstrap)}
         protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
+        if self._reach is not None:
+            protected |= {i.peer_id for i in _others(host, self._reach.relays)}
         trimmer = Trimmer(
             host,
             membership,
@@ -237,6 +244,8 @@ class MeshHost:
                         )
                         start("liveness", liveness.run)
                     start("trimmer", trimmer.run)
+                    if self._reach is not None:
+                        start("reach", self._reach.run)
                     self._start_discovery(start, host, dialer, dht)
                     self._pubsub = pubsub
                     log.info("libp2p host %s listening on %s", host.get_id(), self.listen_addrs)
@@ -328,6 +337,8 @@ class MeshHost:
             host, options.topic, options.heartbeat_interval, options.max_card_bytes, self._on_gossip
         )
         services: list[Any] = [pubsub, router]
+        if self._reach is not None:
+            services += self._reach.attach(host)
         dht = None
         if options.enable_dht:
             # No per-subnet cap: a small mesh often sits in one public subnet.

@@ -115,6 +115,10 @@ class PeerService(pb_grpc.PeerServiceServicer):
 
     @translate_errors
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
+        return await self.cancel(request)
+
+    async def cancel(self, request: pb.CancelRequest) -> pb.CancelResponse:
+        """Validate ``request``, then cancel the task at the handler."""
         task_id = task_id_field(request.task_id)
         check_length("reason", request.reason, MAX_REASON_LENGTH)
         task = await self._handler.cancel(task_id, request.reason)

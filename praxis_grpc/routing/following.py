@@ -351,4 +351,4 @@ def grpc_address(card: AgentCard | None) -> str | None:
     """The address to call ``card``'s agent at; None when unknown or absent."""
     if card is None:
         return None
-    return card.grpc_address or None
+    return card.peer_address or None

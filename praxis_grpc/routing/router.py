@@ -292,7 +292,7 @@ class Router:
         if card.agent_id == self._local:
             pending, capacity, limit = self._local_pending()
             return Candidate(card.agent_id, card.name, True, "", pending, capacity, limit, info)
-        address = card.grpc_address
+        address = card.peer_address
         if not address:
             return None
         load = card.load

@@ -331,3 +331,54 @@ def test_streams_per_connection_hold_a_full_queue() -> None:
         ).api.max_concurrent_streams
         == 1008
     )
+
+
+RELAY = "/ip4/10.200.0.1/tcp/4001/p2p/" + "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("p2p:\n  relays: [/ip4/10.0.0.1/tcp/1]\n", r"p2p\.relays\[0\]: .*ending in /p2p/"),
+        ("p2p:\n  relays: /ip4/10.0.0.1/tcp/1\n", r"p2p\.relays: .*list"),
+        ("p2p:\n  relay_service: 1\n", r"p2p\.relay_service: .*boolean"),
+        ("p2p:\n  hole_punching: yes please\n", r"p2p\.hole_punching: .*boolean"),
+        ("p2p:\n  hole_punching: true\n", r"p2p: .*hole_punching: DCUtR .* not available yet"),
+        ("p2p:\n  relay_max_reservations: 0\n", r"p2p\.relay_max_reservations: .*greater"),
+        ("p2p:\n  relay_max_circuit_bytes: 10\n", r"p2p\.relay_max_circuit_bytes: .*greater"),
+        ("p2p:\n  relay_reservation_ttl: 2s\n", r"p2p: .*relay_reservation_ttl must be at least"),
+        ("p2p:\n  relay_max_circuit_duration: soon\n", r"relay_max_circuit_duration: .*duration"),
+        ("p2p:\n  announce_addrs: [/ip4/1.2.3.4/udp/1]\n", r"p2p\.announce_addrs\[0\]: .*tcp"),
+        ("p2p:\n  announce_addrs: [nonsense]\n", r"p2p\.announce_addrs\[0\]: .*not an address"),
+        (
+            "p2p:\n  enabled: false\n  relays: [" + RELAY + "]\n",
+            r"p2p: .*relays needs enabled: true",
+        ),
+    ],
+)
+def test_nat_traversal_keys_are_checked_naming_the_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path, environ={})
+
+
+def test_nat_traversal_keys_load_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "p2p:\n  relays: [" + RELAY + "]\n  relay_service: true\n  hole_punching: false\n"
+        "  relay_reservation_ttl: 2m\n"
+    )
+    config = load_config(
+        path, environ={"PRAXIS_P2P__ANNOUNCE_ADDRS": '["/dns4/node.example/tcp/4001"]'}
+    )
+    assert config.p2p.relays == [RELAY]
+    assert config.p2p.relay_service
+    assert not config.p2p.hole_punching
+    assert config.p2p.relay_reservation_ttl == 120.0
+    assert config.p2p.announce_addrs == ["/dns4/node.example/tcp/4001"]
+    defaults = load_config(None, environ={}).p2p
+    assert (defaults.relays, defaults.relay_service, defaults.hole_punching) == ([], False, False)
+    assert defaults.announce_addrs == []
