@@ -76,6 +76,11 @@ class AgentCard:
         """The agent's gRPC endpoint ("host:port"), or "" when it has none."""
         return next((e.address for e in self.endpoints if e.transport == "grpc"), "")
 
+    @property
+    def peer_address(self) -> str:
+        """The agent's mutual-TLS peer service ("host:port"), or "" in an open mesh."""
+        return next((e.address for e in self.endpoints if e.transport == "peer"), "")
+
     def offers(self, tool: str) -> bool:
         """True when the agent advertises ``tool``."""
         return any(t.name == tool for t in self.tools)

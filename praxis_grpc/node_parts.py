@@ -4,6 +4,7 @@ Prometheus endpoint, libp2p discovery, the engine's limits, the card."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,10 @@ from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInte
 from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
+from praxis_grpc.card_checks import CardRules
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.certs import CertError
+from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError
 from praxis_grpc.consensus.factory import build_consensus
@@ -40,6 +44,7 @@ from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
+from praxis_grpc.peers.members_only import MembersOnly
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.frontend import TaskFrontend
@@ -56,12 +61,15 @@ __all__ = [
     "StartupError",
     "State",
     "close_departed_channels",
+    "cluster_credentials",
     "engine_limits",
     "ha_inputs",
     "load_state",
     "local_card",
     "start_gossip",
 ]
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
@@ -157,17 +165,51 @@ def ha_inputs(
     )
 
 
+def cluster_credentials(cfg: Config, agent_id: str) -> ClusterCredentials | None:
+    """This node's membership credentials (``cluster.*``); None for an open mesh
+    (logged as a warning: anyone who reaches the p2p port joins).
+
+    Raises:
+        StartupError: a file is unreadable, or the certificate is not signed by
+            the CA or does not name ``agent_id`` (the message names the key).
+    """
+    cluster = cfg.cluster
+    if cluster.ca_cert is None or cluster.node_cert is None or cluster.node_key is None:
+        if cfg.p2p.enabled:
+            log.warning(
+                "cluster is not set: the mesh is open, anyone who reaches p2p %s:%s can join "
+                "it, read cards and take tasks (see SECURITY.md)",
+                cfg.p2p.host,
+                cfg.p2p.port,
+            )
+        return None
+    try:
+        return ClusterCredentials.load(
+            cluster.ca_cert, cluster.node_cert, cluster.node_key, peer_id=agent_id
+        )
+    except CertError as exc:
+        raise StartupError(str(exc)) from None
+
+
 class Servers:
     """The node's gRPC server, bound at construction to ``api.host:api.port``
     (so its address is known before anything is built on it) and started by
     :meth:`start` with its services, and the ``/metrics`` endpoint.
 
+    With ``credentials`` the peer service is not on that server but on its own,
+    bound to ``api.host:cluster.peer_port`` with mutual TLS (members only, see
+    :mod:`~praxis_grpc.peers.members_only`); ``peer_port`` is its port (else None).
+
     Raises:
-        StartupError: the address cannot be listened on.
+        StartupError: an address cannot be listened on.
     """
 
     def __init__(
-        self, cfg: Config, metrics: Metrics, agent_card: Callable[[], dict[str, Any] | None]
+        self,
+        cfg: Config,
+        metrics: Metrics,
+        agent_card: Callable[[], dict[str, Any] | None],
+        credentials: ClusterCredentials | None = None,
     ) -> None:
         self._cfg, self._metrics = cfg, metrics
         self._agent_card = agent_card
@@ -191,6 +233,10 @@ class Servers:
             raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
         if self.port == 0:
             raise StartupError(f"api.port: cannot listen on {address} (address in use?)")
+        self._peer_server: grpc.aio.Server | None = None
+        self.peer_port: int | None = None
+        if credentials is not None:
+            self._peer_server, self.peer_port = _peer_server(cfg, metrics, credentials)
 
     async def start(
         self,
@@ -220,7 +266,7 @@ class Servers:
                 max_argument_bytes=cfg.tasks.max_argument_bytes,
                 max_message_bytes=cfg.api.max_message_bytes,
             ),
-            server,
+            self._peer_server or server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -228,6 +274,8 @@ class Servers:
         )
         await self.set_health(serving=False)
         await server.start()
+        if self._peer_server is not None:
+            await self._peer_server.start()
         self._start_metrics()
 
     def _start_metrics(self) -> None:
@@ -257,8 +305,35 @@ class Servers:
     async def stop(self) -> None:
         """Stop the gRPC server (1 s grace) and ``/metrics``."""
         await self._server.stop(grace=1.0)
+        if self._peer_server is not None:
+            await self._peer_server.stop(grace=1.0)
         if self._http is not None:
             self._http.close()
+
+
+def _peer_server(
+    cfg: Config, metrics: Metrics, credentials: ClusterCredentials
+) -> tuple[grpc.aio.Server, int]:
+    """The members-only server of the peer service, bound (not started)."""
+    server = grpc.aio.server(
+        interceptors=[
+            MetricsInterceptor(metrics),
+            MembersOnly(),
+            RequestDecodingInterceptor(
+                size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+            ),
+        ],
+        options=server_options(cfg.api),
+        maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
+    )
+    address = f"{cfg.api.host}:{cfg.cluster.peer_port}"
+    try:
+        port = server.add_secure_port(address, credentials.server_credentials())
+    except RuntimeError as exc:
+        raise StartupError(f"cluster.peer_port: cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise StartupError(f"cluster.peer_port: cannot listen on {address} (address in use?)")
+    return server, port
 
 
 async def start_gossip(
@@ -269,6 +344,7 @@ async def start_gossip(
     discovery: Discovery | None,
     metrics: Metrics,
     incarnation: int,
+    credentials: ClusterCredentials | None = None,
 ) -> tuple[Discovery | None, CardGossip | None, list[str]]:
     """Card gossip over ``discovery`` (or libp2p when ``p2p.enabled``):
     (discovery, gossip, listen addresses); all empty without discovery.
@@ -278,7 +354,7 @@ async def start_gossip(
     """
     p2p = cfg.p2p
     if discovery is None and p2p.enabled:
-        discovery = _libp2p(cfg, identity, directory, metrics, incarnation)
+        discovery = _libp2p(cfg, identity, directory, metrics, incarnation, credentials)
     if discovery is None:
         return None, None, []
     gossip = CardGossip(
@@ -290,6 +366,7 @@ async def start_gossip(
         max_card_bytes=p2p.max_card_bytes,
         load_threshold=cfg.cards.load_threshold,
         card_interval=cfg.cards.ttl / 2,
+        rules=CardRules(ttl=cfg.cards.ttl, max_slots=cfg.cards.max_slots),
     )
     try:
         return discovery, gossip, await gossip.start()
@@ -299,11 +376,17 @@ async def start_gossip(
         ) from exc
 
 
-def _libp2p(
-    cfg: Config, identity: Identity, directory: CardDirectory, metrics: Metrics, incarnation: int
+def _libp2p(  # noqa: PLR0917
+    cfg: Config,
+    identity: Identity,
+    directory: CardDirectory,
+    metrics: Metrics,
+    incarnation: int,
+    credentials: ClusterCredentials | None,
 ) -> Discovery:
     """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
     failure detector feeding the directory (``membership.*``)."""
+    from praxis_grpc.discovery._admission import AdmissionOptions
     from praxis_grpc.discovery.bridge import Libp2pDiscovery
     from praxis_grpc.discovery.libp2p import HostOptions
 
@@ -326,6 +409,13 @@ def _libp2p(
             target_peers=p2p.target_peers,
             max_peers=p2p.max_peers,
             trim_grace=p2p.trim_grace,
+            admission=None
+            if credentials is None
+            else AdmissionOptions(
+                credentials,
+                timeout=cfg.cluster.admission_timeout,
+                on_refused=lambda reason: metrics.admission_rejected_total.labels(reason).inc(),
+            ),
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
     )
