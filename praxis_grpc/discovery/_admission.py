@@ -134,6 +134,7 @@ class Admission:
     async def _admit(self, peer_id: ID) -> None:
         if peer_id in self._admitted:
             return
+        decided = self._decided.setdefault(peer_id, trio.Event())
         try:
             with trio.fail_after(self._options.timeout):
                 der = await self._exchange(peer_id)
@@ -141,7 +142,11 @@ class Admission:
         except AdmissionRefused as exc:
             await self._refuse(peer_id, exc)
         except Exception as exc:
-            if peer_id not in self._admitted:  # its own handshake may have won
+            # A broken exchange (the peer reset it, or said nothing) is no verdict
+            # while the peer's own handshake may still decide, with its reason.
+            with trio.move_on_after(self._options.timeout):
+                await decided.wait()
+            if not decided.is_set():
                 await self._refuse(peer_id, _failure(exc))
         else:
             self._admit_peer(peer_id)

@@ -1,0 +1,134 @@
+"""Admission to the mesh on real loopback sockets (issue 13): a stranger that reaches a
+member's p2p port with a fresh key (no certificate, one from another CA, or a member's
+certificate replayed under its own key) gets no card accepted, receives no card, and
+is disconnected and counted; members admit each other and exchange cards and gossip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+
+from praxis_grpc import certs
+from praxis_grpc.cluster import ClusterCredentials
+from praxis_grpc.discovery._admission import AdmissionOptions
+from praxis_grpc.discovery.libp2p import HostOptions, MeshHost
+from tests.unit.test_libp2p_host import FAST, Node, Recorder, run_trio, until
+
+
+def credentials(ca_dir: Path, out: Path, name: str, key_pair: KeyPair) -> ClusterCredentials:
+    peer_id = ID.from_pubkey(key_pair.public_key).to_base58()
+    issued = certs.issue(ca_dir, name, out, peer_id=peer_id)
+    return ClusterCredentials.load(issued.ca_cert, issued.cert, issued.key, peer_id=peer_id)
+
+
+async def start(
+    nursery: trio.Nursery,
+    key_pair: KeyPair,
+    admission: AdmissionOptions | None,
+    card: bytes,
+    **overrides: object,
+) -> Node:
+    options = HostOptions(key_pair=key_pair, admission=admission, **{**FAST, **overrides})  # type: ignore[arg-type]
+    events = Recorder()
+    host = MeshHost(options, events)
+    host.set_local_card(card)
+    scope = trio.CancelScope()
+
+    async def run(task_status: object = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await host.run(task_status=task_status)  # type: ignore[arg-type]
+
+    addrs = await nursery.start(run)
+    return Node(host, events, addrs[0], scope)
+
+
+def members_only(creds: ClusterCredentials, refused: list[str]) -> AdmissionOptions:
+    return AdmissionOptions(creds, timeout=2.0, on_refused=refused.append)
+
+
+@pytest.mark.parametrize(
+    ("stranger", "reason"),
+    [
+        ("no certificate", "no_certificate"),
+        ("another CA", "untrusted"),
+        ("a member's certificate", "peer_id_mismatch"),
+    ],
+)
+def test_a_stranger_with_a_fresh_key_neither_joins_nor_reads_the_mesh(
+    tmp_path: Path, stranger: str, reason: str
+) -> None:
+    ca, other_ca = tmp_path / "ca", tmp_path / "other"
+    certs.init_ca(ca)
+    certs.init_ca(other_ca)
+    keys = {name: create_new_key_pair() for name in ("a", "b", "s")}
+    a_creds = credentials(ca, tmp_path / "a", "a", keys["a"])
+    b_creds = credentials(ca, tmp_path / "b", "b", keys["b"])
+    s_creds: ClusterCredentials | None = None
+    if stranger == "another CA":
+        s_creds = credentials(other_ca, tmp_path / "s", "s", keys["s"])
+    elif stranger == "a member's certificate":
+        s_creds = a_creds  # sent as is, under the stranger's own Noise key
+    refused: list[str] = []
+    ignored: list[str] = []
+
+    async def test(nursery: trio.Nursery) -> None:
+        a = await start(nursery, keys["a"], members_only(a_creds, refused), b"card-a")
+        s = await start(
+            nursery,
+            keys["s"],
+            None if s_creds is None else members_only(s_creds, ignored),
+            b"card-s",
+            bootstrap=(a.addr,),
+        )
+        b = await start(
+            nursery, keys["b"], members_only(b_creds, refused), b"card-b", bootstrap=(a.addr,)
+        )
+        await until(lambda: reason in refused, f"a refused the stranger ({reason})")
+        await until(lambda: a.events.got(b"card-b", "exchange", b.peer_id), "a has b's card")
+        await until(lambda: b.events.got(b"card-a", "exchange", a.peer_id), "b has a's card")
+        await until(lambda: a.knows_subscribers(b), "a sees b subscribed")
+        await _publish_until(a, lambda: b.events.got(b"gossip-a", "gossip", a.peer_id))
+        assert s.events.cards == []  # not a's card, not a's gossip
+        assert not any(peer == s.peer_id for _, _, peer in a.events.cards)
+        assert s.peer_id not in {status.peer_id for status in a.host.peers()}
+        assert set(refused) == {reason}
+
+    run_trio(test)
+
+
+def test_members_admit_each_other_both_ways(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    certs.init_ca(ca)
+    keys = [create_new_key_pair() for _ in range(2)]
+    creds = [credentials(ca, tmp_path / str(i), f"n{i}", key) for i, key in enumerate(keys)]
+    refused: list[str] = []
+
+    async def test(nursery: trio.Nursery) -> None:
+        a = await start(nursery, keys[0], members_only(creds[0], refused), b"card-a")
+        b = await start(
+            nursery, keys[1], members_only(creds[1], refused), b"card-b", bootstrap=(a.addr,)
+        )
+        await until(lambda: a.events.got(b"card-b", "exchange", b.peer_id), "a has b's card")
+        await until(lambda: b.events.got(b"card-a", "exchange", a.peer_id), "b has a's card")
+        await until(lambda: b.knows_subscribers(a), "b sees a subscribed")
+        await _publish_until(b, lambda: a.events.got(b"gossip-a", "gossip", b.peer_id))
+        assert refused == []
+
+    run_trio(test)
+
+
+async def _publish_until(node: Node, arrived: Callable[[], bool]) -> None:
+    """Publish b"gossip-a" until ``arrived`` (the mesh forms a heartbeat after subscribing)."""
+    with trio.fail_after(10):
+        while not arrived():
+            await node.host.publish(b"gossip-a")
+            with trio.move_on_after(0.2):
+                while not arrived():
+                    await trio.sleep(0.02)
