@@ -49,14 +49,16 @@ class AdmissionRefused(Exception):
 class ClusterCredentials:
     """The cluster CA and this node's certificate and key, as PEM bytes.
 
-    Build with :meth:`load`, which refuses a certificate that does not make
-    this node a member.
+    ``ca_cert`` may hold several CA certificates (a bundle): a certificate
+    issued by any of them is a member's, which is how the CA is rotated
+    without a cluster-wide restart (SECURITY.md). Build with :meth:`load`,
+    which refuses a certificate that does not make this node a member.
     """
 
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
-    ca: x509.Certificate
+    cas: tuple[x509.Certificate, ...]
     cert: x509.Certificate
 
     @classmethod
@@ -70,7 +72,10 @@ class ClusterCredentials:
         ca_pem = _read("cluster.ca_cert", ca_cert)
         cert_pem = _read("cluster.node_cert", node_cert)
         key_pem = _read("cluster.node_key", node_key)
-        ca = _certificate("cluster.ca_cert", ca_pem)
+        try:
+            cas = tuple(x509.load_pem_x509_certificates(ca_pem))
+        except ValueError as exc:
+            raise CertError(f"cluster.ca_cert: {ca_cert} is not PEM certificates: {exc}") from None
         cert = _certificate("cluster.node_cert", cert_pem)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
@@ -79,7 +84,7 @@ class ClusterCredentials:
         if key.public_key() != cert.public_key():
             raise CertError(f"cluster.node_key: {node_key} is not the key of {node_cert}")
         try:
-            verify_issued_by(cert, ca)
+            _verify(cert, cas)
         except CertError as exc:
             raise CertError(f"cluster.node_cert: {node_cert}: {exc} ({ca_cert})") from None
         named = peer_ids(cert)
@@ -89,7 +94,7 @@ class ClusterCredentials:
                 f"node's {peer_id} (issue it with: praxis certs issue NAME --node-key "
                 "<data_dir>/node.key)"
             )
-        return cls(ca_pem, cert_pem, key_pem, ca, cert)
+        return cls(ca_pem, cert_pem, key_pem, cas, cert)
 
     @property
     def cert_der(self) -> bytes:
@@ -109,7 +114,7 @@ class ClusterCredentials:
         except ValueError as exc:
             raise AdmissionRefused("malformed", str(exc)) from None
         try:
-            verify_issued_by(cert, self.ca)
+            _verify(cert, self.cas)
         except CertError as exc:
             raise AdmissionRefused("untrusted", str(exc)) from None
         if peer_id not in peer_ids(cert):
@@ -149,6 +154,19 @@ def caller_peer_id(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
         return None
     named = peer_ids(cert)
     return named[0] if len(named) == 1 else None
+
+
+def _verify(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> None:
+    """Raises CertError unless one of ``cas`` issued ``cert`` and it is valid now."""
+    error = CertError("no CA certificate")
+    for ca in cas:
+        try:
+            verify_issued_by(cert, ca)
+        except CertError as exc:
+            error = exc
+        else:
+            return
+    raise error
 
 
 def _read(key: str, path: Path) -> bytes:
