@@ -175,3 +175,17 @@ async def test_a_card_pointing_at_another_members_endpoint_is_refused(
     namesake = card_of(mallory, name=real.name)
     gossip.on_card(encode_signed(mallory, card=namesake), "gossip", mallory.agent_id)
     assert directory.get(mallory.agent_id) is not None
+
+
+async def test_sybil_cards_gossiped_by_one_peer_are_dropped(
+    node: tuple[CardGossip, CardDirectory, Metrics], tmp_path: Path
+) -> None:
+    # GossipSub signs each message with its origin's key (strict signing), so one
+    # host can gossip only as itself: cards of 20 fresh keys it made are not its own.
+    gossip, directory, metrics = node
+    host = ident(tmp_path, "host")
+    for index in range(20):
+        sybil = ident(tmp_path, f"sybil{index}")
+        gossip.on_card(encode_signed(sybil, card=card_of(sybil)), "gossip", host.agent_id)
+    assert directory.cards() == []
+    assert rejected(metrics, "not_sender") == 20

@@ -19,7 +19,10 @@ from praxis_grpc import certs
 from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.discovery._admission import AdmissionOptions
 from praxis_grpc.discovery.libp2p import HostOptions, MeshHost
+from praxis_grpc.discovery.members import MembershipOptions
+from praxis_grpc.membership import State
 from tests.unit.test_libp2p_host import FAST, Node, Recorder, run_trio, until
+from tests.unit.test_swim_host import TIMING, Members
 
 
 def credentials(ca_dir: Path, out: Path, name: str, key_pair: KeyPair) -> ClusterCredentials:
@@ -33,11 +36,13 @@ async def start(
     key_pair: KeyPair,
     admission: AdmissionOptions | None,
     card: bytes,
+    members: Members | None = None,
     **overrides: object,
 ) -> Node:
     options = HostOptions(key_pair=key_pair, admission=admission, **{**FAST, **overrides})  # type: ignore[arg-type]
     events = Recorder()
-    host = MeshHost(options, events)
+    swim = None if members is None else MembershipOptions(TIMING, 1, members)
+    host = MeshHost(options, events, swim)
     host.set_local_card(card)
     scope = trio.CancelScope()
 
@@ -120,6 +125,41 @@ def test_members_admit_each_other_both_ways(tmp_path: Path) -> None:
         await until(lambda: b.knows_subscribers(a), "b sees a subscribed")
         await _publish_until(b, lambda: a.events.got(b"gossip-a", "gossip", b.peer_id))
         assert refused == []
+
+    run_trio(test)
+
+
+def test_swim_members_never_hear_of_a_stranger(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    certs.init_ca(ca)
+    keys = [create_new_key_pair() for _ in range(3)]
+    creds = [credentials(ca, tmp_path / str(i), f"n{i}", key) for i, key in enumerate(keys[:2])]
+    refused: list[str] = []
+    swims = [Members() for _ in keys]
+
+    async def test(nursery: trio.Nursery) -> None:
+        a = await start(nursery, keys[0], members_only(creds[0], refused), b"card-a", swims[0])
+        s = await start(nursery, keys[2], None, b"card-s", swims[2], bootstrap=(a.addr,))
+        b = await start(
+            nursery,
+            keys[1],
+            members_only(creds[1], refused),
+            b"card-b",
+            swims[1],
+            bootstrap=(a.addr,),
+        )
+        await until(lambda: "no_certificate" in refused, "a refused the stranger")
+        await until(
+            lambda: (
+                swims[0].states.get(b.peer_id) is State.ALIVE
+                and swims[1].states.get(a.peer_id) is State.ALIVE
+            ),
+            "a and b are SWIM members of each other",
+        )
+        assert s.peer_id not in swims[0].states
+        assert s.peer_id not in swims[1].states
+        assert b.peer_id not in swims[2].states  # the stranger learnt no member from a
+        assert s.events.cards == []
 
     run_trio(test)
 
