@@ -44,7 +44,7 @@ from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
-from praxis_grpc.peers.members_only import MembersOnly
+from praxis_grpc.peers.listener import ListenError, peer_server
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.frontend import TaskFrontend
@@ -236,7 +236,10 @@ class Servers:
         self._peer_server: grpc.aio.Server | None = None
         self.peer_port: int | None = None
         if credentials is not None:
-            self._peer_server, self.peer_port = _peer_server(cfg, metrics, credentials)
+            try:
+                self._peer_server, self.peer_port = peer_server(cfg, metrics, credentials)
+            except ListenError as exc:
+                raise StartupError(str(exc)) from None
 
     async def start(
         self,
@@ -309,31 +312,6 @@ class Servers:
             await self._peer_server.stop(grace=1.0)
         if self._http is not None:
             self._http.close()
-
-
-def _peer_server(
-    cfg: Config, metrics: Metrics, credentials: ClusterCredentials
-) -> tuple[grpc.aio.Server, int]:
-    """The members-only server of the peer service, bound (not started)."""
-    server = grpc.aio.server(
-        interceptors=[
-            MetricsInterceptor(metrics),
-            MembersOnly(),
-            RequestDecodingInterceptor(
-                size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
-            ),
-        ],
-        options=server_options(cfg.api),
-        maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
-    )
-    address = f"{cfg.api.host}:{cfg.cluster.peer_port}"
-    try:
-        port = server.add_secure_port(address, credentials.server_credentials())
-    except RuntimeError as exc:
-        raise StartupError(f"cluster.peer_port: cannot listen on {address}: {exc}") from None
-    if port == 0:
-        raise StartupError(f"cluster.peer_port: cannot listen on {address} (address in use?)")
-    return server, port
 
 
 async def start_gossip(

@@ -14,7 +14,7 @@ from praxis_grpc._gen.praxis.v1 import mesh_pb2
 from praxis_grpc.card_codec import encode_signed
 from praxis_grpc.cards import AgentCard, AgentStatus, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.directory import CardDirectory
-from praxis_grpc.discovery.base import DiscoveryEvents
+from praxis_grpc.discovery.base import DiscoveryEvents, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity, load_or_create_identity
 from praxis_grpc.metrics import Metrics
@@ -39,7 +39,7 @@ class Wire:
     def publish(self, data: bytes) -> None:
         return None
 
-    async def peers(self) -> list[object]:
+    async def peers(self) -> list[PeerStatus]:
         return []
 
 

@@ -24,7 +24,7 @@ def member(ca: Path, out: Path, name: str) -> tuple[ClusterCredentials, str]:
 def test_a_peer_certificate_must_be_the_cas_and_name_the_authenticated_peer(tmp_path: Path) -> None:
     init_ca(tmp_path / "ca")
     init_ca(tmp_path / "other")
-    a, a_id = member(tmp_path / "ca", tmp_path / "a", "a")
+    a, _ = member(tmp_path / "ca", tmp_path / "a", "a")
     b, b_id = member(tmp_path / "ca", tmp_path / "b", "b")
     stranger, s_id = member(tmp_path / "other", tmp_path / "s", "s")
     a.check_peer(b.cert_der, b_id)

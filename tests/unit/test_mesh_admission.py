@@ -50,7 +50,7 @@ async def start(
         with scope:
             await host.run(task_status=task_status)  # type: ignore[arg-type]
 
-    addrs = await nursery.start(run)
+    addrs: list[str] = await nursery.start(run)
     return Node(host, events, addrs[0], scope)
 
 
