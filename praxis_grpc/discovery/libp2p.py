@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -356,7 +357,7 @@ class MeshHost:
             RendezvousService(host)
         return membership, pubsub, services, dht
 
-    def _new_admission(self, host: IHost, admitted: Any) -> Admission | None:
+    def _new_admission(self, host: IHost, admitted: Callable[[ID], None]) -> Admission | None:
         """Admission with ``p2p`` options that ask for it, serving its protocol."""
         if self._options.admission is None:
             return None

@@ -41,7 +41,7 @@ def cluster_node(root: Path, name: str, builtins: list[str], **p2p: Any) -> Any:
         tools={"builtins": builtins},
         cards={"heartbeat": "200ms", "ttl": "3s"},
         p2p={"enabled": True, "rendezvous": "", "disconnect_grace": "300ms", **p2p},
-        cluster=_cluster(data / "tls", name),
+        cluster={**_cluster(data / "tls", name), "admission_timeout": "2s"},
     )
 
 
@@ -97,6 +97,49 @@ async def test_three_members_delegate_over_mutual_tls(tmp_path: Path, ca: Path) 
                     timeout=5,
                 )
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_stranger_node_gets_no_card_in_and_no_task(tmp_path: Path, ca: Path) -> None:
+    # The first attack of issue 13: a node with a fresh key bootstraps from a member
+    # and offers the calculator with every slot free.
+    async with contextlib.AsyncExitStack() as stack:
+        member = await stack.enter_async_context(
+            running_node(cluster_node(tmp_path, "n1", ["system_info"]))
+        )
+        stranger_config = make_config(
+            tmp_path / "s",
+            name="s",
+            metrics={"enabled": False},
+            tools={"builtins": ["calculator"]},
+            tasks={"max_concurrency": 1000},
+            cards={"heartbeat": "200ms", "ttl": "3s"},
+            p2p={"enabled": True, "rendezvous": "", "bootstrap_nodes": member.p2p_addrs[:1]},
+        )
+        stranger = await stack.enter_async_context(running_node(stranger_config))
+        registry = member.metrics.registry
+        await until(
+            lambda: (
+                (
+                    registry.get_sample_value(
+                        "praxis_admission_rejected_total", {"reason": "no_certificate"}
+                    )
+                    or 0
+                )
+                >= 1
+            ),
+            timeout=20,
+        )
+        assert member.directory.get(stranger.agent_id) is None
+        assert stranger.directory.get(member.agent_id) is None
+        async with grpc.aio.insecure_channel(member.endpoints.grpc) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.TaskServiceStub(channel).SubmitTask(add(1, 1), timeout=10)
+        assert info.value.code() != grpc.StatusCode.OK
+        async with grpc.aio.insecure_channel(stranger.endpoints.grpc) as channel:
+            listed = await pb_grpc.TaskServiceStub(channel).ListTasks(
+                pb.ListTasksRequest(page_size=10), timeout=5
+            )
+        assert list(listed.tasks) == []  # nothing was dispatched to it
 
 
 async def test_the_peer_service_takes_members_only(tmp_path: Path, ca: Path) -> None:
