@@ -68,6 +68,7 @@ class Admission:
         self._options = options
         self._on_admitted = on_admitted
         self._admitted: OrderedDict[ID, None] = OrderedDict()
+        self._refused: OrderedDict[ID, None] = OrderedDict()  # until its next connection
         self._decided: dict[ID, trio.Event] = {}
         self._send, self._receive = trio.open_memory_channel[ID](_BACKLOG)
 
@@ -79,6 +80,7 @@ class Admission:
         """A connection to ``peer_id`` opened: run the handshake (never blocks)."""
         if peer_id in self._admitted:
             return
+        self._refused.pop(peer_id, None)
         self._decided.setdefault(peer_id, trio.Event())
         try:
             self._send.send_nowait(peer_id)
@@ -95,6 +97,8 @@ class Admission:
         """True once ``peer_id`` is admitted; False if refused or undecided after ``timeout``."""
         if peer_id in self._admitted:
             return True
+        if peer_id in self._refused:
+            return False  # its streams are reset at once, not held
         event = self._decided.setdefault(peer_id, trio.Event())
         with trio.move_on_after(self._options.timeout):
             await event.wait()
@@ -164,10 +168,8 @@ class Admission:
 
     def _admit_peer(self, peer_id: ID) -> None:
         fresh = peer_id not in self._admitted
-        self._admitted[peer_id] = None
-        self._admitted.move_to_end(peer_id)
-        while len(self._admitted) > _REMEMBERED:
-            self._admitted.popitem(last=False)
+        self._refused.pop(peer_id, None)
+        _remember(self._admitted, peer_id)
         self._decided.pop(peer_id, trio.Event()).set()
         if fresh:
             log.debug("admitted %s", peer_id)
@@ -175,6 +177,7 @@ class Admission:
 
     async def _refuse(self, peer_id: ID, exc: AdmissionRefused) -> None:
         self._admitted.pop(peer_id, None)
+        _remember(self._refused, peer_id)
         self._decided.pop(peer_id, trio.Event()).set()
         self._options.on_refused(exc.reason)
         log.warning("refused peer %s admission to the mesh: %s", peer_id, exc)
@@ -183,6 +186,14 @@ class Admission:
                 await self._host.get_network().close_peer(peer_id)
             except Exception:
                 log.debug("closing the connections to %s failed", peer_id, exc_info=True)
+
+
+def _remember(peers: OrderedDict[ID, None], peer_id: ID) -> None:
+    """Add ``peer_id`` as the most recent of ``peers``, forgetting the oldest beyond a bound."""
+    peers[peer_id] = None
+    peers.move_to_end(peer_id)
+    while len(peers) > _REMEMBERED:
+        peers.popitem(last=False)
 
 
 def _failure(exc: BaseException) -> AdmissionRefused:
