@@ -181,7 +181,9 @@ class Admission:
         self._decided.pop(peer_id, trio.Event()).set()
         self._options.on_refused(exc.reason)
         log.warning("refused peer %s admission to the mesh: %s", peer_id, exc)
-        with trio.move_on_after(self._options.timeout):
+        # Shielded: py-libp2p keeps the socket of a connection whose close is
+        # cancelled halfway (as the host's shutdown would cancel this task).
+        with trio.CancelScope(shield=True), trio.move_on_after(self._options.timeout):
             try:
                 await self._host.get_network().close_peer(peer_id)
             except Exception:
