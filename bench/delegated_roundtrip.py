@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.delegated_roundtrip [--requests N] [--concurrency 1,16]
         [--targets echo,delegated,direct] [--duration-cap SECONDS] [--warmup N]
-        [--rounds R] [--launch-timeout SECONDS] [--keep] [--json]
+        [--rounds R] [--launch-timeout SECONDS] [--cluster] [--keep] [--json]
 
 Starts, in separate processes, a raw ``grpc.aio`` echo server
 (:mod:`bench.echo_server`) and two ``praxis node`` processes meshed over
@@ -19,6 +19,10 @@ each concurrency, every target in turn from a fresh load process
   ``owner_agent_id`` must be B; other owners are counted);
 - ``direct``: SubmitTask at B, which runs it itself (no delegation), to show
   what the hop costs.
+
+With ``--cluster`` the nodes get node certificates from a fresh CA (``cluster``
+section): admission on the mesh, and delegation over the members-only peer
+listener with mutual TLS (SECURITY.md); run with and without to see its cost.
 
 Reports medians over rounds, throughput as a fraction of echo's, and the CPU
 each server process used per request (user + system, warm-up included): on a
@@ -321,15 +325,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=60.0,
         help="bound on each node start and on B's card reaching A (default: 60)",
     )
+    parser.add_argument(
+        "--cluster", action="store_true", help="admission and mutual TLS between the nodes"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the node directories and logs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     return parser.parse_args(argv)
 
 
+def with_certificates(root: Path, configs: Mapping[str, Any]) -> dict[str, Any]:
+    """``configs`` with a ``cluster`` section each: a fresh CA under ``root/ca`` and a
+    node certificate for each node's key (``root/<name>/node.key``, created here)."""
+    from praxis_grpc.certs import init_ca, issue
+    from praxis_grpc.identity import load_or_create_identity
+
+    init_ca(root / "ca")
+    result: dict[str, Any] = {}
+    for name, config in configs.items():
+        node_dir = (root / name).resolve()
+        peer_id = load_or_create_identity(node_dir / "node.key").agent_id
+        issued = issue(root / "ca", name, node_dir / "tls", peer_id=peer_id)
+        cluster = {"ca_cert": issued.ca_cert, "node_cert": issued.cert, "node_key": issued.key}
+        result[name] = {**config, "cluster": {k: str(v) for k, v in cluster.items()}}
+    return result
+
+
 def run_benchmark(args: argparse.Namespace, root: Path) -> Run:
     """Start the servers, measure every round, stop every process."""
     result = Run(load_before=os.getloadavg()[0])
-    cluster = Cluster(root, NODE_CONFIGS)
+    cluster = Cluster(root, with_certificates(root, NODE_CONFIGS) if args.cluster else NODE_CONFIGS)
     with contextlib.ExitStack() as stack:
         with interrupts_deferred():
             echo_address, echo_pid = stack.enter_context(echo_server_process())

@@ -92,6 +92,12 @@ class AgentCard:
         )
         return relayed or self.grpc_address
 
+    @property
+    def peer_tls_address(self) -> str:
+        """The agent's mutual-TLS peer service ("host:port"; ``cluster`` set),
+        or "" in an open mesh, where the peer service shares the gRPC port."""
+        return next((e.address for e in self.endpoints if e.transport == "peer"), "")
+
     def offers(self, tool: str) -> bool:
         """True when the agent advertises ``tool``."""
         return any(t.name == tool for t in self.tools)

@@ -495,6 +495,13 @@ class CardsConfig(_Section):
     load_threshold: float = Field(
         default=0.1, ge=0.0, le=1.0, description="load change, in capacity, that publishes a status"
     )
+    max_slots: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="a peer card advertising more task slots (capacity) than this is "
+        "refused; at least tasks.max_concurrency of every node",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_ttl(self) -> CardsConfig:
@@ -540,6 +547,39 @@ class MembershipSection(_Section):
         return MembershipConfig(**self.model_dump())
 
 
+class ClusterConfig(_Section):
+    """Admission to the mesh and authenticated peers (see SECURITY.md, "The mesh").
+
+    All three paths set: only nodes with a certificate from ``ca_cert`` naming
+    their libp2p peer id are admitted to the mesh, and the peer service is
+    served on its own mutual-TLS port. None set: an open mesh (insecure).
+    """
+
+    ca_cert: ConfigPath | None = Field(default=None, description="the cluster CA certificate")
+    node_cert: ConfigPath | None = Field(
+        default=None, description="this node's certificate (praxis certs issue --node-key)"
+    )
+    node_key: ConfigPath | None = Field(default=None, description="its private key")
+    peer_port: Port = Field(
+        default=0, description="mutual-TLS port of the peer service, on api.host; 0 picks one"
+    )
+    admission_timeout: PositiveDuration = Field(
+        default=5.0, description="a connected peer not admitted within this is disconnected"
+    )
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> ClusterConfig:
+        given = [self.ca_cert, self.node_cert, self.node_key]
+        if any(p is not None for p in given) and not all(p is not None for p in given):
+            raise ValueError("ca_cert, node_cert and node_key are set together or not at all")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether admission (and mutual TLS between peers) is on."""
+        return self.ca_cert is not None
+
+
 # Room a task's other fields and its response take besides arguments and result.
 TASK_ENVELOPE_BYTES = 64 * 1024
 
@@ -560,6 +600,16 @@ class Config(_Section):
     cards: CardsConfig = Field(default_factory=CardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     membership: MembershipSection = Field(default_factory=MembershipSection)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _slots_within_ceiling(self) -> Config:
+        if self.tasks.max_concurrency > self.cards.max_slots:
+            raise ValueError(
+                f"tasks.max_concurrency ({self.tasks.max_concurrency}) must not exceed "
+                f"cards.max_slots ({self.cards.max_slots}): peers would refuse this node's card"
+            )
+        return self
 
     @model_validator(mode="after")
     def _metrics_tokens(self) -> Config:

@@ -53,6 +53,7 @@ class CardDirectory:
         self._local_status: AgentStatus | None = None
         self._version = 0
         self._buried: dict[str, int] = {}  # agent -> the incarnation membership holds gone
+        self._removed: dict[str, tuple[int, int]] = {}  # agent -> its freshness when removed
 
     @property
     def local(self) -> AgentCard:
@@ -121,11 +122,22 @@ class CardDirectory:
         return event
 
     def remove(self, agent_id: str) -> CardEvent | None:
-        """Forget an agent; fan out REMOVED."""
+        """Forget an agent; fan out REMOVED. Remembers how fresh it was (:meth:`removed_at`)."""
         event = self._registry.remove(agent_id)
         if event is not None:
+            self._removed.pop(agent_id, None)
+            self._removed[agent_id] = event.card.freshness
+            while len(self._removed) > _MAX_BURIED:
+                del self._removed[next(iter(self._removed))]
             self._emit(event)
         return event
+
+    def removed_at(self, agent_id: str) -> tuple[int, int] | None:
+        """The freshness ``agent_id`` had when its entry was last removed (None while
+        it is listed, or if it never was): a card no newer than that is a replay."""
+        if self._registry.get(agent_id) is not None:
+            return None
+        return self._removed.get(agent_id)
 
     def bury(self, agent_id: str) -> CardEvent | None:
         """Remove an agent membership holds dead or left; refuse its cards of the same
@@ -146,7 +158,11 @@ class CardDirectory:
         """Drop remote cards older than the TTL; fan out REMOVED for each."""
         events = self._registry.expire(self._clock())
         for event in events:
+            self._removed.pop(event.card.agent_id, None)
+            self._removed[event.card.agent_id] = event.card.freshness
             self._emit(event)
+        while len(self._removed) > _MAX_BURIED:
+            del self._removed[next(iter(self._removed))]
         return events
 
     def get(self, agent_id: str) -> AgentCard | None:

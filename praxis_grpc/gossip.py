@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from praxis_grpc._gen.praxis.v1 import mesh_pb2
+from praxis_grpc.card_checks import CardRules, Evidence
 from praxis_grpc.card_codec import (
     CardCache,
     CardRejected,
@@ -23,7 +24,7 @@ from praxis_grpc.card_codec import (
     split_message,
     verify_status,
 )
-from praxis_grpc.cards import AgentStatus
+from praxis_grpc.cards import AgentCard, AgentStatus, timer_scale
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery
 from praxis_grpc.identity import Identity
@@ -52,6 +53,9 @@ class CardGossip:
     - A peer card is verified once (:class:`CardCache`); a peer status is
       verified only if it is newer than what is known of its agent, otherwise
       dropped unread. The directory decides what is newer.
+    - With ``rules``, a card or status must also pass
+      :class:`~praxis_grpc.card_checks.CardRules` (sender, issue time,
+      replay, addresses, slots, endpoints); a failure is counted by reason.
     - When the last connection to a peer closes and discovery says it
       departed, its card is removed after ``disconnect_grace`` unless it
       reconnects; a peer that stays silent ages out by the directory's TTL.
@@ -70,6 +74,7 @@ class CardGossip:
         card_interval: float = 5.0,
         cache: CardCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rules: CardRules | None = None,
     ) -> None:
         self._directory = directory
         self._identity = identity
@@ -80,6 +85,7 @@ class CardGossip:
         self._threshold = load_threshold
         self._cache = cache if cache is not None else CardCache()
         self._clock = clock
+        self._rules = rules
         self._connected: set[str] = set()
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._card_sent: tuple[int, int] | None = None
@@ -166,14 +172,14 @@ class CardGossip:
         except CardRejected as exc:
             self._reject("card", exc, peer_id)
             return
-        self._take(message, source, peer_id)
+        self._take(message, source, peer_id, relayed=False)
         for relayed in message.relayed if source == "exchange" else ():
             try:
                 inner = split_message(relayed, self._max_card_bytes)
             except CardRejected as exc:
                 self._reject("card", exc, peer_id)
                 continue
-            self._take(MeshMessage(inner.card, inner.status), source, peer_id)
+            self._take(MeshMessage(inner.card, inner.status), source, peer_id, relayed=True)
         if self._held_changed and self._card_sent is not None:
             self._send_exchange_only()
 
@@ -183,33 +189,72 @@ class CardGossip:
         )
         self._discovery.set_local_card(self._exchange_payload(own))
 
-    def _take(self, message: MeshMessage, source: str, peer_id: str) -> None:
+    def _take(self, message: MeshMessage, source: str, peer_id: str, *, relayed: bool) -> None:
         if message.card is not None:
-            self._take_card(message.card, source, peer_id)
+            self._take_card(message.card, message.status, source, peer_id, relayed)
         if message.status is not None:
-            self._take_status(message.status, source, peer_id)
+            self._take_status(message.status, source, peer_id, relayed)
 
-    def _take_card(self, part: SignedPart, source: str, peer_id: str) -> None:
+    def _take_card(
+        self,
+        part: SignedPart,
+        status: SignedPart | None,
+        source: str,
+        peer_id: str,
+        relayed: bool,
+    ) -> None:
         try:
             card = self._cache.verify(part)
+            if card.agent_id == self._identity.agent_id:
+                return
+            if self._rules is not None:
+                self._check_card(self._rules, card, status, peer_id, relayed)
         except CardRejected as exc:
             self._reject("card", exc, peer_id)
-            return
-        if card.agent_id == self._identity.agent_id:
             return
         self._count("card", "received")
         age = (self._clock() - card.updated_at).total_seconds()
         self._metrics.card_age_seconds.observe(max(age, 0.0))
         if self._directory.merge(card) is not None:
             self._metrics.card_updates_total.labels(source).inc()
-            self._held[card.agent_id] = (part, None)
+            same = status is not None and _status_of(status, card) is not None
+            self._held[card.agent_id] = (part, status if same else None)
             self._held_changed = True
 
-    def _take_status(self, part: SignedPart, source: str, peer_id: str) -> None:
+    def _check_card(
+        self,
+        rules: CardRules,
+        card: AgentCard,
+        status: SignedPart | None,
+        peer_id: str,
+        relayed: bool,
+    ) -> None:
+        known = self._directory.get(card.agent_id)
+        changed = known is None or known.endpoints != card.endpoints
+        rules.check_card(
+            card,
+            sender=peer_id,
+            relayed=relayed,
+            evidence=_evidence(card, status),
+            now=self._clock(),
+            ttl_scale=timer_scale(len(self._directory)),
+            removed_at=self._directory.removed_at(card.agent_id),
+            others=self._directory.cards() if changed else (),
+        )
+
+    def _take_status(self, part: SignedPart, source: str, peer_id: str, relayed: bool) -> None:
         try:
             status = read_status(part)
             if status.agent_id == self._identity.agent_id:
                 return
+            if self._rules is not None:
+                self._rules.check_status(
+                    status,
+                    sender=peer_id,
+                    relayed=relayed,
+                    now=self._clock(),
+                    ttl_scale=timer_scale(len(self._directory)),
+                )
             if not self._directory.wants_status(status):
                 self._count("status", "dropped")  # stale, a duplicate, or ahead of its card
                 return
@@ -254,3 +299,28 @@ class CardGossip:
         self._removals.pop(peer_id, None)
         if peer_id not in self._connected and self._directory.remove(peer_id) is not None:
             log.info("peer %s left; its card was removed", peer_id)
+
+
+def _status_of(part: SignedPart, card: AgentCard) -> AgentStatus | None:
+    """The status in ``part`` if it is ``card``'s agent's, of its incarnation, newer
+    than the card, and correctly signed; else None."""
+    try:
+        status = read_status(part)
+        if (
+            status.agent_id != card.agent_id
+            or status.incarnation != card.incarnation
+            or status.freshness <= card.freshness
+        ):
+            return None
+        verify_status(part, status)
+    except CardRejected:
+        return None
+    return status
+
+
+def _evidence(card: AgentCard, status: SignedPart | None) -> Evidence:
+    """How fresh a card message is: its card, or the newer signed status sent with it."""
+    newer = _status_of(status, card) if status is not None else None
+    if newer is not None:
+        return Evidence(newer.freshness, newer.updated_at)
+    return Evidence(card.freshness, card.updated_at)

@@ -167,7 +167,16 @@ class Metrics:
         )
         self.cards_rejected_total = Counter(
             "cards_rejected",
-            "Peer cards dropped, by reason (bad_signature, oversized, malformed).",
+            "Peer cards dropped, by reason (bad_signature, oversized, malformed, not_sender, "
+            "expired, replayed, foreign_address, too_many_slots, endpoint_taken).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.admission_rejected_total = Counter(
+            "admission_rejected",
+            "Peers refused admission to the mesh and disconnected, by reason (no_certificate, "
+            "malformed, untrusted, peer_id_mismatch, timeout).",
             ["reason"],
             namespace=NAMESPACE,
             registry=r,

@@ -16,6 +16,7 @@ from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.assembly import TaskParts, build_task_parts
 from praxis_grpc.cards import AgentCard, Endpoint, timer_scale
+from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
 from praxis_grpc.directory import CardDirectory
@@ -31,6 +32,7 @@ from praxis_grpc.node_parts import (
     Servers,
     StartupError,
     close_departed_channels,
+    cluster_credentials,
     engine_limits,
     ha_inputs,
     libp2p_discovery,
@@ -62,6 +64,8 @@ class Endpoints:
 
     grpc: str
     metrics: str | None
+    peer: str | None = None
+    """The members-only peer service (mutual TLS); None in an open mesh."""
 
 
 class Node:
@@ -111,6 +115,7 @@ class Node:
         self._endpoints: Endpoints | None = None
         self._discovery = discovery
         self._gossip: CardGossip | None = None
+        self._credentials: ClusterCredentials | None = None
         self.p2p_addrs: list[str] = []
         self.reachability = "unknown"
         """Whether peers can dial this node (dial-back; checked only with NAT
@@ -205,17 +210,19 @@ class Node:
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
         self.metrics.cards_known.set_function(lambda: len(self.directory))
-        if self._discovery is None and cfg.p2p.enabled:
-            self._discovery = libp2p_discovery(
-                cfg,
-                state.identity,
-                self._directory,
-                self.metrics,
-                self.incarnation,
-                on_addrs=self._p2p_addrs_changed,
-                on_reachability=self._reachability_changed,
-            )
         try:
+            self._credentials = cluster_credentials(cfg, self.agent_id)
+            if self._discovery is None and cfg.p2p.enabled:
+                self._discovery = libp2p_discovery(
+                    cfg,
+                    state.identity,
+                    self._directory,
+                    self.metrics,
+                    self.incarnation,
+                    credentials=self._credentials,
+                    on_addrs=self._p2p_addrs_changed,
+                    on_reachability=self._reachability_changed,
+                )
             await self._start_servers(limits)
             assert self._servers is not None
             assert self._servers.peer_service is not None
@@ -227,6 +234,7 @@ class Node:
                 discovery=self._discovery,
                 metrics=self.metrics,
                 incarnation=self.incarnation,
+                credentials=self._credentials,
             )
         except BaseException:
             await self.aclose(grace=0)
@@ -278,13 +286,19 @@ class Node:
             except RuntimeError:
                 return None
 
-        self._servers = servers = Servers(cfg, self.metrics, agent_card)
+        credentials = self._credentials
+        self._servers = servers = Servers(cfg, self.metrics, agent_card, credentials)
         self.metrics.task_queue_limit.set(limits.queue_limit)
         host = cfg.api.advertise_host or cfg.api.host
-        self._endpoints = Endpoints(grpc=f"{host}:{servers.port}", metrics=None)
-        self._peers = peer_client(
-            GrpcPeerClient(self.agent_id, cfg.api.max_message_bytes), self._discovery
+        peer = f"{host}:{servers.peer_port}" if servers.peer_port is not None else None
+        self._endpoints = Endpoints(grpc=f"{host}:{servers.port}", metrics=None, peer=peer)
+        grpc_peers = GrpcPeerClient(
+            self.agent_id,
+            cfg.api.max_message_bytes,
+            credentials=credentials.channel_credentials() if credentials else None,
+            resolve=self._peer_address,
         )
+        self._peers = peer_client(grpc_peers, self._discovery)
         ha = ha_inputs(
             cfg,
             self._consensus_factory,
@@ -309,7 +323,17 @@ class Node:
             tasks=parts.frontend,
             requests=parts.requests,
         )
-        self._endpoints = Endpoints(grpc=self.endpoints.grpc, metrics=servers.metrics_address)
+        self._endpoints = Endpoints(
+            grpc=self.endpoints.grpc, metrics=servers.metrics_address, peer=peer
+        )
+
+    def _peer_address(self, grpc_address: str) -> str:
+        """The peer listener of the agent at ``grpc_address`` (unique among cards, see
+        :mod:`~praxis_grpc.card_checks`); the address itself if no card names it."""
+        for card in self.directory.cards():
+            if card.grpc_address == grpc_address and card.peer_tls_address:
+                return card.peer_tls_address
+        return grpc_address
 
     async def _start_consensus(self) -> None:
         """Start the consensus member and follow the leadership. The role
@@ -398,6 +422,7 @@ class Node:
             role=self.role,
             endpoints=(
                 Endpoint("grpc", self.endpoints.grpc),
+                *(Endpoint("peer", peer) for peer in (self.endpoints.peer,) if peer),
                 *(Endpoint("libp2p", addr) for addr in self.p2p_addrs),
             ),
             tools=self._tools,

@@ -4,6 +4,7 @@ Prometheus endpoint, libp2p discovery, the engine's limits, the card."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,10 @@ from praxis_grpc.api.server_security import (
 )
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
+from praxis_grpc.card_checks import CardRules
 from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
+from praxis_grpc.certs import CertError
+from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError
 from praxis_grpc.consensus.factory import build_consensus
@@ -46,6 +50,7 @@ from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.peers.base import PeerClient
+from praxis_grpc.peers.listener import ListenError, peer_server
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.frontend import TaskFrontend
@@ -62,12 +67,15 @@ __all__ = [
     "StartupError",
     "State",
     "close_departed_channels",
+    "cluster_credentials",
     "engine_limits",
     "ha_inputs",
     "load_state",
     "local_card",
     "start_gossip",
 ]
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
@@ -163,19 +171,53 @@ def ha_inputs(
     )
 
 
+def cluster_credentials(cfg: Config, agent_id: str) -> ClusterCredentials | None:
+    """This node's membership credentials (``cluster.*``); None for an open mesh
+    (logged as a warning: anyone who reaches the p2p port joins).
+
+    Raises:
+        StartupError: a file is unreadable, or the certificate is not signed by
+            the CA or does not name ``agent_id`` (the message names the key).
+    """
+    cluster = cfg.cluster
+    if cluster.ca_cert is None or cluster.node_cert is None or cluster.node_key is None:
+        if cfg.p2p.enabled:
+            log.warning(
+                "cluster is not set: the mesh is open, anyone who reaches p2p %s:%s can join "
+                "it, read cards and take tasks (see SECURITY.md)",
+                cfg.p2p.host,
+                cfg.p2p.port,
+            )
+        return None
+    try:
+        return ClusterCredentials.load(
+            cluster.ca_cert, cluster.node_cert, cluster.node_key, peer_id=agent_id
+        )
+    except CertError as exc:
+        raise StartupError(str(exc)) from None
+
+
 class Servers:
     """The node's gRPC server, bound at construction to ``api.host:api.port``
     (so its address is known before anything is built on it; with TLS and
     tokens when ``api.tls`` / ``api.auth`` say so) and started by
     :meth:`start` with its services, and the ``/metrics`` endpoint.
 
+    With ``credentials`` the peer service is not on that server but on its own,
+    bound to ``api.host:cluster.peer_port`` with mutual TLS (members only, see
+    :mod:`~praxis_grpc.peers.members_only`); ``peer_port`` is its port (else None).
+
     Raises:
-        StartupError: the address cannot be listened on, or a file of
+        StartupError: an address cannot be listened on, or a file of
             ``api.tls`` / ``api.auth`` cannot be used.
     """
 
     def __init__(
-        self, cfg: Config, metrics: Metrics, agent_card: Callable[[], dict[str, Any] | None]
+        self,
+        cfg: Config,
+        metrics: Metrics,
+        agent_card: Callable[[], dict[str, Any] | None],
+        credentials: ClusterCredentials | None = None,
     ) -> None:
         self._cfg, self._metrics = cfg, metrics
         self._agent_card = agent_card
@@ -185,7 +227,7 @@ class Servers:
         self.peer_service: PeerService | None = None
         try:
             self.tokens = api_tokens(cfg.api.auth)
-            credentials = server_credentials(cfg.api.tls)
+            api_credentials = server_credentials(cfg.api.tls)
         except SecuritySettingsError as exc:
             raise StartupError(str(exc)) from None
         self._server = grpc.aio.server(
@@ -201,14 +243,21 @@ class Servers:
         )
         address = f"{cfg.api.host}:{cfg.api.port}"
         try:
-            if credentials is None:
+            if api_credentials is None:
                 self.port = self._server.add_insecure_port(address)
             else:
-                self.port = self._server.add_secure_port(address, credentials)
+                self.port = self._server.add_secure_port(address, api_credentials)
         except RuntimeError as exc:
             raise StartupError(f"api.port: cannot listen on {address}: {exc}") from None
         if self.port == 0:
             raise StartupError(f"api.port: cannot listen on {address} (address in use?)")
+        self._peer_server: grpc.aio.Server | None = None
+        self.peer_port: int | None = None
+        if credentials is not None:
+            try:
+                self._peer_server, self.peer_port = peer_server(cfg, metrics, credentials)
+            except ListenError as exc:
+                raise StartupError(str(exc)) from None
 
     async def start(
         self,
@@ -237,13 +286,16 @@ class Servers:
             max_argument_bytes=cfg.tasks.max_argument_bytes,
             max_message_bytes=cfg.api.max_message_bytes,
         )
-        add_to_server(self.peer_service, server)
+        # With ``cluster`` set, members only: the mutual-TLS peer listener.
+        add_to_server(self.peer_service, self._peer_server or server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         await self.set_health(serving=False)
         await server.start()
+        if self._peer_server is not None:
+            await self._peer_server.start()
         self._start_metrics()
 
     def _start_metrics(self) -> None:
@@ -277,6 +329,8 @@ class Servers:
     async def stop(self) -> None:
         """Stop the gRPC server (1 s grace) and ``/metrics``."""
         await self._server.stop(grace=1.0)
+        if self._peer_server is not None:
+            await self._peer_server.stop(grace=1.0)
         if self._http is not None:
             self._http.close()
 
@@ -289,6 +343,7 @@ async def start_gossip(
     discovery: Discovery | None,
     metrics: Metrics,
     incarnation: int,
+    credentials: ClusterCredentials | None = None,
 ) -> tuple[Discovery | None, CardGossip | None, list[str]]:
     """Card gossip over ``discovery`` (or libp2p when ``p2p.enabled``):
     (discovery, gossip, listen addresses); all empty without discovery.
@@ -298,7 +353,9 @@ async def start_gossip(
     """
     p2p = cfg.p2p
     if discovery is None and p2p.enabled:
-        discovery = libp2p_discovery(cfg, identity, directory, metrics, incarnation)
+        discovery = libp2p_discovery(
+            cfg, identity, directory, metrics, incarnation, credentials=credentials
+        )
     if discovery is None:
         return None, None, []
     gossip = CardGossip(
@@ -310,6 +367,7 @@ async def start_gossip(
         max_card_bytes=p2p.max_card_bytes,
         load_threshold=cfg.cards.load_threshold,
         card_interval=cfg.cards.ttl / 2,
+        rules=CardRules(ttl=cfg.cards.ttl, max_slots=cfg.cards.max_slots),
     )
     try:
         return discovery, gossip, await gossip.start()
@@ -326,12 +384,15 @@ def libp2p_discovery(
     metrics: Metrics,
     incarnation: int,
     *,
+    credentials: ClusterCredentials | None = None,
     on_addrs: Callable[[list[str]], None] | None = None,
     on_reachability: Callable[[str], None] | None = None,
 ) -> Discovery:
     """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
-    failure detector feeding the directory (``membership.*``); ``on_addrs``
-    gets its advertised addresses whenever relaying changes them."""
+    failure detector feeding the directory (``membership.*``), admitting
+    only holders of a cluster certificate when ``credentials`` are given;
+    ``on_addrs`` gets its advertised addresses whenever relaying changes them."""
+    from praxis_grpc.discovery._admission import AdmissionOptions
     from praxis_grpc.discovery.bridge import Libp2pDiscovery
     from praxis_grpc.discovery.libp2p import HostOptions
     from praxis_grpc.reach import reach_options
@@ -355,6 +416,13 @@ def libp2p_discovery(
             target_peers=p2p.target_peers,
             max_peers=p2p.max_peers,
             trim_grace=p2p.trim_grace,
+            admission=None
+            if credentials is None
+            else AdmissionOptions(
+                credentials,
+                timeout=cfg.cluster.admission_timeout,
+                on_refused=lambda reason: metrics.admission_rejected_total.labels(reason).inc(),
+            ),
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
         reach=reach_options(cfg),

@@ -27,7 +27,11 @@ _MAX_KEY_SHOWN = 40  # characters of an object key shown in a field path
 # google/protobuf/duration.proto: about 10,000 years, and nanos of one second.
 _MAX_DURATION_SECONDS = 315_576_000_000
 _MAX_NANOS = 999_999_999
-_TRANSPORTS = {"grpc": types_pb2.TRANSPORT_GRPC, "libp2p": types_pb2.TRANSPORT_LIBP2P}
+_TRANSPORTS = {
+    "grpc": types_pb2.TRANSPORT_GRPC,
+    "libp2p": types_pb2.TRANSPORT_LIBP2P,
+    "peer": types_pb2.TRANSPORT_PEER_TLS,
+}
 
 
 _ROLE_NAMES = {value: name for name, value in _ROLES.items()}

@@ -27,6 +27,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._admission import StreamHandler
 from praxis_grpc.discovery._peer_stream import close_stream, write_frame
 from praxis_grpc.discovery._wire import abort
 
@@ -53,11 +54,17 @@ class Reachability:
     "unknown" whenever the verdict changes.
     """
 
-    def __init__(self, host: IHost, on_state: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        on_state: Callable[[str], None],
+        gate: Callable[[StreamHandler], StreamHandler] = lambda h: h,
+    ) -> None:
+        """``gate`` wraps the handler (admission: dial back members only)."""
         self._host = host
         self._on_state = on_state
         self.state = "unknown"
-        host.set_stream_handler(DIALBACK_PROTOCOL, self._serve)
+        host.set_stream_handler(DIALBACK_PROTOCOL, gate(self._serve))
 
     async def run(self, own_addrs: Callable[[], list[str]]) -> None:
         """Check now and then every minute (a minute after the last peer answered)."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+
+if TYPE_CHECKING:
+    from praxis_grpc.discovery._admission import Admission
 
 log = logging.getLogger("praxis_grpc.discovery")
 
@@ -32,22 +36,51 @@ class CardPubsub(Pubsub):
     Here each message goes synchronously to ``on_message`` (which must not
     block) instead. Messages over ``max_bytes`` fail validation, so they are neither
     delivered nor forwarded. Only subscriptions to ``topic`` are accepted.
+
+    With ``admission``, pubsub talks to members only: it opens its stream to a
+    peer (the only way the router sends anything to it, so an unadmitted
+    subscriber is never in a mesh or sent a message) and reads a peer's
+    stream only once the peer is admitted, and a message forwarded by a peer
+    that is not admitted fails validation.
     """
 
     def __init__(
-        self, host: IHost, router: GossipSub, topic: str, max_bytes: int, on_message: MessageSink
+        self,
+        host: IHost,
+        router: GossipSub,
+        topic: str,
+        max_bytes: int,
+        on_message: MessageSink,
+        *,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(host, router, strict_signing=True, allowed_topics={topic})
         self._topic = topic
         self._max_bytes = max_bytes
         self._on_message = on_message
+        self._admission = admission
         self.set_topic_validator(topic, self._fits, is_async_validator=False)
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        if self._admission is None or await self._admission.wait(peer_id):
+            await super()._handle_new_peer(peer_id)
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        admission = self._admission
+        if admission is None or await admission.wait(stream.muxed_conn.peer_id):
+            await super().stream_handler(stream)
+        else:
+            await stream.reset()
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if self._topic in publish_message.topicIDs and self._topic in self.topic_ids:
             self._on_message(publish_message)
 
     def _fits(self, forwarder: ID, message: rpc_pb2.Message) -> bool:
+        admission = self._admission
+        if admission is not None and forwarder != self.my_id and not admission.admitted(forwarder):
+            log.warning("gossip forwarded by %s, not an admitted member; dropped", forwarder)
+            return False
         if len(message.data) <= self._max_bytes:
             return True
         log.warning(
@@ -59,7 +92,13 @@ class CardPubsub(Pubsub):
 
 
 def new_pubsub(
-    host: IHost, topic: str, heartbeat_interval: float, max_bytes: int, on_message: MessageSink
+    host: IHost,
+    topic: str,
+    heartbeat_interval: float,
+    max_bytes: int,
+    on_message: MessageSink,
+    *,
+    admission: Admission | None = None,
 ) -> tuple[CardPubsub, GossipSub]:
     """A :class:`CardPubsub` over GossipSub tuned for small meshes.
 
@@ -100,4 +139,4 @@ def new_pubsub(
     )
     router.max_ihave_messages_per_second = CONTROL_RATE_LIMIT
     router.max_iwant_requests_per_second = CONTROL_RATE_LIMIT
-    return CardPubsub(host, router, topic, max_bytes, on_message), router
+    return CardPubsub(host, router, topic, max_bytes, on_message, admission=admission), router

@@ -11,6 +11,8 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._admission import AdmissionOptions
+
 _MDNS_NETWORK = re.compile(r"[a-z0-9]{1,11}")
 _POSITIVE = (
     "heartbeat_interval",
@@ -76,6 +78,9 @@ class HostOptions:
     for less than ``trim_grace``)."""
     trim_grace: float = 5.0
     """Seconds a new connection is safe from trimming."""
+    admission: AdmissionOptions | None = None
+    """Admit only peers with a cluster CA certificate naming them (``_admission``);
+    None: an open mesh, every peer that connects is served."""
 
     def __post_init__(self) -> None:
         try:

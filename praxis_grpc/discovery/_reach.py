@@ -23,6 +23,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._admission import StreamHandler
 from praxis_grpc.discovery._dialback import Reachability
 from praxis_grpc.discovery._peer_stream import answer_call
 from praxis_grpc.discovery._relay import Relaying, RelayOptions, is_circuit
@@ -82,13 +83,16 @@ class HostReach:
         """The configured relays (the host keeps its connections to them)."""
         return self._options.relay.relays
 
-    def attach(self, host: IHost) -> list[Any]:
-        """Serve the protocols on ``host``; the services to run with it."""
+    def attach(
+        self, host: IHost, gate: Callable[[StreamHandler], StreamHandler] = lambda h: h
+    ) -> list[Any]:
+        """Serve the protocols on ``host``; the services to run with it.
+        ``gate`` wraps the handlers of praxis protocols (admission: members only)."""
         self._host = host
         if self._start_answer is not None:
-            host.set_stream_handler(TProtocol(PEER_PROTOCOL), self._answer)
+            host.set_stream_handler(TProtocol(PEER_PROTOCOL), gate(self._answer))
         # Every host answers dial-backs; only those with NAT traversal ask for them.
-        self._reachability = Reachability(host, self._on_reachability)
+        self._reachability = Reachability(host, self._on_reachability, gate)
         # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
         # not connected to); only relay clients and relays run the protocol.
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._admission import ADMIT_PROTOCOL, Admission, StreamHandler
 from praxis_grpc.discovery._dialer import Dialer, Trimmer, keep_connected
 from praxis_grpc.discovery._finders import (
     dht_walk,
@@ -109,6 +111,7 @@ class MeshHost:
         self._membership: Membership | None = None
         self._trimmer: Trimmer | None = None
         self._greet_limiter = trio.CapacityLimiter(_GREET_CONCURRENCY)
+        self._admission: Admission | None = None
 
     @property
     def listen_addrs(self) -> list[str]:
@@ -204,21 +207,7 @@ class MeshHost:
         dialer = Dialer(
             host, membership, target_peers=options.target_peers, timeout=options.dial_timeout
         )
-        protected = {i.peer_id for i in _others(host, options.bootstrap)}
-        protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
-        if self._reach is not None:
-            protected |= {i.peer_id for i in _others(host, self._reach.relays)}
-        trimmer = Trimmer(
-            host,
-            membership,
-            dialer,
-            target_peers=options.target_peers,
-            max_peers=options.max_peers,
-            grace=options.trim_grace,
-            timeout=options.stream_timeout,
-            protected=frozenset(protected),
-        )
-        host.set_stream_handler(TRIM_PROTOCOL, trimmer.serve_notice)
+        trimmer = self._new_trimmer(host, membership, dialer)
         self._host, self._membership, self._trimmer = host, membership, trimmer
         with trio.CancelScope(shield=True) as machine:
             async with AsyncExitStack() as stack:
@@ -236,6 +225,8 @@ class MeshHost:
                     dialer.bind(loops)
                     start = _Starter(loops)
                     start("greeter", self._greet_peers, greet_receive, dialer, loops)
+                    if self._admission is not None:
+                        start("admission", self._admission.run)
                     if swim is not None:
                         start("swim", swim.run)
                     else:
@@ -260,6 +251,27 @@ class MeshHost:
                 await _close_host(host, membership)
         if machine.cancelled_caught:
             log.warning("libp2p host shutdown took over %.0f s; cancelled", _SHUTDOWN_TIMEOUT)
+
+    def _new_trimmer(self, host: IHost, membership: Membership, dialer: Dialer) -> Trimmer:
+        """The trimmer of this host's connections, serving its protocol;
+        bootstrap nodes, rendezvous points and relays are never trimmed."""
+        options = self._options
+        protected = {i.peer_id for i in _others(host, options.bootstrap)}
+        protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
+        if self._reach is not None:
+            protected |= {i.peer_id for i in _others(host, self._reach.relays)}
+        trimmer = Trimmer(
+            host,
+            membership,
+            dialer,
+            target_peers=options.target_peers,
+            max_peers=options.max_peers,
+            grace=options.trim_grace,
+            timeout=options.stream_timeout,
+            protected=frozenset(protected),
+        )
+        host.set_stream_handler(TRIM_PROTOCOL, self._gate(trimmer.serve_notice))
+        return trimmer
 
     def _start_swim(
         self, host: IHost, membership: Membership, greet: trio.MemorySendChannel[ID]
@@ -292,7 +304,7 @@ class MeshHost:
             on_rtt=membership.record_rtt,
             open_timeout=self._options.stream_timeout,
         )
-        host.set_stream_handler(SWIM_PROTOCOL, swim.serve)
+        host.set_stream_handler(SWIM_PROTOCOL, self._gate(swim.serve))
         self._swim = swim
         return swim
 
@@ -307,8 +319,16 @@ class MeshHost:
         """Wire notifee, protocol handlers and services into ``host`` (nothing runs yet)."""
         options = self._options
 
-        def connected(peer_id: ID) -> None:
+        def admitted(peer_id: ID) -> None:
             if self._swim is not None:
+                self._swim.peer_connected(peer_id)
+
+        admission = self._admission = self._new_admission(host, admitted)
+
+        def connected(peer_id: ID) -> None:
+            if admission is not None:
+                admission.start(peer_id)  # SWIM hears of it once admitted
+            elif self._swim is not None:
                 self._swim.peer_connected(peer_id)
             try:
                 greet.send_nowait(peer_id)
@@ -326,19 +346,26 @@ class MeshHost:
             call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58(), departed)
 
         def transient(peer_id: ID) -> None:
-            if self._swim is not None:
+            if admission is not None:
+                admission.start(peer_id)
+            elif self._swim is not None:
                 self._swim.peer_connected(peer_id)
 
         membership = Membership(host.get_network(), connected, disconnected, transient)
         host.get_network().register_notifee(membership)
-        host.set_stream_handler(CARD_PROTOCOL, self._serve_card)
-        host.set_stream_handler(PEERS_PROTOCOL, self._serve_peers)
+        host.set_stream_handler(CARD_PROTOCOL, self._gate(self._serve_card))
+        host.set_stream_handler(PEERS_PROTOCOL, self._gate(self._serve_peers))
         pubsub, router = new_pubsub(
-            host, options.topic, options.heartbeat_interval, options.max_card_bytes, self._on_gossip
+            host,
+            options.topic,
+            options.heartbeat_interval,
+            options.max_card_bytes,
+            self._on_gossip,
+            admission=admission,
         )
         services: list[Any] = [pubsub, router]
         if self._reach is not None:
-            services += self._reach.attach(host)
+            services += self._reach.attach(host, self._gate)
         dht = None
         if options.enable_dht:
             # No per-subnet cap: a small mesh often sits in one public subnet.
@@ -347,6 +374,19 @@ class MeshHost:
         if options.rendezvous and not _others(host, options.rendezvous_points):
             RendezvousService(host)
         return membership, pubsub, services, dht
+
+    def _new_admission(self, host: IHost, admitted: Callable[[ID], None]) -> Admission | None:
+        """Admission with ``p2p`` options that ask for it, serving its protocol."""
+        if self._options.admission is None:
+            return None
+        admission = Admission(host, self._options.admission, admitted)
+        host.set_stream_handler(ADMIT_PROTOCOL, admission.serve)
+        return admission
+
+    def _gate(self, handler: StreamHandler) -> StreamHandler:
+        """``handler``, for admitted peers only when admission is on."""
+        admission = self._admission
+        return handler if admission is None else admission.gate(handler)
 
     def _start_discovery(
         self, start: _Starter, host: IHost, dialer: Dialer, dht: KadDHT | None
@@ -380,6 +420,8 @@ class MeshHost:
         host, options = self._host, self._options
         if host is None:
             return
+        if self._admission is not None and not await self._admission.wait(peer_id):
+            return  # a stranger: it gets neither our card nor our peers
         if not self._local_card:
             # Discovery starts (and dials) before the node's card is ready (it
             # names the listen addresses; a restarted node recovers its tasks

@@ -18,7 +18,7 @@ leaves the mesh). Cancels and relays stay unary.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -37,10 +37,21 @@ __all__ = ["GrpcPeerClient"]
 
 
 class _Pool:
-    """Channels (and PeerService stubs) keyed by ``host:port``. One loop."""
+    """Channels (and PeerService stubs) keyed by ``host:port``. One loop.
 
-    def __init__(self, options: list[tuple[str, int]]) -> None:
+    With ``credentials`` a channel is TLS to ``resolve(address)`` (a member's
+    peer listener) instead of plaintext to ``address``.
+    """
+
+    def __init__(
+        self,
+        options: list[tuple[str, int]],
+        credentials: grpc.ChannelCredentials | None = None,
+        resolve: Callable[[str], str] = lambda address: address,
+    ) -> None:
         self._options = options
+        self._credentials = credentials
+        self._resolve = resolve
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.PeerServiceAsyncStub] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -48,7 +59,11 @@ class _Pool:
     def stub(self, address: str) -> pb_grpc.PeerServiceAsyncStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=self._options)
+            else:
+                target = self._resolve(address)
+                channel = grpc.aio.secure_channel(target, self._credentials, self._options)
             self._channels[address] = channel
             stub = pb_grpc.PeerServiceStub(channel)
             self._stubs[address] = stub
@@ -103,6 +118,9 @@ class GrpcPeerClient:
             peer is noticed on an idle follow stream within ~15 s by default,
             even before its card is removed. Relays ping every second. The
             server must allow it (api/server_limits.py).
+        credentials: With ``cluster`` set: mutual TLS with this node's certificate.
+        resolve: With ``credentials``: the peer listener ("host:port") of the agent
+            whose gRPC address is given (addresses come from cards and leadership).
     """
 
     def __init__(
@@ -112,10 +130,16 @@ class GrpcPeerClient:
         *,
         keepalive_time: float = 10.0,
         keepalive_timeout: float = 5.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        resolve: Callable[[str], str] = lambda address: address,
     ) -> None:
         self._agent_id = agent_id
-        self._pool = _Pool(_options(max_message_bytes, keepalive_time, keepalive_timeout, False))
-        self._relays = _Pool(_options(max_message_bytes, 1.0, 1.0, True))
+        self._pool = _Pool(
+            _options(max_message_bytes, keepalive_time, keepalive_timeout, False),
+            credentials,
+            resolve,
+        )
+        self._relays = _Pool(_options(max_message_bytes, 1.0, 1.0, True), credentials, resolve)
         self._sessions: dict[str, PeerSession] = {}
         self._unary_only: set[str] = set()
         self._max_batch_bytes = max_message_bytes - ENVELOPE_BYTES

@@ -48,6 +48,7 @@ class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSPORT_UNSPECIFIED: _ClassVar[Transport]
     TRANSPORT_GRPC: _ClassVar[Transport]
     TRANSPORT_LIBP2P: _ClassVar[Transport]
+    TRANSPORT_PEER_TLS: _ClassVar[Transport]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_SUBMITTED: TaskState
 TASK_STATE_WORKING: TaskState
@@ -69,6 +70,7 @@ CONSENSUS_BACKEND_ETCD: ConsensusBackend
 TRANSPORT_UNSPECIFIED: Transport
 TRANSPORT_GRPC: Transport
 TRANSPORT_LIBP2P: Transport
+TRANSPORT_PEER_TLS: Transport
 
 class Endpoint(_message.Message):
     __slots__ = ("transport", "address")
