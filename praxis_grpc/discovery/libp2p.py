@@ -58,6 +58,7 @@ from praxis_grpc.discovery._wire import (
     answer_peers,
     request_card,
 )
+from praxis_grpc.discovery._yamux import BatchWindowUpdates
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
 
@@ -470,6 +471,7 @@ def _new_noise_host(options: HostOptions) -> IHost:
     muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
     host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
     network = host.get_network()
+    network.register_notifee(BatchWindowUpdates())  # one yamux window update per half window
     if isinstance(network, Swarm):
         network.auto_connector = _NoAutoDial(network)
     return host
