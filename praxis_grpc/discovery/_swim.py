@@ -46,6 +46,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._closing import close_peer
 from praxis_grpc.discovery._membership import Membership as Connections
 from praxis_grpc.discovery._wire import abort
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
@@ -343,11 +344,7 @@ class SwimService:
         if stream is not None:
             await abort(stream)
         if self._connections.probed(peer_id):
-            with trio.move_on_after(self._open_timeout):
-                try:
-                    await self._host.get_network().close_peer(peer_id)
-                except Exception:
-                    log.debug("closing the probe connection to %s failed", peer_id, exc_info=True)
+            await close_peer(self._host.get_network(), peer_id, self._open_timeout)
 
     async def _open(self, member: str) -> INetStream | None:
         peer_id = ID.from_base58(member)
