@@ -73,7 +73,8 @@ def test_a_mesh_wider_than_its_degree_bound_starts(tmp_path: Path) -> None:
     bounded degree never allows once N > max_peers + 1 (N=20 "did not form" in the bench).
     Here 5 nodes keep 2-3 neighbours each: no node can reach 4 at once, yet the mesh is
     formed when every node lists every card and every member alive."""
-    base = {**BASE, "p2p": {**BASE["p2p"], "target_peers": 2, "max_peers": 3}}
+    p2p = {"disconnect_grace": "500ms", "rendezvous": "", "target_peers": 2, "max_peers": 3}
+    base = {**BASE, "p2p": p2p}
     local = LocalMesh(tmp_path / "mesh", 5, base)
     local.start(timeout=60)
     try:
