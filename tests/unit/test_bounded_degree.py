@@ -24,7 +24,13 @@ from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from praxis_grpc.discovery._dialer import Trimmer
 from praxis_grpc.discovery._membership import Membership
-from praxis_grpc.discovery._swim import TRANSIENT_IDLE_SECONDS, Libp2pKeys, SwimService
+from praxis_grpc.discovery._swim import (
+    MAX_TRANSIENT_IDLE_SECONDS,
+    TRANSIENT_IDLE_SECONDS,
+    Libp2pKeys,
+    SwimService,
+    transient_idle,
+)
 from praxis_grpc.discovery._yamux import BatchedYamuxStream, BatchWindowUpdates
 from praxis_grpc.discovery.members import MembershipOptions
 from praxis_grpc.membership import MembershipConfig, Ping, State
@@ -238,6 +244,14 @@ def test_the_prober_closes_its_transient_connection_once_idle(neighbour: bool) -
         assert events.disconnected == []
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_probe_connection_outlives_the_members_next_probe() -> None:
+    """Held two probe rounds over every member (a probe that must dial misses its
+    timeout), at least TRANSIENT_IDLE_SECONDS and at most MAX_TRANSIENT_IDLE_SECONDS."""
+    assert transient_idle(1, 0.5) == TRANSIENT_IDLE_SECONDS
+    assert transient_idle(20, 0.5) == 20.0  # a 20-node mesh revisits a member every 10 s
+    assert transient_idle(1000, 0.5) == MAX_TRANSIENT_IDLE_SECONDS
 
 
 def trimmer(members: Membership, *, protected: frozenset[ID] = frozenset()) -> Trimmer:
