@@ -347,11 +347,18 @@ class LocalMesh:
         return found
 
     def wait_meshed(self, timeout: float = 60.0) -> None:
-        """Block until every node is connected to every other and lists all cards.
+        """Block until every node lists all cards and knows every node alive.
+
+        With SWIM (the default) "knows" means its member table lists all N
+        alive: a node keeps connections to a bounded set of neighbours
+        (``p2p.max_peers``), so in a mesh larger than that no node is
+        connected to every other. Without a member table, every node must
+        be connected to every other.
 
         Raises:
             LaunchError: not within ``timeout``.
         """
+        from praxis_grpc._gen.praxis.v1 import agent_service_pb2
         from praxis_grpc.client import PraxisClient
 
         names = {node.name for node in self.nodes}
@@ -360,9 +367,13 @@ class LocalMesh:
             try:
                 with PraxisClient(node.grpc, timeout=2) as client:
                     cards = {card.name for card in client.list_cards()}
-                    return cards >= names and len(client.list_peers()) >= len(names) - 1
+                    peers, members = client.list_peers_and_members()
             except Exception:
                 return False
+            if not members:
+                return cards >= names and len(peers) >= len(names) - 1
+            alive = [m for m in members if m.state == agent_service_pb2.MEMBER_STATE_ALIVE]
+            return cards >= names and len(alive) >= len(names)
 
         deadline = time.monotonic() + timeout
         done: set[str] = set()

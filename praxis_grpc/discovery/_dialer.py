@@ -19,6 +19,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from praxis_grpc.discovery._closing import close_peer
 from praxis_grpc.discovery._membership import Membership
 from praxis_grpc.discovery._wire import TRIM_PROTOCOL, abort, without_p2p
 
@@ -262,8 +263,4 @@ class Trimmer:
         except Exception as exc:
             log.debug("trim notice to %s failed: %r", peer_id, exc)
         log.info("trimming the connection to %s (degree above %d)", peer_id, self._max)
-        with trio.move_on_after(self._timeout):
-            try:
-                await self._host.get_network().close_peer(peer_id)
-            except Exception:
-                log.exception("closing the connections to %s failed", peer_id)
+        await close_peer(self._host.get_network(), peer_id, self._timeout)

@@ -142,6 +142,9 @@ async def exchange_peers(
     except Exception as exc:
         log.debug("peer exchange with %s failed: %r", peer_id, exc)
         return
+    # In random order: every node that joins through the same peer gets the same
+    # list, and dialing it in order piles them all onto its first few entries.
+    random.shuffle(found)
     for info in found:
         dialer.dial_soon(info, f"peer exchange via {peer_id}")
 

@@ -31,6 +31,7 @@ from libp2p.peer.id import ID
 from libp2p.rcmgr import Direction
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._closing import close_peer
 from praxis_grpc.discovery._wire import abort
 
 log = logging.getLogger("praxis_grpc.discovery")
@@ -247,9 +248,5 @@ class Liveness:
             return
         self._failures.pop(peer_id, None)
         log.warning("peer %s missed %d pings; closing its connections", peer_id, failures)
-        with trio.move_on_after(self._timeout):
-            try:
-                await self._host.get_network().close_peer(peer_id)
-            except Exception:
-                log.exception("closing the connections to %s failed", peer_id)
+        await close_peer(self._host.get_network(), peer_id, self._timeout)
         self._membership.mark_lost(peer_id)

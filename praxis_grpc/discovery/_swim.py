@@ -17,7 +17,11 @@ SWIM talks to every member, but a node keeps connections only to its
 neighbours (bounded degree). A frame for a member we are not connected to
 dials a *transient* connection (see ``_membership``): it is not counted in
 the degree, and the writer that dialed it closes it once idle for
-:data:`TRANSIENT_IDLE_SECONDS`, as memberlist's probes use UDP and hold nothing.
+:func:`transient_idle` seconds, as memberlist's probes use UDP and hold nothing.
+That idle time spans two probe rounds over every member: a probe that must dial
+first (TCP, Noise, yamux, identify in pure Python) misses the probe timeout,
+so closing a probe connection before the member's next probe made every probe of
+a non-neighbour a likely false suspicion (a 20-node mesh never settled).
 
 Certain evidence: a member whose listen port refuses a TCP connection is
 dead. The host's "disconnected" and a failed stream open are only *hints*
@@ -42,6 +46,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._closing import close_peer
 from praxis_grpc.discovery._membership import Membership as Connections
 from praxis_grpc.discovery._wire import abort
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
@@ -58,7 +63,19 @@ QUEUE_FRAMES = 64
 IDLE_SECONDS = 30.0
 """A writer that had nothing to send this long closes its stream."""
 TRANSIENT_IDLE_SECONDS = 2.0
-"""Same for a member that is not a neighbour; the prober then closes its connection."""
+"""Same for a member that is not a neighbour, at the least (see :func:`transient_idle`);
+the prober then closes its connection."""
+MAX_TRANSIENT_IDLE_SECONDS = IDLE_SECONDS
+"""Same, at the most: the bound on how many probe connections a node holds."""
+
+
+def transient_idle(members: int, probe_interval: float) -> float:
+    """Seconds a writer to a non-neighbour waits idle before closing its probe connection:
+    two probe rounds over ``members`` members, within the bounds above."""
+    rounds = 2 * members * probe_interval
+    return min(MAX_TRANSIENT_IDLE_SECONDS, max(TRANSIENT_IDLE_SECONDS, rounds))
+
+
 _ADDRESS_TTL = 600
 _KINDS = {"Ping": "ping", "Ack": "ack", "PingReq": "ping_req", "Nack": "nack"}
 _GONE = (State.DEAD, State.LEFT)
@@ -275,7 +292,8 @@ class SwimService:
             while True:
                 frame: bytes | None = None
                 neighbour = self._connections.is_neighbour(peer_id)
-                with trio.move_on_after(IDLE_SECONDS if neighbour else TRANSIENT_IDLE_SECONDS):
+                transient = transient_idle(len(self._states), self._config.probe_interval)
+                with trio.move_on_after(IDLE_SECONDS if neighbour else transient):
                     try:
                         frame = await queue.receive()
                     except trio.EndOfChannel:  # leaving, and all is sent
@@ -326,11 +344,7 @@ class SwimService:
         if stream is not None:
             await abort(stream)
         if self._connections.probed(peer_id):
-            with trio.move_on_after(self._open_timeout):
-                try:
-                    await self._host.get_network().close_peer(peer_id)
-                except Exception:
-                    log.debug("closing the probe connection to %s failed", peer_id, exc_info=True)
+            await close_peer(self._host.get_network(), peer_id, self._open_timeout)
 
     async def _open(self, member: str) -> INetStream | None:
         peer_id = ID.from_base58(member)

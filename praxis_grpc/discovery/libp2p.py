@@ -39,6 +39,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 from praxis_grpc.discovery._admission import ADMIT_PROTOCOL, Admission, StreamHandler
+from praxis_grpc.discovery._closing import close_peer, close_socket
 from praxis_grpc.discovery._dialer import Dialer, Trimmer, keep_connected
 from praxis_grpc.discovery._finders import (
     dht_walk,
@@ -61,6 +62,7 @@ from praxis_grpc.discovery._wire import (
     answer_peers,
     request_card,
 )
+from praxis_grpc.discovery._yamux import BatchWindowUpdates
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
 
@@ -286,11 +288,7 @@ class MeshHost:
                 greet.send_nowait(peer_id)  # its card was removed: exchange again
 
         async def gone(peer_id: ID) -> None:
-            with trio.move_on_after(self._options.ping_timeout):
-                try:
-                    await host.get_network().close_peer(peer_id)
-                except Exception:
-                    log.debug("closing the connections to %s failed", peer_id, exc_info=True)
+            await close_peer(host.get_network(), peer_id, self._options.ping_timeout)
             membership.mark_lost(peer_id)
 
         swim = SwimService(
@@ -523,6 +521,7 @@ def _new_noise_host(options: HostOptions) -> IHost:
     muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
     host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
     network = host.get_network()
+    network.register_notifee(BatchWindowUpdates())  # one yamux window update per half window
     if isinstance(network, Swarm):
         network.auto_connector = _NoAutoDial(network)
     return host
@@ -567,6 +566,7 @@ def _others(host: IHost, addrs: tuple[str, ...]) -> list[PeerInfo]:
 async def _close_host(host: IHost, membership: Membership) -> None:
     """Close every connection and listener; idempotent, bounded, never raises."""
     membership.mute()
+    conns = host.get_network().get_connections()
     with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
         try:
             await host.close()
@@ -574,3 +574,5 @@ async def _close_host(host: IHost, membership: Membership) -> None:
             log.exception("closing the libp2p host failed")
     if scope.cancelled_caught:
         log.warning("closing the libp2p host took over %.0f s; abandoned", _CLOSE_TIMEOUT)
+    for conn in conns:  # a close cut short keeps its socket (_closing)
+        await close_socket(conn)

@@ -66,3 +66,23 @@ def test_three_processes_converge_lose_and_regain_a_member(mesh: LocalMesh) -> N
         return card is not None and card.incarnation == incarnation + 1
 
     eventually(back_with_new_incarnation, timeout=20, what="node3 back")
+
+
+def test_a_mesh_wider_than_its_degree_bound_starts(tmp_path: Path) -> None:
+    """Issue 12: LocalMesh waited for every node to be connected to every other, which a
+    bounded degree never allows once N > max_peers + 1 (N=20 "did not form" in the bench).
+    Here 5 nodes keep 2-3 neighbours each: no node can reach 4 at once, yet the mesh is
+    formed when every node lists every card and every member alive."""
+    p2p = {"disconnect_grace": "500ms", "rendezvous": "", "target_peers": 2, "max_peers": 3}
+    base = {**BASE, "p2p": p2p}
+    local = LocalMesh(tmp_path / "mesh", 5, base)
+    local.start(timeout=60)
+    try:
+        everyone = {node.name for node in local.nodes}
+        for node in local.nodes:
+            with PraxisClient(node.grpc, timeout=5) as client:
+                _peers, members = client.list_peers_and_members()
+                assert {card.name for card in client.list_cards()} == everyone
+            assert len(members) == len(everyone)
+    finally:
+        local.stop()
