@@ -614,6 +614,19 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _tls_peers_need_cluster(self) -> Config:
+        # Without cluster.*, the peer service shares api.port, and peers call it
+        # in plaintext: over api.tls every delegation and forward would fail.
+        has_peers = self.p2p.enabled or self.ha.mode == "active-passive"
+        if self.api.tls is not None and has_peers and self.cluster.ca_cert is None:
+            raise ValueError(
+                "api.tls on a node with peers (p2p.enabled or ha.mode active-passive) needs "
+                "cluster.ca_cert, cluster.node_cert and cluster.node_key: members then call "
+                "each other over mutual TLS on cluster.peer_port (see SECURITY.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _metrics_tokens(self) -> Config:
         if self.metrics.require_token and self.api.auth.tokens_file is None:
             raise ValueError("metrics.require_token needs api.auth.tokens_file (the tokens)")

@@ -362,3 +362,11 @@ async def test_metrics_can_require_a_token(tmp_path: Path, tokens: Tokens) -> No
 def test_metrics_require_token_needs_the_tokens_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.require_token needs api\.auth\.tokens_file"):
         validate_config({"metrics": {"require_token": True}})
+
+
+def test_tls_on_a_node_with_peers_needs_the_cluster_section() -> None:
+    """Peers would call the TLS port in plaintext: every delegation would fail."""
+    tls = {"tls": {"cert": "node.crt", "key": "node.key"}}
+    with pytest.raises(ConfigError, match=r"api\.tls on a node with peers .* needs cluster"):
+        validate_config({"api": tls})
+    validate_config({"api": tls, "p2p": {"enabled": False}})
