@@ -20,11 +20,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from praxis_grpc.shipped import Role
+
+if TYPE_CHECKING:
+    from praxis_grpc.credentials import ClientCredentials
+    from praxis_grpc.secure_setup import SecureSetup
 
 #: ``progress(node_name, what)``: told as the nodes of a mesh start.
 Progress = Callable[[str, str], None]
@@ -208,6 +212,7 @@ class LocalMesh:
     backend: str = "none"
     node_roles: Sequence[Role] = ()
     progress: Progress | None = None
+    security: SecureSetup | None = None
     nodes: list[NodeProcess] = field(default_factory=list)
     _ha: dict[str, Any] = field(default_factory=dict)
     _raft_addresses: list[str] = field(default_factory=list)
@@ -267,6 +272,8 @@ class LocalMesh:
             name = f"node{index}"
         node_dir = (self.root / name).resolve()
         config = node_config(name, node_dir, base)
+        if self.security is not None:
+            config = layered(config, self.security.node_overlay(name, node_dir))
         p2p = config.setdefault("p2p", {})
         p2p.setdefault("port", 0)
         if bootstrap and not p2p.get("bootstrap_nodes"):
@@ -323,7 +330,7 @@ class LocalMesh:
         found: dict[str, str] = {}
         for node in self.nodes:
             try:
-                with PraxisClient(node.grpc, timeout=2) as client:
+                with PraxisClient(node.grpc, timeout=2, credentials=self._credentials()) as client:
                     role = client.get_agent().role
                 found[node.name] = _ROLE_NAMES.get(role, "")
             except Exception:
@@ -338,13 +345,16 @@ class LocalMesh:
         found: dict[str, list[str]] = {}
         for node in self.nodes:
             try:
-                with PraxisClient(node.grpc, timeout=2) as client:
+                with PraxisClient(node.grpc, timeout=2, credentials=self._credentials()) as client:
                     request = card_service_pb2.GetCardRequest()
                     card = client.cards_stub.GetCard(request, timeout=2).card
                 found[node.name] = [tool.name for tool in card.tools]
             except Exception:
                 found[node.name] = []
         return found
+
+    def _credentials(self) -> ClientCredentials | None:
+        return self.security.client() if self.security is not None else None
 
     def wait_meshed(self, timeout: float = 60.0) -> None:
         """Block until every node lists all cards and knows every node alive.
@@ -365,7 +375,7 @@ class LocalMesh:
 
         def meshed(node: NodeProcess) -> bool:
             try:
-                with PraxisClient(node.grpc, timeout=2) as client:
+                with PraxisClient(node.grpc, timeout=2, credentials=self._credentials()) as client:
                     cards = {card.name for card in client.list_cards()}
                     peers, members = client.list_peers_and_members()
             except Exception:
@@ -433,6 +443,9 @@ class LocalMesh:
         }
         if self._etcd is not None:
             document["etcd"] = self._etcd.endpoints
+        if self.security is not None:
+            document["ca_cert"] = str(self.security.ca_cert.resolve())
+            document["tokens"] = str(self.security.tokens_text.resolve())
         return document
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from praxis_grpc.launcher import LocalMesh
     from praxis_grpc.node import Node
+    from praxis_grpc.secure_setup import SecureSetup
 
 
 def add_run_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
@@ -58,6 +59,11 @@ def add_run_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
         "--backend",
         choices=["raft", "etcd"],
         help="consensus of active-passive (default raft); etcd starts a local 3-member etcd",
+    )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and tokens on every API, a cluster CA for the mesh (files in DIR/secure)",
     )
     up.set_defaults(handler=_cmd_up)
 
@@ -178,7 +184,24 @@ def _mesh(args: argparse.Namespace, progress: StartProgress) -> LocalMesh:
         backend=backend,
         node_roles=chosen,
         progress=progress.update,
+        security=_security(args),
     )
+
+
+def _security(args: argparse.Namespace) -> SecureSetup | None:
+    """The CA, certificates and tokens of ``praxis up --secure`` (made if absent)."""
+    if not args.secure:
+        return None
+    from praxis_grpc.api.tokens import TokenFileError
+    from praxis_grpc.certs import CertError
+    from praxis_grpc.secure_setup import SecureSetup
+
+    setup = SecureSetup(args.dir / "secure")
+    try:
+        setup.prepare()
+    except (OSError, CertError, TokenFileError) as exc:
+        raise UsageError(f"--secure: {exc}") from None
+    return setup
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -207,6 +230,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print_json(document)
     else:
         _print_nodes(document)
+        if "tokens" in document:
+            print(
+                f"TLS: --cacert {document['ca_cert']}; tokens (admin, client, reader) in "
+                f"{document['tokens']}"
+            )
         print(f"mesh ready: {len(mesh.nodes)} node(s); Ctrl-C stops them", flush=True)
     exited: set[str] = set()
     while not stopping:
