@@ -41,19 +41,28 @@ class GroupCommit:
     of a task whose previous pending write is also an update replaces that
     write (both futures resolve with the one result): only the latest state
     of a task needs committing, and every state it passed through is in it.
-    A batch is flushed on the next event-loop iteration after its first write
-    (or at once by :meth:`flush`), so a write never waits for more than the
-    work already scheduled in that iteration. Runs on one event loop; not
-    thread-safe.
+    A batch is flushed at the first event-loop iteration after its first
+    write in which no further write was queued, but at the latest
+    ``max_wait_iterations`` iterations after it (or at once by :meth:`flush`,
+    or when ``max_batch`` writes are pending): under load, when the writes
+    of concurrent tasks arrive one per iteration, they share a commit instead
+    of paying one each; a lone write waits one extra iteration. Runs on one
+    event loop; not thread-safe.
     """
 
-    def __init__(self, store: TaskStore, max_batch: int = 512) -> None:
+    def __init__(
+        self, store: TaskStore, max_batch: int = 512, max_wait_iterations: int = 4
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_wait = max_wait_iterations
         self._pending: list[tuple[Write, list[Commit]]] = []
         # task id -> index in _pending of its latest pending write.
         self._latest: dict[str, int] = {}
         self._scheduled: asyncio.Handle | None = None
+        # Iterations the pending batch has waited, and its size at the last one.
+        self._waited = 0
+        self._seen = 0
 
     @property
     def store(self) -> TaskStore:
@@ -102,8 +111,19 @@ class GroupCommit:
         self._latest[task_id] = len(self._pending)
         self._pending.append((write, [future]))
         if self._scheduled is None:
-            self._scheduled = loop.call_soon(self.flush)
+            self._waited = self._seen = 0
+            self._scheduled = loop.call_soon(self._next_iteration)
         return future
+
+    def _next_iteration(self) -> None:
+        """Flush, unless writes keep arriving (see the class docstring)."""
+        self._waited += 1
+        queued = len(self._pending)
+        if queued > self._seen and self._waited < self._max_wait and queued < self._max_batch:
+            self._seen = queued
+            self._scheduled = asyncio.get_running_loop().call_soon(self._next_iteration)
+            return
+        self.flush()
 
     def _commit(self, batch: Sequence[tuple[Write, list[Commit]]]) -> None:
         try:

@@ -43,6 +43,30 @@ async def test_writes_of_one_iteration_share_one_commit() -> None:
     ]
 
 
+async def test_writes_arriving_in_consecutive_iterations_share_one_commit() -> None:
+    # Under load a node queues about one write per event-loop iteration: the
+    # batch waits while writes keep arriving (up to max_wait_iterations).
+    store = RecordingStore()
+    journal = GroupCommit(store)  # max_wait_iterations=4
+    writes = []
+    for name in ("t-1", "t-2", "t-3"):
+        writes.append(journal.insert(task(name)))
+        await asyncio.sleep(0)  # one event-loop iteration
+    await asyncio.gather(*writes)
+    assert [[w[1] for w in batch] for batch in store.batches] == [["t-1", "t-2", "t-3"]]
+
+
+async def test_a_batch_waits_at_most_max_wait_iterations() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store, max_wait_iterations=2)
+    writes = []
+    for name in ("t-1", "t-2", "t-3", "t-4"):
+        writes.append(journal.insert(task(name)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*writes)
+    assert [[w[1] for w in batch] for batch in store.batches] == [["t-1", "t-2"], ["t-3", "t-4"]]
+
+
 async def test_an_update_replaces_the_pending_update_of_its_task() -> None:
     store = RecordingStore()
     journal = GroupCommit(store)
