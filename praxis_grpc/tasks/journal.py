@@ -41,6 +41,11 @@ class GroupCommit:
     of a task whose previous pending write is also an update replaces that
     write (both futures resolve with the one result): only the latest state
     of a task needs committing, and every state it passed through is in it.
+    Likewise an update of a task whose insert is pending is folded into the
+    insert (one row written in its latest state): the insert's futures
+    resolve as if the task had been inserted as first queued, the update's
+    with None. If that insert is not stored (a duplicate), the update is
+    applied on its own right after, as if it had not been folded.
     A batch is flushed at the first event-loop iteration after its first
     write in which no further write was queued, but at the latest
     ``max_wait_iterations`` iterations after it (or at once by :meth:`flush`,
@@ -59,6 +64,9 @@ class GroupCommit:
         self._pending: list[tuple[Write, list[Commit]]] = []
         # task id -> index in _pending of its latest pending write.
         self._latest: dict[str, int] = {}
+        # index in _pending of an insert that updates were folded into ->
+        # (the task first queued for insert, the updates' futures).
+        self._folded: dict[int, tuple[Task, list[Commit]]] = {}
         self._scheduled: asyncio.Handle | None = None
         # Iterations the pending batch has waited, and its size at the last one.
         self._waited = 0
@@ -93,9 +101,10 @@ class GroupCommit:
             self._scheduled.cancel()
             self._scheduled = None
         pending, self._pending = self._pending, []
+        folded, self._folded = self._folded, {}
         self._latest.clear()
         for start in range(0, len(pending), self._max_batch):
-            self._commit(pending[start : start + self._max_batch])
+            self._commit(pending[start : start + self._max_batch], start, folded)
 
     def _queue(self, write: Write) -> Commit:
         loop = asyncio.get_running_loop()
@@ -107,6 +116,10 @@ class GroupCommit:
             if earlier.kind == "update":
                 futures.append(future)
                 self._pending[index] = (write, futures)
+                return future
+            if earlier.kind == "insert":
+                self._folded.setdefault(index, (earlier.task, []))[1].append(future)
+                self._pending[index] = (Write("insert", write.task), futures)
                 return future
         self._latest[task_id] = len(self._pending)
         self._pending.append((write, [future]))
@@ -125,17 +138,45 @@ class GroupCommit:
             return
         self.flush()
 
-    def _commit(self, batch: Sequence[tuple[Write, list[Commit]]]) -> None:
+    def _commit(
+        self,
+        batch: Sequence[tuple[Write, list[Commit]]],
+        start: int,
+        folded: dict[int, tuple[Task, list[Commit]]],
+    ) -> None:
         try:
             results = self._store.apply([write for write, _ in batch])
         except Exception as exc:
             # The whole transaction failed: nothing in the batch was written.
-            for _, futures in batch:
-                for future in futures:
-                    error = StoreUnavailable(f"task store write failed: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
+            failed = [futures for _, futures in batch]
+            failed.extend(folded[i][1] for i in range(start, start + len(batch)) if i in folded)
+            _fail(failed, exc)
             return
-        for (_, futures), result in zip(batch, results, strict=True):
+        retried: list[tuple[Write, list[Commit]]] = []
+        for index, ((write, futures), result) in enumerate(zip(batch, results, strict=True)):
+            fold = folded.get(start + index)
+            if fold is None:
+                for future in futures:
+                    future.set_result(result)
+                continue
+            first, updates = fold
+            stored = result is write.task
+            # The insert's futures first: their callbacks see the task inserted
+            # before the updates' see it updated.
             for future in futures:
-                future.set_result(result)
+                future.set_result(first if stored else result)
+            if stored:
+                for future in updates:
+                    future.set_result(None)
+            else:
+                retried.append((Write("update", write.task), updates))
+        if retried:
+            self._commit(retried, 0, {})
+
+
+def _fail(failed: Sequence[Sequence[Commit]], exc: Exception) -> None:
+    for futures in failed:
+        for future in futures:
+            error = StoreUnavailable(f"task store write failed: {exc}")
+            error.__cause__ = exc
+            future.set_exception(error)

@@ -11,7 +11,7 @@ import pytest
 
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.model import Task, TaskState
-from praxis_grpc.tasks.store import UnknownTask, Write, WriteResult
+from praxis_grpc.tasks.store import DuplicateTask, UnknownTask, Write, WriteResult
 from praxis_grpc.testing import MemoryTaskStore
 
 
@@ -104,7 +104,50 @@ async def test_updates_are_not_merged_across_another_write_of_their_task() -> No
     )
     assert results[:3] == [submitted, None, None]
     assert isinstance(results[3], UnknownTask)
-    assert [kind for kind, _, _ in store.batches[0]] == ["insert", "update", "delete", "update"]
+    # The first update is folded into the insert; the last one follows the delete.
+    assert store.batches == [
+        [
+            ("insert", "t-1", TaskState.WORKING),
+            ("delete", "t-1", TaskState.WORKING),
+            ("update", "t-1", TaskState.WORKING),
+        ]
+    ]
+
+
+async def test_an_update_of_a_pending_insert_is_folded_into_it() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    submitted = task("t-1")
+    now = datetime.now(UTC)
+    working = submitted.start(now)
+    completed = working.complete({"ok": True}, now)
+    results = list(
+        await asyncio.gather(
+            journal.insert(submitted), journal.update(working), journal.update(completed)
+        )
+    )
+    assert results[0] is submitted  # as if inserted as first queued
+    assert results[1:] == [None, None]
+    assert store.batches == [[("insert", "t-1", TaskState.COMPLETED)]]
+    assert store.get("t-1") == completed
+
+
+async def test_an_update_folded_into_a_duplicate_insert_is_applied_after_it() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    stored = task("t-1")
+    await journal.insert(stored)
+    working = task("t-1").start(datetime.now(UTC))
+    results = list(await asyncio.gather(journal.insert(task("t-1")), journal.update(working)))
+    assert isinstance(results[0], DuplicateTask)
+    assert results[1] is None  # applied to the stored task, as without folding
+    assert store.batches[1:] == [
+        [("insert", "t-1", TaskState.WORKING)],
+        [("update", "t-1", TaskState.WORKING)],
+    ]
+    current = store.get("t-1")
+    assert current is not None
+    assert current.state is TaskState.WORKING
 
 
 async def test_a_cancelled_waiter_sees_the_cancellation_after_the_commit() -> None:
