@@ -342,7 +342,7 @@ class LocalExecutor:
         # A failure to record an outcome must not abort the group (and every
         # other runner with it): the task stays as last recorded.
         if inserting is not None and inserting.done():
-            if inserting.exception() is not None or inserting.result() is not task:
+            if _refused(inserting) or inserting.result() is not task:
                 # Not stored (the store failed, or the id was taken): nothing to run.
                 del self._running[task.task_id]
                 self._dispatch()
@@ -395,6 +395,9 @@ class LocalExecutor:
                 current.uncancel()
             await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         except Exception as exc:
+            if _refused(inserting):  # its outcome failed with its insert: nothing to record
+                log.warning("task %s was not stored (%s); its run is void", task.task_id, exc)
+                return
             log.exception("tool %s failed on task %s", task.tool, task.task_id)
             error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
             await self._finish(task, TaskState.FAILED, error)
@@ -446,3 +449,8 @@ class LocalExecutor:
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))
         self._metrics.tasks_in_flight.set(len(self._running))
+
+
+def _refused(inserting: asyncio.Future[Any] | None) -> bool:
+    """True if ``inserting`` (a runner's pending insert, if any) failed."""
+    return inserting is not None and inserting.done() and inserting.exception() is not None

@@ -85,6 +85,20 @@ class GroupCommit:
         """Queue a lifecycle update; the future yields None or the error."""
         return self._queue(Write("update", task))
 
+    def fold(self, task: Task) -> None:
+        """Fold a new state of a task into its pending insert, like an
+        :meth:`update` whose outcome is the insert's (so no future of its own).
+
+        Raises:
+            ValueError: the task's latest pending write is not an insert.
+        """
+        index = self._latest.get(task.task_id)
+        if index is None or self._pending[index][0].kind != "insert":
+            raise ValueError(f"task {task.task_id} has no pending insert to fold into")
+        earlier, futures = self._pending[index]
+        self._folded.setdefault(index, (earlier.task, []))
+        self._pending[index] = (Write("insert", task), futures)
+
     def delete(self, task: Task) -> Commit:
         """Queue the removal of ``task.task_id``; the future yields None or the error."""
         return self._queue(Write("delete", task))

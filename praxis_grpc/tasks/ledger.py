@@ -254,7 +254,7 @@ class Ledger:
         task before its insert commits (the write folds into the insert, see
         :class:`~praxis_grpc.tasks.journal.GroupCommit`). Like
         :meth:`update_nowait`, only for a state recovery does not depend on."""
-        self._journal.update(task)
+        self._journal.fold(task)
         self._count(task)
         self._unread[task.task_id] = task
 

@@ -175,3 +175,17 @@ async def test_a_cancelled_waiter_sees_the_cancellation_after_the_commit() -> No
         await waiting
     assert observed == [new]
     assert store.get("t-1") == new
+
+
+async def test_only_a_pending_insert_can_be_folded_into() -> None:
+    journal = GroupCommit(RecordingStore())
+    submitted = task("t-1")
+    with pytest.raises(ValueError, match="no pending insert"):
+        journal.fold(submitted.start(datetime.now(UTC)))
+    inserted = journal.insert(submitted)
+    journal.fold(submitted.start(datetime.now(UTC)))
+    assert await inserted is submitted
+    update = journal.update(submitted)
+    with pytest.raises(ValueError, match="no pending insert"):
+        journal.fold(submitted)
+    assert await update is None
