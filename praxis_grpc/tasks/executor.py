@@ -173,7 +173,8 @@ class LocalExecutor:
             attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )
-        if task_id is None and not key and self._runs_at_once(task):
+        new_id = task_id is None or self._ledger.is_fresh(task_id)
+        if new_id and not key and self._runs_at_once(task):
             # Started before its insert commits: its states fold into the
             # insert (one write), and nothing of it is shown before that commit.
             written = self._ledger.insert(task)
@@ -284,9 +285,11 @@ class LocalExecutor:
             self._dispatch()
 
     def _runs_at_once(self, task: Task) -> bool:
-        """True if new ``task`` may start before its insert commits: its tool
-        is idempotent (had it run while the insert fails, running again is
-        harmless), nothing arrived before it is waiting, and a slot is free."""
+        """True if new ``task`` may start before its insert commits: its id
+        is new (no other task can hold it) and it has no idempotency key, so
+        its insert can only fail with the store; its tool is idempotent (had
+        it run while the insert fails, running again is harmless); nothing
+        arrived before it is waiting, and a slot is free."""
         return (
             self._group is not None
             and self._dispatching

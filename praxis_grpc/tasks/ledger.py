@@ -127,6 +127,11 @@ class Ledger:
         self._fresh.add(task_id)
         return task_id
 
+    def is_fresh(self, task_id: str) -> bool:
+        """True if ``task_id`` came from :meth:`new_task_id` and no task was
+        inserted under it yet (so no other can hold it, as with a new id)."""
+        return task_id in self._fresh
+
     def get(self, task_id: str) -> Task:
         """The task's current state, local or a foreign record. Raises NotFound."""
         task = self._live.get(task_id) or self._store.get(task_id)

@@ -172,6 +172,12 @@ async def test_a_task_that_finishes_before_its_insert_commits_is_written_once() 
     assert finished.attempt == 1
     assert store.batches == [[("insert", TaskState.COMPLETED)]]
     assert store.get(task.task_id) == finished
+    # So is a task with an id the ledger issued (a routing node's placement).
+    store.batches.clear()
+    fresh = ledger.new_task_id()
+    task, _ = await executor.submit(Submission("gate"), task_id=fresh)
+    assert (await ledger.wait(fresh)).state is TaskState.COMPLETED
+    assert store.batches == [[("insert", TaskState.COMPLETED)]]
     await executor.aclose(grace=0)
 
 
