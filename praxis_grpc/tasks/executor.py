@@ -173,8 +173,11 @@ class LocalExecutor:
             attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )
-        new_id = task_id is None or self._ledger.is_fresh(task_id)
-        if new_id and not key and self._runs_at_once(task):
+        if (
+            not key
+            and self._runs_at_once(task)
+            and (task_id is None or self._ledger.is_unused(task_id))
+        ):
             # Started before its insert commits: its states fold into the
             # insert (one write), and nothing of it is shown before that commit.
             written = self._ledger.insert(task)
@@ -285,9 +288,9 @@ class LocalExecutor:
             self._dispatch()
 
     def _runs_at_once(self, task: Task) -> bool:
-        """True if new ``task`` may start before its insert commits: its id
-        is new (no other task can hold it) and it has no idempotency key, so
-        its insert can only fail with the store; its tool is idempotent (had
+        """True if new ``task`` may start before its insert commits (if,
+        besides, its id is unused here and it has no idempotency key, so its
+        insert can only fail with the store): its tool is idempotent (had
         it run while the insert fails, running again is harmless); nothing
         arrived before it is waiting, and a slot is free."""
         return (

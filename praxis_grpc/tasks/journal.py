@@ -77,6 +77,10 @@ class GroupCommit:
         """The store the writes go to."""
         return self._store
 
+    def pending(self, task_id: str) -> bool:
+        """True if a write of task ``task_id`` is queued and not committed yet."""
+        return task_id in self._latest
+
     def insert(self, task: Task) -> Commit:
         """Queue an insert; the future yields the stored task or the error."""
         return self._queue(Write("insert", task))

@@ -127,10 +127,17 @@ class Ledger:
         self._fresh.add(task_id)
         return task_id
 
-    def is_fresh(self, task_id: str) -> bool:
-        """True if ``task_id`` came from :meth:`new_task_id` and no task was
-        inserted under it yet (so no other can hold it, as with a new id)."""
-        return task_id in self._fresh
+    def is_unused(self, task_id: str) -> bool:
+        """True if no task holds ``task_id`` here: none is stored, live or
+        being written under it (an id from :meth:`new_task_id` not inserted
+        yet is known to be unused without reading the store)."""
+        if task_id in self._fresh:
+            return True
+        return (
+            task_id not in self._live
+            and not self._journal.pending(task_id)
+            and self._store.get(task_id) is None
+        )
 
     def get(self, task_id: str) -> Task:
         """The task's current state, local or a foreign record. Raises NotFound."""

@@ -178,6 +178,33 @@ async def test_a_task_that_finishes_before_its_insert_commits_is_written_once() 
     task, _ = await executor.submit(Submission("gate"), task_id=fresh)
     assert (await ledger.wait(fresh)).state is TaskState.COMPLETED
     assert store.batches == [[("insert", TaskState.COMPLETED)]]
+    # And one with an id no task holds here (another node's dispatch).
+    store.batches.clear()
+    chosen = str(uuid.uuid4())
+    await executor.submit(Submission("gate"), task_id=chosen, dispatched=True)
+    assert (await ledger.wait(chosen)).state is TaskState.COMPLETED
+    assert store.batches == [[("insert", TaskState.COMPLETED)]]
+    await executor.aclose(grace=0)
+
+
+async def test_a_task_whose_id_is_being_written_does_not_start_before_its_insert() -> None:
+    store = BatchRecordingStore()
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    store.batches.clear()
+    chosen = str(uuid.uuid4())
+    results = await asyncio.gather(
+        executor.submit(Submission("gate"), task_id=chosen),
+        executor.submit(Submission("gate"), task_id=chosen),
+    )
+    assert [deduplicated for _, deduplicated in results] == [False, True]
+    assert (await ledger.wait(chosen)).state is TaskState.COMPLETED
+    assert gate.started == 2  # the first task and this one, once
+    assert [kind for batch in store.batches for kind, _ in batch].count("insert") == 2
     await executor.aclose(grace=0)
 
 
