@@ -12,6 +12,10 @@ Contract of :class:`LocalExecutor`:
     - WORKING is committed before a non-idempotent tool starts; an idempotent
       tool starts at once (recovery re-runs it whether or not WORKING reached
       the store). Every state change is written through the ledger.
+    - A new idempotent task with a free slot, an empty queue, no idempotency
+      key and an id no task holds here starts before its insert commits: its
+      states fold into the insert (one write), nothing of it is shown before
+      that commit, and if the insert fails its run is void.
     - :meth:`~LocalExecutor.cancel` ends a queued task CANCELED at once and
       interrupts a running one, which then ends CANCELED.
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
