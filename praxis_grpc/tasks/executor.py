@@ -12,6 +12,10 @@ Contract of :class:`LocalExecutor`:
     - WORKING is committed before a non-idempotent tool starts; an idempotent
       tool starts at once (recovery re-runs it whether or not WORKING reached
       the store). Every state change is written through the ledger.
+    - A new idempotent task with a free slot, an empty queue, no idempotency
+      key and an id no task holds here starts before its insert commits: its
+      states fold into the insert (one write), nothing of it is shown before
+      that commit, and if the insert fails its run is void.
     - :meth:`~LocalExecutor.cancel` ends a queued task CANCELED at once and
       interrupts a running one, which then ends CANCELED.
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
@@ -37,7 +41,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from praxis_grpc.errors import FailedPrecondition, ResourceExhausted, ToolError
+from praxis_grpc.errors import FailedPrecondition, NotFound, ResourceExhausted, ToolError
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.admission import EngineLimits, EngineLoad, SubmissionRules, check_task_id
 from praxis_grpc.tasks.ledger import Clock, Ledger, utcnow
@@ -173,6 +177,18 @@ class LocalExecutor:
             attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )
+        if (
+            not key
+            and self._runs_at_once(task)
+            and (task_id is None or self._ledger.is_unused(task_id))
+        ):
+            # Started before its insert commits: its states fold into the
+            # insert (one write), and nothing of it is shown before that commit.
+            written = self._ledger.insert(task)
+            self._start(task, written)
+            self._update_gauges()
+            stored, deduplicated = self._ledger.inserted(task, await written)
+            return stored, deduplicated
         self._admitting += 1
         written = self._ledger.insert(task)
         written.add_done_callback(lambda future: self._admitted(task, future))
@@ -275,6 +291,27 @@ class LocalExecutor:
             self._pending[task.task_id] = task
             self._dispatch()
 
+    def _runs_at_once(self, task: Task) -> bool:
+        """True if new ``task`` may start before its insert commits (if,
+        besides, its id is unused here and it has no idempotency key, so its
+        insert can only fail with the store): its tool is idempotent (had
+        it run while the insert fails, running again is harmless); nothing
+        arrived before it is waiting, and a slot is free."""
+        return (
+            self._group is not None
+            and self._dispatching
+            and not self._pending
+            and not self._admitting
+            and len(self._running) < self._limits.max_concurrency
+            and task.tool in self._tools
+            and self._tools.get(task.tool).spec.idempotent
+        )
+
+    def _start(self, task: Task, inserting: asyncio.Future[Any] | None = None) -> None:
+        assert self._group is not None
+        runner = self._group.create_task(self._run(task, inserting), name=f"task-{task.task_id}")
+        self._running[task.task_id] = runner
+
     def _retry_after(self) -> float:
         backlog = len(self._pending) / self._limits.max_concurrency
         return min(max(backlog * self._mean_duration, 0.1), 30.0)
@@ -307,19 +344,28 @@ class LocalExecutor:
             and self._pending
             and len(self._running) < self._limits.max_concurrency
         ):
-            task_id, task = self._pending.popitem(last=False)
-            self._running[task_id] = group.create_task(self._run(task), name=f"task-{task_id}")
+            _, task = self._pending.popitem(last=False)
+            self._start(task)
         self._update_gauges()
 
-    async def _run(self, task: Task) -> None:
+    async def _run(self, task: Task, inserting: asyncio.Future[Any] | None) -> None:
         # A failure to record an outcome must not abort the group (and every
         # other runner with it): the task stays as last recorded.
+        if inserting is not None and inserting.done():
+            if _refused(inserting) or inserting.result() is not task:
+                # Not stored (the store failed, or the id was taken): nothing to run.
+                del self._running[task.task_id]
+                self._dispatch()
+                return
+            inserting = None
         try:
-            await self._execute(task)
+            await self._execute(task, inserting)
         except Exception:
             log.exception("task %s: its outcome could not be recorded", task.task_id)
 
-    async def _execute(self, task: Task) -> None:
+    async def _execute(self, task: Task, inserting: asyncio.Future[Any] | None = None) -> None:
+        """Run ``task``; ``inserting``: the pending insert of a task started
+        before it committed (see :meth:`submit`)."""
         tool = self._tools.get(task.tool)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -329,7 +375,9 @@ class LocalExecutor:
             task = dataclasses.replace(task, timeout=self._rules.default_timeout(task.tool))
         try:
             task = task.start(self._clock())
-            if tool.spec.idempotent:
+            if inserting is not None and not inserting.done():
+                self._ledger.update_unread(task)  # folds into the insert
+            elif tool.spec.idempotent:
                 # Recovery re-runs an idempotent task whether or not WORKING
                 # reached the store, so the tool need not wait for that commit.
                 self._ledger.update_nowait(task)
@@ -357,6 +405,9 @@ class LocalExecutor:
                 current.uncancel()
             await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
         except Exception as exc:
+            if _refused(inserting):  # its outcome failed with its insert: nothing to record
+                log.warning("task %s was not stored (%s); its run is void", task.task_id, exc)
+                return
             log.exception("tool %s failed on task %s", task.tool, task.task_id)
             error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
             await self._finish(task, TaskState.FAILED, error)
@@ -371,7 +422,10 @@ class LocalExecutor:
     def _interrupt(self, task: Task) -> None:
         """Shutdown reached a running task: hand it back or fail it (synchronously)."""
         now = self._clock()
-        current = self._ledger.get(task.task_id)
+        try:
+            current = self._ledger.get(task.task_id)
+        except NotFound:  # started before its insert committed: it stays SUBMITTED
+            return
         if current.terminal:
             return
         if self._tools.get(task.tool).spec.idempotent:
@@ -385,7 +439,10 @@ class LocalExecutor:
         self._ledger.write_now(current.finish_unsuccessfully(TaskState.FAILED, error, now))
 
     async def _finish(self, task: Task, state: TaskState, error: TaskError) -> Task:
-        current = self._ledger.get(task.task_id)
+        try:
+            current = self._ledger.get(task.task_id)
+        except NotFound:  # started before its insert committed: no one else changed it
+            current = task
         if current.terminal:  # it finished before the cancellation was handled
             return current
         return await self._ledger.persist(
@@ -402,3 +459,8 @@ class LocalExecutor:
     def _update_gauges(self) -> None:
         self._metrics.task_queue_depth.set(len(self._pending))
         self._metrics.tasks_in_flight.set(len(self._running))
+
+
+def _refused(inserting: asyncio.Future[Any] | None) -> bool:
+    """True if ``inserting`` (a runner's pending insert, if any) failed."""
+    return inserting is not None and inserting.done() and inserting.exception() is not None

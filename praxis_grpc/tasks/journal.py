@@ -41,24 +41,45 @@ class GroupCommit:
     of a task whose previous pending write is also an update replaces that
     write (both futures resolve with the one result): only the latest state
     of a task needs committing, and every state it passed through is in it.
-    A batch is flushed on the next event-loop iteration after its first write
-    (or at once by :meth:`flush`), so a write never waits for more than the
-    work already scheduled in that iteration. Runs on one event loop; not
-    thread-safe.
+    Likewise an update of a task whose insert is pending is folded into the
+    insert (one row written in its latest state): the insert's futures
+    resolve as if the task had been inserted as first queued, the update's
+    with None. If that insert is not stored (a duplicate), the update is
+    applied on its own right after, as if it had not been folded.
+    A batch is flushed at the first event-loop iteration after its first
+    write in which no further write was queued, but at the latest
+    ``max_wait_iterations`` iterations after it (or at once by :meth:`flush`,
+    or when ``max_batch`` writes are pending): under load, when the writes
+    of concurrent tasks arrive one per iteration, they share a commit instead
+    of paying one each; a lone write waits one extra iteration. Runs on one
+    event loop; not thread-safe.
     """
 
-    def __init__(self, store: TaskStore, max_batch: int = 512) -> None:
+    def __init__(
+        self, store: TaskStore, max_batch: int = 512, max_wait_iterations: int = 4
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_wait = max_wait_iterations
         self._pending: list[tuple[Write, list[Commit]]] = []
         # task id -> index in _pending of its latest pending write.
         self._latest: dict[str, int] = {}
+        # index in _pending of an insert that updates were folded into ->
+        # (the task first queued for insert, the updates' futures).
+        self._folded: dict[int, tuple[Task, list[Commit]]] = {}
         self._scheduled: asyncio.Handle | None = None
+        # Iterations the pending batch has waited, and its size at the last one.
+        self._waited = 0
+        self._seen = 0
 
     @property
     def store(self) -> TaskStore:
         """The store the writes go to."""
         return self._store
+
+    def pending(self, task_id: str) -> bool:
+        """True if a write of task ``task_id`` is queued and not committed yet."""
+        return task_id in self._latest
 
     def insert(self, task: Task) -> Commit:
         """Queue an insert; the future yields the stored task or the error."""
@@ -67,6 +88,20 @@ class GroupCommit:
     def update(self, task: Task) -> Commit:
         """Queue a lifecycle update; the future yields None or the error."""
         return self._queue(Write("update", task))
+
+    def fold(self, task: Task) -> None:
+        """Fold a new state of a task into its pending insert, like an
+        :meth:`update` whose outcome is the insert's (so no future of its own).
+
+        Raises:
+            ValueError: the task's latest pending write is not an insert.
+        """
+        index = self._latest.get(task.task_id)
+        if index is None or self._pending[index][0].kind != "insert":
+            raise ValueError(f"task {task.task_id} has no pending insert to fold into")
+        earlier, futures = self._pending[index]
+        self._folded.setdefault(index, (earlier.task, []))
+        self._pending[index] = (Write("insert", task), futures)
 
     def delete(self, task: Task) -> Commit:
         """Queue the removal of ``task.task_id``; the future yields None or the error."""
@@ -84,9 +119,10 @@ class GroupCommit:
             self._scheduled.cancel()
             self._scheduled = None
         pending, self._pending = self._pending, []
+        folded, self._folded = self._folded, {}
         self._latest.clear()
         for start in range(0, len(pending), self._max_batch):
-            self._commit(pending[start : start + self._max_batch])
+            self._commit(pending[start : start + self._max_batch], start, folded)
 
     def _queue(self, write: Write) -> Commit:
         loop = asyncio.get_running_loop()
@@ -99,23 +135,66 @@ class GroupCommit:
                 futures.append(future)
                 self._pending[index] = (write, futures)
                 return future
+            if earlier.kind == "insert":
+                self._folded.setdefault(index, (earlier.task, []))[1].append(future)
+                self._pending[index] = (Write("insert", write.task), futures)
+                return future
         self._latest[task_id] = len(self._pending)
         self._pending.append((write, [future]))
         if self._scheduled is None:
-            self._scheduled = loop.call_soon(self.flush)
+            self._waited = self._seen = 0
+            self._scheduled = loop.call_soon(self._next_iteration)
         return future
 
-    def _commit(self, batch: Sequence[tuple[Write, list[Commit]]]) -> None:
+    def _next_iteration(self) -> None:
+        """Flush, unless writes keep arriving (see the class docstring)."""
+        self._waited += 1
+        queued = len(self._pending)
+        if queued > self._seen and self._waited < self._max_wait and queued < self._max_batch:
+            self._seen = queued
+            self._scheduled = asyncio.get_running_loop().call_soon(self._next_iteration)
+            return
+        self.flush()
+
+    def _commit(
+        self,
+        batch: Sequence[tuple[Write, list[Commit]]],
+        start: int,
+        folded: dict[int, tuple[Task, list[Commit]]],
+    ) -> None:
         try:
             results = self._store.apply([write for write, _ in batch])
         except Exception as exc:
             # The whole transaction failed: nothing in the batch was written.
-            for _, futures in batch:
-                for future in futures:
-                    error = StoreUnavailable(f"task store write failed: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
+            failed = [futures for _, futures in batch]
+            failed.extend(folded[i][1] for i in range(start, start + len(batch)) if i in folded)
+            _fail(failed, exc)
             return
-        for (_, futures), result in zip(batch, results, strict=True):
+        retried: list[tuple[Write, list[Commit]]] = []
+        for index, ((write, futures), result) in enumerate(zip(batch, results, strict=True)):
+            fold = folded.get(start + index)
+            if fold is None:
+                for future in futures:
+                    future.set_result(result)
+                continue
+            first, updates = fold
+            stored = result is write.task
+            # The insert's futures first: their callbacks see the task inserted
+            # before the updates' see it updated.
             for future in futures:
-                future.set_result(result)
+                future.set_result(first if stored else result)
+            if stored:
+                for future in updates:
+                    future.set_result(None)
+            else:
+                retried.append((Write("update", write.task), updates))
+        if retried:
+            self._commit(retried, 0, {})
+
+
+def _fail(failed: Sequence[Sequence[Commit]], exc: Exception) -> None:
+    for futures in failed:
+        for future in futures:
+            error = StoreUnavailable(f"task store write failed: {exc}")
+            error.__cause__ = exc
+            future.set_exception(error)

@@ -95,6 +95,8 @@ class Ledger:
         self._live: dict[str, Task] = {}
         # Ids from new_task_id() that no stored task has yet.
         self._fresh: set[str] = set()
+        # The latest state of tasks written by update_unread(), until their insert commits.
+        self._unread: dict[str, Task] = {}
         self._watchers = TaskWatchers()
         self._counters: dict[tuple[str, TaskState], Any] = {}
 
@@ -124,6 +126,18 @@ class Ledger:
             self._fresh.clear()  # ids issued but never used: they lose the shortcut
         self._fresh.add(task_id)
         return task_id
+
+    def is_unused(self, task_id: str) -> bool:
+        """True if no task holds ``task_id`` here: none is stored, live or
+        being written under it (an id from :meth:`new_task_id` not inserted
+        yet is known to be unused without reading the store)."""
+        if task_id in self._fresh:
+            return True
+        return (
+            task_id not in self._live
+            and not self._journal.pending(task_id)
+            and self._store.get(task_id) is None
+        )
 
     def get(self, task_id: str) -> Task:
         """The task's current state, local or a foreign record. Raises NotFound."""
@@ -245,6 +259,16 @@ class Ledger:
         commits: only for a state that recovery does not depend on."""
         self._journal.update(task)
         self._published(task)
+
+    def update_unread(self, task: Task) -> None:
+        """Queue the write of a new state of a task whose :meth:`insert` is
+        still pending, and count it, without showing it: nobody can read the
+        task before its insert commits (the write folds into the insert, see
+        :class:`~praxis_grpc.tasks.journal.GroupCommit`). Like
+        :meth:`update_nowait`, only for a state recovery does not depend on."""
+        self._journal.fold(task)
+        self._count(task)
+        self._unread[task.task_id] = task
 
     def write_now(self, task: Task) -> Task:
         """Commit a state change of ``task`` synchronously, then show it
@@ -401,11 +425,12 @@ class Ledger:
         return known
 
     def _stored(self, task: Task, written: asyncio.Future[Any]) -> None:
+        latest = self._unread.pop(task.task_id, task)  # committed with the insert
         if written.cancelled() or written.exception() is not None:
             return
         if written.result() is task:
             self._count(task)
-            self._live[task.task_id] = task
+            self._live[task.task_id] = latest
 
     def _recorded(self, task: Task, result: WriteResult) -> Task:
         if isinstance(result, DuplicateTask):

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.executor import EngineLimits, LocalExecutor
 from praxis_grpc.tasks.ledger import Ledger
 from praxis_grpc.tasks.model import Reason, Submission, TaskState
-from praxis_grpc.tasks.store import Write, WriteResult
+from praxis_grpc.tasks.store import TaskStoreError, Write, WriteResult
 from praxis_grpc.testing import MemoryTaskStore
 from praxis_grpc.tools.registry import ToolRegistry
 from tests.unit.test_engine import GateTool, _stored, until
@@ -131,4 +133,96 @@ async def test_a_task_cancelled_before_its_runner_starts_ends_canceled_and_frees
     gate.release.set()
     second, _ = await executor.submit(Submission("gate"))
     await until(lambda: ledger.get(second.task_id).state is TaskState.COMPLETED)
+    await executor.aclose(grace=0)
+
+
+class BatchRecordingStore(MemoryTaskStore):
+    """Remembers the (kind, state) of every write of every batch; fails every
+    batch while ``failing``."""
+
+    failing = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[str, TaskState]]] = []
+
+    def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+        self.batches.append([(w.kind, w.task.state) for w in writes])
+        if self.failing:
+            raise OSError("disk full")
+        return super().apply(writes)
+
+
+async def test_a_task_that_finishes_before_its_insert_commits_is_written_once() -> None:
+    # An idempotent task submitted to an idle executor starts at once; its
+    # WORKING and COMPLETED states fold into the pending insert: one write,
+    # shown only once committed.
+    store = BatchRecordingStore()
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    store.batches.clear()
+    task, deduplicated = await executor.submit(Submission("gate"))
+    assert not deduplicated
+    finished = await ledger.wait(task.task_id)
+    assert finished.state is TaskState.COMPLETED
+    assert finished.attempt == 1
+    assert store.batches == [[("insert", TaskState.COMPLETED)]]
+    assert store.get(task.task_id) == finished
+    # So is a task with an id the ledger issued (a routing node's placement).
+    store.batches.clear()
+    fresh = ledger.new_task_id()
+    task, _ = await executor.submit(Submission("gate"), task_id=fresh)
+    assert (await ledger.wait(fresh)).state is TaskState.COMPLETED
+    assert store.batches == [[("insert", TaskState.COMPLETED)]]
+    # And one with an id no task holds here (another node's dispatch).
+    store.batches.clear()
+    chosen = str(uuid.uuid4())
+    await executor.submit(Submission("gate"), task_id=chosen, dispatched=True)
+    assert (await ledger.wait(chosen)).state is TaskState.COMPLETED
+    assert store.batches == [[("insert", TaskState.COMPLETED)]]
+    await executor.aclose(grace=0)
+
+
+async def test_a_task_whose_id_is_being_written_does_not_start_before_its_insert() -> None:
+    store = BatchRecordingStore()
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    store.batches.clear()
+    chosen = str(uuid.uuid4())
+    results = await asyncio.gather(
+        executor.submit(Submission("gate"), task_id=chosen),
+        executor.submit(Submission("gate"), task_id=chosen),
+    )
+    assert [deduplicated for _, deduplicated in results] == [False, True]
+    assert (await ledger.wait(chosen)).state is TaskState.COMPLETED
+    assert gate.started == 2  # the first task and this one, once
+    assert [kind for batch in store.batches for kind, _ in batch].count("insert") == 2
+    await executor.aclose(grace=0)
+
+
+async def test_a_task_started_before_a_failed_insert_leaves_nothing_behind() -> None:
+    store = BatchRecordingStore()
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate, max_concurrency=1)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    store.failing = True
+    with pytest.raises(TaskStoreError):
+        await executor.submit(Submission("gate"))
+    await until(lambda: executor.load().in_flight == 0)
+    assert gate.started == 2  # it started before its insert failed (idempotent)
+    store.failing = False
+    assert [task.task_id for task in store.list()[0]] == [first.task_id]
+    task, _ = await executor.submit(Submission("gate"))  # its slot was freed
+    assert (await ledger.wait(task.task_id)).state is TaskState.COMPLETED
     await executor.aclose(grace=0)

@@ -11,7 +11,7 @@ import pytest
 
 from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.model import Task, TaskState
-from praxis_grpc.tasks.store import UnknownTask, Write, WriteResult
+from praxis_grpc.tasks.store import DuplicateTask, UnknownTask, Write, WriteResult
 from praxis_grpc.testing import MemoryTaskStore
 
 
@@ -41,6 +41,30 @@ async def test_writes_of_one_iteration_share_one_commit() -> None:
     assert store.batches == [
         [("insert", "t-1", TaskState.SUBMITTED), ("insert", "t-2", TaskState.SUBMITTED)]
     ]
+
+
+async def test_writes_arriving_in_consecutive_iterations_share_one_commit() -> None:
+    # Under load a node queues about one write per event-loop iteration: the
+    # batch waits while writes keep arriving (up to max_wait_iterations).
+    store = RecordingStore()
+    journal = GroupCommit(store)  # max_wait_iterations=4
+    writes = []
+    for name in ("t-1", "t-2", "t-3"):
+        writes.append(journal.insert(task(name)))
+        await asyncio.sleep(0)  # one event-loop iteration
+    await asyncio.gather(*writes)
+    assert [[w[1] for w in batch] for batch in store.batches] == [["t-1", "t-2", "t-3"]]
+
+
+async def test_a_batch_waits_at_most_max_wait_iterations() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store, max_wait_iterations=2)
+    writes = []
+    for name in ("t-1", "t-2", "t-3", "t-4"):
+        writes.append(journal.insert(task(name)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*writes)
+    assert [[w[1] for w in batch] for batch in store.batches] == [["t-1", "t-2"], ["t-3", "t-4"]]
 
 
 async def test_an_update_replaces_the_pending_update_of_its_task() -> None:
@@ -80,7 +104,50 @@ async def test_updates_are_not_merged_across_another_write_of_their_task() -> No
     )
     assert results[:3] == [submitted, None, None]
     assert isinstance(results[3], UnknownTask)
-    assert [kind for kind, _, _ in store.batches[0]] == ["insert", "update", "delete", "update"]
+    # The first update is folded into the insert; the last one follows the delete.
+    assert store.batches == [
+        [
+            ("insert", "t-1", TaskState.WORKING),
+            ("delete", "t-1", TaskState.WORKING),
+            ("update", "t-1", TaskState.WORKING),
+        ]
+    ]
+
+
+async def test_an_update_of_a_pending_insert_is_folded_into_it() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    submitted = task("t-1")
+    now = datetime.now(UTC)
+    working = submitted.start(now)
+    completed = working.complete({"ok": True}, now)
+    results = list(
+        await asyncio.gather(
+            journal.insert(submitted), journal.update(working), journal.update(completed)
+        )
+    )
+    assert results[0] is submitted  # as if inserted as first queued
+    assert results[1:] == [None, None]
+    assert store.batches == [[("insert", "t-1", TaskState.COMPLETED)]]
+    assert store.get("t-1") == completed
+
+
+async def test_an_update_folded_into_a_duplicate_insert_is_applied_after_it() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store)
+    stored = task("t-1")
+    await journal.insert(stored)
+    working = task("t-1").start(datetime.now(UTC))
+    results = list(await asyncio.gather(journal.insert(task("t-1")), journal.update(working)))
+    assert isinstance(results[0], DuplicateTask)
+    assert results[1] is None  # applied to the stored task, as without folding
+    assert store.batches[1:] == [
+        [("insert", "t-1", TaskState.WORKING)],
+        [("update", "t-1", TaskState.WORKING)],
+    ]
+    current = store.get("t-1")
+    assert current is not None
+    assert current.state is TaskState.WORKING
 
 
 async def test_a_cancelled_waiter_sees_the_cancellation_after_the_commit() -> None:
@@ -108,3 +175,17 @@ async def test_a_cancelled_waiter_sees_the_cancellation_after_the_commit() -> No
         await waiting
     assert observed == [new]
     assert store.get("t-1") == new
+
+
+async def test_only_a_pending_insert_can_be_folded_into() -> None:
+    journal = GroupCommit(RecordingStore())
+    submitted = task("t-1")
+    with pytest.raises(ValueError, match="no pending insert"):
+        journal.fold(submitted.start(datetime.now(UTC)))
+    inserted = journal.insert(submitted)
+    journal.fold(submitted.start(datetime.now(UTC)))
+    assert await inserted is submitted
+    update = journal.update(submitted)
+    with pytest.raises(ValueError, match="no pending insert"):
+        journal.fold(submitted)
+    assert await update is None
