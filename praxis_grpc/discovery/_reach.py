@@ -49,6 +49,9 @@ class ReachOptions:
     """Bound on dialing a peer and opening a call stream, and on reading a request."""
     check_reachability: bool = False
     """Ask peers to dial back (``_dialback``) to learn whether this host is reachable."""
+    reachability: str = ""
+    """"public" or "private": taken as the verdict instead of asking peers
+    (``p2p.reachability``); "" to ask when ``check_reachability``."""
 
 
 class HostReach:
@@ -88,7 +91,7 @@ class HostReach:
         if self._start_answer is not None:
             host.set_stream_handler(TProtocol(PEER_PROTOCOL), self._answer)
         # Every host answers dial-backs; only those with NAT traversal ask for them.
-        self._reachability = Reachability(host, self._on_reachability)
+        self._reachability = Reachability(host, self._reachability_changed)
         # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
         # not connected to); only relay clients and relays run the protocol.
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
@@ -97,11 +100,27 @@ class HostReach:
     async def run(self) -> None:
         """Keep the relay reservations and check reachability (returns at once
         with neither configured)."""
+        if self._options.reachability:
+            self._reachability_changed(self._options.reachability)
         async with trio.open_nursery() as nursery:
             if self._relaying is not None and self._options.relay.enabled:
                 nursery.start_soon(self._relaying.run)
-            if self._reachability is not None and self._options.check_reachability:
+            if (
+                self._reachability is not None
+                and self._options.check_reachability
+                and not self._options.reachability
+            ):
                 nursery.start_soon(self._reachability.run, self._direct_addrs)
+
+    def _reachability_changed(self, state: str) -> None:
+        if self._relaying is not None:
+            self._relaying.set_reachability(state)
+        self._on_reachability(state)
+
+    def offer_relays(self, addrs: list[str]) -> None:
+        """Relays members advertise (see :meth:`Relaying.offer`)."""
+        if self._relaying is not None:
+            self._relaying.offer(addrs)
 
     def _direct_addrs(self) -> list[str]:
         return [a for a in self.addrs(self._listen) if not is_circuit(a)]
