@@ -21,6 +21,7 @@ from praxis_grpc.consensus.base import Leadership
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MemberStatus
 from praxis_grpc.identity import Identity, load_or_create_identity
+from praxis_grpc.reach import relay_offers
 from praxis_grpc.testing.nodes import make_config
 from praxis_grpc.wire import card_to_proto
 
@@ -126,3 +127,37 @@ def test_status_shows_each_node_and_members_reachability() -> None:
     document = view_document(view)
     assert document["nodes"][0]["agent"]["reachability"] == "REACHABILITY_PRIVATE"
     assert document["members"][0]["relay_service"] is True
+
+
+def test_relays_offered_are_other_non_private_members_with_the_service() -> None:
+    relay_addr = "/ip4/10.0.0.1/tcp/4001/p2p/" + "B" * 52
+    circuit = relay_addr + "/p2p-circuit/p2p/" + "C" * 52
+    cards = [
+        card_of(
+            "B" * 52,
+            relay_service=True,
+            reachability="public",
+            endpoints=(Endpoint("grpc", "10.0.0.1:1"), Endpoint("libp2p", relay_addr)),
+        ),
+        card_of(  # unknown reachability: still offered
+            "A" * 52,
+            relay_service=True,
+            endpoints=(Endpoint("libp2p", "/ip4/10.0.0.2/tcp/1/p2p/" + "A" * 52),),
+        ),
+        card_of(  # behind NAT itself: nobody could reach it to reserve
+            "C" * 52,
+            relay_service=True,
+            reachability="private",
+            endpoints=(Endpoint("libp2p", circuit),),
+        ),
+        card_of("D" * 52, endpoints=(Endpoint("libp2p", "/ip4/10.0.0.4/tcp/1/p2p/" + "D" * 52),)),
+        card_of(  # this node
+            "E" * 52,
+            relay_service=True,
+            endpoints=(Endpoint("libp2p", "/ip4/10.0.0.5/tcp/1/p2p/" + "E" * 52),),
+        ),
+    ]
+    assert relay_offers(cards, own_id="E" * 52) == [
+        "/ip4/10.0.0.2/tcp/1/p2p/" + "A" * 52,
+        relay_addr,
+    ]
