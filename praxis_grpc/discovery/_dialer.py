@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Set as AbstractSet
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -182,8 +183,9 @@ _TRIM_POLL = 1.0
 class Trimmer:
     """Keeps the host's degree bounded and remembers which disconnects were trims.
 
-    Trio thread only. ``protected`` peers (bootstrap, rendezvous points) are
-    never trimmed; nor is a peer connected for less than ``grace`` seconds.
+    Trio thread only. ``protected`` peers (bootstrap, rendezvous points,
+    relays; the set may change) are never trimmed; nor is a peer connected
+    for less than ``grace`` seconds.
     """
 
     def __init__(
@@ -196,7 +198,7 @@ class Trimmer:
         max_peers: int,
         grace: float,
         timeout: float,
-        protected: frozenset[ID],
+        protected: AbstractSet[ID],
     ) -> None:
         self._host = host
         self._membership = membership

@@ -13,13 +13,15 @@ its listen address. Trio thread only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -84,6 +86,16 @@ class HostReach:
     def relays(self) -> tuple[str, ...]:
         """The configured relays (the host keeps its connections to them)."""
         return self._options.relay.relays
+
+    def protects(self, fixed: frozenset[ID]) -> AbstractSet[ID]:
+        """``fixed`` and, live, every relay this host holds a reservation on (a
+        relay found in cards included): peers the connection trimmer keeps."""
+        return _Protected(fixed, self)
+
+    @property
+    def held_relays(self) -> frozenset[ID]:
+        """The relays this host holds a reservation on."""
+        return self._relaying.held if self._relaying is not None else frozenset()
 
     def attach(self, host: IHost) -> list[Any]:
         """Serve the protocols on ``host``; the services to run with it."""
@@ -171,3 +183,21 @@ class HostReach:
         assert self._start_answer is not None
         options = self._options
         await answer_call(stream, options.max_call_bytes, options.call_timeout, self._start_answer)
+
+
+class _Protected(AbstractSet[ID]):
+    """A fixed set of peers plus the relays a :class:`HostReach` holds a
+    reservation on, as they are when asked."""
+
+    def __init__(self, fixed: frozenset[ID], reach: HostReach) -> None:
+        self._fixed = fixed
+        self._reach = reach
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._fixed or peer_id in self._reach.held_relays
+
+    def __iter__(self) -> Iterator[ID]:
+        return iter(self._fixed | self._reach.held_relays)
+
+    def __len__(self) -> int:
+        return len(self._fixed | self._reach.held_relays)

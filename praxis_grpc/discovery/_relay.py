@@ -142,6 +142,11 @@ class Relaying:
             log.warning("relay addresses offered are not peer addresses: %s", addrs)
 
     @property
+    def held(self) -> frozenset[ID]:
+        """The relays this host holds a reservation on."""
+        return frozenset(self._renew_at)
+
+    @property
     def _wanted(self) -> bool:
         if self._reachability == "public":
             return False
