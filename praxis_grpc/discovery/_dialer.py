@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Set as AbstractSet
+from collections.abc import Container
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -198,7 +198,7 @@ class Trimmer:
         max_peers: int,
         grace: float,
         timeout: float,
-        protected: AbstractSet[ID],
+        protected: Container[ID],
     ) -> None:
         self._host = host
         self._membership = membership

@@ -13,8 +13,7 @@ its listen address. Trio thread only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,15 +86,15 @@ class HostReach:
         """The configured relays (the host keeps its connections to them)."""
         return self._options.relay.relays
 
-    def protects(self, fixed: frozenset[ID]) -> AbstractSet[ID]:
-        """``fixed`` and, live, every relay this host holds a reservation on (a
-        relay found in cards included): peers the connection trimmer keeps."""
+    def protects(self, fixed: frozenset[ID]) -> Container[ID]:
+        """``fixed`` and, live, every peer whose connection carries a relay
+        reservation (a relay this host reserved on, found in cards included; a
+        client holding a reservation on this relay): peers the trimmer keeps."""
         return _Protected(fixed, self)
 
-    @property
-    def held_relays(self) -> frozenset[ID]:
-        """The relays this host holds a reservation on."""
-        return self._relaying.held if self._relaying is not None else frozenset()
+    def keeps(self, peer_id: ID) -> bool:
+        """Whether the connection to ``peer_id`` carries a relay reservation."""
+        return self._relaying is not None and self._relaying.keeps(peer_id)
 
     def attach(self, host: IHost) -> list[Any]:
         """Serve the protocols on ``host``; the services to run with it."""
@@ -185,19 +184,14 @@ class HostReach:
         await answer_call(stream, options.max_call_bytes, options.call_timeout, self._start_answer)
 
 
-class _Protected(AbstractSet[ID]):
-    """A fixed set of peers plus the relays a :class:`HostReach` holds a
-    reservation on, as they are when asked."""
+class _Protected(Container[ID]):
+    """A fixed set of peers plus those :meth:`HostReach.keeps`, as they are when asked."""
 
     def __init__(self, fixed: frozenset[ID], reach: HostReach) -> None:
         self._fixed = fixed
         self._reach = reach
 
     def __contains__(self, peer_id: object) -> bool:
-        return peer_id in self._fixed or peer_id in self._reach.held_relays
-
-    def __iter__(self) -> Iterator[ID]:
-        return iter(self._fixed | self._reach.held_relays)
-
-    def __len__(self) -> int:
-        return len(self._fixed | self._reach.held_relays)
+        if peer_id in self._fixed:
+            return True
+        return isinstance(peer_id, ID) and self._reach.keeps(peer_id)

@@ -141,10 +141,12 @@ class Relaying:
         except Exception:
             log.warning("relay addresses offered are not peer addresses: %s", addrs)
 
-    @property
-    def held(self) -> frozenset[ID]:
-        """The relays this host holds a reservation on."""
-        return frozenset(self._renew_at)
+    def keeps(self, peer_id: ID) -> bool:
+        """Whether the connection to ``peer_id`` carries a reservation: this
+        host's on that relay, or (serving) that peer's on this host."""
+        if peer_id in self._renew_at:
+            return True
+        return self._options.serve and self.protocol.resource_manager.has_reservation(peer_id)
 
     @property
     def _wanted(self) -> bool:
