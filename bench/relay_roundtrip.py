@@ -84,7 +84,8 @@ async def _run(requests: int, warmup: int) -> None:
                         root,
                         "natted",
                         "echo",
-                        {"bootstrap_nodes": seed, "relays": seed},
+                        # on loopback a dial-back would find it public
+                        {"bootstrap_nodes": seed, "relays": seed, "reachability": "private"},
                         api={"advertise_host": "127.0.0.2"},
                     )
                 )

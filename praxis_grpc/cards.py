@@ -65,6 +65,11 @@ class AgentCard:
     incarnation: int
     version: int
     updated_at: datetime
+    reachability: str = "unknown"
+    """Whether other nodes can dial the agent directly, as peers' dial-backs
+    found it: "unknown", "public" or "private" (reached through its relays)."""
+    relay_service: bool = False
+    """The agent serves circuit relay v2: private nodes may reserve on it."""
 
     @property
     def freshness(self) -> tuple[int, int]:

@@ -223,6 +223,12 @@ class P2PConfig(_Section):
         le=2**62,
         description="relay service: a circuit is closed after relaying this many bytes",
     )
+    reachability: Literal["auto", "public", "private"] = Field(
+        default="auto",
+        description="auto: peers dial this node back to find whether it is public or private "
+        "(behind NAT: it then reserves on p2p.relays, or without them on members whose cards "
+        "offer the relay service); public/private: taken as given, nothing asked",
+    )
     hole_punching: bool = Field(
         default=False,
         description="upgrade relayed connections to direct ones (DCUtR); not available "

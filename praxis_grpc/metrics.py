@@ -118,7 +118,7 @@ class Metrics:
         self.p2p_reachability = Gauge(
             "p2p_reachability",
             "1 for this node's reachability as peers' dial-backs found it (unknown, "
-            "public, private); checked only with p2p.relays or p2p.relay_service.",
+            "public, private), or as p2p.reachability forces it.",
             ["state"],
             namespace=NAMESPACE,
             registry=r,

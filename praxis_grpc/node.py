@@ -42,7 +42,7 @@ from praxis_grpc.node_parts import (
 )
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.grpc import GrpcPeerClient
-from praxis_grpc.reach import peer_client, serve_peer_calls
+from praxis_grpc.reach import offer_relays, peer_client, serve_peer_calls
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.supervise import Supervisor
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
@@ -118,8 +118,8 @@ class Node:
         self._credentials: ClusterCredentials | None = None
         self.p2p_addrs: list[str] = []
         self.reachability = "unknown"
-        """Whether peers can dial this node (dial-back; checked only with NAT
-        traversal configured): "unknown", "public" or "private"."""
+        """Whether peers can dial this node (dial-back, or ``p2p.reachability``):
+        "unknown", "public" or "private"; in its card too."""
         self.incarnation = 0
         self.started_at = datetime.now(UTC)
         self._started_monotonic = time.monotonic()
@@ -253,6 +253,9 @@ class Node:
             "card-expiry", self._directory.expire_periodically(cfg.cards.heartbeat)
         )
         self._background.start("heap-trim", trim_periodically())
+        self._background.start(
+            "relay-offers", offer_relays(self._directory, self._discovery, self.agent_id)
+        )
         try:
             await self._start_consensus()
         except BaseException:
@@ -429,6 +432,7 @@ class Node:
             load=self.engine.load(),
             draining=self._draining,
             incarnation=self.incarnation,
+            reachability=self.reachability,
         )
         card = self.directory.publish_local(card)
         if self._gossip is not None:
@@ -447,6 +451,8 @@ class Node:
         self.reachability = state
         for each in ("unknown", "public", "private"):
             self.metrics.p2p_reachability.labels(each).set(1 if each == state else 0)
+        if self._serving:
+            self.refresh_card()
 
     def set_draining(self, draining: bool) -> None:
         """Enter or leave drain mode: refuse new tasks and report NOT_SERVING."""

@@ -454,6 +454,7 @@ def local_card(
     load: EngineLoad,
     draining: bool,
     incarnation: int,
+    reachability: str = "unknown",
 ) -> AgentCard:
     """The card this node publishes now (version 0: the directory numbers it)."""
     return AgentCard(
@@ -478,6 +479,8 @@ def local_card(
         incarnation=incarnation,
         version=0,
         updated_at=datetime.now(UTC),
+        reachability=reachability,
+        relay_service=cfg.p2p.enabled and cfg.p2p.relay_service,
     )
 
 

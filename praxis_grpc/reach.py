@@ -6,9 +6,12 @@ peer client that picks a transport per agent (see
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from praxis_grpc.cards import AgentCard
 from praxis_grpc.config import Config
+from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.service import PeerService
@@ -16,7 +19,7 @@ from praxis_grpc.peers.service import PeerService
 if TYPE_CHECKING:
     from praxis_grpc.discovery._reach import ReachOptions
 
-__all__ = ["peer_client", "reach_options", "serve_peer_calls"]
+__all__ = ["offer_relays", "peer_client", "reach_options", "relay_offers", "serve_peer_calls"]
 
 
 def reach_options(cfg: Config) -> ReachOptions:
@@ -28,6 +31,7 @@ def reach_options(cfg: Config) -> ReachOptions:
     return ReachOptions(
         relay=RelayOptions(
             relays=tuple(p2p.relays),
+            discover=not p2p.relays and p2p.reachability != "public",
             serve=p2p.relay_service,
             max_reservations=p2p.relay_max_reservations,
             reservation_ttl=p2p.relay_reservation_ttl,
@@ -37,9 +41,45 @@ def reach_options(cfg: Config) -> ReachOptions:
         ),
         announce_addrs=tuple(p2p.announce_addrs),
         max_call_bytes=cfg.api.max_message_bytes,
-        # Only where NAT traversal is configured: elsewhere nothing acts on it yet.
-        check_reachability=bool(p2p.relays or p2p.relay_service),
+        check_reachability=True,
+        reachability="" if p2p.reachability == "auto" else p2p.reachability,
     )
+
+
+def relay_offers(cards: Iterable[AgentCard], own_id: str) -> list[str]:
+    """One libp2p address (``.../p2p/<id>``) of every other member whose card
+    offers the relay service and that is not itself private, ordered by id."""
+    offers = []
+    for card in sorted(cards, key=lambda c: c.agent_id):
+        if card.agent_id == own_id or not card.relay_service or card.reachability == "private":
+            continue
+        direct = [
+            e.address
+            for e in card.endpoints
+            if e.transport == "libp2p" and "/p2p-circuit" not in e.address and "/p2p/" in e.address
+        ]
+        offers.extend(direct[:1])
+    return offers
+
+
+async def offer_relays(directory: CardDirectory, discovery: Discovery | None, own_id: str) -> None:
+    """Tell a libp2p discovery the relays members' cards offer, whenever they
+    change (until the directory closes its watchers); returns at once without one."""
+    from praxis_grpc.discovery.bridge import Libp2pDiscovery
+
+    if not isinstance(discovery, Libp2pDiscovery):
+        return
+    offered: list[str] | None = None
+    while True:
+        try:
+            async for _event in directory.watch():
+                now = relay_offers(directory.cards(), own_id)
+                if now != offered:
+                    offered = now
+                    discovery.offer_relays(now)
+            return
+        except OverflowError:
+            continue
 
 
 def peer_client(grpc: PeerClient, discovery: Discovery | None) -> PeerClient:

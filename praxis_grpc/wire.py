@@ -352,7 +352,21 @@ def card_from_proto(message: types_pb2.AgentCard) -> AgentCard:
         incarnation=message.incarnation,
         version=message.version,
         updated_at=message.updated_at.ToDatetime(tzinfo=UTC),
+        reachability=_REACHABILITY_NAMES.get(message.reachability, "unknown"),
+        relay_service=message.relay_service,
     )
+
+
+def reachability_to_proto(state: str) -> types_pb2.Reachability:
+    """ "public"/"private"/"unknown" as ``praxis.v1.Reachability``."""
+    return _REACHABILITY.get(state, types_pb2.REACHABILITY_UNSPECIFIED)
+
+
+_REACHABILITY = {
+    "public": types_pb2.REACHABILITY_PUBLIC,
+    "private": types_pb2.REACHABILITY_PRIVATE,
+}
+_REACHABILITY_NAMES = {value: name for name, value in _REACHABILITY.items()}
 
 
 def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:
@@ -379,6 +393,8 @@ def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:
         incarnation=card.incarnation,
         version=card.version,
         updated_at=timestamp(card.updated_at),
+        reachability=reachability_to_proto(card.reachability),
+        relay_service=card.relay_service,
     )
 
 

@@ -20,6 +20,7 @@ from praxis_grpc.wire import (
     duration,
     endpoints_to_proto,
     load_to_proto,
+    reachability_to_proto,
     role_to_proto,
     timestamp,
 )
@@ -154,4 +155,5 @@ class AgentService(pb_grpc.AgentServiceServicer):
             endpoints=endpoints_to_proto(card),
             incarnation=card.incarnation,
             tags=card.tags,
+            reachability=reachability_to_proto(card.reachability),
         )

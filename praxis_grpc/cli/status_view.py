@@ -114,7 +114,9 @@ def _table(title: str, *columns: str) -> Any:
 
 
 def _nodes_table(view: MeshView) -> Any:
-    table = _table("nodes", "NODE", "ADDRESS", "HEALTH", "ROLE", "TERM", "RUNNING", "QUEUED")
+    table = _table(
+        "nodes", "NODE", "ADDRESS", "HEALTH", "ROLE", "REACH", "TERM", "RUNNING", "QUEUED"
+    )
     for node in view.nodes:
         if node.agent is None:
             table.add_row("?", node.target, f"[red]{node.error or 'no answer yet'}[/]")
@@ -126,6 +128,7 @@ def _nodes_table(view: MeshView) -> Any:
             node.target,
             f"[green]{health}[/]" if node.health == "SERVING" else f"[red]{health}[/]",
             enum_name(agent, "role", "AGENT_ROLE_"),
+            reachability(agent),
             str(agent.term),
             f"{agent.load.in_flight}/{agent.load.capacity}",
             f"{agent.load.queued}/{agent.load.queue_limit}",
@@ -155,7 +158,9 @@ def _node_details(view: MeshView) -> list[Any]:
 
 
 def _members_table(view: MeshView) -> Any:
-    table = _table(f"members ({len(view.cards)})", "NAME", "AGENT", "ROLE", "LOAD", "TOOLS")
+    table = _table(
+        f"members ({len(view.cards)})", "NAME", "AGENT", "ROLE", "REACH", "LOAD", "TOOLS"
+    )
     for card in sorted(view.cards.values(), key=lambda c: c.name):
         load = card.load
         role = enum_name(card, "role", "AGENT_ROLE_")
@@ -163,10 +168,18 @@ def _members_table(view: MeshView) -> Any:
             card.name + (" (draining)" if card.draining else ""),
             short_id(card.agent_id),
             role,
+            reachability(card) + (" relay" if card.relay_service else ""),
             f"{load.in_flight}/{load.capacity} +{load.queued}",
             ",".join(tool.name for tool in card.tools),
         )
     return table
+
+
+def reachability(message: agent_service_pb2.Agent | types_pb2.AgentCard) -> str:
+    """Whether peers can dial the node: "public", "private" (behind NAT, reached
+    through a relay) or "unknown" (not checked)."""
+    name = enum_name(message, "reachability", "REACHABILITY_")
+    return "unknown" if name == "unspecified" else name
 
 
 def _tasks_table(title: str, view: MeshView, tasks: list[types_pb2.Task]) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Container
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -183,8 +184,9 @@ _TRIM_POLL = 1.0
 class Trimmer:
     """Keeps the host's degree bounded and remembers which disconnects were trims.
 
-    Trio thread only. ``protected`` peers (bootstrap, rendezvous points) are
-    never trimmed; nor is a peer connected for less than ``grace`` seconds.
+    Trio thread only. ``protected`` peers (bootstrap, rendezvous points,
+    relays; the set may change) are never trimmed; nor is a peer connected
+    for less than ``grace`` seconds.
     """
 
     def __init__(
@@ -197,7 +199,7 @@ class Trimmer:
         max_peers: int,
         grace: float,
         timeout: float,
-        protected: frozenset[ID],
+        protected: Container[ID],
     ) -> None:
         self._host = host
         self._membership = membership

@@ -13,13 +13,14 @@ its listen address. Trio thread only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -50,6 +51,9 @@ class ReachOptions:
     """Bound on dialing a peer and opening a call stream, and on reading a request."""
     check_reachability: bool = False
     """Ask peers to dial back (``_dialback``) to learn whether this host is reachable."""
+    reachability: str = ""
+    """"public" or "private": taken as the verdict instead of asking peers
+    (``p2p.reachability``); "" to ask when ``check_reachability``."""
 
 
 class HostReach:
@@ -83,6 +87,16 @@ class HostReach:
         """The configured relays (the host keeps its connections to them)."""
         return self._options.relay.relays
 
+    def protects(self, fixed: frozenset[ID]) -> Container[ID]:
+        """``fixed`` and, live, every peer whose connection carries a relay
+        reservation (a relay this host reserved on, found in cards included; a
+        client holding a reservation on this relay): peers the trimmer keeps."""
+        return _Protected(fixed, self)
+
+    def keeps(self, peer_id: ID) -> bool:
+        """Whether the connection to ``peer_id`` carries a relay reservation."""
+        return self._relaying is not None and self._relaying.keeps(peer_id)
+
     def attach(
         self, host: IHost, gate: Callable[[StreamHandler], StreamHandler] = lambda h: h
     ) -> list[Any]:
@@ -92,7 +106,7 @@ class HostReach:
         if self._start_answer is not None:
             host.set_stream_handler(TProtocol(PEER_PROTOCOL), gate(self._answer))
         # Every host answers dial-backs; only those with NAT traversal ask for them.
-        self._reachability = Reachability(host, self._on_reachability, gate)
+        self._reachability = Reachability(host, self._reachability_changed, gate)
         # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
         # not connected to); only relay clients and relays run the protocol.
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
@@ -101,11 +115,27 @@ class HostReach:
     async def run(self) -> None:
         """Keep the relay reservations and check reachability (returns at once
         with neither configured)."""
+        if self._options.reachability:
+            self._reachability_changed(self._options.reachability)
         async with trio.open_nursery() as nursery:
             if self._relaying is not None and self._options.relay.enabled:
                 nursery.start_soon(self._relaying.run)
-            if self._reachability is not None and self._options.check_reachability:
+            if (
+                self._reachability is not None
+                and self._options.check_reachability
+                and not self._options.reachability
+            ):
                 nursery.start_soon(self._reachability.run, self._direct_addrs)
+
+    def _reachability_changed(self, state: str) -> None:
+        if self._relaying is not None:
+            self._relaying.set_reachability(state)
+        self._on_reachability(state)
+
+    def offer_relays(self, addrs: list[str]) -> None:
+        """Relays members advertise (see :meth:`Relaying.offer`)."""
+        if self._relaying is not None:
+            self._relaying.offer(addrs)
 
     def _direct_addrs(self) -> list[str]:
         return [a for a in self.addrs(self._listen) if not is_circuit(a)]
@@ -156,3 +186,16 @@ class HostReach:
         assert self._start_answer is not None
         options = self._options
         await answer_call(stream, options.max_call_bytes, options.call_timeout, self._start_answer)
+
+
+class _Protected(Container[ID]):
+    """A fixed set of peers plus those :meth:`HostReach.keeps`, as they are when asked."""
+
+    def __init__(self, fixed: frozenset[ID], reach: HostReach) -> None:
+        self._fixed = fixed
+        self._reach = reach
+
+    def __contains__(self, peer_id: object) -> bool:
+        if peer_id in self._fixed:
+            return True
+        return isinstance(peer_id, ID) and self._reach.keeps(peer_id)

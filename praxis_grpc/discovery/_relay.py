@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,11 @@ class RelayOptions:
     """Relaying of one host (``p2p.relays``, ``p2p.relay_service`` and its limits)."""
 
     relays: tuple[str, ...] = ()
-    """Multiaddrs (``.../p2p/<id>``) of relays to keep a reservation on."""
+    """Multiaddrs (``.../p2p/<id>``) of relays to keep a reservation on
+    (unless this host is found public)."""
+    discover: bool = False
+    """Without ``relays``: once found private, reserve on relays offered by
+    :meth:`Relaying.offer` (members whose cards advertise the relay service)."""
     serve: bool = False
     """Serve reservations and circuits to other nodes (hop)."""
     reservations_wanted: int = 2
@@ -82,7 +86,7 @@ class RelayOptions:
     @property
     def enabled(self) -> bool:
         """Whether the host needs the circuit protocol at all."""
-        return self.serve or bool(self.relays)
+        return self.serve or self.discover or bool(self.relays)
 
 
 class Relaying:
@@ -111,10 +115,44 @@ class Relaying:
             RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if options.serve else RelayRole(0))
         )
         self._transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles))
-        self._relays = [info_from_p2p_addr(Multiaddr(addr)) for addr in options.relays]
-        self._relays = [info for info in self._relays if info.peer_id != host.get_id()]
+        self._configured = self._infos(options.relays)
+        self._relays = list(self._configured)
+        self._reachability = "unknown"
         self._renew_at: dict[ID, float] = {}
         self._addrs: list[str] = []
+
+    def _infos(self, addrs: Iterable[str]) -> list[PeerInfo]:
+        infos = [info_from_p2p_addr(Multiaddr(addr)) for addr in addrs]
+        return [info for info in infos if info.peer_id != self._host.get_id()]
+
+    def set_reachability(self, state: str) -> None:
+        """This host's reachability ("unknown", "public", "private"): a public host
+        holds no reservation; a private one reserves on configured or offered
+        relays; an unknown one only on configured ones."""
+        self._reachability = state
+
+    def offer(self, addrs: list[str]) -> None:
+        """Relays discovered in cards (one ``.../p2p/<id>`` address each), used
+        when none is configured. A relay no longer offered loses its reservation."""
+        if self._configured or not self._options.discover:
+            return
+        try:
+            self._relays = self._infos(addrs)
+        except Exception:
+            log.warning("relay addresses offered are not peer addresses: %s", addrs)
+
+    def keeps(self, peer_id: ID) -> bool:
+        """Whether the connection to ``peer_id`` carries a reservation: this
+        host's on that relay, or (serving) that peer's on this host."""
+        if peer_id in self._renew_at:
+            return True
+        return self._options.serve and self.protocol.resource_manager.has_reservation(peer_id)
+
+    @property
+    def _wanted(self) -> bool:
+        if self._reachability == "public":
+            return False
+        return bool(self._configured) or self._reachability == "private"
 
     def services(self) -> list[Any]:
         """The libp2p services to run for the host's lifetime."""
@@ -140,18 +178,23 @@ class Relaying:
 
     async def run(self) -> None:
         """Keep ``reservations_wanted`` reservations, renewed; until cancelled."""
-        if not self._relays:
-            return
         while True:
             await self._tend()
             await trio.sleep(_RETRY_INTERVAL)
 
     async def _tend(self) -> None:
         network = self._host.get_network()
-        for relay in self._relays:
-            if relay.peer_id in self._renew_at and not network.connections.get(relay.peer_id):
-                log.warning("relay %s lost; reservation dropped", relay.peer_id)
-                del self._renew_at[relay.peer_id]
+        offered = {relay.peer_id for relay in self._relays}
+        for peer_id in list(self._renew_at):
+            if not self._wanted or peer_id not in offered:
+                log.info("reservation on relay %s dropped (%s)", peer_id, self._reachability)
+                del self._renew_at[peer_id]
+            elif not network.connections.get(peer_id):
+                log.warning("relay %s lost; reservation dropped", peer_id)
+                del self._renew_at[peer_id]
+        if not self._wanted:
+            self._publish()
+            return
         wanted = min(self._options.reservations_wanted, len(self._relays))
         now = time.monotonic()
         for relay in self._relays:

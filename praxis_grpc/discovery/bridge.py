@@ -153,6 +153,15 @@ class Libp2pDiscovery:
         self.listen_addrs = await asyncio.wait_for(started, self._startup_timeout)
         return self.listen_addrs
 
+    def offer_relays(self, addrs: list[str]) -> None:
+        """Relays members advertise in their cards (one ``.../p2p/<id>`` address
+        each): reserved on once this host finds itself private, when no
+        ``p2p.relays`` are configured. Any thread; ignored before start."""
+        reach, token = self._reach, self._token
+        if reach is not None and token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(reach.offer_relays, list(addrs))
+
     def add_stream_service(self, service: StreamService) -> None:
         """Answer peer calls with ``service`` (on this loop). Call before :meth:`start`,
         as a gRPC service is added to a server before it starts."""

@@ -270,7 +270,7 @@ class MeshHost:
             max_peers=options.max_peers,
             grace=options.trim_grace,
             timeout=options.stream_timeout,
-            protected=frozenset(protected),
+            protected=self._reach.protects(frozenset(protected)) if self._reach else protected,
         )
         host.set_stream_handler(TRIM_PROTOCOL, self._gate(trimmer.serve_notice))
         return trimmer

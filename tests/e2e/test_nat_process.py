@@ -83,6 +83,24 @@ print(json.dumps([done.task.state, done.task.owner_agent_id]))
 """
 
 
+# At the node at argv[1]: its own reachability (GetAgent) and that of every card it knows,
+# once every one of the argv[2:] names is known and checked; JSON.
+_REACH = """
+import json, sys, time
+from praxis_grpc.client import PraxisClient
+target, names = sys.argv[1], set(sys.argv[2:])
+deadline = time.monotonic() + 60
+with PraxisClient(target, timeout=5) as client:
+    while True:
+        own = client.get_agent().reachability
+        cards = {c.name: [c.reachability, c.relay_service] for c in client.list_cards()}
+        checked = names <= set(cards) and all(cards[n][0] for n in names)
+        if own and checked or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+print(json.dumps({"own": own, "cards": cards}))
+"""
+
 # Prints the reachability the node whose /metrics is at argv[1] reports, once known.
 _REACHABILITY = """
 import re, sys, time, urllib.request
@@ -147,6 +165,8 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     workers = []
     for index, namespace in enumerate(lab.privates):
         host = lab.private_addr(index)
+        # worker1 is given no relay: it finds itself private and the relay in its card.
+        relays = {"relays": seed} if index == 0 else {}
         ready = _start(
             lab,
             namespace,
@@ -155,7 +175,7 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
             {
                 "api": {"host": host},
                 "metrics": {"host": host},
-                "p2p": {"host": host, "bootstrap_nodes": seed, "relays": seed},
+                "p2p": {"host": host, "bootstrap_nodes": seed, **relays},
                 "tools": {"builtins": tools[index]},
             },
         )
@@ -198,6 +218,16 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     assert reachability(lab.public, relay) == "public"
     for namespace, info in zip(lab.privates, infos, strict=True):
         assert reachability(namespace, info) == "private"
+
+    # The same in GetAgent and in the cards each node holds (1 public, 2 private).
+    public, private = 1, 2
+    expected = {"relay": [public, True], "worker0": [private, False], "worker1": [private, False]}
+    for namespace, info, own in [
+        (lab.public, relay, public),
+        *((ns, i, private) for ns, i in zip(lab.privates, infos, strict=True)),
+    ]:
+        text = lab.run(namespace, [sys.executable, "-c", _REACH, info["grpc"], *everyone])
+        assert json.loads(text) == {"own": own, "cards": expected}
 
 
 def test_a_relay_that_dies_is_replaced_by_another(lab: NatLab, tmp_path: Path) -> None:

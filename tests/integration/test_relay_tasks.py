@@ -45,7 +45,12 @@ def reservations(node: Node) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def relay_and_worker(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+async def relay_and_worker(tmp_path: Path, **worker_p2p: Any) -> AsyncIterator[tuple[Node, Node]]:
+    """A relay node and a worker whose gRPC endpoint nothing can dial, with
+    ``p2p.relays`` naming the relay and, unless ``worker_p2p`` says otherwise,
+    ``p2p.reachability: private`` (on loopback, peers would dial it back and
+    find it public); yields once the relay sees the worker's relayed address."""
+    settings: dict[str, Any] = {"reachability": "private", **worker_p2p}
     async with contextlib.AsyncExitStack() as stack:
         relay = await stack.enter_async_context(
             running_node(
@@ -67,11 +72,12 @@ async def relay_and_worker(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
                     metrics={"enabled": False},
                     api={"advertise_host": "127.0.0.2"},  # nothing listens there
                     tools={"builtins": ["sleep", "text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=seed, relays=seed),
+                    p2p=p2p(bootstrap_nodes=seed, relays=seed, **settings),
                 )
             )
         )
-        await until(lambda: circuit_addrs(relay, worker.agent_id))
+        if settings["reachability"] == "private":
+            await until(lambda: circuit_addrs(relay, worker.agent_id))
         yield relay, worker
 
 
@@ -113,14 +119,68 @@ async def test_tasks_reach_a_worker_without_grpc_reachability_over_libp2p(
         await until(lambda: worker.engine.load().in_flight == 0)
 
 
-async def test_nodes_that_peers_can_dial_back_are_public(tmp_path: Path) -> None:
-    """On loopback everyone is reachable: the dial-back says so, in the metric too."""
-    async with relay_and_worker(tmp_path) as (relay, worker):
+async def test_nodes_that_peers_can_dial_back_are_public_and_hold_no_reservation(
+    tmp_path: Path,
+) -> None:
+    """On loopback everyone is reachable: the dial-back says so, in the metric
+    and the card too; the worker then holds no reservation though it has relays."""
+    async with relay_and_worker(tmp_path, reachability="auto") as (relay, worker):
         await until(lambda: relay.reachability == worker.reachability == "public")
         value = worker.metrics.registry.get_sample_value(
             "praxis_p2p_reachability", {"state": "public"}
         )
         assert value == 1.0
+
+        def public_direct_card() -> bool:
+            card = relay.directory.get(worker.agent_id)
+            public = card is not None and card.reachability == "public"
+            return public and not circuit_addrs(relay, worker.agent_id)
+
+        await until(public_direct_card)
+        assert not [a for a in worker.p2p_addrs if "/p2p-circuit" in a]
+        assert reservations(worker) == 0
+
+
+async def test_a_private_node_without_relays_reserves_on_one_its_cards_offer(
+    tmp_path: Path,
+) -> None:
+    """No ``p2p.relays``: the worker finds the relay service in the relay's card."""
+    async with contextlib.AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(
+            running_node(
+                make_config(
+                    tmp_path / "relay",
+                    name="relay",
+                    metrics={"enabled": False},
+                    tools={"builtins": ["echo"]},
+                    p2p=p2p(relay_service=True),
+                )
+            )
+        )
+        worker = await stack.enter_async_context(
+            running_node(
+                make_config(
+                    tmp_path / "worker",
+                    name="worker",
+                    metrics={"enabled": False},
+                    api={"advertise_host": "127.0.0.2"},
+                    tools={"builtins": ["text_analyzer"]},
+                    p2p=p2p(bootstrap_nodes=relay.p2p_addrs[:1], reachability="private"),
+                )
+            )
+        )
+        await until(lambda: circuit_addrs(relay, worker.agent_id))
+        [circuit] = circuit_addrs(relay, worker.agent_id)
+        assert circuit.startswith(relay.p2p_addrs[0] + "/p2p-circuit/")
+        card = relay.directory.get(worker.agent_id)
+        assert card is not None
+        assert card.reachability == "private"
+        with PraxisClient(relay.endpoints.grpc) as client:
+            done = await asyncio.to_thread(
+                client.submit, "text_analyzer", {"text": "found my relay"}, wait=True
+            )
+        assert done.task.state == types_pb2.TASK_STATE_COMPLETED, done.task
+        assert done.task.owner_agent_id == worker.agent_id
 
 
 async def test_without_a_relay_the_same_worker_cannot_be_given_tasks(tmp_path: Path) -> None:
@@ -183,7 +243,7 @@ async def test_a_lost_relay_is_replaced_by_a_reservation_on_another(tmp_path: Pa
                     metrics={"enabled": False},
                     api={"advertise_host": "127.0.0.2"},
                     tools={"builtins": ["text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=seeds[:1], relays=seeds),
+                    p2p=p2p(bootstrap_nodes=seeds[:1], relays=seeds, reachability="private"),
                 )
             )
         )

@@ -36,7 +36,7 @@ MEMBER_STATE_DEAD: MemberState
 MEMBER_STATE_LEFT: MemberState
 
 class Agent(_message.Message):
-    __slots__ = ("agent_id", "name", "praxis_version", "role", "ha_mode", "consensus_backend", "leader_agent_id", "term", "load", "uptime", "started_at", "draining", "endpoints", "incarnation", "tags", "leader_address")
+    __slots__ = ("agent_id", "name", "praxis_version", "role", "ha_mode", "consensus_backend", "leader_agent_id", "term", "load", "uptime", "started_at", "draining", "endpoints", "incarnation", "tags", "leader_address", "reachability")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRAXIS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Agent(_message.Message):
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     praxis_version: str
@@ -69,7 +70,8 @@ class Agent(_message.Message):
     incarnation: int
     tags: _containers.RepeatedScalarFieldContainer[str]
     leader_address: str
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[_types_pb2.AgentRole, str]] = ..., ha_mode: _Optional[_Union[_types_pb2.HaMode, str]] = ..., consensus_backend: _Optional[_Union[_types_pb2.ConsensusBackend, str]] = ..., leader_agent_id: _Optional[str] = ..., term: _Optional[int] = ..., load: _Optional[_Union[_types_pb2.Load, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., incarnation: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., leader_address: _Optional[str] = ...) -> None: ...
+    reachability: _types_pb2.Reachability
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[_types_pb2.AgentRole, str]] = ..., ha_mode: _Optional[_Union[_types_pb2.HaMode, str]] = ..., consensus_backend: _Optional[_Union[_types_pb2.ConsensusBackend, str]] = ..., leader_agent_id: _Optional[str] = ..., term: _Optional[int] = ..., load: _Optional[_Union[_types_pb2.Load, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., incarnation: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., leader_address: _Optional[str] = ..., reachability: _Optional[_Union[_types_pb2.Reachability, str]] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("agent_id", "state", "incarnation", "address", "state_age", "learnt")

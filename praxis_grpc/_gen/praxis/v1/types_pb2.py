@@ -28,23 +28,25 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15praxis/v1/types.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x08\x45ndpoint\x12\'\n\ttransport\x18\x01 \x01(\x0e\x32\x14.praxis.v1.Transport\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xa0\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nidempotent\x18\x04 \x01(\x08\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\x12\x13\n\x0bqueue_limit\x18\x04 \x01(\r\"\xc4\x02\n\tAgentCard\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0epraxis_version\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12&\n\tendpoints\x18\x05 \x03(\x0b\x32\x13.praxis.v1.Endpoint\x12\x1e\n\x05tools\x18\x06 \x03(\x0b\x32\x0f.praxis.v1.Tool\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x1d\n\x04load\x18\x08 \x01(\x0b\x32\x0f.praxis.v1.Load\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x13\n\x0bincarnation\x18\n \x01(\x04\x12\x0f\n\x07version\x18\x0b \x01(\x04\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\tTaskError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc6\x04\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.praxis.v1.TaskState\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.praxis.v1.TaskError\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x16\n\x0eowner_agent_id\x18\x08 \x01(\t\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\r\x12\x17\n\x0forigin_agent_id\x18\x11 \x01(\t\x12\x11\n\tsubmitter\x18\x12 \x01(\t*\xbc\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x01\x12\x16\n\x12TASK_STATE_WORKING\x10\x02\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x17\n\x13TASK_STATE_CANCELED\x10\x05\x12\x17\n\x13TASK_STATE_REJECTED\x10\x06*p\n\tAgentRole\x12\x1a\n\x16\x41GENT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GENT_ROLE_PEER\x10\x01\x12\x1a\n\x16\x41GENT_ROLE_COORDINATOR\x10\x02\x12\x16\n\x12\x41GENT_ROLE_STANDBY\x10\x03*X\n\x06HaMode\x12\x17\n\x13HA_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15HA_MODE_ACTIVE_ACTIVE\x10\x01\x12\x1a\n\x16HA_MODE_ACTIVE_PASSIVE\x10\x02*\x89\x01\n\x10\x43onsensusBackend\x12!\n\x1d\x43ONSENSUS_BACKEND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONSENSUS_BACKEND_NONE\x10\x01\x12\x1a\n\x16\x43ONSENSUS_BACKEND_RAFT\x10\x02\x12\x1a\n\x16\x43ONSENSUS_BACKEND_ETCD\x10\x03*h\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRANSPORT_GRPC\x10\x01\x12\x14\n\x10TRANSPORT_LIBP2P\x10\x02\x12\x16\n\x12TRANSPORT_PEER_TLS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15praxis/v1/types.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x08\x45ndpoint\x12\'\n\ttransport\x18\x01 \x01(\x0e\x32\x14.praxis.v1.Transport\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xa0\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nidempotent\x18\x04 \x01(\x08\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\x12\x13\n\x0bqueue_limit\x18\x04 \x01(\r\"\x8a\x03\n\tAgentCard\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0epraxis_version\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12&\n\tendpoints\x18\x05 \x03(\x0b\x32\x13.praxis.v1.Endpoint\x12\x1e\n\x05tools\x18\x06 \x03(\x0b\x32\x0f.praxis.v1.Tool\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x1d\n\x04load\x18\x08 \x01(\x0b\x32\x0f.praxis.v1.Load\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x13\n\x0bincarnation\x18\n \x01(\x04\x12\x0f\n\x07version\x18\x0b \x01(\x04\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0creachability\x18\r \x01(\x0e\x32\x17.praxis.v1.Reachability\x12\x15\n\rrelay_service\x18\x0e \x01(\x08\",\n\tTaskError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc6\x04\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.praxis.v1.TaskState\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.praxis.v1.TaskError\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x16\n\x0eowner_agent_id\x18\x08 \x01(\t\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\r\x12\x17\n\x0forigin_agent_id\x18\x11 \x01(\t\x12\x11\n\tsubmitter\x18\x12 \x01(\t*\xbc\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x01\x12\x16\n\x12TASK_STATE_WORKING\x10\x02\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x17\n\x13TASK_STATE_CANCELED\x10\x05\x12\x17\n\x13TASK_STATE_REJECTED\x10\x06*p\n\tAgentRole\x12\x1a\n\x16\x41GENT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GENT_ROLE_PEER\x10\x01\x12\x1a\n\x16\x41GENT_ROLE_COORDINATOR\x10\x02\x12\x16\n\x12\x41GENT_ROLE_STANDBY\x10\x03*X\n\x06HaMode\x12\x17\n\x13HA_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15HA_MODE_ACTIVE_ACTIVE\x10\x01\x12\x1a\n\x16HA_MODE_ACTIVE_PASSIVE\x10\x02*\x89\x01\n\x10\x43onsensusBackend\x12!\n\x1d\x43ONSENSUS_BACKEND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONSENSUS_BACKEND_NONE\x10\x01\x12\x1a\n\x16\x43ONSENSUS_BACKEND_RAFT\x10\x02\x12\x1a\n\x16\x43ONSENSUS_BACKEND_ETCD\x10\x03*h\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRANSPORT_GRPC\x10\x01\x12\x14\n\x10TRANSPORT_LIBP2P\x10\x02\x12\x16\n\x12TRANSPORT_PEER_TLS\x10\x03*_\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x17\n\x13REACHABILITY_PUBLIC\x10\x01\x12\x18\n\x14REACHABILITY_PRIVATE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'praxis.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATE']._serialized_start=1405
-  _globals['_TASKSTATE']._serialized_end=1593
-  _globals['_AGENTROLE']._serialized_start=1595
-  _globals['_AGENTROLE']._serialized_end=1707
-  _globals['_HAMODE']._serialized_start=1709
-  _globals['_HAMODE']._serialized_end=1797
-  _globals['_CONSENSUSBACKEND']._serialized_start=1800
-  _globals['_CONSENSUSBACKEND']._serialized_end=1937
-  _globals['_TRANSPORT']._serialized_start=1939
-  _globals['_TRANSPORT']._serialized_end=2043
+  _globals['_TASKSTATE']._serialized_start=1475
+  _globals['_TASKSTATE']._serialized_end=1663
+  _globals['_AGENTROLE']._serialized_start=1665
+  _globals['_AGENTROLE']._serialized_end=1777
+  _globals['_HAMODE']._serialized_start=1779
+  _globals['_HAMODE']._serialized_end=1867
+  _globals['_CONSENSUSBACKEND']._serialized_start=1870
+  _globals['_CONSENSUSBACKEND']._serialized_end=2007
+  _globals['_TRANSPORT']._serialized_start=2009
+  _globals['_TRANSPORT']._serialized_end=2113
+  _globals['_REACHABILITY']._serialized_start=2115
+  _globals['_REACHABILITY']._serialized_end=2210
   _globals['_ENDPOINT']._serialized_start=131
   _globals['_ENDPOINT']._serialized_end=199
   _globals['_TOOL']._serialized_start=202
@@ -52,9 +54,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOAD']._serialized_start=364
   _globals['_LOAD']._serialized_end=444
   _globals['_AGENTCARD']._serialized_start=447
-  _globals['_AGENTCARD']._serialized_end=771
-  _globals['_TASKERROR']._serialized_start=773
-  _globals['_TASKERROR']._serialized_end=817
-  _globals['_TASK']._serialized_start=820
-  _globals['_TASK']._serialized_end=1402
+  _globals['_AGENTCARD']._serialized_end=841
+  _globals['_TASKERROR']._serialized_start=843
+  _globals['_TASKERROR']._serialized_end=887
+  _globals['_TASK']._serialized_start=890
+  _globals['_TASK']._serialized_end=1472
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,12 @@ class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSPORT_GRPC: _ClassVar[Transport]
     TRANSPORT_LIBP2P: _ClassVar[Transport]
     TRANSPORT_PEER_TLS: _ClassVar[Transport]
+
+class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REACHABILITY_UNSPECIFIED: _ClassVar[Reachability]
+    REACHABILITY_PUBLIC: _ClassVar[Reachability]
+    REACHABILITY_PRIVATE: _ClassVar[Reachability]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_SUBMITTED: TaskState
 TASK_STATE_WORKING: TaskState
@@ -71,6 +77,9 @@ TRANSPORT_UNSPECIFIED: Transport
 TRANSPORT_GRPC: Transport
 TRANSPORT_LIBP2P: Transport
 TRANSPORT_PEER_TLS: Transport
+REACHABILITY_UNSPECIFIED: Reachability
+REACHABILITY_PUBLIC: Reachability
+REACHABILITY_PRIVATE: Reachability
 
 class Endpoint(_message.Message):
     __slots__ = ("transport", "address")
@@ -107,7 +116,7 @@ class Load(_message.Message):
     def __init__(self, in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity: _Optional[int] = ..., queue_limit: _Optional[int] = ...) -> None: ...
 
 class AgentCard(_message.Message):
-    __slots__ = ("agent_id", "name", "praxis_version", "role", "endpoints", "tools", "tags", "load", "draining", "incarnation", "version", "updated_at")
+    __slots__ = ("agent_id", "name", "praxis_version", "role", "endpoints", "tools", "tags", "load", "draining", "incarnation", "version", "updated_at", "reachability", "relay_service")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRAXIS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +129,8 @@ class AgentCard(_message.Message):
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    RELAY_SERVICE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     praxis_version: str
@@ -132,7 +143,9 @@ class AgentCard(_message.Message):
     incarnation: int
     version: int
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[AgentRole, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reachability: Reachability
+    relay_service: bool
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., praxis_version: _Optional[str] = ..., role: _Optional[_Union[AgentRole, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., relay_service: _Optional[bool] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("reason", "message")
