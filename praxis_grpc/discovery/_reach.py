@@ -109,7 +109,7 @@ class HostReach:
         self._reachability = Reachability(host, self._reachability_changed, gate)
         # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
         # not connected to); only relay clients and relays run the protocol.
-        self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed)
+        self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed, gate)
         return self._relaying.services() if self._options.relay.enabled else []
 
     async def run(self) -> None:

@@ -38,6 +38,8 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from multiaddr import Multiaddr
 
+from praxis_grpc.discovery._admission import StreamHandler
+
 __all__ = ["RelayOptions", "Relaying", "is_circuit"]
 
 log = logging.getLogger("praxis_grpc.discovery")
@@ -98,8 +100,14 @@ class Relaying:
     """
 
     def __init__(
-        self, host: IHost, options: RelayOptions, on_addrs: Callable[[list[str]], None]
+        self,
+        host: IHost,
+        options: RelayOptions,
+        on_addrs: Callable[[list[str]], None],
+        gate: Callable[[StreamHandler], StreamHandler] = lambda handler: handler,
     ) -> None:
+        """``gate`` wraps the hop handler (reservations and circuits): with admission,
+        a relay serves members only, so a stranger neither reserves nor opens a circuit."""
         self._host = host
         self._options = options
         self._on_addrs = on_addrs
@@ -111,6 +119,9 @@ class Relaying:
             reservation_ttl=math.ceil(options.reservation_ttl),
         )
         self.protocol = CircuitV2Protocol(host, limits, allow_hop=options.serve)
+        # run() registers the handler it finds on the instance: the gated one.
+        hop = gate(self.protocol._handle_hop_stream)
+        self.protocol._handle_hop_stream = hop  # type: ignore[method-assign]
         roles = (
             RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if options.serve else RelayRole(0))
         )
