@@ -121,7 +121,7 @@ class Relaying:
         self.protocol = CircuitV2Protocol(host, limits, allow_hop=options.serve)
         # run() registers the handler it finds on the instance: the gated one.
         hop = gate(self.protocol._handle_hop_stream)
-        self.protocol._handle_hop_stream = hop  # type: ignore[method-assign]
+        self.protocol._handle_hop_stream = hop  # type: ignore[method-assign,assignment]
         roles = (
             RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if options.serve else RelayRole(0))
         )
