@@ -5,16 +5,14 @@ Prometheus endpoint, libp2p discovery, the engine's limits, the card."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from praxis_grpc import __version__
 from praxis_grpc._gen.praxis.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -35,7 +33,6 @@ from praxis_grpc.api.server_security import (
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
 from praxis_grpc.card_checks import CardRules
-from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.certs import CertError
 from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
@@ -49,13 +46,12 @@ from praxis_grpc.ha.fence import Fence
 from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.listener import ListenError, peer_server
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.routing.peer_requests import PeerRequests
-from praxis_grpc.tasks.engine import EngineLimits, EngineLoad
+from praxis_grpc.tasks.engine import EngineLimits
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
@@ -66,12 +62,10 @@ __all__ = [
     "Servers",
     "StartupError",
     "State",
-    "close_departed_channels",
     "cluster_credentials",
     "engine_limits",
     "ha_inputs",
     "load_state",
-    "local_card",
     "start_gossip",
 ]
 
@@ -442,56 +436,3 @@ def engine_limits(cfg: Config) -> EngineLimits:
         max_result_bytes=tasks.max_result_bytes,
         max_attempts=tasks.max_attempts,
     )
-
-
-def local_card(
-    cfg: Config,
-    *,
-    agent_id: str,
-    role: str,
-    endpoints: Sequence[Endpoint],
-    tools: ToolRegistry,
-    load: EngineLoad,
-    draining: bool,
-    incarnation: int,
-    reachability: str = "unknown",
-) -> AgentCard:
-    """The card this node publishes now (version 0: the directory numbers it)."""
-    return AgentCard(
-        agent_id=agent_id,
-        name=cfg.agent.name,
-        praxis_version=__version__,
-        role=role,
-        endpoints=tuple(endpoints),
-        tools=tuple(
-            ToolInfo(
-                name=spec.name,
-                description=spec.description,
-                input_schema=dict(spec.input_schema),
-                idempotent=spec.idempotent,
-                default_timeout=spec.default_timeout,
-            )
-            for spec in tools.specs()
-        ),
-        tags=tuple(cfg.agent.tags),
-        load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
-        draining=draining,
-        incarnation=incarnation,
-        version=0,
-        updated_at=datetime.now(UTC),
-        reachability=reachability,
-        relay_service=cfg.p2p.enabled and cfg.p2p.relay_service,
-    )
-
-
-async def close_departed_channels(directory: CardDirectory, peers: PeerClient) -> None:
-    """Drop the connection to every agent whose card is removed (runs until
-    the directory closes its watchers)."""
-    while True:
-        try:
-            async for event in directory.watch():
-                if event is not None and event.type is CardEventType.REMOVED:
-                    peers.discard(event.card.peer_address)
-            return
-        except OverflowError:
-            continue
