@@ -25,16 +25,8 @@ from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
 from praxis_grpc.identity import Identity
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.node_parts import (
-    SERVICE_NAMES,
-    Servers,
-    StartupError,
-    cluster_credentials,
-    engine_limits,
-    libp2p_discovery,
-    load_state,
-    start_gossip,
-)
+from praxis_grpc.node_parts import SERVICE_NAMES, Servers, StartupError, engine_limits, load_state
+from praxis_grpc.p2p_setup import cluster_credentials, libp2p_discovery, start_gossip
 from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.reach import serve_peer_calls
 from praxis_grpc.routing.frontend import TaskFrontend
