@@ -6,49 +6,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from praxis_grpc import __version__
-from praxis_grpc.a2a import a2a_agent_card
 from praxis_grpc.api.agent_service import AgentService
 from praxis_grpc.api.card_service import CardService
-from praxis_grpc.assembly import TaskParts, build_task_parts
-from praxis_grpc.cards import AgentCard, Endpoint, timer_scale
+from praxis_grpc.assembly import TaskParts
+from praxis_grpc.card_publisher import CardPublisher
+from praxis_grpc.cards import AgentCard
 from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
-from praxis_grpc.consensus.base import Consensus, ConsensusError, Leadership
+from praxis_grpc.consensus.base import Consensus, Leadership
 from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import Discovery, PeerStatus
 from praxis_grpc.discovery.members import MemberSource, MemberStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN, HaController
-from praxis_grpc.heap import trim_periodically
 from praxis_grpc.identity import Identity
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.node_parts import (
-    SERVICE_NAMES,
-    Servers,
-    StartupError,
-    close_departed_channels,
-    cluster_credentials,
-    engine_limits,
-    ha_inputs,
-    libp2p_discovery,
-    load_state,
-    local_card,
-    start_gossip,
-)
+from praxis_grpc.node_parts import SERVICE_NAMES, Servers, StartupError, engine_limits, load_state
+from praxis_grpc.p2p_setup import cluster_credentials, libp2p_discovery, start_gossip
 from praxis_grpc.peers.base import PeerClient
-from praxis_grpc.peers.grpc import GrpcPeerClient
-from praxis_grpc.reach import offer_relays, peer_client, serve_peer_calls
+from praxis_grpc.reach import serve_peer_calls
 from praxis_grpc.routing.frontend import TaskFrontend
+from praxis_grpc.serving import Endpoints, build_serving
 from praxis_grpc.supervise import Supervisor
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry
 from praxis_grpc.tools.workers import WorkerPool
+from praxis_grpc.upkeep import follow_leadership, start_upkeep
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +44,6 @@ __all__ = ["SERVICE_NAMES", "ConsensusFactory", "Endpoints", "Node", "StartupErr
 
 # (agent_id, grpc_address) -> an unstarted consensus member; a test plug point.
 ConsensusFactory = Callable[[str, str], Consensus]
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a started node can be reached."""
-
-    grpc: str
-    metrics: str | None
-    peer: str | None = None
-    """The members-only peer service (mutual TLS); None in an open mesh."""
 
 
 class Node:
@@ -116,10 +94,7 @@ class Node:
         self._discovery = discovery
         self._gossip: CardGossip | None = None
         self._credentials: ClusterCredentials | None = None
-        self.p2p_addrs: list[str] = []
-        self.reachability = "unknown"
-        """Whether peers can dial this node (dial-back, or ``p2p.reachability``):
-        "unknown", "public" or "private"; in its card too."""
+        self._card = CardPublisher(config, self.metrics, on_change=self._card_changed)
         self.incarnation = 0
         self.started_at = datetime.now(UTC)
         self._started_monotonic = time.monotonic()
@@ -172,6 +147,17 @@ class Node:
         return self._endpoints
 
     @property
+    def p2p_addrs(self) -> list[str]:
+        """The libp2p addresses this node advertises (in its card too)."""
+        return self._card.p2p_addrs
+
+    @property
+    def reachability(self) -> str:
+        """Whether peers can dial this node (dial-back, or ``p2p.reachability``):
+        "unknown", "public" or "private"; in its card too."""
+        return self._card.reachability
+
+    @property
     def uptime(self) -> float:
         """Seconds since the node object was created."""
         return time.monotonic() - self._started_monotonic
@@ -220,14 +206,14 @@ class Node:
                     self.metrics,
                     self.incarnation,
                     credentials=self._credentials,
-                    on_addrs=self._p2p_addrs_changed,
-                    on_reachability=self._reachability_changed,
+                    on_addrs=self._card.p2p_addrs_changed,
+                    on_reachability=self._card.reachability_changed,
                 )
             await self._start_servers(limits)
             assert self._servers is not None
             assert self._servers.peer_service is not None
             serve_peer_calls(self._discovery, self._servers.peer_service)
-            self._discovery, self._gossip, self.p2p_addrs = await start_gossip(
+            self._discovery, self._gossip, self._card.p2p_addrs = await start_gossip(
                 cfg,
                 directory=self._directory,
                 identity=state.identity,
@@ -245,16 +231,16 @@ class Node:
         self._serving = True
         self.refresh_card()
         following = parts.delegations.start(CLUSTER_ORIGIN if parts.ha is not None else "")
-        self._background.start("card-heartbeat", self._heartbeat())
-        self._background.start(
-            "channel-cleanup", close_departed_channels(self._directory, self.peer_client)
-        )
-        self._background.start(
-            "card-expiry", self._directory.expire_periodically(cfg.cards.heartbeat)
-        )
-        self._background.start("heap-trim", trim_periodically())
-        self._background.start(
-            "relay-offers", offer_relays(self._directory, self._discovery, self.agent_id)
+        start_upkeep(
+            self._background,
+            cfg,
+            agent_id=self.agent_id,
+            directory=self._directory,
+            card=self._card,
+            refresh_card=self.refresh_card,
+            gossip=self._gossip,
+            discovery=self._discovery,
+            peers=self.peer_client,
         )
         try:
             await self._start_consensus()
@@ -277,66 +263,33 @@ class Node:
         )
 
     async def _start_servers(self, limits: EngineLimits) -> None:
-        """Bind gRPC (its address names this node to consensus), build the
-        task components on it, then serve them; and ``/metrics``."""
-        cfg = self.config
-        directory = self.directory
-
-        def agent_card() -> dict[str, Any] | None:
-            # Called on the HTTP thread: reads the current (immutable) card only.
-            try:
-                return a2a_agent_card(directory.local)
-            except RuntimeError:
-                return None
-
-        credentials = self._credentials
-        self._servers = servers = Servers(cfg, self.metrics, agent_card, credentials)
-        self.metrics.task_queue_limit.set(limits.queue_limit)
-        host = cfg.api.advertise_host or cfg.api.host
-        peer = f"{host}:{servers.peer_port}" if servers.peer_port is not None else None
-        self._endpoints = Endpoints(grpc=f"{host}:{servers.port}", metrics=None, peer=peer)
-        grpc_peers = GrpcPeerClient(
-            self.agent_id,
-            cfg.api.max_message_bytes,
-            credentials=credentials.channel_credentials() if credentials else None,
-            resolve=self._peer_address,
-        )
-        self._peers = peer_client(grpc_peers, self._discovery)
-        ha = ha_inputs(
-            cfg,
-            self._consensus_factory,
+        """Bind the servers, build the task components on them (see
+        :func:`~praxis_grpc.serving.build_serving`), then serve them."""
+        serving = await build_serving(
+            self.config,
+            self.metrics,
             agent_id=self.agent_id,
-            grpc_address=self.endpoints.grpc,
-            on_change=self._role_changed,
-        )
-        self._consensus = ha.consensus if ha is not None else None
-        self._parts = parts = build_task_parts(
             engine=self.engine,
             directory=self.directory,
-            peers=self._peers,
-            metrics=self.metrics,
-            routing=cfg.routing,
             limits=limits,
-            strategy=cfg.routing.strategy,
-            ha=ha,
+            credentials=self._credentials,
+            discovery=self._discovery,
+            consensus=self._consensus_factory,
+            on_role_change=self._role_changed,
         )
-        await servers.start(
+        self._servers, self._endpoints, self._peers = (
+            serving.servers,
+            serving.endpoints,
+            serving.peers,
+        )
+        self._consensus, self._parts = serving.consensus, serving.parts
+        await serving.servers.start(
             agent_service=AgentService(self),
             cards=CardService(self.directory, self.refresh_card),
-            tasks=parts.frontend,
-            requests=parts.requests,
+            tasks=serving.parts.frontend,
+            requests=serving.parts.requests,
         )
-        self._endpoints = Endpoints(
-            grpc=self.endpoints.grpc, metrics=servers.metrics_address, peer=peer
-        )
-
-    def _peer_address(self, grpc_address: str) -> str:
-        """The peer listener of the agent at ``grpc_address`` (unique among cards, see
-        :mod:`~praxis_grpc.card_checks`); the address itself if no card names it."""
-        for card in self.directory.cards():
-            if card.grpc_address == grpc_address and card.peer_tls_address:
-                return card.peer_tls_address
-        return grpc_address
+        self._endpoints = replace(serving.endpoints, metrics=serving.servers.metrics_address)
 
     async def _start_consensus(self) -> None:
         """Start the consensus member and follow the leadership. The role
@@ -344,20 +297,13 @@ class Node:
         the node serves, the node can no longer follow the leadership (it
         would serve as a zombie, never coordinating again): the supervisor
         fails the node instead (see :meth:`wait_failed`)."""
-        ha = self._parts.ha if self._parts is not None else None
-        if ha is None or self._consensus is None:
-            return
-        try:
-            await self._consensus.start()
-        except ConsensusError as exc:
-            raise StartupError(str(exc)) from exc
-        self._background.start(
-            "role-switch",
-            ha.run(),
-            critical=True,
-            reason="the consensus member stopped reporting the leadership",
-        )
-        log.info("active-passive with consensus backend %s", self.config.ha.consensus.backend)
+        if self._ha is not None and self._consensus is not None:
+            await follow_leadership(
+                self._background,
+                self._consensus,
+                self._ha,
+                backend=self.config.ha.consensus.backend,
+            )
 
     async def _fail(self, reason: str) -> None:
         """Stop serving for good: refuse tasks, report NOT_SERVING and wake
@@ -419,38 +365,20 @@ class Node:
     def refresh_card(self) -> AgentCard:
         """Publish the local card with current load and state; returns it."""
         assert self._tools is not None
-        card = local_card(
-            self.config,
+        return self._card.publish(
+            self.directory,
+            self._gossip,
             agent_id=self.agent_id,
             role=self.role,
-            endpoints=(
-                Endpoint("grpc", self.endpoints.grpc),
-                *(Endpoint("peer", peer) for peer in (self.endpoints.peer,) if peer),
-                *(Endpoint("libp2p", addr) for addr in self.p2p_addrs),
-            ),
+            grpc_address=self.endpoints.grpc,
+            peer_address=self.endpoints.peer,
             tools=self._tools,
             load=self.engine.load(),
             draining=self._draining,
             incarnation=self.incarnation,
-            reachability=self.reachability,
         )
-        card = self.directory.publish_local(card)
-        if self._gossip is not None:
-            self._gossip.announce()
-        return card
 
-    def _p2p_addrs_changed(self, addrs: list[str]) -> None:
-        """The libp2p host advertises other addresses (a relay reservation came or went)."""
-        self.p2p_addrs = addrs
-        self.metrics.p2p_relay_reservations.set(sum("/p2p-circuit/" in a for a in addrs))
-        if self._serving:
-            self.refresh_card()
-
-    def _reachability_changed(self, state: str) -> None:
-        """Peers dialed this node back (or could not): "public" or "private"."""
-        self.reachability = state
-        for each in ("unknown", "public", "private"):
-            self.metrics.p2p_reachability.labels(each).set(1 if each == state else 0)
+    def _card_changed(self) -> None:
         if self._serving:
             self.refresh_card()
 
@@ -464,17 +392,6 @@ class Node:
     async def _set_health(self, *, serving: bool) -> None:
         if self._servers is not None:
             await self._servers.set_health(serving=serving)
-
-    async def _heartbeat(self) -> None:
-        """Sample the load (a status goes out if it moved); refresh the status now and then."""
-        cards, loop = self.config.cards, asyncio.get_running_loop()
-        refresh_at = loop.time() + cards.heartbeat
-        while True:
-            await asyncio.sleep(cards.sample_interval)
-            self.refresh_card()
-            if self._gossip is not None and loop.time() >= refresh_at:
-                self._gossip.refresh()
-                refresh_at = loop.time() + cards.heartbeat * timer_scale(len(self.directory))
 
     async def wait_closed(self) -> None:
         """Return once :meth:`aclose` has finished."""

@@ -1,20 +1,19 @@
 """The parts of a node built from its config, besides its task components
-(:mod:`praxis_grpc.assembly`): the gRPC server with every service, the
-Prometheus endpoint, libp2p discovery, the engine's limits, the card."""
+(:mod:`praxis_grpc.assembly`) and its side of the mesh
+(:mod:`praxis_grpc.p2p_setup`): the state it loads, the gRPC server with every
+service, the Prometheus endpoint, the consensus member, the engine's limits."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from praxis_grpc import __version__
 from praxis_grpc._gen.praxis.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -34,28 +33,19 @@ from praxis_grpc.api.server_security import (
 )
 from praxis_grpc.api.task_service import TaskService
 from praxis_grpc.assembly import HaInputs
-from praxis_grpc.card_checks import CardRules
-from praxis_grpc.cards import AgentCard, CardEventType, CardLoad, Endpoint, ToolInfo
-from praxis_grpc.certs import CertError
 from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Consensus, ConsensusError
 from praxis_grpc.consensus.factory import build_consensus
-from praxis_grpc.directory import CardDirectory
-from praxis_grpc.discovery.base import Discovery
-from praxis_grpc.discovery.members import MembershipOptions
-from praxis_grpc.gossip import CardGossip
 from praxis_grpc.ha.fence import Fence
 from praxis_grpc.http_endpoints import HttpEndpoints
 from praxis_grpc.identity import Identity, load_or_create_identity, next_incarnation
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.peers.base import PeerClient
 from praxis_grpc.peers.listener import ListenError, peer_server
 from praxis_grpc.peers.service import PeerService, add_to_server
-from praxis_grpc.roster import MemberRoster
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.routing.peer_requests import PeerRequests
-from praxis_grpc.tasks.engine import EngineLimits, EngineLoad
+from praxis_grpc.tasks.engine import EngineLimits
 from praxis_grpc.tasks.sqlite_store import SqliteTaskStore
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry, build_registry
@@ -66,13 +56,9 @@ __all__ = [
     "Servers",
     "StartupError",
     "State",
-    "close_departed_channels",
-    "cluster_credentials",
     "engine_limits",
     "ha_inputs",
     "load_state",
-    "local_card",
-    "start_gossip",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,32 +155,6 @@ def ha_inputs(
         retention=cfg.ha.record_retention,
         hold_timeout=cfg.ha.hold_timeout,
     )
-
-
-def cluster_credentials(cfg: Config, agent_id: str) -> ClusterCredentials | None:
-    """This node's membership credentials (``cluster.*``); None for an open mesh
-    (logged as a warning: anyone who reaches the p2p port joins).
-
-    Raises:
-        StartupError: a file is unreadable, or the certificate is not signed by
-            the CA or does not name ``agent_id`` (the message names the key).
-    """
-    cluster = cfg.cluster
-    if cluster.ca_cert is None or cluster.node_cert is None or cluster.node_key is None:
-        if cfg.p2p.enabled:
-            log.warning(
-                "cluster is not set: the mesh is open, anyone who reaches p2p %s:%s can join "
-                "it, read cards and take tasks (see SECURITY.md)",
-                cfg.p2p.host,
-                cfg.p2p.port,
-            )
-        return None
-    try:
-        return ClusterCredentials.load(
-            cluster.ca_cert, cluster.node_cert, cluster.node_key, peer_id=agent_id
-        )
-    except CertError as exc:
-        raise StartupError(str(exc)) from None
 
 
 class Servers:
@@ -335,102 +295,6 @@ class Servers:
             self._http.close()
 
 
-async def start_gossip(
-    cfg: Config,
-    *,
-    directory: CardDirectory,
-    identity: Identity,
-    discovery: Discovery | None,
-    metrics: Metrics,
-    incarnation: int,
-    credentials: ClusterCredentials | None = None,
-) -> tuple[Discovery | None, CardGossip | None, list[str]]:
-    """Card gossip over ``discovery`` (or libp2p when ``p2p.enabled``):
-    (discovery, gossip, listen addresses); all empty without discovery.
-
-    Raises:
-        StartupError: the libp2p host cannot start.
-    """
-    p2p = cfg.p2p
-    if discovery is None and p2p.enabled:
-        discovery = libp2p_discovery(
-            cfg, identity, directory, metrics, incarnation, credentials=credentials
-        )
-    if discovery is None:
-        return None, None, []
-    gossip = CardGossip(
-        directory=directory,
-        identity=identity,
-        discovery=discovery,
-        metrics=metrics,
-        disconnect_grace=p2p.disconnect_grace,
-        max_card_bytes=p2p.max_card_bytes,
-        load_threshold=cfg.cards.load_threshold,
-        card_interval=cfg.cards.ttl / 2,
-        rules=CardRules(ttl=cfg.cards.ttl, max_slots=cfg.cards.max_slots),
-    )
-    try:
-        return discovery, gossip, await gossip.start()
-    except Exception as exc:
-        raise StartupError(
-            f"p2p: cannot start the libp2p host on {p2p.host}:{p2p.port}: {exc}"
-        ) from exc
-
-
-def libp2p_discovery(
-    cfg: Config,
-    identity: Identity,
-    directory: CardDirectory,
-    metrics: Metrics,
-    incarnation: int,
-    *,
-    credentials: ClusterCredentials | None = None,
-    on_addrs: Callable[[list[str]], None] | None = None,
-    on_reachability: Callable[[str], None] | None = None,
-) -> Discovery:
-    """The libp2p discovery of ``p2p.*`` (not started), with SWIM as its
-    failure detector feeding the directory (``membership.*``), admitting
-    only holders of a cluster certificate when ``credentials`` are given;
-    ``on_addrs`` gets its advertised addresses whenever relaying changes them."""
-    from praxis_grpc.discovery._admission import AdmissionOptions
-    from praxis_grpc.discovery.bridge import Libp2pDiscovery
-    from praxis_grpc.discovery.libp2p import HostOptions
-    from praxis_grpc.reach import reach_options
-
-    p2p = cfg.p2p
-    roster = MemberRoster(
-        directory=directory, metrics=metrics, forget_after=cfg.membership.gossip_to_the_dead
-    )
-    return Libp2pDiscovery(
-        HostOptions(
-            key_pair=identity.key_pair,
-            listen_host=p2p.host,
-            listen_port=p2p.port,
-            bootstrap=tuple(p2p.bootstrap_nodes),
-            enable_mdns=p2p.enable_mdns,
-            enable_dht=p2p.enable_dht,
-            rendezvous=p2p.rendezvous,
-            rendezvous_points=tuple(p2p.rendezvous_points),
-            heartbeat_interval=min(cfg.cards.heartbeat, 1.0),
-            max_card_bytes=p2p.max_card_bytes,
-            target_peers=p2p.target_peers,
-            max_peers=p2p.max_peers,
-            trim_grace=p2p.trim_grace,
-            admission=None
-            if credentials is None
-            else AdmissionOptions(
-                credentials,
-                timeout=cfg.cluster.admission_timeout,
-                on_refused=lambda reason: metrics.admission_rejected_total.labels(reason).inc(),
-            ),
-        ),
-        membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
-        reach=reach_options(cfg),
-        on_addrs=on_addrs,
-        on_reachability=on_reachability,
-    )
-
-
 def engine_limits(cfg: Config) -> EngineLimits:
     """The task engine's limits (``tasks.*``)."""
     tasks = cfg.tasks
@@ -442,56 +306,3 @@ def engine_limits(cfg: Config) -> EngineLimits:
         max_result_bytes=tasks.max_result_bytes,
         max_attempts=tasks.max_attempts,
     )
-
-
-def local_card(
-    cfg: Config,
-    *,
-    agent_id: str,
-    role: str,
-    endpoints: Sequence[Endpoint],
-    tools: ToolRegistry,
-    load: EngineLoad,
-    draining: bool,
-    incarnation: int,
-    reachability: str = "unknown",
-) -> AgentCard:
-    """The card this node publishes now (version 0: the directory numbers it)."""
-    return AgentCard(
-        agent_id=agent_id,
-        name=cfg.agent.name,
-        praxis_version=__version__,
-        role=role,
-        endpoints=tuple(endpoints),
-        tools=tuple(
-            ToolInfo(
-                name=spec.name,
-                description=spec.description,
-                input_schema=dict(spec.input_schema),
-                idempotent=spec.idempotent,
-                default_timeout=spec.default_timeout,
-            )
-            for spec in tools.specs()
-        ),
-        tags=tuple(cfg.agent.tags),
-        load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
-        draining=draining,
-        incarnation=incarnation,
-        version=0,
-        updated_at=datetime.now(UTC),
-        reachability=reachability,
-        relay_service=cfg.p2p.enabled and cfg.p2p.relay_service,
-    )
-
-
-async def close_departed_channels(directory: CardDirectory, peers: PeerClient) -> None:
-    """Drop the connection to every agent whose card is removed (runs until
-    the directory closes its watchers)."""
-    while True:
-        try:
-            async for event in directory.watch():
-                if event is not None and event.type is CardEventType.REMOVED:
-                    peers.discard(event.card.peer_address)
-            return
-        except OverflowError:
-            continue

@@ -18,7 +18,7 @@ from praxis_grpc.discovery.base import DiscoveryEvents, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity, load_or_create_identity
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.node_parts import start_gossip
+from praxis_grpc.p2p_setup import start_gossip
 from praxis_grpc.testing.nodes import make_config
 
 TTL = 10.0
