@@ -5,6 +5,7 @@ service, the Prometheus endpoint, the consensus member, the engine's limits."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class Servers:
         self._http: HttpEndpoints | None = None
         self.metrics_address: str | None = None
         self.peer_service: PeerService | None = None
+        self._running: list[grpc.aio.Server] = []
         try:
             self.tokens = api_tokens(cfg.api.auth)
             api_credentials = server_credentials(cfg.api.tls)
@@ -254,8 +256,10 @@ class Servers:
         )
         await self.set_health(serving=False)
         await server.start()
+        self._running.append(server)
         if self._peer_server is not None:
             await self._peer_server.start()
+            self._running.append(self._peer_server)
         self._start_metrics()
 
     def _start_metrics(self) -> None:
@@ -287,12 +291,26 @@ class Servers:
         await self.health.set(SERVICE_NAMES[2], _SERVING if serving else _NOT_SERVING)
 
     async def stop(self) -> None:
-        """Stop the gRPC server (1 s grace) and ``/metrics``."""
-        await self._server.stop(grace=1.0)
-        if self._peer_server is not None:
-            await self._peer_server.stop(grace=1.0)
+        """Stop the gRPC servers (1 s grace) and ``/metrics``; release their
+        ports even if :meth:`start` never ran or failed halfway."""
+        for server in [self._server, *([self._peer_server] if self._peer_server else [])]:
+            if server in self._running:
+                await server.stop(grace=1.0)
+            else:
+                # grpc.aio keeps the port of a server that was bound but never
+                # started until the process exits; only start + stop frees it.
+                await _release(server)
+        self._running.clear()
         if self._http is not None:
             self._http.close()
+
+
+async def _release(server: grpc.aio.Server) -> None:
+    """Start and stop at once a bound server (no calls are served: stop
+    ends them at once): the only way grpc.aio frees its port."""
+    with contextlib.suppress(Exception):
+        await server.start()
+    await server.stop(None)
 
 
 def engine_limits(cfg: Config) -> EngineLimits:
