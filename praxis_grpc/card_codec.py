@@ -59,6 +59,7 @@ class MeshMessage:
     card: SignedPart | None
     status: SignedPart | None
     relayed: tuple[bytes, ...] = ()
+    certificate: bytes = b""
 
 
 def encode_signed(
@@ -66,13 +67,16 @@ def encode_signed(
     card: AgentCard | None = None,
     status: AgentStatus | None = None,
     relayed: tuple[bytes, ...] = (),
+    certificate: bytes = b"",
 ) -> bytes:
     """Serialize and sign ``card`` and/or ``status``, which must be ``identity``'s own.
 
-    ``relayed`` messages of other agents are added as they are.
+    ``relayed`` messages of other agents are added as they are; ``certificate``
+    (this node's, DER, in a cluster) goes with the card only.
     """
     message = mesh_pb2.SignedCard(relayed=relayed)
     if card is not None:
+        message.certificate = certificate
         if card.agent_id != identity.agent_id:
             raise ValueError("a node signs only its own card")
         message.card = card_to_proto(card).SerializeToString(deterministic=True)
@@ -106,7 +110,7 @@ def split_message(data: bytes, max_bytes: int = DEFAULT_MAX_CARD_BYTES) -> MeshM
     status = SignedPart(envelope.status, envelope.status_signature) if envelope.status else None
     if card is None and status is None and not envelope.relayed:
         raise CardRejected("malformed", "neither a card nor a status")
-    return MeshMessage(card, status, tuple(envelope.relayed))
+    return MeshMessage(card, status, tuple(envelope.relayed), envelope.certificate)
 
 
 def verify_card(part: SignedPart) -> AgentCard:

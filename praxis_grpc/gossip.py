@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from praxis_grpc._gen.praxis.v1 import mesh_pb2
+from praxis_grpc.card_certs import CardCertificates
 from praxis_grpc.card_checks import CardRules, Evidence
 from praxis_grpc.card_codec import (
     CardCache,
@@ -56,6 +57,11 @@ class CardGossip:
     - With ``rules``, a card or status must also pass
       :class:`~praxis_grpc.card_checks.CardRules` (sender, issue time,
       replay, addresses, slots, endpoints); a failure is counted by reason.
+    - With ``certificates`` (in a cluster), this node's card goes out with its
+      certificate, every held card is relayed with its agent's, and every
+      peer card, own or relayed, must carry one naming its agent
+      (:class:`~praxis_grpc.card_certs.CardCertificates`); statuses are
+      merged only for agents whose card was accepted, so need none.
     - When the last connection to a peer closes and discovery says it
       departed, its card is removed after ``disconnect_grace`` unless it
       reconnects; a peer that stays silent ages out by the directory's TTL.
@@ -75,6 +81,7 @@ class CardGossip:
         cache: CardCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rules: CardRules | None = None,
+        certificates: CardCertificates | None = None,
     ) -> None:
         self._directory = directory
         self._identity = identity
@@ -86,14 +93,16 @@ class CardGossip:
         self._cache = cache if cache is not None else CardCache()
         self._clock = clock
         self._rules = rules
+        self._certificates = certificates
+        self._own_cert = certificates.own if certificates is not None else b""
         self._connected: set[str] = set()
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._card_sent: tuple[int, int] | None = None
         self._card_interval = card_interval
         self._card_sent_at: datetime | None = None
         self._status_sent: AgentStatus | None = None
-        # Each known agent's latest signed card and status, relayed on connect.
-        self._held: dict[str, tuple[SignedPart, SignedPart | None]] = {}
+        # Each known agent's latest signed card, status and certificate, relayed on connect.
+        self._held: dict[str, tuple[SignedPart, SignedPart | None, bytes]] = {}
         self._held_changed = False
 
     async def start(self) -> list[str]:
@@ -131,7 +140,9 @@ class CardGossip:
 
     def _send(self, *, card: bool) -> None:
         local_card, status = self._directory.local_card, self._directory.local_status
-        own = encode_signed(self._identity, card=local_card, status=status)
+        own = encode_signed(
+            self._identity, card=local_card, status=status, certificate=self._own_cert
+        )
         self._discovery.set_local_card(self._exchange_payload(own))
         self._discovery.publish(own if card else encode_signed(self._identity, status=status))
         self._card_sent, self._status_sent = local_card.freshness, status
@@ -149,12 +160,13 @@ class CardGossip:
             if self._directory.get(agent_id) is None:
                 del self._held[agent_id]
                 continue
-            card, status = self._held[agent_id]
+            card, status, certificate = self._held[agent_id]
             data = mesh_pb2.SignedCard(
                 card=card.body,
                 signature=card.signature,
                 status=status.body if status else b"",
                 status_signature=status.signature if status else b"",
+                certificate=certificate,
             ).SerializeToString()
             room -= len(data) + 4
             if room < 0:
@@ -179,34 +191,36 @@ class CardGossip:
             except CardRejected as exc:
                 self._reject("card", exc, peer_id)
                 continue
-            self._take(MeshMessage(inner.card, inner.status), source, peer_id, relayed=True)
+            inner = MeshMessage(inner.card, inner.status, certificate=inner.certificate)
+            self._take(inner, source, peer_id, relayed=True)
         if self._held_changed and self._card_sent is not None:
             self._send_exchange_only()
 
     def _send_exchange_only(self) -> None:
         own = encode_signed(
-            self._identity, card=self._directory.local_card, status=self._status_sent
+            self._identity,
+            card=self._directory.local_card,
+            status=self._status_sent,
+            certificate=self._own_cert,
         )
         self._discovery.set_local_card(self._exchange_payload(own))
 
     def _take(self, message: MeshMessage, source: str, peer_id: str, *, relayed: bool) -> None:
         if message.card is not None:
-            self._take_card(message.card, message.status, source, peer_id, relayed)
+            self._take_card(message.card, message, source, peer_id, relayed)
         if message.status is not None:
             self._take_status(message.status, source, peer_id, relayed)
 
     def _take_card(
-        self,
-        part: SignedPart,
-        status: SignedPart | None,
-        source: str,
-        peer_id: str,
-        relayed: bool,
+        self, part: SignedPart, message: MeshMessage, source: str, peer_id: str, relayed: bool
     ) -> None:
+        status = message.status
         try:
             card = self._cache.verify(part)
             if card.agent_id == self._identity.agent_id:
                 return
+            if self._certificates is not None:
+                self._certificates.check(card.agent_id, message.certificate, self._clock())
             if self._rules is not None:
                 self._check_card(self._rules, card, status, peer_id, relayed)
         except CardRejected as exc:
@@ -218,7 +232,7 @@ class CardGossip:
         if self._directory.merge(card) is not None:
             self._metrics.card_updates_total.labels(source).inc()
             same = status is not None and _status_of(status, card) is not None
-            self._held[card.agent_id] = (part, status if same else None)
+            self._held[card.agent_id] = (part, status if same else None, message.certificate)
             self._held_changed = True
 
     def _check_card(
@@ -265,7 +279,7 @@ class CardGossip:
         self._count("status", "received")
         held = self._held.get(status.agent_id)
         if held is not None:
-            self._held[status.agent_id] = (held[0], part)
+            self._held[status.agent_id] = (held[0], part, held[2])
         if self._directory.merge_status(status) is not None:
             self._metrics.card_updates_total.labels(source).inc()
 

@@ -168,7 +168,8 @@ class Metrics:
         self.cards_rejected_total = Counter(
             "cards_rejected",
             "Peer cards dropped, by reason (bad_signature, oversized, malformed, not_sender, "
-            "expired, replayed, foreign_address, too_many_slots, endpoint_taken).",
+            "expired, replayed, foreign_address, too_many_slots, endpoint_taken, no_certificate, "
+            "untrusted_certificate, foreign_certificate).",
             ["reason"],
             namespace=NAMESPACE,
             registry=r,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from praxis_grpc.card_certs import CardCertificates
 from praxis_grpc.card_checks import CardRules
 from praxis_grpc.certs import CertError
 from praxis_grpc.cluster import ClusterCredentials
@@ -84,6 +85,7 @@ async def start_gossip(
         load_threshold=cfg.cards.load_threshold,
         card_interval=cfg.cards.ttl / 2,
         rules=CardRules(ttl=cfg.cards.ttl, max_slots=cfg.cards.max_slots),
+        certificates=CardCertificates(credentials) if credentials is not None else None,
     )
     try:
         return discovery, gossip, await gossip.start()

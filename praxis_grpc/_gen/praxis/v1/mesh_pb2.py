@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from praxis_grpc._gen.praxis.v1 import types_pb2 as praxis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14praxis/v1/mesh.proto\x12\tpraxis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15praxis/v1/types.proto\"h\n\nSignedCard\x12\x0c\n\x04\x63\x61rd\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06status\x18\x03 \x01(\x0c\x12\x18\n\x10status_signature\x18\x04 \x01(\x0c\x12\x0f\n\x07relayed\x18\x05 \x03(\x0c\"\xca\x01\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x1d\n\x04load\x18\x04 \x01(\x0b\x32\x0f.praxis.v1.Load\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x12\"\n\x04role\x18\x06 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14praxis/v1/mesh.proto\x12\tpraxis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15praxis/v1/types.proto\"}\n\nSignedCard\x12\x0c\n\x04\x63\x61rd\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06status\x18\x03 \x01(\x0c\x12\x18\n\x10status_signature\x18\x04 \x01(\x0c\x12\x0f\n\x07relayed\x18\x05 \x03(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x06 \x01(\x0c\"\xca\x01\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x1d\n\x04load\x18\x04 \x01(\x0b\x32\x0f.praxis.v1.Load\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x12\"\n\x04role\x18\x06 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'praxis.v1.mesh_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNEDCARD']._serialized_start=91
-  _globals['_SIGNEDCARD']._serialized_end=195
-  _globals['_AGENTSTATUS']._serialized_start=198
-  _globals['_AGENTSTATUS']._serialized_end=400
+  _globals['_SIGNEDCARD']._serialized_end=216
+  _globals['_AGENTSTATUS']._serialized_start=219
+  _globals['_AGENTSTATUS']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

@@ -12,18 +12,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignedCard(_message.Message):
-    __slots__ = ("card", "signature", "status", "status_signature", "relayed")
+    __slots__ = ("card", "signature", "status", "status_signature", "relayed", "certificate")
     CARD_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     RELAYED_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     card: bytes
     signature: bytes
     status: bytes
     status_signature: bytes
     relayed: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, card: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., status: _Optional[bytes] = ..., status_signature: _Optional[bytes] = ..., relayed: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    certificate: bytes
+    def __init__(self, card: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., status: _Optional[bytes] = ..., status_signature: _Optional[bytes] = ..., relayed: _Optional[_Iterable[bytes]] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
     __slots__ = ("agent_id", "incarnation", "version", "load", "draining", "role", "updated_at")
