@@ -91,6 +91,13 @@ async def test_three_members_delegate_over_mutual_tls(tmp_path: Path, ca: Path) 
         )
         nodes = (n1, n2, n3)
         await until(lambda: all(len(n.directory) == 3 for n in nodes), timeout=20)
+        # Every card, direct or relayed, came with its agent's certificate.
+        for node in nodes:
+            for reason in ("no_certificate", "untrusted_certificate", "foreign_certificate"):
+                sample = node.metrics.registry.get_sample_value(
+                    "praxis_cards_rejected_total", {"reason": reason}
+                )
+                assert not sample, (reason, sample)
         card = n1.directory.get(n3.agent_id)
         assert card is not None
         assert card.peer_tls_address == n3.endpoints.peer
