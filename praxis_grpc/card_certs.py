@@ -16,8 +16,10 @@ checks, for every card it accepts, own or relayed, that the certificate:
 A card is re-sent every ``cards.ttl``/2 with the same certificate, so the
 verdict is cached by (agent id, certificate digest), bounded, least recent
 out; a hit costs a SHA-256 of the certificate and a validity-window
-comparison. Statuses carry no certificate and are not checked here: a
-status is only merged for an agent whose card was accepted. Pure: no I/O.
+comparison. Statuses carry no certificate and are not verified: a status
+is only merged for an agent whose card was accepted, and only until that
+card's certificate expires (:meth:`CardCertificates.check` returns when).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class CardCertificates:
     def __len__(self) -> int:
         return len(self._verdicts)
 
-    def check(self, agent_id: str, der: bytes, now: datetime) -> None:
-        """Check that ``der`` makes ``agent_id`` a member at ``now``.
+    def check(self, agent_id: str, der: bytes, now: datetime) -> datetime:
+        """Check that ``der`` makes ``agent_id`` a member at ``now``; returns
+        when the certificate expires (after which its agent's statuses are refused).
 
         Raises:
             CardRejected: ``no_certificate``, ``untrusted_certificate`` or
@@ -91,6 +94,7 @@ class CardCertificates:
         if not verdict.not_before <= now <= verdict.not_after:
             detail = f"{agent_id}'s certificate is not valid now"
             raise CardRejected("untrusted_certificate", detail)
+        return verdict.not_after
 
     def _verify(self, agent_id: str, der: bytes) -> _Verdict:
         try:

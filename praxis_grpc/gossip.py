@@ -61,7 +61,8 @@ class CardGossip:
       certificate, every held card is relayed with its agent's, and every
       peer card, own or relayed, must carry one naming its agent
       (:class:`~praxis_grpc.card_certs.CardCertificates`); statuses are
-      merged only for agents whose card was accepted, so need none.
+      merged only for agents whose card was accepted, so need none, and are
+      refused once that card's certificate expired (``untrusted_certificate``).
     - When the last connection to a peer closes and discovery says it
       departed, its card is removed after ``disconnect_grace`` unless it
       reconnects; a peer that stays silent ages out by the directory's TTL.
@@ -104,6 +105,8 @@ class CardGossip:
         # Each known agent's latest signed card, status and certificate, relayed on connect.
         self._held: dict[str, tuple[SignedPart, SignedPart | None, bytes]] = {}
         self._held_changed = False
+        # When each held agent's certificate expires (in a cluster).
+        self._cert_expiry: dict[str, datetime] = {}
 
     async def start(self) -> list[str]:
         """Start discovery; returns our listen multiaddrs."""
@@ -159,6 +162,7 @@ class CardGossip:
         for agent_id in list(self._held):
             if self._directory.get(agent_id) is None:
                 del self._held[agent_id]
+                self._cert_expiry.pop(agent_id, None)
                 continue
             card, status, certificate = self._held[agent_id]
             data = mesh_pb2.SignedCard(
@@ -219,8 +223,11 @@ class CardGossip:
             card = self._cache.verify(part)
             if card.agent_id == self._identity.agent_id:
                 return
+            expires = None
             if self._certificates is not None:
-                self._certificates.check(card.agent_id, message.certificate, self._clock())
+                expires = self._certificates.check(
+                    card.agent_id, message.certificate, self._clock()
+                )
             if self._rules is not None:
                 self._check_card(self._rules, card, status, peer_id, relayed)
         except CardRejected as exc:
@@ -233,6 +240,8 @@ class CardGossip:
             self._metrics.card_updates_total.labels(source).inc()
             same = status is not None and _status_of(status, card) is not None
             self._held[card.agent_id] = (part, status if same else None, message.certificate)
+            if expires is not None:
+                self._cert_expiry[card.agent_id] = expires
             self._held_changed = True
 
     def _check_card(
@@ -261,6 +270,10 @@ class CardGossip:
             status = read_status(part)
             if status.agent_id == self._identity.agent_id:
                 return
+            expires = self._cert_expiry.get(status.agent_id)
+            if expires is not None and self._clock() > expires:
+                detail = f"{status.agent_id}'s certificate expired"
+                raise CardRejected("untrusted_certificate", detail)
             if self._rules is not None:
                 self._rules.check_status(
                     status,

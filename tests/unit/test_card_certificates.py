@@ -174,3 +174,36 @@ def test_an_expired_certificate_is_refused_without_verifying_it_again(tmp_path: 
     with pytest.raises(CardRejected, match=r"^untrusted_certificate: .* not valid now"):
         certificates.check(alice.agent_id, der(alice_creds), now + timedelta(seconds=2))
     assert certificates.verified == 1
+
+
+async def test_statuses_are_refused_once_the_cards_certificate_expired(tmp_path: Path) -> None:
+    # Statuses carry no certificate; without this, an agent whose certificate expired
+    # would stay listed for as long as it keeps sending statuses.
+    me, alice = ident(tmp_path, "me"), ident(tmp_path, "alice")
+    alice_creds = credentials(tmp_path, "ca", "alice", alice)
+    clock = [alice_creds.cert.not_valid_after_utc - timedelta(seconds=5)]
+    directory, metrics = CardDirectory(me.agent_id, ttl=TTL), Metrics()
+    gossip = CardGossip(
+        directory=directory,
+        identity=me,
+        discovery=Wire(),
+        metrics=metrics,
+        disconnect_grace=1.0,
+        max_card_bytes=64 * 1024,
+        clock=lambda: clock[0],
+        certificates=CardCertificates(credentials(tmp_path, "ca", "me", me)),
+    )
+    card = card_of(alice)
+    gossip.on_card(
+        encode_signed(alice, card=card, certificate=der(alice_creds)), "gossip", alice.agent_id
+    )
+    status = replace(AgentStatus.of(card), version=2)
+    gossip.on_card(encode_signed(alice, status=status), "gossip", alice.agent_id)
+    assert rejected(metrics, "untrusted_certificate") == 0
+    clock[0] += timedelta(seconds=10)
+    status = replace(AgentStatus.of(card), version=3)
+    gossip.on_card(encode_signed(alice, status=status), "gossip", alice.agent_id)
+    assert rejected(metrics, "untrusted_certificate") == 1
+    listed = directory.get(alice.agent_id)
+    assert listed is not None
+    assert listed.version == 2
