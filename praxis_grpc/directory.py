@@ -23,6 +23,7 @@ from praxis_grpc.cards import (
 
 Clock = Callable[[], datetime]
 _MAX_BURIED = 10_000
+_MAX_VIEWS = 64  # cached (tool, tags) queries; tags are the client's to choose
 
 
 class _Signal(enum.Enum):
@@ -54,6 +55,9 @@ class CardDirectory:
         self._version = 0
         self._buried: dict[str, int] = {}  # agent -> the incarnation membership holds gone
         self._removed: dict[str, tuple[int, int]] = {}  # agent -> its freshness when removed
+        # cards() per (tool, tags), as of the last change: every placement asks
+        # for them, and building the views costs more than the rest of routing.
+        self._views: dict[tuple[str, tuple[str, ...]], list[AgentCard]] = {}
 
     @property
     def local(self) -> AgentCard:
@@ -105,6 +109,7 @@ class CardDirectory:
         """Merge a card from anywhere; fan out the resulting event."""
         if card.incarnation <= self._buried.get(card.agent_id, -1):
             return None  # a late copy of a dead or departed agent's card
+        self._views.clear()
         event = self._registry.merge(card, self._clock())
         if event is not None:
             self._emit(event)
@@ -116,6 +121,7 @@ class CardDirectory:
 
     def merge_status(self, status: AgentStatus) -> CardEvent | None:
         """Merge a status; fan out the resulting event."""
+        self._views.clear()
         event = self._registry.merge_status(status, self._clock())
         if event is not None:
             self._emit(event)
@@ -125,6 +131,7 @@ class CardDirectory:
         """Forget an agent; fan out REMOVED. Remembers how fresh it was (:meth:`removed_at`)."""
         event = self._registry.remove(agent_id)
         if event is not None:
+            self._views.clear()
             self._removed.pop(agent_id, None)
             self._removed[agent_id] = event.card.freshness
             while len(self._removed) > _MAX_BURIED:
@@ -157,6 +164,8 @@ class CardDirectory:
     def expire(self) -> list[CardEvent]:
         """Drop remote cards older than the TTL; fan out REMOVED for each."""
         events = self._registry.expire(self._clock())
+        if events:
+            self._views.clear()
         for event in events:
             self._removed.pop(event.card.agent_id, None)
             self._removed[event.card.agent_id] = event.card.freshness
@@ -170,8 +179,14 @@ class CardDirectory:
         return self._registry.get(agent_id)
 
     def cards(self, tool: str = "", tags: Sequence[str] = ()) -> list[AgentCard]:
-        """Known cards matching the filters."""
-        return self._registry.cards(tool, tags)
+        """Known cards matching the filters (a new list each call)."""
+        key = (tool, tuple(tags))
+        found = self._views.get(key)
+        if found is None:
+            if len(self._views) >= _MAX_VIEWS:
+                self._views.clear()
+            found = self._views[key] = self._registry.cards(tool, tags)
+        return list(found)
 
     def __len__(self) -> int:
         return len(self._registry)

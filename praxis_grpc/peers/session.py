@@ -41,12 +41,34 @@ _Item = pb.SessionReply | BaseException
 
 
 class _Call:
+    """One call's replies, in order. Lighter than an ``asyncio.Queue``: one
+    is made per task, and only the call's own coroutine waits on it."""
+
+    __slots__ = ("_items", "_waiter", "written")
+
     def __init__(self) -> None:
-        self.replies: asyncio.Queue[_Item] = asyncio.Queue()
+        self._items: deque[_Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.written = False
 
+    def put(self, item: _Item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def expire(self) -> None:
+        """The call's time limit passed: :meth:`next` raises ``TimeoutError``."""
+        self.put(TimeoutError())
+
     async def next(self) -> pb.SessionReply:
-        item = await self.replies.get()
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
         if isinstance(item, BaseException):
             raise item
         return item
@@ -81,9 +103,11 @@ class PeerSession:
     ) -> pb.DispatchResponse:
         """One Dispatch call; raises as the peer module's contract says."""
         call_id, call = self._start(pb.SessionCall(dispatch=request), call_timeout)
+        timer = None
+        if call_timeout is not None:
+            timer = asyncio.get_running_loop().call_later(call_timeout, call.expire)
         try:
-            async with asyncio.timeout(call_timeout):
-                reply = await call.next()
+            reply = await call.next()
         except TimeoutError:
             self._abandon(call_id)
             raise DeadlineExceeded(f"{self._address}: Deadline Exceeded") from None
@@ -91,6 +115,8 @@ class PeerSession:
             self._abandon(call_id)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self._calls.pop(call_id, None)
         if reply.HasField("dispatch"):
             return reply.dispatch
@@ -122,7 +148,7 @@ class PeerSession:
         self.broken = True
         calls, self._calls = self._calls, {}
         for call in calls.values():
-            call.replies.put_nowait(error(call.written))
+            call.put(error(call.written))
         self._queue.clear()
         self._stream.cancel()
         current = asyncio.current_task()
@@ -142,7 +168,7 @@ class PeerSession:
             call.timeout.FromNanoseconds(max(1, round(timeout * 1e9)))
         pending = _Call()
         if self.broken:
-            pending.replies.put_nowait(channel_closed(self._address, sent=False))
+            pending.put(channel_closed(self._address, sent=False))
             return call_id, pending
         self._calls[call_id] = pending
         self._queue.append(call)
@@ -196,7 +222,7 @@ class PeerSession:
                 for reply in response.replies:
                     pending = self._calls.get(reply.call_id)
                     if pending is not None:
-                        pending.replies.put_nowait(reply)
+                        pending.put(reply)
         except asyncio.CancelledError:
             if cancelling():
                 raise
