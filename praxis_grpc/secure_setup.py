@@ -10,8 +10,9 @@ The layout (``<dir>`` is ``praxis up --dir``, default ``.praxis/up``)::
                                       mesh's convenience; a real cluster hands each
                                       token to its user and keeps no such file
 
-Every node serves its public API over TLS with its node certificate, asks for
-a token on every call but health and reflection, admits only holders of a CA
+The keys each node gets are ``configs/secure/node.yaml``'s: every node serves
+its public API over TLS with its node certificate, asks for a token on every
+call but health and reflection, admits only holders of a CA
 certificate to the mesh, and serves the peer service on its own mutual-TLS port
 (see SECURITY.md). Files that exist are reused, so a second ``praxis up
 --secure`` keeps the CA and the tokens.
@@ -24,15 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography import x509
 
 from praxis_grpc.api.tokens import Role, add_token
 from praxis_grpc.certs import CA_CERT, init_ca, issue, peer_ids
 from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.identity import load_or_create_identity
+from praxis_grpc.shipped import CONFIGS_DIR
 
-__all__ = ["TOKEN_ROLES", "SecureSetup"]
+__all__ = ["TEMPLATE", "TOKEN_ROLES", "SecureSetup"]
 
+#: The security keys of every node (``{name}`` and paths relative to the secure directory).
+TEMPLATE = CONFIGS_DIR / "secure" / "node.yaml"
 #: The tokens made for a local secure mesh: one per role, named after it.
 TOKEN_ROLES = (Role.ADMIN, Role.CLIENT, Role.READER)
 _HOSTS = ("localhost", "127.0.0.1")
@@ -108,14 +113,22 @@ class SecureSetup:
             key.unlink(missing_ok=True)
         if not cert.exists():
             issue(self.directory, name, self.directory, hosts=_HOSTS, peer_id=peer_id)
-        return {
-            "api": {
-                "tls": {"cert": str(cert), "key": str(key)},
-                "auth": {"tokens_file": str(self.tokens_file)},
-            },
-            "metrics": {"require_token": True},
-            "cluster": {"ca_cert": str(self.ca_cert), "node_cert": str(cert), "node_key": str(key)},
-        }
+        return self._template(name)
+
+    def _template(self, name: str) -> dict[str, Any]:
+        """``configs/secure/node.yaml`` for node ``name``: ``{name}`` filled in,
+        relative paths made absolute in :attr:`directory`."""
+
+        def fill(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {key: fill(item) for key, item in value.items()}
+            if isinstance(value, str):
+                path = Path(value.replace("{name}", name))
+                return str(path if path.is_absolute() else (self.directory / path).resolve())
+            return value
+
+        template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
+        return dict(fill(template))
 
 
 def _load(path: Path) -> x509.Certificate:
