@@ -259,6 +259,26 @@ def test_paused_member_is_removed_and_rejoins_after_resume_with_a_higher_incarna
     assert sim.nodes["n4"].membership.incarnation > 1
 
 
+def test_a_probe_that_must_connect_first_does_not_suspect_a_member_that_answers() -> None:
+    # Every pair must connect before its first message, and connecting takes longer than
+    # the probe timeout and the probe interval (a dial on a starved machine): the ping's
+    # timeout starts once the connection is open, so nobody is suspected.
+    sim = cluster(20, connect_delay=1.0)
+    suspicions: list[tuple[str, str]] = []
+    sim.observers.append(lambda o, m, s: None if s is State.ALIVE else suspicions.append((o, m)))
+    sim.run_for(60.0)
+    assert suspicions == []
+    assert all(sim.connected("n0", f"n{i}") for i in range(1, 20))  # every member was probed
+
+
+def test_a_member_never_connected_to_is_still_found_dead_when_paused() -> None:
+    # A paused member accepts no connection: the probe counts as unanswered after
+    # connect_timeout, and the member is still declared dead by everyone.
+    sim = cluster(10, connect_delay=1.0)
+    sim.pause("n4")
+    assert sim.run_until(lambda: sim.agree("n4", State.DEAD), limit=60)
+
+
 def test_partition_heals_when_a_reconnect_syncs_state() -> None:
     sim = cluster(8)
     sim.run_for(1.0)
@@ -308,6 +328,9 @@ class Recorder:
 
     def send(self, to: str, message: Message) -> None:
         self.sent.append((to, message))
+
+    def ready(self, to: str) -> bool:
+        return True
 
 
 class Events:
