@@ -59,6 +59,8 @@ class _Probe:
     expected_nacks: int = 0
     nacks: int = 0
     connecting: bool = False
+    timeout_at: float = math.inf
+    end_at: float = math.inf
 
 
 class Membership:
@@ -141,9 +143,9 @@ class Membership:
             elif kind == _PUSH_PULL:
                 self._push_pull_round(now)
             elif kind == _PROBE_TIMEOUT:
-                self._ask_others(key)
+                self._ask_others(now, key)
             elif kind == _PROBE_END:
-                self._end_probe(now, key)
+                self._end_probe(now, key, timer=True)
             elif kind == _RELAY_TIMEOUT:
                 self._relay_failed(key)
             elif kind == _CONNECT_TIMEOUT:
@@ -208,14 +210,16 @@ class Membership:
     def connected(self, now: float, member: str) -> None:
         """The transport's connection to ``member`` is open and what was queued goes out now.
 
-        Starts the timeouts of the pings that waited for it (see :meth:`Transport.ready`).
+        Starts the timeouts of the pings that waited for it (see :meth:`Transport.ready`),
+        and restarts that of a probe of ``member`` not yet answered nor handed to
+        others: its ping went out again on this new connection (the old one broke).
         """
+        probe = self._probe
+        if probe is not None and probe.target == member and not probe.acked and not probe.asked:
+            probe.connecting = False
+            self._time_probe(now, probe)
         for seq in self._connecting.pop(member, ()):
-            probe = self._probe
-            if probe is not None and probe.seq == seq and probe.connecting:
-                probe.connecting = False
-                self._time_probe(now, seq)
-            elif seq in self._relays:
+            if seq in self._relays:
                 self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, seq)
 
     def leave(self, now: float) -> None:
@@ -267,16 +271,18 @@ class Membership:
             ready = self._transport.ready(target)
             self._transport.send(target, Ping(self._seq, target, items))
             if ready:
-                self._time_probe(now, self._seq)
+                self._time_probe(now, self._probe)
             else:
                 self._probe.connecting = True
                 self._wait_for_connection(now, target, self._seq)
         self._at(now + self._awareness.scale(self._config.probe_interval), _PROBE)
 
-    def _time_probe(self, now: float, seq: int) -> None:
-        """Start the probe's timeout and end: its ping goes out now."""
-        self._at(now + self._awareness.scale(self._config.probe_timeout), _PROBE_TIMEOUT, seq)
-        self._at(now + self._awareness.scale(self._config.probe_interval), _PROBE_END, seq)
+    def _time_probe(self, now: float, probe: _Probe) -> None:
+        """Start (or restart) the probe's timeout and end: its ping goes out now."""
+        probe.timeout_at = now + self._awareness.scale(self._config.probe_timeout)
+        probe.end_at = now + self._awareness.scale(self._config.probe_interval)
+        self._at(probe.timeout_at, _PROBE_TIMEOUT, probe.seq)
+        self._at(probe.end_at, _PROBE_END, probe.seq)
 
     def _wait_for_connection(self, now: float, member: str, seq: int) -> None:
         self._connecting.setdefault(member, []).append(seq)
@@ -291,9 +297,11 @@ class Membership:
             if probe.acked:  # answered some other way meanwhile
                 self._end_probe(now, seq)
                 return
-            self._ask_others(seq)
+            probe.timeout_at = now
+            self._ask_others(now, seq)
             rest = self._config.probe_interval - self._config.probe_timeout
-            self._at(now + self._awareness.scale(rest), _PROBE_END, seq)
+            probe.end_at = now + self._awareness.scale(rest)
+            self._at(probe.end_at, _PROBE_END, seq)
         else:
             self._relay_failed(seq)  # a relayed ping that never went out: nack
 
@@ -321,9 +329,11 @@ class Membership:
                 return member
         return None
 
-    def _ask_others(self, seq: int | str) -> None:
+    def _ask_others(self, now: float, seq: int | str) -> None:
         probe = self._probe
-        if probe is None or probe.seq != seq or probe.acked:
+        if probe is None or probe.seq != seq or probe.acked or probe.asked:
+            return
+        if now < probe.timeout_at:  # restarted since this timer was set
             return
         target = probe.target
         helpers = self._helpers(target)
@@ -345,9 +355,11 @@ class Membership:
             )
         return helpers
 
-    def _end_probe(self, now: float, seq: int | str) -> None:
+    def _end_probe(self, now: float, seq: int | str, *, timer: bool = False) -> None:
         probe = self._probe
         if probe is None or probe.seq != seq:
+            return
+        if timer and now < probe.end_at:  # restarted since this timer was set
             return
         self._probe = None
         if self._round_due:  # a round came due while this probe ran: start it now
