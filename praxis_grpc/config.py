@@ -530,6 +530,9 @@ class MembershipSection(_Section):
     probe_timeout: PositiveDuration = Field(
         default=0.25, description="direct ack wait before indirect probes; below probe_interval"
     )
+    connect_timeout: PositiveDuration = Field(
+        default=2.0, description="a probe's connection setup, not counted in probe_timeout"
+    )
     indirect_checks: int = Field(default=3, ge=0, le=16, description="members asked to probe")
     suspicion_mult: int = Field(default=4, ge=1, le=100)
     suspicion_max_timeout_mult: int = Field(default=6, ge=1, le=100)

@@ -18,10 +18,13 @@ neighbours (bounded degree). A frame for a member we are not connected to
 dials a *transient* connection (see ``_membership``): it is not counted in
 the degree, and the writer that dialed it closes it once idle for
 :func:`transient_idle` seconds, as memberlist's probes use UDP and hold nothing.
-That idle time spans two probe rounds over every member: a probe that must dial
-first (TCP, Noise, yamux, identify in pure Python) misses the probe timeout,
-so closing a probe connection before the member's next probe made every probe of
-a non-neighbour a likely false suspicion (a 20-node mesh never settled).
+That idle time spans two probe rounds over every member, so steady-state probes
+find their connection open. A probe that must dial first (TCP, Noise, yamux,
+identify and admission in pure Python, seconds on a starved machine) is timed
+from when its stream opens (:meth:`SwimService.ready`, ``Membership.connected``),
+within ``membership.connect_timeout``: the dial is not counted against
+``probe_timeout``, which made every probe of a non-neighbour during a join a
+likely false suspicion.
 
 Certain evidence: a member whose listen port refuses a TCP connection is
 dead. The host's "disconnected" and a failed stream open are only *hints*
@@ -154,6 +157,7 @@ class SwimService:
         self._addresses: dict[str, str] = {}
         self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
         self._pings: dict[tuple[str, int], float] = {}
+        self._open: set[str] = set()  # members a writer holds an open stream to
         self._checking: set[str] = set()
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -258,6 +262,11 @@ class SwimService:
 
     # -- Transport -------------------------------------------------------------
 
+    def ready(self, to: str) -> bool:
+        """A writer to ``to`` holds an open stream: a frame goes out without a dial or
+        a stream negotiation (else :meth:`Membership.connected` follows the open)."""
+        return to in self._open
+
     def send(self, to: str, message: Message) -> None:
         kind = _kind(message)
         outbox = self._outboxes.get(to)
@@ -303,7 +312,10 @@ class SwimService:
                     stream = None
                     return
                 stream = await self._send_frame(member, stream, frame)
+                if stream is None:
+                    self._open.discard(member)
         finally:
+            self._open.discard(member)
             if self._outboxes.get(member) is outbox:
                 del self._outboxes[member]
             if stream is not None:
@@ -322,9 +334,13 @@ class SwimService:
         """
         for retry in (False, True):
             if stream is None:
-                stream = await self._open(member)
+                stream = await self._open_stream(member)
                 if stream is None:
                     return None  # this frame is lost; the next one tries again
+                self._open.add(member)
+                # A probe's timeout starts now that its ping goes out, not at the dial.
+                self._membership.connected(trio.current_time(), member)
+                self._wake.set()
             try:
                 with trio.fail_after(self._open_timeout):
                     await stream.write(encode_uvarint(len(frame)) + frame)
@@ -346,7 +362,7 @@ class SwimService:
         if self._connections.probed(peer_id):
             await close_peer(self._host.get_network(), peer_id, self._open_timeout)
 
-    async def _open(self, member: str) -> INetStream | None:
+    async def _open_stream(self, member: str) -> INetStream | None:
         peer_id = ID.from_base58(member)
         if not self._host.get_network().get_connections(peer_id):
             self._connections.expect_probe(peer_id)  # this dial is a transient connection

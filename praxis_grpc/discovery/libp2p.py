@@ -10,36 +10,21 @@ callback runs in that trio thread.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.custom_types import TProtocol
 from libp2p.discovery.rendezvous import RendezvousService
 from libp2p.kad_dht import DHTMode, KadDHT
-from libp2p.network.auto_connector import AutoConnector
-from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.peer.peerstore import PeerStoreError
+from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
-from multiaddr import Multiaddr
 
-from praxis_grpc.discovery._admission import ADMIT_PROTOCOL, Admission, StreamHandler
-from praxis_grpc.discovery._closing import close_peer, close_socket
+from praxis_grpc.discovery._admission import Admission, StreamHandler
 from praxis_grpc.discovery._dialer import Dialer, Trimmer, keep_connected
 from praxis_grpc.discovery._finders import (
     dht_walk,
@@ -48,21 +33,30 @@ from praxis_grpc.discovery._finders import (
     rendezvous_client,
 )
 from praxis_grpc.discovery._gossip import CardPubsub, new_pubsub
+from praxis_grpc.discovery._hooks import PeerHooks
+from praxis_grpc.discovery._host_setup import (
+    Starter,
+    close_host,
+    known_addrs,
+    listen_multiaddr,
+    new_noise_host,
+    others,
+    own_address,
+)
 from praxis_grpc.discovery._mdns import run_mdns
 from praxis_grpc.discovery._membership import Liveness, Membership, call_safely
 from praxis_grpc.discovery._options import HostOptions, MeshCallbacks
 from praxis_grpc.discovery._reach import HostReach
-from praxis_grpc.discovery._swim import SWIM_PROTOCOL, Libp2pKeys, SwimService
+from praxis_grpc.discovery._swim import SwimService
+from praxis_grpc.discovery._swim_wiring import new_swim, new_trimmer
 from praxis_grpc.discovery._wire import (
     CARD_PROTOCOL,
     PEERS_PROTOCOL,
-    TRIM_PROTOCOL,
     FrameTooLarge,
     answer_card,
     answer_peers,
     request_card,
 )
-from praxis_grpc.discovery._yamux import BatchWindowUpdates
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MembershipOptions, MemberStatus
 
@@ -77,9 +71,7 @@ log = logging.getLogger("praxis_grpc.discovery")
 
 _GREET_BACKLOG = 256
 _GREET_CONCURRENCY = 16
-_CLOSE_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 15.0
-_RESTART_DELAY = 1.0
 _LEAVE_TIMEOUT = 2.0
 
 
@@ -113,7 +105,7 @@ class MeshHost:
         self._membership: Membership | None = None
         self._trimmer: Trimmer | None = None
         self._greet_limiter = trio.CapacityLimiter(_GREET_CONCURRENCY)
-        self._admission: Admission | None = None
+        self._hooks: PeerHooks | None = None
 
     @property
     def listen_addrs(self) -> list[str]:
@@ -166,7 +158,7 @@ class MeshHost:
             result.append(
                 PeerStatus(
                     peer_id=peer_id.to_base58(),
-                    addresses=tuple(str(addr) for addr in _known_addrs(host, peer_id)),
+                    addresses=tuple(str(addr) for addr in known_addrs(host, peer_id)),
                     direction=state.direction,
                     ping_rtt=state.rtt,
                     connected_at=state.connected_at,
@@ -203,21 +195,23 @@ class MeshHost:
         its socket. So the host only ever stops through this ordered close.
         """
         options = self._options
-        host = _new_noise_host(options)
+        host = new_noise_host(options)
         greet_send, greet_receive = trio.open_memory_channel[ID](_GREET_BACKLOG)
         membership, pubsub, services, dht = self._assemble(host, greet_send)
         dialer = Dialer(
             host, membership, target_peers=options.target_peers, timeout=options.dial_timeout
         )
-        trimmer = self._new_trimmer(host, membership, dialer)
+        trimmer = new_trimmer(
+            host, membership, dialer, options=options, reach=self._reach, gate=self._gate
+        )
         self._host, self._membership, self._trimmer = host, membership, trimmer
         with trio.CancelScope(shield=True) as machine:
             async with AsyncExitStack() as stack:
-                listen = _listen_multiaddr(options)
+                listen = listen_multiaddr(options)
                 await stack.enter_async_context(host.run([listen]))
                 if not host.get_transport_addrs():  # py-libp2p only logs the failure
                     raise OSError(f"libp2p host could not listen on {listen}")
-                stack.push_async_callback(_close_host, host, membership)  # on errors too
+                stack.push_async_callback(close_host, host, membership)  # on errors too
                 for service in services:
                     await stack.enter_async_context(background_trio_service(service))
                 await pubsub.wait_until_ready()
@@ -225,7 +219,7 @@ class MeshHost:
                 swim = self._start_swim(host, membership, greet_send)
                 async with trio.open_nursery() as loops:
                     dialer.bind(loops)
-                    start = _Starter(loops)
+                    start = Starter(loops)
                     start("greeter", self._greet_peers, greet_receive, dialer, loops)
                     if self._admission is not None:
                         start("admission", self._admission.run)
@@ -250,61 +244,26 @@ class MeshHost:
                             await swim.leave()
                     self._pubsub = None
                     loops.cancel_scope.cancel()
-                await _close_host(host, membership)
+                await close_host(host, membership)
         if machine.cancelled_caught:
             log.warning("libp2p host shutdown took over %.0f s; cancelled", _SHUTDOWN_TIMEOUT)
-
-    def _new_trimmer(self, host: IHost, membership: Membership, dialer: Dialer) -> Trimmer:
-        """The trimmer of this host's connections, serving its protocol;
-        bootstrap nodes, rendezvous points and relays are never trimmed."""
-        options = self._options
-        protected = {i.peer_id for i in _others(host, options.bootstrap)}
-        protected |= {i.peer_id for i in _others(host, options.rendezvous_points)}
-        if self._reach is not None:
-            protected |= {i.peer_id for i in _others(host, self._reach.relays)}
-        trimmer = Trimmer(
-            host,
-            membership,
-            dialer,
-            target_peers=options.target_peers,
-            max_peers=options.max_peers,
-            grace=options.trim_grace,
-            timeout=options.stream_timeout,
-            protected=self._reach.protects(frozenset(protected)) if self._reach else protected,
-        )
-        host.set_stream_handler(TRIM_PROTOCOL, self._gate(trimmer.serve_notice))
-        return trimmer
 
     def _start_swim(
         self, host: IHost, membership: Membership, greet: trio.MemorySendChannel[ID]
     ) -> SwimService | None:
         """The SWIM service, serving its protocol (None without membership options)."""
-        options = self._membership_options
-        if options is None:
+        if self._membership_options is None:
             return None
-
-        def revived(peer_id: ID) -> None:
-            with contextlib.suppress(trio.WouldBlock):
-                greet.send_nowait(peer_id)  # its card was removed: exchange again
-
-        async def gone(peer_id: ID) -> None:
-            await close_peer(host.get_network(), peer_id, self._options.ping_timeout)
-            membership.mark_lost(peer_id)
-
-        swim = SwimService(
+        self._swim = new_swim(
             host,
             membership,
-            address=_own_address(self.listen_addrs),
-            options=options,
-            keys=Libp2pKeys(self._options.key_pair),
-            on_revived=revived,
-            on_gone=gone,
-            on_rtt=membership.record_rtt,
-            open_timeout=self._options.stream_timeout,
+            greet,
+            options=self._options,
+            members=self._membership_options,
+            address=own_address(self.listen_addrs),
+            gate=self._gate,
         )
-        host.set_stream_handler(SWIM_PROTOCOL, self._gate(swim.serve))
-        self._swim = swim
-        return swim
+        return self._swim
 
     def members(self) -> list[MemberStatus]:
         """Every SWIM member remembered, ourselves included ([] without SWIM)."""
@@ -316,40 +275,17 @@ class MeshHost:
     ) -> tuple[Membership, CardPubsub, list[Any], KadDHT | None]:
         """Wire notifee, protocol handlers and services into ``host`` (nothing runs yet)."""
         options = self._options
-
-        def admitted(peer_id: ID) -> None:
-            if self._swim is not None:
-                self._swim.peer_connected(peer_id)
-
-        admission = self._admission = self._new_admission(host, admitted)
-
-        def connected(peer_id: ID) -> None:
-            if admission is not None:
-                admission.start(peer_id)  # SWIM hears of it once admitted
-            elif self._swim is not None:
-                self._swim.peer_connected(peer_id)
-            try:
-                greet.send_nowait(peer_id)
-            except trio.WouldBlock:
-                log.warning("greeting backlog full; no card exchange with %s", peer_id)
-            call_safely(self._callbacks.on_peer_connected, peer_id.to_base58())
-
-        def disconnected(peer_id: ID) -> None:
-            trimmer, swim = self._trimmer, self._swim
-            departed = trimmer is None or not trimmer.was_trimmed(peer_id)
-            if swim is not None:  # a hint: SWIM decides who is gone
-                if departed:
-                    swim.peer_disconnected(peer_id)
-                departed = False
-            call_safely(self._callbacks.on_peer_disconnected, peer_id.to_base58(), departed)
-
-        def transient(peer_id: ID) -> None:
-            if admission is not None:
-                admission.start(peer_id)
-            elif self._swim is not None:
-                self._swim.peer_connected(peer_id)
-
-        membership = Membership(host.get_network(), connected, disconnected, transient)
+        hooks = self._hooks = PeerHooks(
+            host,
+            options,
+            self._callbacks,
+            greet,
+            swim=lambda: self._swim,
+            trimmer=lambda: self._trimmer,
+        )
+        membership = Membership(
+            host.get_network(), hooks.connected, hooks.disconnected, hooks.transient
+        )
         host.get_network().register_notifee(membership)
         host.set_stream_handler(CARD_PROTOCOL, self._gate(self._serve_card))
         host.set_stream_handler(PEERS_PROTOCOL, self._gate(self._serve_peers))
@@ -359,7 +295,7 @@ class MeshHost:
             options.heartbeat_interval,
             options.max_card_bytes,
             self._on_gossip,
-            admission=admission,
+            admission=hooks.admission,
         )
         services: list[Any] = [pubsub, router]
         if self._reach is not None:
@@ -369,29 +305,24 @@ class MeshHost:
             # No per-subnet cap: a small mesh often sits in one public subnet.
             dht = KadDHT(host, DHTMode.SERVER, max_peers_per_subnet=0)
             services.append(dht)
-        if options.rendezvous and not _others(host, options.rendezvous_points):
+        if options.rendezvous and not others(host, options.rendezvous_points):
             RendezvousService(host)
         return membership, pubsub, services, dht
 
-    def _new_admission(self, host: IHost, admitted: Callable[[ID], None]) -> Admission | None:
-        """Admission with ``p2p`` options that ask for it, serving its protocol."""
-        if self._options.admission is None:
-            return None
-        admission = Admission(host, self._options.admission, admitted)
-        host.set_stream_handler(ADMIT_PROTOCOL, admission.serve)
-        return admission
+    @property
+    def _admission(self) -> Admission | None:
+        return self._hooks.admission if self._hooks is not None else None
 
     def _gate(self, handler: StreamHandler) -> StreamHandler:
         """``handler``, for admitted peers only when admission is on."""
-        admission = self._admission
-        return handler if admission is None else admission.gate(handler)
+        return handler if self._hooks is None else self._hooks.gate(handler)
 
     def _start_discovery(
-        self, start: _Starter, host: IHost, dialer: Dialer, dht: KadDHT | None
+        self, start: Starter, host: IHost, dialer: Dialer, dht: KadDHT | None
     ) -> None:
         options = self._options
         interval, timeout = options.discovery_interval, options.stream_timeout
-        for info in _others(host, options.bootstrap):
+        for info in others(host, options.bootstrap):
             start("bootstrap", keep_connected, dialer, info, "bootstrap")
         if options.enable_mdns:
             start("mdns", run_mdns, host, dialer, options.listen_host, options.mdns_network)
@@ -400,7 +331,7 @@ class MeshHost:
             start("dht", walk, host, dht, dialer)
         if options.rendezvous:
             client = partial(rendezvous_client, interval=interval, round_timeout=timeout)
-            for point in _others(host, options.rendezvous_points):
+            for point in others(host, options.rendezvous_points):
                 start("rendezvous point", keep_connected, dialer, point, "rendezvous point")
                 start("rendezvous", client, host, dialer, point.peer_id, options.rendezvous)
         if options.peer_exchange:
@@ -471,7 +402,7 @@ class MeshHost:
         known = [
             PeerInfo(peer_id, addrs)
             for peer_id in membership.peers()
-            if peer_id != requester and (addrs := _known_addrs(host, peer_id))
+            if peer_id != requester and (addrs := known_addrs(host, peer_id))
         ]
         try:
             with trio.fail_after(self._options.stream_timeout):
@@ -488,91 +419,3 @@ class MeshHost:
         membership = self._membership
         if card and membership is not None and not membership.muted:
             call_safely(self._callbacks.on_card, card, source, peer_id.to_base58())
-
-
-class _Starter:
-    """Starts background loops in a nursery; a loop that fails is logged and restarted."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-
-    def __call__(self, name: str, fn: Any, *args: Any) -> None:
-        self._nursery.start_soon(self._supervise, name, fn, args, name=name)
-
-    @staticmethod
-    async def _supervise(name: str, fn: Any, args: tuple[Any, ...]) -> None:
-        while True:
-            try:
-                await fn(*args)
-            except Exception:
-                log.exception("%s loop failed; restarting in %.0f s", name, _RESTART_DELAY)
-            else:
-                return
-            await trio.sleep(_RESTART_DELAY)
-
-
-def _new_noise_host(options: HostOptions) -> IHost:
-    # new_host() would also offer TLS, SECIO and /plaintext/2.0.0: only Noise here.
-    # And only yamux: 0.8.1's mplex corrupts Noise frames under concurrent
-    # writes (InvalidTag), and the error escapes into the host's service tree.
-    key_pair = options.key_pair
-    noise_key = create_x25519_key_pair().private_key
-    security = {TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(key_pair, noise_privkey=noise_key)}
-    muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
-    host = new_host(key_pair=key_pair, sec_opt=security, muxer_opt=muxers)
-    network = host.get_network()
-    network.register_notifee(BatchWindowUpdates())  # one yamux window update per half window
-    if isinstance(network, Swarm):
-        network.auto_connector = _NoAutoDial(network)
-    return host
-
-
-class _NoAutoDial(AutoConnector):
-    """py-libp2p's auto-dialer, never started: the Dialer and Trimmer keep the degree.
-
-    Left running, it dials every peer in the peerstore (SWIM puts every member
-    there) whenever the host has fewer than 100 connections and after every
-    disconnect, so the degree never stays bounded.
-    """
-
-    async def start(self) -> None:
-        return None
-
-
-def _listen_multiaddr(options: HostOptions) -> Multiaddr:
-    family = "ip6" if ipaddress.ip_address(options.listen_host).version == 6 else "ip4"
-    return Multiaddr(f"/{family}/{options.listen_host}/tcp/{options.listen_port}")
-
-
-def _known_addrs(host: IHost, peer_id: ID) -> list[Multiaddr]:
-    try:
-        return host.get_peerstore().addrs(peer_id)
-    except PeerStoreError:  # unknown, or its addresses expired
-        return []
-
-
-def _own_address(addrs: list[str]) -> str:
-    """The address to announce: the first on a concrete IP, else the first."""
-    concrete = [a for a in addrs if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
-    return (concrete or addrs)[0]
-
-
-def _others(host: IHost, addrs: tuple[str, ...]) -> list[PeerInfo]:
-    """The peers named by ``addrs``, leaving out this host (one config can serve every node)."""
-    infos = [info_from_p2p_addr(Multiaddr(addr)) for addr in addrs]
-    return [info for info in infos if info.peer_id != host.get_id()]
-
-
-async def _close_host(host: IHost, membership: Membership) -> None:
-    """Close every connection and listener; idempotent, bounded, never raises."""
-    membership.mute()
-    conns = host.get_network().get_connections()
-    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
-        try:
-            await host.close()
-        except Exception:
-            log.exception("closing the libp2p host failed")
-    if scope.cancelled_caught:
-        log.warning("closing the libp2p host took over %.0f s; abandoned", _CLOSE_TIMEOUT)
-    for conn in conns:  # a close cut short keeps its socket (_closing)
-        await close_socket(conn)

@@ -27,6 +27,16 @@ class Transport(Protocol):
         """
         ...
 
+    def ready(self, to: str) -> bool:
+        """True when a message for ``to`` would go out now, with no connection to set up first.
+
+        When False, the transport calls :meth:`Membership.connected` once the
+        connection is open (a ping's timeout starts then, not before); it may
+        never call it (the ping then counts as unanswered after ``connect_timeout``).
+        A transport with nothing to set up (datagrams) always returns True.
+        """
+        ...
+
 
 class Signer(Protocol):
     """Signs with the local member's key."""

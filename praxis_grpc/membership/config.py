@@ -25,7 +25,10 @@ class MembershipConfig:
         probe_interval: seconds between two probes of one member (each period
             probes exactly one member). Scaled up by the local health multiplier.
         probe_timeout: seconds to wait for a direct ack before asking
-            ``indirect_checks`` others to probe (must be below ``probe_interval``).
+            ``indirect_checks`` others to probe (must be below ``probe_interval``),
+            counted from when the ping goes out: connection setup is not counted.
+        connect_timeout: seconds a ping for a member the transport must first
+            connect to waits for that connection; then it counts as unanswered.
         indirect_checks: members asked to probe indirectly (ping-req).
         suspicion_mult: a suspect is declared dead after
             ``suspicion_mult * max(1, log10(N)) * probe_interval`` seconds at the
@@ -50,6 +53,7 @@ class MembershipConfig:
 
     probe_interval: float = 0.5
     probe_timeout: float = 0.25
+    connect_timeout: float = 2.0
     indirect_checks: int = 3
     suspicion_mult: int = 4
     suspicion_max_timeout_mult: int = 6

@@ -14,6 +14,13 @@ it; suspicion is gossiped and declared dead after a timeout that scales with
 log N and shrinks with independent confirmations, unless the member refutes it
 with a higher incarnation. A refused connection is certain evidence (dead at
 once); silence never is. Every claim and payload is signed (see ``claims``).
+
+Connection setup is not silence: a ping (or a relayed ping) for a member the
+transport is not yet connected to (:meth:`Transport.ready` is False) starts its
+timeout only once the transport reports the connection open
+(:meth:`Membership.connected`), within ``connect_timeout``; a connection that
+does not open by then counts as no answer. A probe round never starts while the
+previous probe runs (memberlist's probe blocks its ticker the same way).
 """
 
 from __future__ import annotations
@@ -29,9 +36,18 @@ from praxis_grpc.membership.claims import Item, Payload, State
 from praxis_grpc.membership.config import MembershipConfig, push_pull_interval
 from praxis_grpc.membership.messages import Ack, Gossip, Message, Nack, Ping, PingReq, PushPull
 from praxis_grpc.membership.suspicion import Awareness
-from praxis_grpc.membership.table import GONE, MemberInfo, MemberTable
+from praxis_grpc.membership.table import GONE, MemberInfo, MemberTable, Record
 
-_PROBE, _GOSSIP, _PUSH_PULL, _PROBE_TIMEOUT, _PROBE_END, _RELAY_TIMEOUT, _SUSPICION = range(7)
+(
+    _PROBE,
+    _GOSSIP,
+    _PUSH_PULL,
+    _PROBE_TIMEOUT,
+    _PROBE_END,
+    _RELAY_TIMEOUT,
+    _SUSPICION,
+    _CONNECT_TIMEOUT,
+) = range(8)
 
 
 @dataclass(slots=True)
@@ -42,6 +58,9 @@ class _Probe:
     asked: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+    connecting: bool = False
+    timeout_at: float = math.inf
+    end_at: float = math.inf
 
 
 class Membership:
@@ -93,6 +112,8 @@ class Membership:
         self._probe: _Probe | None = None
         self._next = 0
         self._relays: dict[int, tuple[str, int]] = {}
+        self._connecting: dict[str, list[int]] = {}  # member -> pings waiting for a connection
+        self._round_due = False
         self._seq = 0
 
     # -- driving -------------------------------------------------------------
@@ -122,11 +143,13 @@ class Membership:
             elif kind == _PUSH_PULL:
                 self._push_pull_round(now)
             elif kind == _PROBE_TIMEOUT:
-                self._ask_others(key)
+                self._ask_others(now, key)
             elif kind == _PROBE_END:
-                self._end_probe(now, key)
+                self._end_probe(now, key, timer=True)
             elif kind == _RELAY_TIMEOUT:
                 self._relay_failed(key)
+            elif kind == _CONNECT_TIMEOUT:
+                self._not_connected(now, int(key))
             else:
                 self._table.expire(now, str(key))
 
@@ -143,7 +166,7 @@ class Membership:
             if message.target == self.local:
                 self._transport.send(sender, Ack(message.seq, self._table.piggyback()))
         elif isinstance(message, Ack):
-            self._acked(message.seq)
+            self._acked(now, message.seq)
         elif isinstance(message, PingReq):
             self._relay(now, sender, message)
         elif isinstance(message, Nack) and self._probe and self._probe.seq == message.seq:
@@ -184,6 +207,21 @@ class Membership:
         """
         self._table.accuse(now, member, State.DEAD, "connection refused")
 
+    def connected(self, now: float, member: str) -> None:
+        """The transport's connection to ``member`` is open and what was queued goes out now.
+
+        Starts the timeouts of the pings that waited for it (see :meth:`Transport.ready`),
+        and restarts that of a probe of ``member`` not yet answered nor handed to
+        others: its ping went out again on this new connection (the old one broke).
+        """
+        probe = self._probe
+        if probe is not None and probe.target == member and not probe.acked and not probe.asked:
+            probe.connecting = False
+            self._time_probe(now, probe)
+        for seq in self._connecting.pop(member, ()):
+            if seq in self._relays:
+                self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, seq)
+
     def leave(self, now: float) -> None:
         """Tell everyone we leave; keep driving until :attr:`pending_broadcasts` is 0."""
         self._table.leave(now)
@@ -219,7 +257,9 @@ class Membership:
     # -- probing ------------------------------------------------------------
 
     def _probe_round(self, now: float) -> None:
-        interval = self._awareness.scale(self._config.probe_interval)
+        if self._probe is not None:  # the previous probe still runs (it waited to connect)
+            self._round_due = True
+            return
         target = None if self._table.left else self._next_target(now)
         if target is not None:
             self._seq += 1
@@ -228,11 +268,50 @@ class Membership:
             if record.state is State.SUSPECT:
                 items = (record.claim, *items)  # so the suspect hears it and refutes
             self._probe = _Probe(self._seq, target)
+            ready = self._transport.ready(target)
             self._transport.send(target, Ping(self._seq, target, items))
-            timeout = self._awareness.scale(self._config.probe_timeout)
-            self._at(now + timeout, _PROBE_TIMEOUT, self._seq)
-            self._at(now + interval, _PROBE_END, self._seq)
-        self._at(now + interval, _PROBE)
+            if ready:
+                self._time_probe(now, self._probe)
+            else:
+                self._probe.connecting = True
+                self._wait_for_connection(now, target, self._seq)
+        self._at(now + self._awareness.scale(self._config.probe_interval), _PROBE)
+
+    def _time_probe(self, now: float, probe: _Probe) -> None:
+        """Start (or restart) the probe's timeout and end: its ping goes out now."""
+        probe.timeout_at = now + self._awareness.scale(self._config.probe_timeout)
+        probe.end_at = now + self._awareness.scale(self._config.probe_interval)
+        self._at(probe.timeout_at, _PROBE_TIMEOUT, probe.seq)
+        self._at(probe.end_at, _PROBE_END, probe.seq)
+
+    def _wait_for_connection(self, now: float, member: str, seq: int) -> None:
+        self._connecting.setdefault(member, []).append(seq)
+        self._at(now + self._awareness.scale(self._config.connect_timeout), _CONNECT_TIMEOUT, seq)
+
+    def _not_connected(self, now: float, seq: int) -> None:
+        """``connect_timeout`` passed: a ping still waiting for its connection got no answer."""
+        self._drop_waiting(seq)
+        probe = self._probe
+        if probe is not None and probe.seq == seq and probe.connecting:
+            probe.connecting = False
+            if probe.acked:  # answered some other way meanwhile
+                self._end_probe(now, seq)
+                return
+            probe.timeout_at = now
+            self._ask_others(now, seq)
+            rest = self._config.probe_interval - self._config.probe_timeout
+            probe.end_at = now + self._awareness.scale(rest)
+            self._at(probe.end_at, _PROBE_END, seq)
+        else:
+            self._relay_failed(seq)  # a relayed ping that never went out: nack
+
+    def _drop_waiting(self, seq: int) -> None:
+        for member, waiting in list(self._connecting.items()):
+            if seq in waiting:
+                waiting.remove(seq)
+                if not waiting:
+                    del self._connecting[member]
+                return
 
     def _next_target(self, now: float) -> str | None:
         """Round-robin over the members, reshuffled at the end of every round."""
@@ -250,24 +329,42 @@ class Membership:
                 return member
         return None
 
-    def _ask_others(self, seq: int | str) -> None:
+    def _ask_others(self, now: float, seq: int | str) -> None:
         probe = self._probe
-        if probe is None or probe.seq != seq or probe.acked:
+        if probe is None or probe.seq != seq or probe.acked or probe.asked:
+            return
+        if now < probe.timeout_at:  # restarted since this timer was set
             return
         target = probe.target
-        helpers = self._table.random_members(
-            self._config.indirect_checks,
-            lambda r: r.claim.member != target and r.state is State.ALIVE,
-        )
+        helpers = self._helpers(target)
         probe.asked, probe.expected_nacks = True, len(helpers)
         for helper in helpers:
             self._transport.send(helper, PingReq(probe.seq, target))
 
-    def _end_probe(self, now: float, seq: int | str) -> None:
+    def _helpers(self, target: str) -> list[str]:
+        """Members to ask for an indirect probe, those we are connected to first."""
+        k, ready = self._config.indirect_checks, self._transport.ready
+
+        def able(r: Record) -> bool:
+            return r.claim.member != target and r.state is State.ALIVE
+
+        helpers = self._table.random_members(k, lambda r: able(r) and ready(r.claim.member))
+        if len(helpers) < k:
+            helpers += self._table.random_members(
+                k - len(helpers), lambda r: able(r) and r.claim.member not in helpers
+            )
+        return helpers
+
+    def _end_probe(self, now: float, seq: int | str, *, timer: bool = False) -> None:
         probe = self._probe
         if probe is None or probe.seq != seq:
             return
+        if timer and now < probe.end_at:  # restarted since this timer was set
+            return
         self._probe = None
+        if self._round_due:  # a round came due while this probe ran: start it now
+            self._round_due = False
+            self._at(now, _PROBE)
         if probe.acked:
             return
         # Lifeguard: each helper that did not even nack hints that we are the slow one.
@@ -275,12 +372,16 @@ class Membership:
         self._on_probe("suspect")
         self._table.accuse(now, probe.target, State.SUSPECT, "probe")
 
-    def _acked(self, seq: int) -> None:
+    def _acked(self, now: float, seq: int) -> None:
         probe = self._probe
         if probe is not None and probe.seq == seq and not probe.acked:
             probe.acked = True
             self._awareness.apply(-1)
             self._on_probe("indirect_ack" if probe.asked else "ack")
+            if probe.connecting:  # the ack beat the news of the connection
+                probe.connecting = False
+                self._drop_waiting(seq)
+                self._end_probe(now, seq)
         relay = self._relays.pop(seq, None)
         if relay is not None:
             self._transport.send(relay[0], Ack(relay[1], self._table.piggyback()))
@@ -289,8 +390,12 @@ class Membership:
         self._seq += 1
         self._relays[self._seq] = (requester, request.seq)
         items = self._table.piggyback()
+        ready = self._transport.ready(request.target)
         self._transport.send(request.target, Ping(self._seq, request.target, items))
-        self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, self._seq)
+        if ready:
+            self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, self._seq)
+        else:
+            self._wait_for_connection(now, request.target, self._seq)
 
     def _relay_failed(self, seq: int | str) -> None:
         relay = self._relays.pop(int(seq), None)

@@ -4,7 +4,9 @@ The nodes run the product's state machine unchanged; only the network and the
 clock are simulated: each message is delivered after a configurable latency
 unless lost (``loss``), cut by a partition, or sent to or from a paused node;
 a killed node's peers either hear a refused connection (a crashed process) or
-nothing (a silent host). Nothing sleeps: :meth:`SwimSimulation.run_until`
+nothing (a silent host). With ``connect_delay``, two nodes must first connect
+(as over libp2p: TCP, Noise, yamux) before their first message goes out, and
+stay connected. Nothing sleeps: :meth:`SwimSimulation.run_until`
 jumps from event to event, so a minute of a 1,000-node cluster takes seconds.
 
 Example::
@@ -29,7 +31,7 @@ from praxis_grpc.membership import Membership, MembershipConfig, Message, Payloa
 from praxis_grpc.membership.codec import decode_message, encode_message
 from praxis_grpc.testing.swim_keys import SimKeys
 
-_DELIVER, _WAKE, _REFUSED = range(3)
+_DELIVER, _WAKE, _REFUSED, _CONNECTED = range(4)
 
 
 @dataclass(slots=True)
@@ -52,6 +54,10 @@ class SimNode:
         """The node's :class:`~praxis_grpc.membership.base.Transport`."""
         self.net._send(self, to, message)
 
+    def ready(self, to: str) -> bool:
+        """The node's :class:`~praxis_grpc.membership.base.Transport`: connected to ``to``."""
+        return self.net.connected(self.name, to)
+
     def on_member(self, member: str, state: State, incarnation: int, address: str) -> None:
         self.states[member] = (state, self.net.now)
         self.net.observe_member(self.name, member, state)
@@ -71,6 +77,10 @@ class SwimSimulation:
         loss: probability that any one message is lost.
         wire: pass every message through the byte codec (slower; proves the
             adaptor's encoding round-trips).
+        connect_delay: None: every pair is connected from the start. Else the
+            seconds a first message between two nodes waits for their connection
+            (a paused, silent or cut-off peer never connects; messages queued
+            meanwhile go out once it opens). A connection serves both ways.
     """
 
     def __init__(
@@ -83,8 +93,12 @@ class SwimSimulation:
         loss: float = 0.0,
         wire: bool = False,
         keys: SimKeys | None = None,
+        connect_delay: float | None = None,
     ) -> None:
         self.now = 0.0
+        self.connect_delay = connect_delay
+        self._links: set[frozenset[str]] = set()
+        self._pending: dict[tuple[str, str], list[Message]] = {}
         self.config = config or MembershipConfig()
         self.latency, self.jitter, self.loss, self.wire = latency, jitter, loss, wire
         self.keys = keys or SimKeys()
@@ -184,6 +198,10 @@ class SwimSimulation:
         """Nodes neither killed nor paused."""
         return [n for n, node in self.nodes.items() if not node.killed and not node.paused]
 
+    def connected(self, a: str, b: str) -> bool:
+        """``a`` and ``b`` hold a connection (always, without ``connect_delay``)."""
+        return self.connect_delay is None or frozenset((a, b)) in self._links
+
     def observe_member(self, observer: str, member: str, state: State) -> None:
         """Called on every state change any node sees (hooks in :attr:`observers`)."""
         for hook in self.observers:
@@ -209,6 +227,14 @@ class SwimSimulation:
             if target.refuses:
                 self._push(self.now + 2 * delay, _REFUSED, (sender.name, to))
             return
+        if not self.connected(sender.name, to):
+            pending = self._pending.get((sender.name, to))
+            if pending is None:
+                self._pending[(sender.name, to)] = pending = []
+                when = self.now + cast(float, self.connect_delay)
+                self._push(when, _CONNECTED, (sender.name, to))
+            pending.append(message)
+            return
         self._push(self.now + delay, _DELIVER, (sender.name, to, message))
 
     def _cut(self, a: str, b: str) -> bool:
@@ -227,6 +253,8 @@ class SwimSimulation:
             self._reschedule(node)
         elif callable(data):
             data()
+        elif kind == _CONNECTED:
+            self._connect(*cast(tuple[str, str], data))
         elif kind == _DELIVER:
             sender, to, message = cast(tuple[str, str, Message], data)
             node = self.nodes[to]
@@ -241,6 +269,17 @@ class SwimSimulation:
             if not node.paused and not node.killed:
                 node.membership.connection_refused(when, to)
                 self._reschedule(node)
+
+    def _connect(self, name: str, to: str) -> None:
+        queued = self._pending.pop((name, to), [])
+        node, target = self.nodes[name], self.nodes[to]
+        if node.killed or node.paused or target.killed or target.paused or self._cut(name, to):
+            return  # a connection attempt that never completes; queued messages are lost
+        self._links.add(frozenset((name, to)))
+        node.membership.connected(self.now, to)
+        self._reschedule(node)
+        for message in queued:
+            self._push(self.now + self.latency, _DELIVER, (name, to, message))
 
     def _reschedule(self, node: SimNode) -> None:
         deadline = node.membership.next_deadline()

@@ -15,6 +15,7 @@ from praxis_grpc.membership import (
     Message,
     Payload,
     Ping,
+    PingReq,
     PushPull,
     State,
 )
@@ -259,6 +260,49 @@ def test_paused_member_is_removed_and_rejoins_after_resume_with_a_higher_incarna
     assert sim.nodes["n4"].membership.incarnation > 1
 
 
+def test_a_probe_that_must_connect_first_does_not_suspect_a_member_that_answers() -> None:
+    # Every pair must connect before its first message, and connecting takes longer than
+    # the probe timeout and the probe interval (a dial on a starved machine): the ping's
+    # timeout starts once the connection is open, so nobody is suspected.
+    sim = cluster(20, connect_delay=1.0)
+    suspicions: list[tuple[str, str]] = []
+    sim.observers.append(lambda o, m, s: None if s is State.ALIVE else suspicions.append((o, m)))
+    sim.run_for(60.0)
+    assert suspicions == []
+    assert all(sim.connected("n0", f"n{i}") for i in range(1, 20))  # every member was probed
+
+
+def test_a_member_never_connected_to_is_still_found_dead_when_paused() -> None:
+    # A paused member accepts no connection: the probe counts as unanswered after
+    # connect_timeout, and the member is still declared dead by everyone.
+    sim = cluster(10, connect_delay=1.0)
+    sim.pause("n4")
+    assert sim.run_until(lambda: sim.agree("n4", State.DEAD), limit=60)
+
+
+def test_a_ping_sent_again_on_a_new_connection_is_timed_from_then() -> None:
+    # The transport held a stream (ready), but the connection under it broke and the
+    # ping went out only on a new one: the probe's timeout restarts at connected().
+    keys, sent = SimKeys(), list[tuple[str, Message]]()
+    node = standalone("a", keys, sent)
+    node.receive(0.0, "b", Gossip((signed(keys, Claim(State.ALIVE, "b", 1, "b", "/b")),)))
+    node.receive(0.0, "c", Gossip((signed(keys, Claim(State.ALIVE, "c", 1, "c", "/c")),)))
+    node.start(0.0)
+    sent_at = 0.0
+    while not any(isinstance(m, Ping) for _, m in sent):
+        sent_at = node.next_deadline()
+        node.tick(sent_at)
+    target, ping = next((to, m) for to, m in sent if isinstance(m, Ping))
+    node.connected(sent_at + 0.2, target)
+    node.tick(sent_at + CONFIG.probe_timeout + 0.01)  # the first timeout has passed
+    assert not any(isinstance(m, PingReq) for _, m in sent)
+    assert isinstance(ping, Ping)
+    node.receive(sent_at + 0.3, target, Ack(ping.seq, ()))
+    node.tick(sent_at + 2 * CONFIG.probe_interval)
+    assert not any(isinstance(m, PingReq) for _, m in sent)
+    assert node.state_of(target) is State.ALIVE
+
+
 def test_partition_heals_when_a_reconnect_syncs_state() -> None:
     sim = cluster(8)
     sim.run_for(1.0)
@@ -308,6 +352,9 @@ class Recorder:
 
     def send(self, to: str, message: Message) -> None:
         self.sent.append((to, message))
+
+    def ready(self, to: str) -> bool:
+        return True
 
 
 class Events:
