@@ -72,7 +72,7 @@ from multiaddr import Multiaddr
 from praxis_grpc.discovery._options import HostOptions
 from praxis_grpc.discovery._relay import Relaying, RelayOptions
 from praxis_grpc.discovery._wire import _read_frame, _write_frame, request_card
-from praxis_grpc.discovery.libp2p import _new_noise_host
+from praxis_grpc.discovery._host_setup import new_noise_host
 from praxis_grpc.discovery.streams import PEER_PROTOCOL
 
 listen, relay, member = sys.argv[1:4]
@@ -88,7 +88,7 @@ async def peer_call(host, peer_id):
     await _write_frame(stream, b"\\x00" * 8)
     return await _read_frame(stream, 1 << 20)
 async def main():
-    host = _new_noise_host(HostOptions(key_pair=create_new_key_pair()))
+    host = new_noise_host(HostOptions(key_pair=create_new_key_pair()))
     relaying = Relaying(host, RelayOptions(relays=(relay,)), lambda addrs: None)
     target = info_from_p2p_addr(Multiaddr(member)).peer_id
     async with host.run([Multiaddr(f"/ip4/{listen}/tcp/0")]):
