@@ -33,7 +33,7 @@ from praxis_grpc.peers.session import PeerSession, Unsupported, channel_closed, 
 from praxis_grpc.tasks.model import Submission, Task
 from praxis_grpc.wire import submission_fields, task_from_proto
 
-__all__ = ["GrpcPeerClient"]
+__all__ = ["GrpcPeerClient", "dispatch_request"]
 
 
 class _Pool:
@@ -151,14 +151,7 @@ class GrpcPeerClient:
     async def dispatch(
         self, address: str, dispatch: Dispatch, *, call_timeout: float | None
     ) -> Accepted:
-        request = pb.DispatchRequest(
-            task_id=dispatch.task_id,
-            spec=pb.TaskSpec(**submission_fields(dispatch.submission)),
-            origin_agent_id=dispatch.origin_agent_id,
-            fencing_token=dispatch.fencing_token,
-            prior_attempts=dispatch.prior_attempts,
-            wait=dispatch.wait,
-        )
+        request = dispatch_request(dispatch)
         response: pb.DispatchResponse | None = None
         if address not in self._unary_only:
             try:
@@ -301,3 +294,15 @@ async def _stream(call: Any, address: str) -> AsyncIterator[Any]:
         raise channel_closed(address) from None
     finally:
         call.cancel()
+
+
+def dispatch_request(dispatch: Dispatch) -> pb.DispatchRequest:
+    """The peer service's message for ``dispatch`` (every transport sends it)."""
+    return pb.DispatchRequest(
+        task_id=dispatch.task_id,
+        spec=pb.TaskSpec(**submission_fields(dispatch.submission)),
+        origin_agent_id=dispatch.origin_agent_id,
+        fencing_token=dispatch.fencing_token,
+        prior_attempts=dispatch.prior_attempts,
+        wait=dispatch.wait,
+    )

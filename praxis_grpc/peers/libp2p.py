@@ -28,9 +28,10 @@ from praxis_grpc.api.errors import error_from_status, status_of
 from praxis_grpc.discovery.streams import END, ERROR, ITEM, StreamCallError, StreamCalls
 from praxis_grpc.errors import DeadlineExceeded, InvalidArgument
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
+from praxis_grpc.peers.grpc import dispatch_request
 from praxis_grpc.peers.service import PeerService
 from praxis_grpc.tasks.model import Submission, Task
-from praxis_grpc.wire import submission_fields, task_from_proto
+from praxis_grpc.wire import task_from_proto
 
 __all__ = ["CANCEL", "DISPATCH", "FOLLOW", "Libp2pPeerClient", "PeerStreamService"]
 
@@ -52,14 +53,7 @@ class Libp2pPeerClient:
     async def dispatch(
         self, address: str, dispatch: Dispatch, *, call_timeout: float | None
     ) -> Accepted:
-        request = pb.DispatchRequest(
-            task_id=dispatch.task_id,
-            spec=pb.TaskSpec(**submission_fields(dispatch.submission)),
-            origin_agent_id=dispatch.origin_agent_id,
-            fencing_token=dispatch.fencing_token,
-            prior_attempts=dispatch.prior_attempts,
-            wait=dispatch.wait,
-        )
+        request = dispatch_request(dispatch)
         body = await self._unary(address, DISPATCH, request.SerializeToString(), call_timeout)
         response = pb.DispatchResponse.FromString(body)
         return Accepted(task_from_proto(response.task), response.deduplicated)
