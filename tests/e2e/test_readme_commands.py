@@ -39,6 +39,21 @@ def marked_block(marker: str) -> list[str]:
     return block
 
 
+def run_shell(line: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> str:
+    """Run ``line`` through bash as a reader would paste it; its stdout (it must succeed)."""
+    result = subprocess.run(
+        ["bash", "-c", line],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, (line, result.stdout, result.stderr)
+    return result.stdout
+
+
 def bench_commands() -> list[str]:
     return re.findall(r"^    \.venv/bin/python (-m bench\.\w+.*)$", README, re.MULTILINE)
 
@@ -69,19 +84,9 @@ def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
             if line.endswith("--watch") and line.startswith("praxis status"):
                 outputs[line] = watch_until_interrupted(line, env, tmp_path)
                 continue
-            result = subprocess.run(
-                ["bash", "-c", line],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                env=env,
-                cwd=tmp_path,
-            )
-            assert result.returncode == 0, (line, result.stderr)
-            outputs[line] = result.stdout
+            outputs[line] = run_shell(line, env, tmp_path)
             if line.startswith("praxis submit"):
-                task_id = result.stdout.split()[0]
+                task_id = outputs[line].split()[0]
         names = {node["agent_id"]: node["name"] for node in document["nodes"]}
         calc = next(out for line, out in outputs.items() if "calculator" in line)
         assert "COMPLETED" in calc

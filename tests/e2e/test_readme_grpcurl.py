@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_readme_commands import marked_block
+from tests.e2e.test_readme_commands import marked_block, run_shell
 from tests.e2e.test_up_process import up
 
 pytestmark = pytest.mark.e2e
@@ -86,19 +85,9 @@ def test_grpcurl_cookbook_runs_as_written(tmp_path: Path) -> None:
         task_id = ""
         for written in commands():
             line = written.replace("<task-id>", task_id)
-            result = subprocess.run(
-                ["bash", "-c", line],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                env=env,
-                cwd=tmp_path,
-            )
-            assert result.returncode == 0, (line, result.stderr)
-            outputs[method(written)] = result.stdout
+            outputs[method(written)] = run_shell(line, env, tmp_path)
             if method(written) == "SubmitTask":
-                task_id = json.loads(result.stdout)["task"]["task_id"]
+                task_id = json.loads(outputs["SubmitTask"])["task"]["task_id"]
 
     services = set(outputs["list"].split())
     assert services >= {

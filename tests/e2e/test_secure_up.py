@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_readme_commands import marked_block
+from praxis_grpc.secure_setup import SecureSetup
+from tests.e2e.test_readme_commands import marked_block, run_shell
 from tests.e2e.test_up_process import GRPCURL, ROOT, up
 
 pytestmark = pytest.mark.e2e
@@ -25,14 +26,6 @@ MARK = "<!-- readme-test: secure"
 
 def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-def _token(tokens: Path, name: str) -> str:
-    for line in tokens.read_text().splitlines():
-        parts = line.split()
-        if parts[0] == name:
-            return parts[2]
-    raise AssertionError(f"no {name} token in {tokens}")
 
 
 def _metrics_status(address: str, token: str = "") -> int:
@@ -55,7 +48,8 @@ def test_a_secure_mesh_runs_tasks_over_tls_with_tokens_only(tmp_path: Path) -> N
         entry = document["nodes"][0]
         assert entry["name"] == "orchestrator"
         assert "calculator" not in entry["tools"]
-        admin = _token(tokens, "admin")
+        setup = SecureSetup(tokens.parent)  # the files praxis up --secure made
+        admin = setup.token("admin")
         body = '{"tool": "calculator", "arguments": {"expression": "6*7"}, "wait": true}'
         submit = ["-d", body, entry["grpc"], "praxis.v1.TaskService/SubmitTask"]
 
@@ -80,7 +74,7 @@ def test_a_secure_mesh_runs_tasks_over_tls_with_tokens_only(tmp_path: Path) -> N
             "PYTHONPATH": str(ROOT),
             "PRAXIS_TARGET": entry["grpc"],
             "PRAXIS_CACERT": ca,
-            "PRAXIS_TOKEN": _token(tokens, "client"),
+            "PRAXIS_TOKEN": setup.token("client"),
         }
         argv = ["submit", "calculator", "--args", '{"expression": "1+2"}', "--wait", "--json"]
         cli = subprocess.run(
@@ -95,7 +89,7 @@ def test_a_secure_mesh_runs_tasks_over_tls_with_tokens_only(tmp_path: Path) -> N
         assert json.loads(cli.stdout)["submitter"] == "client"
 
         assert _metrics_status(entry["metrics"]) == 401
-        assert _metrics_status(entry["metrics"], _token(tokens, "reader")) == 200
+        assert _metrics_status(entry["metrics"], setup.token("reader")) == 200
 
 
 def test_the_readmes_secure_commands_run_as_written(tmp_path: Path) -> None:
@@ -111,16 +105,7 @@ def test_the_readmes_secure_commands_run_as_written(tmp_path: Path) -> None:
             "PRAXIS_TARGET": entry["grpc"],
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         }
-        result = subprocess.run(
-            ["bash", "-c", script.replace("<metrics>", entry["metrics"])],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
-            cwd=tmp_path,
-        )
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert '"submitter": "admin"' in result.stdout
-    assert '"result": 1024' in result.stdout
-    assert "praxis_cards_known 3.0" in result.stdout
+        printed = run_shell(script.replace("<metrics>", entry["metrics"]), env, tmp_path, 120)
+    assert '"submitter": "admin"' in printed
+    assert '"result": 1024' in printed
+    assert "praxis_cards_known 3.0" in printed
