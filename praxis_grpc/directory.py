@@ -12,6 +12,7 @@ import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from praxis_grpc.cards import (
     AgentCard,
@@ -24,6 +25,17 @@ from praxis_grpc.cards import (
 Clock = Callable[[], datetime]
 _MAX_BURIED = 10_000
 _MAX_VIEWS = 64  # cached (tool, tags) queries; tags are the client's to choose
+
+
+_V = TypeVar("_V")
+
+
+def _remember(table: dict[str, _V], agent_id: str, value: _V) -> None:
+    """Set ``table[agent_id]`` as its newest entry, dropping the oldest past ``_MAX_BURIED``."""
+    table.pop(agent_id, None)
+    table[agent_id] = value
+    while len(table) > _MAX_BURIED:
+        del table[next(iter(table))]
 
 
 class _Signal(enum.Enum):
@@ -132,10 +144,7 @@ class CardDirectory:
         event = self._registry.remove(agent_id)
         if event is not None:
             self._views.clear()
-            self._removed.pop(agent_id, None)
-            self._removed[agent_id] = event.card.freshness
-            while len(self._removed) > _MAX_BURIED:
-                del self._removed[next(iter(self._removed))]
+            _remember(self._removed, agent_id, event.card.freshness)
             self._emit(event)
         return event
 
@@ -151,10 +160,7 @@ class CardDirectory:
         incarnation or older until :meth:`exhume` (a newer life's cards are accepted)."""
         card = self._registry.get(agent_id)
         if card is not None:
-            self._buried.pop(agent_id, None)
-            self._buried[agent_id] = card.incarnation
-            while len(self._buried) > _MAX_BURIED:
-                del self._buried[next(iter(self._buried))]
+            _remember(self._buried, agent_id, card.incarnation)
         return self.remove(agent_id)
 
     def exhume(self, agent_id: str) -> None:
@@ -167,11 +173,8 @@ class CardDirectory:
         if events:
             self._views.clear()
         for event in events:
-            self._removed.pop(event.card.agent_id, None)
-            self._removed[event.card.agent_id] = event.card.freshness
+            _remember(self._removed, event.card.agent_id, event.card.freshness)
             self._emit(event)
-        while len(self._removed) > _MAX_BURIED:
-            del self._removed[next(iter(self._removed))]
         return events
 
     def get(self, agent_id: str) -> AgentCard | None:

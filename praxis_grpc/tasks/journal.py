@@ -99,9 +99,15 @@ class GroupCommit:
         index = self._latest.get(task.task_id)
         if index is None or self._pending[index][0].kind != "insert":
             raise ValueError(f"task {task.task_id} has no pending insert to fold into")
+        self._fold(index, task)
+
+    def _fold(self, index: int, task: Task) -> list[Commit]:
+        """Make the pending insert at ``index`` write ``task``; returns the list of
+        the futures of the updates folded into it."""
         earlier, futures = self._pending[index]
-        self._folded.setdefault(index, (earlier.task, []))
+        updates = self._folded.setdefault(index, (earlier.task, []))[1]
         self._pending[index] = (Write("insert", task), futures)
+        return updates
 
     def delete(self, task: Task) -> Commit:
         """Queue the removal of ``task.task_id``; the future yields None or the error."""
@@ -136,8 +142,7 @@ class GroupCommit:
                 self._pending[index] = (write, futures)
                 return future
             if earlier.kind == "insert":
-                self._folded.setdefault(index, (earlier.task, []))[1].append(future)
-                self._pending[index] = (Write("insert", write.task), futures)
+                self._fold(index, write.task).append(future)
                 return future
         self._latest[task_id] = len(self._pending)
         self._pending.append((write, [future]))

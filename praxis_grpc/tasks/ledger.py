@@ -430,7 +430,9 @@ class Ledger:
             return
         if written.result() is task:
             self._count(task)
-            self._live[task.task_id] = latest
+            # A runner that saw the insert done before this callback ran may
+            # already have shown a newer state: keep that one.
+            self._live.setdefault(task.task_id, latest)
 
     def _recorded(self, task: Task, result: WriteResult) -> Task:
         if isinstance(result, DuplicateTask):

@@ -226,3 +226,26 @@ async def test_a_task_started_before_a_failed_insert_leaves_nothing_behind() -> 
     task, _ = await executor.submit(Submission("gate"))  # its slot was freed
     assert (await ledger.wait(task.task_id)).state is TaskState.COMPLETED
     await executor.aclose(grace=0)
+
+
+async def test_a_task_started_as_its_insert_commits_shows_its_running_state() -> None:
+    # The insert commits (here a flush in the same iteration) before the
+    # runner's first step: the runner shows WORKING before the insert's
+    # callback runs, which must not show the task SUBMITTED again.
+    store = BatchRecordingStore()
+    gate = GateTool()
+    warm = GateTool(name="warm")
+    warm.release.set()
+    executor, ledger = make_executor(store, gate, warm)
+    executor.start()
+    first, _ = await executor.submit(Submission("warm"))
+    await ledger.wait(first.task_id)
+    submitting = asyncio.create_task(executor.submit(Submission("gate")))
+    await asyncio.sleep(0)  # one iteration: the submission queues its insert and runner
+    ledger.journal.flush()
+    task, _ = await submitting
+    await until(lambda: gate.started == 1)
+    assert ledger.get(task.task_id).state is TaskState.WORKING
+    gate.release.set()
+    assert (await ledger.wait(task.task_id)).state is TaskState.COMPLETED
+    await executor.aclose(grace=0)
