@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.rcmgr import Direction
-from multiaddr import Multiaddr
 
 from praxis_grpc.discovery._closing import close_peer
+from praxis_grpc.discovery._notifee import QuietNotifee
 from praxis_grpc.discovery._wire import abort
 
 log = logging.getLogger("praxis_grpc.discovery")
@@ -56,7 +56,7 @@ def call_safely(fn: Callable[..., None], *args: object) -> None:
         log.exception("discovery callback %s raised", getattr(fn, "__name__", fn))
 
 
-class Membership(INotifee):
+class Membership(QuietNotifee):
     """A libp2p notifee that emits one event per peer transition.
 
     Every method runs in the trio thread. libp2p awaits notifees inline while
@@ -166,18 +166,6 @@ class Membership(INotifee):
         if any(not other.is_closed for other in network.get_connections(peer_id)):
             return  # another connection to the same peer is still open
         self.mark_lost(peer_id)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
 
 
 class Liveness:

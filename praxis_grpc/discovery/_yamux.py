@@ -18,9 +18,10 @@ as it is added to the swarm: its stream table makes each stream registered a
 
 from __future__ import annotations
 
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetConn, INetwork
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
-from multiaddr import Multiaddr
+
+from praxis_grpc.discovery._notifee import QuietNotifee
 
 __all__ = ["BatchWindowUpdates", "BatchedYamuxStream", "batch_window_updates"]
 
@@ -62,7 +63,7 @@ def batch_window_updates(conn: Yamux) -> None:
     conn.streams = _BatchedStreams(conn.streams)
 
 
-class BatchWindowUpdates(INotifee):
+class BatchWindowUpdates(QuietNotifee):
     """A network notifee that applies :func:`batch_window_updates` to every new yamux connection.
 
     Register it on the host's network before it listens or dials.
@@ -72,18 +73,3 @@ class BatchWindowUpdates(INotifee):
         muxed = conn.muxed_conn
         if isinstance(muxed, Yamux):
             batch_window_updates(muxed)
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
