@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from praxis_grpc.card_codec import CardRejected
 from praxis_grpc.certs import issued_by, peer_ids
@@ -59,7 +58,7 @@ class CardCertificates:
 
     def __init__(self, credentials: ClusterCredentials, size: int = DEFAULT_VERDICTS) -> None:
         self._cas = credentials.cas
-        self.own = credentials.cert.public_bytes(serialization.Encoding.DER)
+        self.own = credentials.cert_der
         self._size = size
         self._verdicts: OrderedDict[tuple[str, bytes], _Verdict] = OrderedDict()
         self.verified = 0
