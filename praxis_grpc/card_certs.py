@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from praxis_grpc.card_codec import CardRejected
-from praxis_grpc.certs import peer_ids
+from praxis_grpc.certs import issued_by, peer_ids
 from praxis_grpc.cluster import MAX_CERT_BYTES, ClusterCredentials
 
 __all__ = ["CardCertificates"]
@@ -59,7 +58,7 @@ class CardCertificates:
 
     def __init__(self, credentials: ClusterCredentials, size: int = DEFAULT_VERDICTS) -> None:
         self._cas = credentials.cas
-        self.own = credentials.cert.public_bytes(serialization.Encoding.DER)
+        self.own = credentials.cert_der
         self._size = size
         self._verdicts: OrderedDict[tuple[str, bytes], _Verdict] = OrderedDict()
         self.verified = 0
@@ -102,7 +101,7 @@ class CardCertificates:
         except ValueError as exc:
             return _failed(CardRejected("untrusted_certificate", f"malformed: {exc}"))
         window = (cert.not_valid_before_utc, cert.not_valid_after_utc)
-        if not any(_issued_by(cert, ca) for ca in self._cas):
+        if not any(issued_by(cert, ca) for ca in self._cas):
             subject = cert.subject.rfc4514_string()
             rejected = CardRejected("untrusted_certificate", f"{subject} not issued by the CA")
             return _Verdict(rejected, *window)
@@ -113,14 +112,6 @@ class CardCertificates:
             )
             return _Verdict(rejected, *window)
         return _Verdict(None, *window)
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except Exception:  # wrong issuer (ValueError), bad signature, unsupported key
-        return False
-    return True
 
 
 def _failed(rejected: CardRejected) -> _Verdict:

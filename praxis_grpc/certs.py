@@ -192,14 +192,21 @@ def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
     Raises:
         CertError: wrong issuer, bad signature, or outside its validity.
     """
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except Exception as exc:  # wrong issuer (ValueError) or InvalidSignature
+    if not issued_by(cert, ca_cert):
         subject = cert.subject.rfc4514_string()
-        raise CertError(f"certificate {subject} not issued by the CA") from exc
+        raise CertError(f"certificate {subject} not issued by the CA")
     now = _now()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertError(f"certificate {cert.subject.rfc4514_string()} is not valid now")
+
+
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """True if ``ca_cert`` signed ``cert``, whatever their validity windows."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except Exception:  # wrong issuer (ValueError), bad signature, unsupported key
+        return False
+    return True
 
 
 def _alt_names(hosts: Sequence[str], peer_id: str | None) -> list[x509.GeneralName]:

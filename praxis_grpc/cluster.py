@@ -16,6 +16,7 @@ Pure apart from reading the three files once; no asyncio, no trio.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,9 @@ class ClusterCredentials:
             )
         return cls(ca_pem, cert_pem, key_pem, cas, cert)
 
-    @property
+    @functools.cached_property
     def cert_der(self) -> bytes:
-        """This node's certificate in DER, as sent in the admission handshake."""
+        """This node's certificate in DER, as sent in every admission handshake."""
         return self.cert.public_bytes(serialization.Encoding.DER)
 
     def check_peer(self, der: bytes, peer_id: str) -> None:

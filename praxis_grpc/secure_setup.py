@@ -105,9 +105,7 @@ class SecureSetup:
         API and ``/metrics``, and its cluster certificate."""
         peer_id = load_or_create_identity(data_dir / "node.key").agent_id
         cert, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
-        if cert.exists() and peer_id not in peer_ids(
-            x509.load_pem_x509_certificate(cert.read_bytes())
-        ):
+        if cert.exists() and peer_id not in peer_ids(_load(cert)):
             # Made for a key since deleted (a fresh --dir for the nodes): issue anew.
             cert.unlink()
             key.unlink(missing_ok=True)

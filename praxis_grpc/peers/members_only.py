@@ -12,11 +12,12 @@ hand-over), not the caller; their fencing tokens now come from members only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
+from praxis_grpc.api.interceptors import _HandlerInterceptor, _rebuilt
 from praxis_grpc.cluster import caller_peer_id
 
 __all__ = ["MembersOnly"]
@@ -24,31 +25,12 @@ __all__ = ["MembersOnly"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class MembersOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class MembersOnly(_HandlerInterceptor):
     """Refuses calls whose TLS client certificate names no member (see the module)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        # grpc's type stubs describe sync handlers; aio handlers hold coroutines.
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        options = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **options)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_streamed(handler.unary_stream), **options)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _streamed(handler.stream_stream), **options
-            )
-        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary), **options)
+    def _wrap(self, handler: Any, full_method: str) -> Any:
+        gate = _streamed if handler.response_streaming else _unary
+        return _rebuilt(handler, lambda behavior, _: gate(behavior))
 
 
 async def _admit(request: Any, context: Context) -> None:
