@@ -38,7 +38,8 @@ class AdmissionRefused(Exception):
 
     Reasons: ``no_certificate``, ``malformed``, ``untrusted`` (another CA, a bad
     signature or outside its validity), ``peer_id_mismatch`` (a certificate of
-    another key), ``timeout`` (no answer in time, set by the handshake).
+    another key), ``timeout`` (no answer in time, set by the handshake),
+    ``backlog`` (more connections awaiting a handshake than admission queues).
     """
 
     def __init__(self, reason: str, detail: str) -> None:

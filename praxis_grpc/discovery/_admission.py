@@ -81,11 +81,18 @@ class Admission:
         if peer_id in self._admitted:
             return
         self._refused.pop(peer_id, None)
-        self._decided.setdefault(peer_id, trio.Event())
+        if peer_id in self._decided:
+            return  # its handshake is already queued or running
         try:
             self._send.send_nowait(peer_id)
         except trio.WouldBlock:
-            log.warning("admission backlog full; %s is left to its own handshake", peer_id)
+            # Shed rather than remember an undecided peer: every entry of
+            # _decided has a handshake that will decide it, so it stays bounded.
+            _remember(self._refused, peer_id)
+            self._options.on_refused("backlog")
+            log.warning("admission backlog full; refused %s until it connects again", peer_id)
+            return
+        self._decided[peer_id] = trio.Event()
 
     async def run(self) -> None:
         """Run handshakes for the peers :meth:`start` names, until cancelled."""
@@ -99,7 +106,11 @@ class Admission:
             return True
         if peer_id in self._refused:
             return False  # its streams are reset at once, not held
-        event = self._decided.setdefault(peer_id, trio.Event())
+        if peer_id not in self._decided:
+            self.start(peer_id)  # a stream before its connection was announced
+        event = self._decided.get(peer_id)
+        if event is None:
+            return peer_id in self._admitted  # decided meanwhile, or shed
         with trio.move_on_after(self._options.timeout):
             await event.wait()
         return peer_id in self._admitted

@@ -21,7 +21,7 @@ from multiaddr import Multiaddr
 
 from praxis_grpc import certs
 from praxis_grpc.cluster import ClusterCredentials
-from praxis_grpc.discovery._admission import AdmissionOptions
+from praxis_grpc.discovery._admission import _BACKLOG, Admission, AdmissionOptions
 from praxis_grpc.discovery.libp2p import HostOptions, MeshHost
 from praxis_grpc.discovery.members import MembershipOptions
 from praxis_grpc.membership import State
@@ -197,3 +197,24 @@ async def _publish_until(node: Node, arrived: Callable[[], bool]) -> None:
             with trio.move_on_after(0.2):
                 while not arrived():
                     await trio.sleep(0.02)
+
+
+def test_connections_beyond_the_backlog_are_shed_not_remembered(tmp_path: Path) -> None:
+    """A flood of connections that never handshake cannot grow admission's state:
+    past the queue of pending handshakes a peer is refused (``backlog``), and a
+    stream from a peer whose connection was not announced starts its handshake."""
+    certs.init_ca(tmp_path / "ca")
+    creds = credentials(tmp_path / "ca", tmp_path / "a", "a", create_new_key_pair())
+    refused: list[str] = []
+    admission = Admission(host=None, options=members_only(creds, refused))  # type: ignore[arg-type]
+    flood = [ID(f"stranger-{i}".encode()) for i in range(_BACKLOG + 50)]
+
+    async def check() -> None:
+        for peer_id in flood:
+            admission.start(peer_id)
+        assert refused == ["backlog"] * 50
+        shed = flood[-1]
+        assert not await admission.wait(shed)  # refused at once, nothing kept for it
+        assert len(admission._decided) == _BACKLOG
+
+    trio.run(check)
