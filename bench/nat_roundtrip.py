@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from praxis_grpc.launcher import node_config
+from praxis_grpc.testing import eventually
 from praxis_grpc.testing.netns import PUBLIC_ADDR, NatLab, nat_lab, require_netns
 
 _BASE: dict[str, Any] = {
@@ -96,13 +97,10 @@ def _start(
 
 
 def _ready(path: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} not written in 60 s")
-        time.sleep(0.1)
-    info: dict[str, Any] = json.loads(path.read_text())
-    return info
+    def written() -> dict[str, Any] | None:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    return eventually(written, timeout=60, interval=0.1, what=str(path))
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr
 
@@ -38,6 +39,8 @@ log = logging.getLogger("praxis_grpc.discovery")
 DIALBACK_PROTOCOL = TProtocol("/praxis/dialback/1.0.0")
 _ASKED = 3
 _MAX_ADDRS = 8
+_MAX_SERVING = 8
+"""Dial-backs served at once (one per asking peer): more are refused."""
 _MAX_FRAME = 4096
 _DIAL_TIMEOUT = 3.0
 _ASK_TIMEOUT = 10.0
@@ -64,6 +67,7 @@ class Reachability:
         self._host = host
         self._on_state = on_state
         self.state = "unknown"
+        self._serving: set[ID] = set()
         host.set_stream_handler(DIALBACK_PROTOCOL, gate(self._serve))
 
     async def run(self, own_addrs: Callable[[], list[str]]) -> None:
@@ -109,6 +113,14 @@ class Reachability:
         return verdicts
 
     async def _serve(self, stream: INetStream) -> None:
+        # Bounded: each dial-back costs up to _MAX_ADDRS outgoing dials, so a
+        # peer gets one at a time and all peers together _MAX_SERVING.
+        peer = stream.muxed_conn.peer_id
+        if peer in self._serving or len(self._serving) >= _MAX_SERVING:
+            log.debug("dial-back asked by %s refused (busy)", peer)
+            await abort(stream)
+            return
+        self._serving.add(peer)
         try:
             with trio.fail_after(_ASK_TIMEOUT):
                 request = json.loads(await read_varint_prefixed_bytes_limited(stream, _MAX_FRAME))
@@ -120,6 +132,8 @@ class Reachability:
         except Exception as exc:
             log.debug("serving a dial-back failed: %r", exc)
             await abort(stream)
+        finally:
+            self._serving.discard(peer)
 
 
 def _relayed(conn: object) -> bool:

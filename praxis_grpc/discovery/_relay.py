@@ -45,8 +45,8 @@ __all__ = ["RelayOptions", "Relaying", "is_circuit"]
 log = logging.getLogger("praxis_grpc.discovery")
 
 _RETRY_INTERVAL = 2.0
-_CLOSE_TIMEOUT = 5.0
 """Seconds between checks of the relays (lost connection, missing reservation)."""
+_CLOSE_TIMEOUT = 5.0
 
 
 async def _close(stream: INetStream) -> None:

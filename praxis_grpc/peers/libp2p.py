@@ -121,20 +121,23 @@ class Libp2pPeerClient:
         self, address: str, method: int, request: bytes, call_timeout: float | None
     ) -> bytes:
         frames = self._frames(address, method, request)
-        answers = []
+        answers: list[bytes] = []
         try:
             async with asyncio.timeout(call_timeout):
                 # Read on to the end frame, so the stream closes cleanly: a reset
                 # racing the peer's close can break py-libp2p 0.8.1's yamux connection.
-                answers = [body async for body in frames]
+                # A second message is already wrong: stop there, not at the peer's end.
+                async for body in frames:
+                    answers.append(body)
+                    if len(answers) > 1:
+                        break
         except TimeoutError:
             raise DeadlineExceeded(f"the call to {address} took over {call_timeout}s") from None
         finally:
             await frames.aclose()  # type: ignore[attr-defined]
         if len(answers) != 1:
-            raise PeerLost(
-                f"{address} answered {len(answers)} messages, not one", address, sent=True
-            )
+            many = "more than one" if answers else "none"
+            raise PeerLost(f"{address} answered {many} messages, not one", address, sent=True)
         return answers[0]
 
     async def _frames(self, address: str, method: int, request: bytes) -> AsyncIterator[bytes]:
@@ -164,6 +167,8 @@ class Libp2pPeerClient:
                     raise PeerLost(
                         f"{address} did not answer ({exc})", address, sent=exc.sent
                     ) from None
+                if not frame:
+                    raise PeerLost(f"{address} sent an empty frame", address, sent=True)
                 kind, body = frame[0], frame[1:]
                 if kind == ITEM:
                     yield body

@@ -43,6 +43,8 @@ PUBLIC_ADDR = "10.200.0.1"
 """The public namespace's own address (on its loopback), reachable from every private one."""
 
 _IP = shutil.which("ip") or "/usr/sbin/ip"
+_SYSCTL = shutil.which("sysctl") or "/usr/sbin/sysctl"
+_NFT = shutil.which("nft") or "/usr/sbin/nft"
 _COMMAND_TIMEOUT = 10.0
 _KILL_TIMEOUT = 5.0
 _counter = itertools.count()
@@ -182,7 +184,7 @@ def _build(lab: NatLab) -> None:
     _ip("netns", "add", public)
     _in(public, _IP, "link", "set", "lo", "up")
     _in(public, _IP, "addr", "add", f"{PUBLIC_ADDR}/32", "dev", "lo")
-    _in(public, shutil.which("sysctl") or "/usr/sbin/sysctl", "-qw", "net.ipv4.ip_forward=1")
+    _in(public, _SYSCTL, "-qw", "net.ipv4.ip_forward=1")
     for index, (nat, private) in enumerate(zip(lab.nats, lab.privates, strict=True)):
         subnet = index + 1
         wan, lan = f"{lab.prefix}w{index}", f"{lab.prefix}l{index}"
@@ -190,49 +192,35 @@ def _build(lab: NatLab) -> None:
         _ip("netns", "add", private)
         _in(nat, _IP, "link", "set", "lo", "up")
         _in(private, _IP, "link", "set", "lo", "up")
-        # WAN: public <-> nat
-        _ip(
-            "link",
-            "add",
-            f"{wan}a",
-            "netns",
-            public,
-            "type",
-            "veth",
-            "peer",
-            f"{wan}b",
-            "netns",
-            nat,
-        )
-        _in(public, _IP, "addr", "add", f"172.20.{subnet}.1/24", "dev", f"{wan}a")
-        _in(public, _IP, "link", "set", f"{wan}a", "up")
-        _in(nat, _IP, "addr", "add", f"{lab.nat_wan_addr(index)}/24", "dev", f"{wan}b")
-        _in(nat, _IP, "link", "set", f"{wan}b", "up")
-        _in(nat, _IP, "route", "add", "default", "via", f"172.20.{subnet}.1")
-        # LAN: nat <-> private
-        _ip(
-            "link",
-            "add",
-            f"{lan}a",
-            "netns",
-            nat,
-            "type",
-            "veth",
-            "peer",
-            f"{lan}b",
-            "netns",
-            private,
-        )
-        _in(nat, _IP, "addr", "add", f"192.168.{subnet}.1/24", "dev", f"{lan}a")
-        _in(nat, _IP, "link", "set", f"{lan}a", "up")
-        _in(private, _IP, "addr", "add", f"{lab.private_addr(index)}/24", "dev", f"{lan}b")
-        _in(private, _IP, "link", "set", f"{lan}b", "up")
-        _in(private, _IP, "route", "add", "default", "via", f"192.168.{subnet}.1")
-        _in(nat, shutil.which("sysctl") or "/usr/sbin/sysctl", "-qw", "net.ipv4.ip_forward=1")
+        _link(wan, public, f"172.20.{subnet}.1", nat, lab.nat_wan_addr(index))
+        _link(lan, nat, f"192.168.{subnet}.1", private, lab.private_addr(index))
+        _in(nat, _SYSCTL, "-qw", "net.ipv4.ip_forward=1")
         _run(
-            [_IP, "netns", "exec", nat, shutil.which("nft") or "/usr/sbin/nft", "-f", "-"],
+            [_IP, "netns", "exec", nat, _NFT, "-f", "-"],
             stdin=_nat_rules(wan + "b", lan + "a", lab.symmetric),
         )
+
+
+def _link(name: str, gateway_ns: str, gateway: str, client_ns: str, client: str) -> None:
+    """A veth pair ``<name>a`` (in ``gateway_ns``, at ``gateway``) -- ``<name>b``
+    (in ``client_ns``, at ``client``, routing everything via ``gateway``); /24s."""
+    _ip(
+        "link",
+        "add",
+        f"{name}a",
+        "netns",
+        gateway_ns,
+        "type",
+        "veth",
+        "peer",
+        f"{name}b",
+        "netns",
+        client_ns,
+    )
+    for namespace, end, addr in ((gateway_ns, "a", gateway), (client_ns, "b", client)):
+        _in(namespace, _IP, "addr", "add", f"{addr}/24", "dev", f"{name}{end}")
+        _in(namespace, _IP, "link", "set", f"{name}{end}", "up")
+    _in(client_ns, _IP, "route", "add", "default", "via", gateway)
 
 
 def _in(namespace: str, *argv: str) -> None:

@@ -44,6 +44,12 @@ def reservations(node: Node) -> float | None:
     return node.metrics.registry.get_sample_value("praxis_p2p_relay_reservations")
 
 
+async def start(stack: contextlib.AsyncExitStack, data_dir: Path, **settings: Any) -> Node:
+    """A node named after ``data_dir`` (metrics off), running until ``stack`` closes."""
+    config = make_config(data_dir, name=data_dir.name, metrics={"enabled": False}, **settings)
+    return await stack.enter_async_context(running_node(config))
+
+
 @contextlib.asynccontextmanager
 async def relay_and_worker(tmp_path: Path, **worker_p2p: Any) -> AsyncIterator[tuple[Node, Node]]:
     """A relay node and a worker whose gRPC endpoint nothing can dial, with
@@ -52,29 +58,17 @@ async def relay_and_worker(tmp_path: Path, **worker_p2p: Any) -> AsyncIterator[t
     find it public); yields once the relay sees the worker's relayed address."""
     settings: dict[str, Any] = {"reachability": "private", **worker_p2p}
     async with contextlib.AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "relay",
-                    name="relay",
-                    metrics={"enabled": False},
-                    tools={"builtins": ["echo"]},
-                    p2p=p2p(relay_service=True),
-                )
-            )
+        relay = await start(
+            stack, tmp_path / "relay", tools={"builtins": ["echo"]}, p2p=p2p(relay_service=True)
         )
         seed = relay.p2p_addrs[:1]
-        worker = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "worker",
-                    name="worker",
-                    metrics={"enabled": False},
-                    api={"advertise_host": "127.0.0.2"},  # nothing listens there
-                    tools={"builtins": ["sleep", "text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=seed, relays=seed, **settings),
-                )
-            )
+        # The worker advertises 127.0.0.2: nothing listens there.
+        worker = await start(
+            stack,
+            tmp_path / "worker",
+            api={"advertise_host": "127.0.0.2"},
+            tools={"builtins": ["sleep", "text_analyzer"]},
+            p2p=p2p(bootstrap_nodes=seed, relays=seed, **settings),
         )
         if settings["reachability"] == "private":
             await until(lambda: circuit_addrs(relay, worker.agent_id))
@@ -146,28 +140,15 @@ async def test_a_private_node_without_relays_reserves_on_one_its_cards_offer(
 ) -> None:
     """No ``p2p.relays``: the worker finds the relay service in the relay's card."""
     async with contextlib.AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "relay",
-                    name="relay",
-                    metrics={"enabled": False},
-                    tools={"builtins": ["echo"]},
-                    p2p=p2p(relay_service=True),
-                )
-            )
+        relay = await start(
+            stack, tmp_path / "relay", tools={"builtins": ["echo"]}, p2p=p2p(relay_service=True)
         )
-        worker = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "worker",
-                    name="worker",
-                    metrics={"enabled": False},
-                    api={"advertise_host": "127.0.0.2"},
-                    tools={"builtins": ["text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=relay.p2p_addrs[:1], reachability="private"),
-                )
-            )
+        worker = await start(
+            stack,
+            tmp_path / "worker",
+            api={"advertise_host": "127.0.0.2"},
+            tools={"builtins": ["text_analyzer"]},
+            p2p=p2p(bootstrap_nodes=relay.p2p_addrs[:1], reachability="private"),
         )
         await until(lambda: circuit_addrs(relay, worker.agent_id))
         [circuit] = circuit_addrs(relay, worker.agent_id)
@@ -186,28 +167,13 @@ async def test_a_private_node_without_relays_reserves_on_one_its_cards_offer(
 async def test_without_a_relay_the_same_worker_cannot_be_given_tasks(tmp_path: Path) -> None:
     """The control: the worker's gRPC endpoint really is unreachable."""
     async with contextlib.AsyncExitStack() as stack:
-        entry = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "entry",
-                    name="entry",
-                    metrics={"enabled": False},
-                    tools={"builtins": ["echo"]},
-                    p2p=p2p(),
-                )
-            )
-        )
-        worker = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "worker",
-                    name="worker",
-                    metrics={"enabled": False},
-                    api={"advertise_host": "127.0.0.2"},
-                    tools={"builtins": ["text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=entry.p2p_addrs[:1]),
-                )
-            )
+        entry = await start(stack, tmp_path / "entry", tools={"builtins": ["echo"]}, p2p=p2p())
+        worker = await start(
+            stack,
+            tmp_path / "worker",
+            api={"advertise_host": "127.0.0.2"},
+            tools={"builtins": ["text_analyzer"]},
+            p2p=p2p(bootstrap_nodes=entry.p2p_addrs[:1]),
         )
         await until(lambda: entry.directory.get(worker.agent_id) is not None)
         with PraxisClient(entry.endpoints.grpc) as client, pytest.raises(grpc.RpcError) as failed:
@@ -223,29 +189,21 @@ async def test_a_lost_relay_is_replaced_by_a_reservation_on_another(tmp_path: Pa
     async with contextlib.AsyncExitStack() as stack:
         relays: list[Node] = []
         for index in range(3):
-            config = make_config(
+            seed = relays[0].p2p_addrs[:1] if relays else []
+            relay = await start(
+                stack,
                 tmp_path / f"relay{index}",
-                name=f"relay{index}",
-                metrics={"enabled": False},
                 tools={"builtins": ["echo"]},
-                p2p=p2p(
-                    relay_service=True,
-                    bootstrap_nodes=relays[0].p2p_addrs[:1] if relays else [],
-                ),
+                p2p=p2p(relay_service=True, bootstrap_nodes=seed),
             )
-            relays.append(await stack.enter_async_context(running_node(config)))
+            relays.append(relay)
         seeds = [relay.p2p_addrs[0] for relay in relays]
-        worker = await stack.enter_async_context(
-            running_node(
-                make_config(
-                    tmp_path / "worker",
-                    name="worker",
-                    metrics={"enabled": False},
-                    api={"advertise_host": "127.0.0.2"},
-                    tools={"builtins": ["text_analyzer"]},
-                    p2p=p2p(bootstrap_nodes=seeds[:1], relays=seeds, reachability="private"),
-                )
-            )
+        worker = await start(
+            stack,
+            tmp_path / "worker",
+            api={"advertise_host": "127.0.0.2"},
+            tools={"builtins": ["text_analyzer"]},
+            p2p=p2p(bootstrap_nodes=seeds[:1], relays=seeds, reachability="private"),
         )
 
         def relayed_by() -> set[str]:

@@ -221,3 +221,35 @@ def test_an_agent_advertising_a_relayed_address_is_called_there() -> None:
     behind_nat = replace(card, endpoints=(*card.endpoints, Endpoint("libp2p", ADDRESS)))
     assert behind_nat.peer_address == ADDRESS  # relayed: over libp2p
     assert replace(card, endpoints=()).peer_address == ""
+
+
+class ScriptedCalls:
+    """StreamCalls whose peer sends ``frames`` (then endless ITEMs if ``flood``)."""
+
+    def __init__(self, frames: list[bytes], *, flood: bool = False) -> None:
+        self.frames = frames
+        self.flood = flood
+        self.sent = 0
+
+    async def call(self, address: str, request: bytes) -> AsyncIterator[bytes]:
+        for frame in self.frames:
+            self.sent += 1
+            yield frame
+        while self.flood:
+            self.sent += 1
+            yield bytes([ITEM])
+            await asyncio.sleep(0)
+
+
+async def test_an_empty_frame_is_a_lost_peer_not_a_crash() -> None:
+    client = Libp2pPeerClient(ScriptedCalls([b""]))
+    with pytest.raises(PeerLost, match="empty frame"):
+        await client.cancel(ADDRESS, "t-1", "x", call_timeout=5)
+
+
+async def test_a_unary_call_stops_reading_at_the_second_message() -> None:
+    calls = ScriptedCalls([], flood=True)
+    client = Libp2pPeerClient(calls)
+    with pytest.raises(PeerLost, match="not one"):
+        await client.cancel(ADDRESS, "t-1", "x", call_timeout=None)
+    assert calls.sent == 2
