@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from praxis_grpc import __version__
-from praxis_grpc.api.agent_service import AgentService
+from praxis_grpc.api.agent_service import AgentService, RemoteAgents, describe_node
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.assembly import TaskParts
 from praxis_grpc.card_publisher import CardPublisher
@@ -284,10 +284,16 @@ class Node:
         )
         self._consensus, self._parts = serving.consensus, serving.parts
         await serving.servers.start(
-            agent_service=AgentService(self),
+            agent_service=AgentService(
+                self,
+                RemoteAgents(
+                    self.directory, serving.peers, call_timeout=self.config.routing.call_timeout
+                ),
+            ),
             cards=CardService(self.directory, self.refresh_card),
             tasks=serving.parts.frontend,
             requests=serving.parts.requests,
+            describe=lambda: describe_node(self),
         )
         self._endpoints = replace(serving.endpoints, metrics=serving.servers.metrics_address)
 

@@ -228,6 +228,7 @@ class Servers:
         cards: CardService,
         tasks: TaskFrontend,
         requests: PeerRequests,
+        describe: Callable[[], agent_service_pb2.Agent],
     ) -> None:
         """Serve the public services, the internal PeerService (served, but
         not listed by reflection: see peer_service.proto), health (NOT_SERVING
@@ -247,6 +248,7 @@ class Servers:
             requests,
             max_argument_bytes=cfg.tasks.max_argument_bytes,
             max_message_bytes=cfg.api.max_message_bytes,
+            describe=describe,
         )
         # With ``cluster`` set, members only: the mutual-TLS peer listener.
         add_to_server(self.peer_service, self._peer_server or server)

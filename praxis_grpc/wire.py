@@ -208,6 +208,7 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         finished_at=timestamp(task.finished_at),
         attempt=task.attempt,
         submitter=task.submitter,
+        target_agent=task.target_agent,
     )
 
 
@@ -278,6 +279,7 @@ def task_from_proto(message: types_pb2.Task) -> Task:
         finished_at=_moment(message.finished_at),
         attempt=message.attempt,
         submitter=message.submitter,
+        target_agent=message.target_agent,
     )
 
 
@@ -401,7 +403,7 @@ def card_to_proto(card: AgentCard) -> types_pb2.AgentCard:
 # Strings a task stores and returns with every read: bounded, so no request
 # stores more than max_argument_bytes of arguments plus a little.
 MAX_KEY_LENGTH = 256
-MAX_NAME_LENGTH = 256  # a tag, preferred_agent, an agent id
+MAX_NAME_LENGTH = 256  # a tag, preferred_agent, target_agent, an agent id
 MAX_TAGS = 64
 MAX_REASON_LENGTH = 1024
 # Task ids are canonical UUIDs (36 characters); anything much longer is
@@ -425,6 +427,8 @@ class SubmissionMessage(Protocol):
     def tags(self) -> Sequence[str]: ...
     @property
     def preferred_agent(self) -> str: ...
+    @property
+    def target_agent(self) -> str: ...
     def HasField(self, field_name: Any) -> bool: ...
 
 
@@ -453,6 +457,7 @@ def submission_from_proto(
         )
     check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
     check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
+    check_length("target_agent", request.target_agent, MAX_NAME_LENGTH)
     timeout = None
     if request.HasField("timeout"):
         timeout = duration_seconds(request.timeout, "timeout")
@@ -472,6 +477,7 @@ def submission_from_proto(
         tags=tuple(request.tags),
         preferred_agent=request.preferred_agent,
         submitter=submitter,
+        target_agent=request.target_agent,
     )
 
 
@@ -492,6 +498,8 @@ def submission_fields(submission: Submission) -> dict[str, Any]:
         fields["timeout"] = duration(submission.timeout)
     if submission.submitter:
         fields["submitter"] = submission.submitter
+    if submission.target_agent:
+        fields["target_agent"] = submission.target_agent
     return fields
 
 

@@ -1,4 +1,6 @@
-"""``praxis.v1.AgentService``: the node describes and drains itself."""
+"""``praxis.v1.AgentService``: the node describes and drains itself, and
+describes any other member by asking it over the peer protocol (so a client
+reaches an agent behind NAT through any member)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.cards import AgentCard
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Leadership
+from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MemberStatus
+from praxis_grpc.errors import DeadlineExceeded, NotFound, Unavailable, quote
+from praxis_grpc.peers.base import PeerClient, PeerLost
 from praxis_grpc.wire import (
+    MAX_NAME_LENGTH,
+    check_length,
     duration,
     endpoints_to_proto,
     load_to_proto,
@@ -50,6 +57,11 @@ _BACKENDS = {
 
 class DescribedNode(Protocol):
     """What AgentService needs of the node it describes (``praxis_grpc.node.Node``)."""
+
+    @property
+    def agent_id(self) -> str:
+        """The node's agent id."""
+        ...
 
     @property
     def config(self) -> Config:
@@ -87,15 +99,62 @@ class DescribedNode(Protocol):
         ...
 
 
-class AgentService(pb_grpc.AgentServiceServicer):
-    """Serves the node's own state."""
+class RemoteAgents:
+    """Describes other members through the peer seam.
 
-    def __init__(self, node: DescribedNode) -> None:
+    Args:
+        directory: The known cards (an agent's address is on its card).
+        peers: Reaches the agent, over gRPC or libp2p as its card says.
+        call_timeout: Most seconds one description may take
+            (``routing.call_timeout``); the client's deadline, if sooner, wins.
+    """
+
+    def __init__(self, directory: CardDirectory, peers: PeerClient, *, call_timeout: float) -> None:
+        self._directory = directory
+        self._peers = peers
+        self._call_timeout = call_timeout
+
+    async def describe(self, agent_id: str, time_remaining: float | None) -> pb.Agent:
+        """The agent ``agent_id`` as it describes itself.
+
+        Raises:
+            NotFound: no card of that agent is known here.
+            Unavailable: the agent has no address, or did not answer in time.
+        """
+        card = self._directory.get(agent_id)
+        if card is None:
+            raise NotFound(f"agent_id: no agent {quote(agent_id)} is known to this node")
+        address = card.peer_address
+        if not address:
+            raise Unavailable(f"agent_id: agent {card.name} publishes no address to reach it at")
+        timeout = self._call_timeout
+        if time_remaining is not None:
+            timeout = min(timeout, time_remaining)
+        try:
+            return await self._peers.describe(address, call_timeout=timeout)
+        except PeerLost as exc:
+            why = exc.message
+            raise Unavailable(f"agent_id: agent {card.name} did not answer: {why}") from None
+        except DeadlineExceeded:
+            raise Unavailable(
+                f"agent_id: agent {card.name} did not answer within {timeout:g}s"
+            ) from None
+
+
+class AgentService(pb_grpc.AgentServiceServicer):
+    """Serves the node's own state, and other members' through ``remote``."""
+
+    def __init__(self, node: DescribedNode, remote: RemoteAgents) -> None:
         self._node = node
+        self._remote = remote
 
     @translate_errors
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
-        return pb.GetAgentResponse(agent=self._agent())
+        check_length("agent_id", request.agent_id, MAX_NAME_LENGTH)
+        if request.agent_id and request.agent_id != self._node.agent_id:
+            agent = await self._remote.describe(request.agent_id, context.time_remaining())
+            return pb.GetAgentResponse(agent=agent)
+        return pb.GetAgentResponse(agent=describe_node(self._node))
 
     @translate_errors
     async def ListPeers(
@@ -129,31 +188,32 @@ class AgentService(pb_grpc.AgentServiceServicer):
     @translate_errors
     async def Drain(self, request: pb.DrainRequest, context: Context) -> pb.DrainResponse:
         self._node.set_draining(not request.resume)
-        return pb.DrainResponse(agent=self._agent())
+        return pb.DrainResponse(agent=describe_node(self._node))
 
-    def _agent(self) -> pb.Agent:
-        node = self._node
-        card = node.refresh_card()
-        config = node.config
-        leadership = node.leadership()
-        return pb.Agent(
-            agent_id=card.agent_id,
-            name=card.name,
-            praxis_version=card.praxis_version,
-            role=role_to_proto(card.role),
-            ha_mode=_HA_MODES.get(config.ha.mode, types_pb2.HA_MODE_UNSPECIFIED),
-            consensus_backend=_BACKENDS.get(
-                config.ha.consensus.backend, types_pb2.CONSENSUS_BACKEND_UNSPECIFIED
-            ),
-            leader_agent_id=leadership.leader_id,
-            leader_address=leadership.leader_address,
-            term=leadership.term,
-            load=load_to_proto(card.load),
-            uptime=duration(node.uptime),
-            started_at=timestamp(node.started_at),
-            draining=card.draining,
-            endpoints=endpoints_to_proto(card),
-            incarnation=card.incarnation,
-            tags=card.tags,
-            reachability=reachability_to_proto(card.reachability),
-        )
+
+def describe_node(node: DescribedNode) -> pb.Agent:
+    """``node`` as ``GetAgent`` returns it (its card refreshed first)."""
+    card = node.refresh_card()
+    config = node.config
+    leadership = node.leadership()
+    return pb.Agent(
+        agent_id=card.agent_id,
+        name=card.name,
+        praxis_version=card.praxis_version,
+        role=role_to_proto(card.role),
+        ha_mode=_HA_MODES.get(config.ha.mode, types_pb2.HA_MODE_UNSPECIFIED),
+        consensus_backend=_BACKENDS.get(
+            config.ha.consensus.backend, types_pb2.CONSENSUS_BACKEND_UNSPECIFIED
+        ),
+        leader_agent_id=leadership.leader_id,
+        leader_address=leadership.leader_address,
+        term=leadership.term,
+        load=load_to_proto(card.load),
+        uptime=duration(node.uptime),
+        started_at=timestamp(node.started_at),
+        draining=card.draining,
+        endpoints=endpoints_to_proto(card),
+        incarnation=card.incarnation,
+        tags=card.tags,
+        reachability=reachability_to_proto(card.reachability),
+    )

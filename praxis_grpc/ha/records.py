@@ -48,6 +48,7 @@ def encode_task(task: Task) -> bytes:
             "attempt": task.attempt,
             "request_fingerprint": task.request_fingerprint,
             "submitter": task.submitter,
+            "target_agent": task.target_agent,
         },
         separators=(",", ":"),
     ).encode()
@@ -83,6 +84,8 @@ def decode_task(data: bytes) -> Task:
             request_fingerprint=raw["request_fingerprint"],
             # Records committed before tasks recorded their submitter have none.
             submitter=raw.get("submitter", ""),
+            # Records committed before tasks could be targeted have no target.
+            target_agent=raw.get("target_agent", ""),
         )
     except (KeyError, TypeError, IndexError, json.JSONDecodeError) as exc:
         raise ValueError(f"not an encoded task: {exc}") from None

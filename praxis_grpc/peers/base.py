@@ -1,4 +1,8 @@
-"""The node-to-node interface, in domain types (no protobuf).
+"""The node-to-node interface, in domain types (no protobuf, except the
+public ``praxis.v1.Agent`` that :meth:`PeerClient.describe` passes through
+unchanged: a node describes itself exactly as its own ``GetAgent`` would;
+the peer service answers it with the node's ``describe`` callable, not
+through the :class:`PeerHandler`).
 
 :class:`PeerClient` is what a node calls to reach another node (delegation,
 following, cancelling at the owner, a standby's relays to the coordinator,
@@ -25,6 +29,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.errors import Unavailable
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 
@@ -153,6 +158,11 @@ class PeerClient(Protocol):
 
     def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
         """WatchTask at the coordinator."""
+        ...
+
+    async def describe(self, address: str, *, call_timeout: float | None) -> Agent:
+        """The node at ``address`` as its own ``AgentService.GetAgent`` describes
+        it; carried by every transport (an agent behind NAT included)."""
         ...
 
     async def wait_gone(self, address: str) -> str:

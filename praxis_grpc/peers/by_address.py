@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerClient, TaskQuery
 from praxis_grpc.tasks.model import Submission, Task
 
@@ -76,6 +77,9 @@ class ByAddress:
 
     def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
         return self._for(address).relay_watch(address, task_id)
+
+    async def describe(self, address: str, *, call_timeout: float | None) -> Agent:
+        return await self._for(address).describe(address, call_timeout=call_timeout)
 
     async def wait_gone(self, address: str) -> str:
         return await self._for(address).wait_gone(address)

@@ -25,6 +25,7 @@ import grpc
 
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.aio import cancelling
 from praxis_grpc.api.message_size import ENVELOPE_BYTES
 from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery
@@ -246,6 +247,11 @@ class GrpcPeerClient:
         call = self._relays.stub(address).RelayWatch(request)
         async for message in _stream(call, address):
             yield task_from_proto(message.task)
+
+    async def describe(self, address: str, *, call_timeout: float | None) -> Agent:
+        call = self._pool.stub(address).Describe(pb.DescribeRequest(), timeout=call_timeout)
+        response: pb.DescribeResponse = await _unary(call, address)
+        return response.agent
 
     async def wait_gone(self, address: str) -> str:
         return await wait_gone(address)

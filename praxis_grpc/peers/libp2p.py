@@ -8,7 +8,7 @@ protobuf request of ``praxis.peer.v1.PeerService``; the answer is the
 response messages, then an error (a ``google.rpc.Status``, converted as the
 gRPC client converts it) or an end frame (:mod:`praxis_grpc.discovery.streams`).
 
-Dispatch, Follow and Cancel are carried; the active-passive relays to a
+Dispatch, Follow, Cancel and Describe are carried; the active-passive relays to a
 coordinator are not (a coordinator must be reachable over gRPC): they raise
 :class:`~praxis_grpc.peers.base.PeerLost` with ``sent=False``.
 """
@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.api.errors import error_from_status, status_of
 from praxis_grpc.discovery.streams import END, ERROR, ITEM, StreamCallError, StreamCalls
 from praxis_grpc.errors import DeadlineExceeded, InvalidArgument
@@ -33,14 +34,22 @@ from praxis_grpc.peers.service import PeerService
 from praxis_grpc.tasks.model import Submission, Task
 from praxis_grpc.wire import task_from_proto
 
-__all__ = ["CANCEL", "DISPATCH", "FOLLOW", "Libp2pPeerClient", "PeerStreamService"]
+__all__ = ["CANCEL", "DESCRIBE", "DISPATCH", "FOLLOW", "Libp2pPeerClient", "PeerStreamService"]
 
-M = TypeVar("M", pb.DispatchResponse, pb.FollowResponse, pb.CancelResponse, status_pb2.Status)
-R = TypeVar("R", pb.DispatchRequest, pb.FollowRequest, pb.CancelRequest)
+M = TypeVar(
+    "M",
+    pb.DispatchResponse,
+    pb.FollowResponse,
+    pb.CancelResponse,
+    pb.DescribeResponse,
+    status_pb2.Status,
+)
+R = TypeVar("R", pb.DispatchRequest, pb.FollowRequest, pb.CancelRequest, pb.DescribeRequest)
 
 DISPATCH = 1
 FOLLOW = 2
 CANCEL = 3
+DESCRIBE = 4
 
 
 class Libp2pPeerClient:
@@ -101,6 +110,11 @@ class Libp2pPeerClient:
     async def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
         raise _no_relays(address)
         yield  # pragma: no cover  # an async generator, like the other clients'
+
+    async def describe(self, address: str, *, call_timeout: float | None) -> Agent:
+        request = pb.DescribeRequest().SerializeToString()
+        body = await self._unary(address, DESCRIBE, request, call_timeout)
+        return _parse(pb.DescribeResponse, body, address).agent
 
     async def wait_gone(self, address: str) -> str:
         """A peer behind NAT gives no evidence of its death (no port to find
@@ -224,6 +238,9 @@ class PeerStreamService:
             elif method == CANCEL:
                 cancelled = await self._service.cancel(_request(pb.CancelRequest, body))
                 yield bytes([ITEM]) + cancelled.SerializeToString()
+            elif method == DESCRIBE:
+                described = await self._service.describe(_request(pb.DescribeRequest, body))
+                yield bytes([ITEM]) + described.SerializeToString()
             else:
                 raise InvalidArgument("method", f"{method} is not a peer call over libp2p")
         except Exception as exc:

@@ -7,7 +7,7 @@ internal: see ``protos/praxis/peer/v1/peer_service.proto``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -15,6 +15,7 @@ import grpc
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.api.errors import translate_errors
 from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument
@@ -49,6 +50,9 @@ class PeerService(pb_grpc.PeerServiceServicer):
         max_message_bytes: The largest response (``api.max_message_bytes``).
         max_session_calls: Calls in flight per ``Session`` stream; more are
             refused (RESOURCE_EXHAUSTED), so one peer's stream holds bounded memory.
+        describe: This node as its ``AgentService.GetAgent`` describes it
+            (:func:`praxis_grpc.api.agent_service.describe_node`): the answer
+            to ``Describe``.
     """
 
     def __init__(
@@ -57,9 +61,11 @@ class PeerService(pb_grpc.PeerServiceServicer):
         *,
         max_argument_bytes: int,
         max_message_bytes: int,
+        describe: Callable[[], Agent],
         max_session_calls: int = 1024,
     ) -> None:
         self._handler = handler
+        self._describe = describe
         self._max_session_calls = max_session_calls
         self._max_argument_bytes = max_argument_bytes
         self._room = max_message_bytes - ENVELOPE_BYTES
@@ -123,6 +129,14 @@ class PeerService(pb_grpc.PeerServiceServicer):
         check_length("reason", request.reason, MAX_REASON_LENGTH)
         task = await self._handler.cancel(task_id, request.reason)
         return pb.CancelResponse(task=self._task(task))
+
+    @translate_errors
+    async def Describe(self, request: pb.DescribeRequest, context: Context) -> pb.DescribeResponse:
+        return await self.describe(request)
+
+    async def describe(self, request: pb.DescribeRequest) -> pb.DescribeResponse:
+        """This node, as its public ``GetAgent`` describes it."""
+        return pb.DescribeResponse(agent=self._describe())
 
     @translate_errors
     async def RelaySubmit(

@@ -128,7 +128,12 @@ class TaskDispatcher:
         or running the task here) and raises Unavailable.
         """
         term = self._delegations.term()
-        plan = self._router.plan(submission.tool, submission.tags, submission.preferred_agent)
+        plan = self._router.plan(
+            submission.tool,
+            submission.tags,
+            submission.preferred_agent,
+            target_agent=submission.target_agent,
+        )
         refusals: list[Refusal] = []
         record: Task | None = None
         for candidate in plan[: self._config.max_attempts]:
@@ -279,6 +284,7 @@ class TaskDispatcher:
                 tags=submission.tags,
                 preferred_agent=submission.preferred_agent,
                 submitter=submission.submitter,
+                target_agent=submission.target_agent,
                 request_fingerprint=fingerprint,
             )
         )

@@ -270,15 +270,20 @@ class Follower:
 
     async def _owner_lost(self, record: Task, lost_for: float) -> bool:
         """Decide what happens to a task whose owner is gone. True if it moved on."""
-        if self._idempotent(record.tool):
+        # A targeted task runs on its target or nowhere: it is not moved.
+        if self._idempotent(record.tool) and not record.target_agent:
             return await self._redispatch(record, exclude=record.owner_agent_id)
         if lost_for < self._config.owner_lost_timeout:
             return False
+        why = (
+            "the task targets that agent"
+            if record.target_agent
+            else f"tool {record.tool!r} is not idempotent"
+        )
         error = TaskError(
             OWNER_LOST,
             f"agent {record.owner_agent_id} was lost {lost_for:.0f}s ago while it owned the "
-            f"task; tool {record.tool!r} is not idempotent, so the task is not run "
-            "elsewhere (it may or may not have run there)",
+            f"task; {why}, so the task is not run elsewhere (it may or may not have run there)",
         )
         failed = record.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
         await self._records.record(failed)
@@ -290,7 +295,11 @@ class Follower:
             return True
         try:
             plan = self._router.plan(
-                record.tool, record.tags, record.preferred_agent, exclude=(exclude,)
+                record.tool,
+                record.tags,
+                record.preferred_agent,
+                exclude=(exclude,),
+                target_agent=record.target_agent,
             )
         except (FailedPrecondition, ResourceExhausted) as exc:
             log.info("task %s waits for a capable agent: %s", record.task_id, exc.message)

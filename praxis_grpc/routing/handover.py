@@ -302,6 +302,7 @@ def _dispatch(record: Task, wait: bool, fencing_token: int) -> Dispatch:
             tags=record.tags,
             preferred_agent=record.preferred_agent,
             submitter=record.submitter,
+            target_agent=record.target_agent,
         ),
         origin_agent_id=record.origin_agent_id,
         fencing_token=fencing_token,

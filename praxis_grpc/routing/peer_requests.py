@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from praxis_grpc.errors import NotFound, quote
+from praxis_grpc.errors import FailedPrecondition, NotFound, quote
 from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.tasks.engine import TaskEngine
@@ -48,6 +48,12 @@ class PeerRequests:
         validated by the caller)."""
         if self._admit is not None:
             await self._admit(dispatch.fencing_token)
+        target = dispatch.submission.target_agent
+        if target and target != self._engine.agent_id:
+            raise FailedPrecondition(
+                f"target_agent: the task targets agent {target}, not this one"
+                f" ({self._engine.agent_id})"
+            )
         task, deduplicated = await self._engine.submit(
             dispatch.submission,
             task_id=dispatch.task_id,

@@ -27,7 +27,14 @@ from datetime import datetime
 from typing import Literal
 
 from praxis_grpc.cards import AgentCard, CardLoad, ToolInfo
-from praxis_grpc.errors import FailedPrecondition, ResourceExhausted, quote, quote_all
+from praxis_grpc.errors import (
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    quote,
+    quote_all,
+)
 
 Strategy = Literal["p2c", "round_robin", "random"]
 
@@ -242,15 +249,19 @@ class Router:
         tags: Sequence[str] = (),
         preferred_agent: str = "",
         exclude: Iterable[str] = (),
+        target_agent: str = "",
     ) -> list[Candidate]:
         """The unsaturated capable agents in the order to try them.
 
         ``preferred_agent`` comes first when it is capable and not saturated.
+        With ``target_agent`` the plan is that agent alone (see :meth:`target`).
 
         Raises:
             FailedPrecondition: no capable agent (see :meth:`candidates`).
             ResourceExhausted: every capable agent is saturated.
         """
+        if target_agent:
+            return [self.target(tool, tags, target_agent, exclude)]
         found = self.candidates(tool, tags, exclude)
         open_ = [c for c in found if not c.saturated]
         if not open_:
@@ -268,6 +279,46 @@ class Router:
                 ordered.remove(preferred)
                 ordered.insert(0, preferred)
         return ordered
+
+    def target(
+        self, tool: str, tags: Sequence[str], agent_id: str, exclude: Iterable[str] = ()
+    ) -> Candidate:
+        """The agent ``agent_id`` as the only place for ``tool``; every error
+        names the field ``target_agent``.
+
+        Raises:
+            NotFound: no card of that agent is known.
+            FailedPrecondition: it does not offer ``tool`` with every tag, is
+                draining, coordinates (active-passive), or is in ``exclude``
+                (a re-dispatch away from it).
+            ResourceExhausted: it is saturated.
+            Unavailable: its card gives no address to reach it at.
+        """
+        card = next((c for c in self._cards() if c.agent_id == agent_id), None)
+        if card is None:
+            raise NotFound(f"target_agent: no agent {quote(agent_id)} is known to this node")
+        name = f"target_agent: agent {card.name} ({agent_id})"
+        info = next((t for t in card.tools if t.name == tool), None)
+        missing = sorted(set(tags) - set(card.tags))
+        if info is None or missing:
+            what = f"tool {quote(tool)}" + (f" with tags {quote_all(missing)}" if missing else "")
+            offered = ", ".join(sorted(t.name for t in card.tools)) or "none"
+            raise FailedPrecondition(f"{name} does not offer {what}; it offers: {offered}")
+        if agent_id in set(exclude):
+            raise FailedPrecondition(f"{name} is not a candidate here (it was lost)")
+        if card.role == "coordinator" or (agent_id == self._local and self._exclude_self()):
+            raise FailedPrecondition(f"{name} coordinates and runs no tasks")
+        if card.draining:
+            raise FailedPrecondition(f"{name} is draining and accepts no new tasks")
+        candidate = self._candidate(card, info)
+        if candidate is None:
+            raise Unavailable(f"{name} publishes no address to reach it at")
+        if candidate.saturated:
+            raise ResourceExhausted(
+                f"{name} is saturated ({candidate.pending}/{candidate.limit} tasks)",
+                retry_after=_retry_after([candidate]),
+            )
+        return candidate
 
     def _order(self, tool: str, open_: list[Candidate]) -> list[Candidate]:
         if self._strategy == "random":

@@ -174,6 +174,7 @@ class LocalExecutor:
             tags=submission.tags,
             preferred_agent=submission.preferred_agent,
             submitter=submission.submitter,
+            target_agent=submission.target_agent,
             attempt=max(prior_attempts, 0),
             request_fingerprint=fingerprint,
         )

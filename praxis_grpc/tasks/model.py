@@ -99,6 +99,8 @@ class Task:
     attempt: int = 0
     # The name of the API token the task was submitted with ("" without auth).
     submitter: str = ""
+    # The only agent the task may run on ("" for any): it is never moved elsewhere.
+    target_agent: str = ""
     request_fingerprint: str = field(default="", compare=False)
     # Set only by a store reading a damaged row: why a stored field could not
     # be decoded ("arguments: ..."); that field holds a placeholder ({},
@@ -222,6 +224,8 @@ class Submission:
     # The name of the API token the client authenticated with ("" without
     # auth); set by the node from the caller, never by the client.
     submitter: str = ""
+    # The only agent that may run the task ("" for any agent).
+    target_agent: str = ""
 
     def fingerprint(self) -> str:
         """A digest identifying the request, to detect idempotency-key reuse."""
@@ -234,6 +238,8 @@ class Submission:
         ]
         if self.submitter:  # appended only when set: digests stored before auth stay valid
             fields.append(self.submitter)
+        if self.target_agent:  # tagged, so it never reads as a submitter
+            fields.append({"target_agent": self.target_agent})
         canonical = json.dumps(
             fields,
             sort_keys=True,

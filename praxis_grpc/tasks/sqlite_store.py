@@ -76,11 +76,17 @@ def _record_submitters(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN submitter TEXT NOT NULL DEFAULT ''")
 
 
+def _record_targets(db: sqlite3.Connection) -> None:
+    # Tasks stored before SubmitTaskRequest.target_agent could run anywhere.
+    db.execute("ALTER TABLE tasks ADD COLUMN target_agent TEXT NOT NULL DEFAULT ''")
+
+
 # _MIGRATIONS[n] takes the schema from version n to n + 1 (``PRAGMA user_version``).
 _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_tasks_table,
     _scope_idempotency_keys_by_origin,
     _record_submitters,
+    _record_targets,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -88,11 +94,11 @@ _COLUMNS = (
     "task_id, tool, arguments, state, created_at, updated_at, owner_agent_id,"
     " origin_agent_id, idempotency_key, timeout, tags, preferred_agent, result,"
     " error_reason, error_message, started_at, finished_at, attempt, request_fingerprint,"
-    " submitter"
+    " submitter, target_agent"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM tasks"  # noqa: S608 - fixed column list
 # Positional parameters in _COLUMNS order (see _row): binding them is cheaper than by name.
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"  # noqa: S608
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
 # Only the lifecycle columns, the owner and its timeout change after insert;
 # identity columns are fixed. Parameters in the order of _lifecycle_row.
 _UPDATE = (
@@ -133,6 +139,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.attempt,
         task.request_fingerprint,
         task.submitter,
+        task.target_agent,
     )
 
 
@@ -193,6 +200,7 @@ def _task(row: sqlite3.Row) -> Task:
         attempt=row["attempt"],
         request_fingerprint=row["request_fingerprint"],
         submitter=row["submitter"],
+        target_agent=row["target_agent"],
         unreadable=tuple(unreadable),
     )
 

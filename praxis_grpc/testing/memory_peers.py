@@ -27,6 +27,7 @@ import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.errors import DeadlineExceeded, PraxisError, Unavailable
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerHandler, PeerLost, TaskQuery
 from praxis_grpc.tasks.model import Submission, Task
@@ -54,12 +55,15 @@ class MemoryPeerNetwork:
 
     def __init__(self) -> None:
         self._handlers: dict[str, PeerHandler] = {}
+        self._describers: dict[str, Callable[[], Agent]] = {}
         self._links: dict[tuple[str, str], _Link] = {}
         self._gone: dict[str, asyncio.Event] = {}
 
-    def serve(self, address: str, handler: PeerHandler) -> None:
-        """Serve ``handler`` at ``address`` (again, after :meth:`kill`)."""
+    def serve(self, address: str, handler: PeerHandler, *, describe: Callable[[], Agent]) -> None:
+        """Serve ``handler`` at ``address`` (again, after :meth:`kill`);
+        ``describe`` answers ``Describe`` there, as the node's peer service does."""
         self._handlers[address] = handler
+        self._describers[address] = describe
         self._gone.pop(address, None)
 
     def client(self, address: str) -> MemoryPeerClient:
@@ -104,6 +108,10 @@ class MemoryPeerNetwork:
         if self.link(source, target).cut or handler is None:
             raise PeerLost(f"{target} cannot be reached from {source}", target, sent=False)
         return handler
+
+    async def described(self, address: str) -> Agent:
+        """What the node at ``address`` answers to ``Describe``."""
+        return self._describers[address]()
 
     async def gone(self, address: str) -> None:
         """Return once the process at ``address`` was killed."""
@@ -227,6 +235,9 @@ class MemoryPeerClient:
 
     def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
         return self._stream(address, lambda h: h.relay_watch(task_id))
+
+    async def describe(self, address: str, *, call_timeout: float | None) -> Agent:
+        return await self._call(address, lambda _: self._network.described(address), call_timeout)
 
     async def wait_gone(self, address: str) -> str:
         await self._network.gone(address)

@@ -16,6 +16,8 @@ import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
+from praxis_grpc.api.agent_service import RemoteAgents
 from praxis_grpc.assembly import HaInputs, build_task_parts
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.config import RoutingConfig
@@ -85,6 +87,8 @@ class PeerNode:
             limits=limits,
             ha=ha,
         )
+        self.remote = RemoteAgents(self.directory, self.peers, call_timeout=5.0)
+        """Describes other nodes (``GetAgent`` with an ``agent_id``)."""
         self.router = parts.router
         self.delegations = parts.delegations
         self.ha = parts.ha
@@ -96,7 +100,7 @@ class PeerNode:
     async def start(self) -> None:
         """Recover, serve on the network, follow delegated tasks (and the HA role)."""
         self.engine.start()
-        self._network.serve(self.address, self.requests)
+        self._network.serve(self.address, self.requests, describe=self.describe)
         self.publish()
         self.delegations.start(CLUSTER_ORIGIN if self.ha is not None else "")
         if self.ha is not None and self._consensus is not None:
@@ -129,6 +133,11 @@ class PeerNode:
             version=0,
             updated_at=datetime.now(UTC),
         )
+
+    def describe(self) -> Agent:
+        """This node as ``GetAgent`` describes it (the fields its card has)."""
+        card = self.card()
+        return Agent(agent_id=card.agent_id, name=card.name, praxis_version=card.praxis_version)
 
     def publish(self) -> None:
         """Publish this node's card in its own directory."""

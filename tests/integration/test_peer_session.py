@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.errors import DeadlineExceeded, NotFound, ResourceExhausted
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
 from praxis_grpc.peers.grpc import GrpcPeerClient
@@ -106,7 +107,11 @@ async def client() -> AsyncIterator[GrpcPeerClient]:
 
 def options(service_class: type[PeerService], owner: Owner, calls: int = 1024) -> PeerService:
     return service_class(
-        owner, max_argument_bytes=4096, max_message_bytes=1 << 20, max_session_calls=calls
+        owner,
+        max_argument_bytes=4096,
+        max_message_bytes=1 << 20,
+        max_session_calls=calls,
+        describe=lambda: Agent(agent_id="owner"),
     )
 
 

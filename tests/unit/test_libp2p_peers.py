@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint
 from praxis_grpc.discovery.streams import END, ERROR, ITEM, StreamCallError
 from praxis_grpc.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
@@ -97,7 +98,12 @@ def handler() -> Handler:
 
 @pytest.fixture
 def calls(handler: Handler) -> MemoryCalls:
-    service = PeerService(handler, max_argument_bytes=4096, max_message_bytes=1 << 20)
+    service = PeerService(
+        handler,
+        max_argument_bytes=4096,
+        max_message_bytes=1 << 20,
+        describe=lambda: Agent(agent_id="worker", name="worker"),
+    )
     return MemoryCalls(PeerStreamService(service))
 
 

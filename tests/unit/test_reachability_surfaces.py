@@ -12,16 +12,18 @@ import pytest
 from rich.console import Console
 
 from praxis_grpc._gen.praxis.v1 import agent_service_pb2, types_pb2
-from praxis_grpc.api.agent_service import AgentService
+from praxis_grpc.api.agent_service import AgentService, RemoteAgents
 from praxis_grpc.card_codec import decode_signed_card, encode_signed_card
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint
 from praxis_grpc.cli.status_view import MeshView, NodeView, render, view_document
 from praxis_grpc.config import Config
 from praxis_grpc.consensus.base import Leadership
+from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import PeerStatus
 from praxis_grpc.discovery.members import MemberStatus
 from praxis_grpc.identity import Identity, load_or_create_identity
 from praxis_grpc.reach import relay_offers
+from praxis_grpc.testing.memory_peers import MemoryPeerNetwork
 from praxis_grpc.testing.nodes import make_config
 from praxis_grpc.wire import card_to_proto
 
@@ -76,6 +78,10 @@ class _Node:
     uptime: float = 1.0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @property
+    def agent_id(self) -> str:
+        return self.card.agent_id
+
     def refresh_card(self) -> AgentCard:
         return self.card
 
@@ -94,7 +100,10 @@ class _Node:
 
 async def test_get_agent_reports_reachability(tmp_path: Path) -> None:
     node = _Node(card_of("A" * 52, reachability="private"), make_config(tmp_path))
-    service = AgentService(node)
+    remote = RemoteAgents(
+        CardDirectory(node.agent_id, ttl=60.0), MemoryPeerNetwork().client("a"), call_timeout=1.0
+    )
+    service = AgentService(node, remote)
     response = await service.GetAgent(agent_service_pb2.GetAgentRequest(), cast(Any, None))
     assert response.agent.reachability == types_pb2.REACHABILITY_PRIVATE
     node.card = replace(node.card, reachability="public")

@@ -502,7 +502,7 @@ def test_sqlite_migrates_a_version_1_database(tmp_path: Path) -> None:
             )
 
     with closing(SqliteTaskStore(path)) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         first = store.get("t-1")
         assert first is not None
         assert (first.owner_agent_id, first.origin_agent_id) == ("agent-a", "agent-a")
@@ -542,7 +542,7 @@ def test_sqlite_migrates_a_version_2_database_to_tasks_without_a_submitter(
         )
 
     with closing(SqliteTaskStore(path)) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         old = store.get("t-1")
         assert old is not None
         assert (old.submitter, old.origin_agent_id, old.idempotency_key) == ("", "a", "k")

@@ -28,17 +28,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from praxis_grpc._gen.praxis.v1 import types_pb2 as praxis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpraxis/v1/agent_service.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15praxis/v1/types.proto\"\x84\x04\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0epraxis_version\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12\"\n\x07ha_mode\x18\x05 \x01(\x0e\x32\x11.praxis.v1.HaMode\x12\x36\n\x11\x63onsensus_backend\x18\x06 \x01(\x0e\x32\x1b.praxis.v1.ConsensusBackend\x12\x17\n\x0fleader_agent_id\x18\x07 \x01(\t\x12\x0c\n\x04term\x18\x08 \x01(\x04\x12\x1d\n\x04load\x18\t \x01(\x0b\x32\x0f.praxis.v1.Load\x12)\n\x06uptime\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x12&\n\tendpoints\x18\r \x03(\x0b\x32\x13.praxis.v1.Endpoint\x12\x13\n\x0bincarnation\x18\x0e \x01(\x04\x12\x0c\n\x04tags\x18\x0f \x03(\t\x12\x16\n\x0eleader_address\x18\x10 \x01(\t\x12-\n\x0creachability\x18\x11 \x01(\x0e\x32\x17.praxis.v1.Reachability\"\xa5\x01\n\x06Member\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.praxis.v1.MemberState\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12,\n\tstate_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06learnt\x18\x06 \x01(\t\"\xbd\x01\n\x04Peer\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x31\n\tdirection\x18\x03 \x01(\x0e\x32\x1e.praxis.v1.ConnectionDirection\x12+\n\x08ping_rtt\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0fGetAgentRequest\"3\n\x10GetAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.praxis.v1.Agent\"\x12\n\x10ListPeersRequest\"W\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Peer\x12\"\n\x07members\x18\x02 \x03(\x0b\x32\x11.praxis.v1.Member\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06resume\x18\x01 \x01(\x08\"0\n\rDrainResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.praxis.v1.Agent*\x80\x01\n\x13\x43onnectionDirection\x12$\n CONNECTION_DIRECTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONNECTION_DIRECTION_INBOUND\x10\x01\x12!\n\x1d\x43ONNECTION_DIRECTION_OUTBOUND\x10\x02*\x8b\x01\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n\x11MEMBER_STATE_LEFT\x10\x04\x32\xd7\x01\n\x0c\x41gentService\x12\x43\n\x08GetAgent\x12\x1a.praxis.v1.GetAgentRequest\x1a\x1b.praxis.v1.GetAgentResponse\x12\x46\n\tListPeers\x12\x1b.praxis.v1.ListPeersRequest\x1a\x1c.praxis.v1.ListPeersResponse\x12:\n\x05\x44rain\x12\x17.praxis.v1.DrainRequest\x1a\x18.praxis.v1.DrainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpraxis/v1/agent_service.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15praxis/v1/types.proto\"\x84\x04\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0epraxis_version\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.praxis.v1.AgentRole\x12\"\n\x07ha_mode\x18\x05 \x01(\x0e\x32\x11.praxis.v1.HaMode\x12\x36\n\x11\x63onsensus_backend\x18\x06 \x01(\x0e\x32\x1b.praxis.v1.ConsensusBackend\x12\x17\n\x0fleader_agent_id\x18\x07 \x01(\t\x12\x0c\n\x04term\x18\x08 \x01(\x04\x12\x1d\n\x04load\x18\t \x01(\x0b\x32\x0f.praxis.v1.Load\x12)\n\x06uptime\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x12&\n\tendpoints\x18\r \x03(\x0b\x32\x13.praxis.v1.Endpoint\x12\x13\n\x0bincarnation\x18\x0e \x01(\x04\x12\x0c\n\x04tags\x18\x0f \x03(\t\x12\x16\n\x0eleader_address\x18\x10 \x01(\t\x12-\n\x0creachability\x18\x11 \x01(\x0e\x32\x17.praxis.v1.Reachability\"\xa5\x01\n\x06Member\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.praxis.v1.MemberState\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12,\n\tstate_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06learnt\x18\x06 \x01(\t\"\xbd\x01\n\x04Peer\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x31\n\tdirection\x18\x03 \x01(\x0e\x32\x1e.praxis.v1.ConnectionDirection\x12+\n\x08ping_rtt\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"3\n\x10GetAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.praxis.v1.Agent\"\x12\n\x10ListPeersRequest\"W\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Peer\x12\"\n\x07members\x18\x02 \x03(\x0b\x32\x11.praxis.v1.Member\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06resume\x18\x01 \x01(\x08\"0\n\rDrainResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.praxis.v1.Agent*\x80\x01\n\x13\x43onnectionDirection\x12$\n CONNECTION_DIRECTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONNECTION_DIRECTION_INBOUND\x10\x01\x12!\n\x1d\x43ONNECTION_DIRECTION_OUTBOUND\x10\x02*\x8b\x01\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n\x11MEMBER_STATE_LEFT\x10\x04\x32\xd7\x01\n\x0c\x41gentService\x12\x43\n\x08GetAgent\x12\x1a.praxis.v1.GetAgentRequest\x1a\x1b.praxis.v1.GetAgentResponse\x12\x46\n\tListPeers\x12\x1b.praxis.v1.ListPeersRequest\x1a\x1c.praxis.v1.ListPeersResponse\x12:\n\x05\x44rain\x12\x17.praxis.v1.DrainRequest\x1a\x18.praxis.v1.DrainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'praxis.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONNECTIONDIRECTION']._serialized_start=1275
-  _globals['_CONNECTIONDIRECTION']._serialized_end=1403
-  _globals['_MEMBERSTATE']._serialized_start=1406
-  _globals['_MEMBERSTATE']._serialized_end=1545
+  _globals['_CONNECTIONDIRECTION']._serialized_start=1293
+  _globals['_CONNECTIONDIRECTION']._serialized_end=1421
+  _globals['_MEMBERSTATE']._serialized_start=1424
+  _globals['_MEMBERSTATE']._serialized_end=1563
   _globals['_AGENT']._serialized_start=133
   _globals['_AGENT']._serialized_end=649
   _globals['_MEMBER']._serialized_start=652
@@ -46,17 +46,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEER']._serialized_start=820
   _globals['_PEER']._serialized_end=1009
   _globals['_GETAGENTREQUEST']._serialized_start=1011
-  _globals['_GETAGENTREQUEST']._serialized_end=1028
-  _globals['_GETAGENTRESPONSE']._serialized_start=1030
-  _globals['_GETAGENTRESPONSE']._serialized_end=1081
-  _globals['_LISTPEERSREQUEST']._serialized_start=1083
-  _globals['_LISTPEERSREQUEST']._serialized_end=1101
-  _globals['_LISTPEERSRESPONSE']._serialized_start=1103
-  _globals['_LISTPEERSRESPONSE']._serialized_end=1190
-  _globals['_DRAINREQUEST']._serialized_start=1192
-  _globals['_DRAINREQUEST']._serialized_end=1222
-  _globals['_DRAINRESPONSE']._serialized_start=1224
-  _globals['_DRAINRESPONSE']._serialized_end=1272
-  _globals['_AGENTSERVICE']._serialized_start=1548
-  _globals['_AGENTSERVICE']._serialized_end=1763
+  _globals['_GETAGENTREQUEST']._serialized_end=1046
+  _globals['_GETAGENTRESPONSE']._serialized_start=1048
+  _globals['_GETAGENTRESPONSE']._serialized_end=1099
+  _globals['_LISTPEERSREQUEST']._serialized_start=1101
+  _globals['_LISTPEERSREQUEST']._serialized_end=1119
+  _globals['_LISTPEERSRESPONSE']._serialized_start=1121
+  _globals['_LISTPEERSRESPONSE']._serialized_end=1208
+  _globals['_DRAINREQUEST']._serialized_start=1210
+  _globals['_DRAINREQUEST']._serialized_end=1240
+  _globals['_DRAINRESPONSE']._serialized_start=1242
+  _globals['_DRAINRESPONSE']._serialized_end=1290
+  _globals['_AGENTSERVICE']._serialized_start=1566
+  _globals['_AGENTSERVICE']._serialized_end=1781
 # @@protoc_insertion_point(module_scope)

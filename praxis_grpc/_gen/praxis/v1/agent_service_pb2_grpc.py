@@ -58,7 +58,11 @@ class AgentServiceServicer:
     """
 
     def GetAgent(self, request, context):
-        """GetAgent returns this node's identity, role and state.
+        """GetAgent returns this node's identity, role and state, or with agent_id
+        another member's, which this node asks over the peer protocol (so a
+        client reaches an agent behind NAT through any member). Errors:
+        NOT_FOUND (agent_id names no known agent), UNAVAILABLE (that agent did
+        not answer within the node's routing.call_timeout).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

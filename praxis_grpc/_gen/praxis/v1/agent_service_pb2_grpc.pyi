@@ -35,7 +35,12 @@ class AgentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     GetAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.GetAgentRequest, _agent_service_pb2.GetAgentResponse]
-    """GetAgent returns this node's identity, role and state."""
+    """GetAgent returns this node's identity, role and state, or with agent_id
+    another member's, which this node asks over the peer protocol (so a
+    client reaches an agent behind NAT through any member). Errors:
+    NOT_FOUND (agent_id names no known agent), UNAVAILABLE (that agent did
+    not answer within the node's routing.call_timeout).
+    """
     ListPeers: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListPeersRequest, _agent_service_pb2.ListPeersResponse]
     """ListPeers lists the peers this node is connected to, and every mesh member
     its failure detector knows with the member's state.
@@ -51,7 +56,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GetAgentRequest, _agent_service_pb2.GetAgentResponse]  # type: ignore[assignment]
-    """GetAgent returns this node's identity, role and state."""
+    """GetAgent returns this node's identity, role and state, or with agent_id
+    another member's, which this node asks over the peer protocol (so a
+    client reaches an agent behind NAT through any member). Errors:
+    NOT_FOUND (agent_id names no known agent), UNAVAILABLE (that agent did
+    not answer within the node's routing.call_timeout).
+    """
     ListPeers: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListPeersRequest, _agent_service_pb2.ListPeersResponse]  # type: ignore[assignment]
     """ListPeers lists the peers this node is connected to, and every mesh member
     its failure detector knows with the member's state.
@@ -70,7 +80,12 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_service_pb2.GetAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.GetAgentResponse, _abc.Awaitable[_agent_service_pb2.GetAgentResponse]]:
-        """GetAgent returns this node's identity, role and state."""
+        """GetAgent returns this node's identity, role and state, or with agent_id
+        another member's, which this node asks over the peer protocol (so a
+        client reaches an agent behind NAT through any member). Errors:
+        NOT_FOUND (agent_id names no known agent), UNAVAILABLE (that agent did
+        not answer within the node's routing.call_timeout).
+        """
 
     @_abc_1.abstractmethod
     def ListPeers(

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2 as praxis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpraxis/v1/task_service.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15praxis/v1/types.proto\"\xac\x02\n\x11SubmitTaskRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\x12\x0c\n\x04wait\x18\x07 \x01(\x08\x12\x0f\n\x07task_id\x18\x08 \x01(\tJ\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\nlocal_onlyR\x0forigin_agent_idR\rfencing_tokenR\x0eprior_attempts\"I\n\x12SubmitTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nlocal_only\x18\x05 \x01(\x08\"L\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"2\n\x11WatchTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task2\xf7\x02\n\x0bTaskService\x12I\n\nSubmitTask\x12\x1c.praxis.v1.SubmitTaskRequest\x1a\x1d.praxis.v1.SubmitTaskResponse\x12@\n\x07GetTask\x12\x19.praxis.v1.GetTaskRequest\x1a\x1a.praxis.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.praxis.v1.ListTasksRequest\x1a\x1c.praxis.v1.ListTasksResponse\x12I\n\nCancelTask\x12\x1c.praxis.v1.CancelTaskRequest\x1a\x1d.praxis.v1.CancelTaskResponse\x12H\n\tWatchTask\x12\x1b.praxis.v1.WatchTaskRequest\x1a\x1c.praxis.v1.WatchTaskResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpraxis/v1/task_service.proto\x12\tpraxis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15praxis/v1/types.proto\"\xc2\x02\n\x11SubmitTaskRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\x12\x0c\n\x04wait\x18\x07 \x01(\x08\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x14\n\x0ctarget_agent\x18\r \x01(\tJ\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\nlocal_onlyR\x0forigin_agent_idR\rfencing_tokenR\x0eprior_attempts\"I\n\x12SubmitTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nlocal_only\x18\x05 \x01(\x08\"L\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"2\n\x11WatchTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task2\xf7\x02\n\x0bTaskService\x12I\n\nSubmitTask\x12\x1c.praxis.v1.SubmitTaskRequest\x1a\x1d.praxis.v1.SubmitTaskResponse\x12@\n\x07GetTask\x12\x19.praxis.v1.GetTaskRequest\x1a\x1a.praxis.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.praxis.v1.ListTasksRequest\x1a\x1c.praxis.v1.ListTasksResponse\x12I\n\nCancelTask\x12\x1c.praxis.v1.CancelTaskRequest\x1a\x1d.praxis.v1.CancelTaskResponse\x12H\n\tWatchTask\x12\x1b.praxis.v1.WatchTaskRequest\x1a\x1c.praxis.v1.WatchTaskResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'praxis.v1.task_service_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITTASKREQUEST']._serialized_start=129
-  _globals['_SUBMITTASKREQUEST']._serialized_end=429
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=431
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=504
-  _globals['_GETTASKREQUEST']._serialized_start=506
-  _globals['_GETTASKREQUEST']._serialized_end=539
-  _globals['_GETTASKRESPONSE']._serialized_start=541
-  _globals['_GETTASKRESPONSE']._serialized_end=589
-  _globals['_LISTTASKSREQUEST']._serialized_start=592
-  _globals['_LISTTASKSREQUEST']._serialized_end=721
-  _globals['_LISTTASKSRESPONSE']._serialized_start=723
-  _globals['_LISTTASKSRESPONSE']._serialized_end=799
-  _globals['_CANCELTASKREQUEST']._serialized_start=801
-  _globals['_CANCELTASKREQUEST']._serialized_end=853
-  _globals['_CANCELTASKRESPONSE']._serialized_start=855
-  _globals['_CANCELTASKRESPONSE']._serialized_end=906
-  _globals['_WATCHTASKREQUEST']._serialized_start=908
-  _globals['_WATCHTASKREQUEST']._serialized_end=943
-  _globals['_WATCHTASKRESPONSE']._serialized_start=945
-  _globals['_WATCHTASKRESPONSE']._serialized_end=995
-  _globals['_TASKSERVICE']._serialized_start=998
-  _globals['_TASKSERVICE']._serialized_end=1373
+  _globals['_SUBMITTASKREQUEST']._serialized_end=451
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=453
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=526
+  _globals['_GETTASKREQUEST']._serialized_start=528
+  _globals['_GETTASKREQUEST']._serialized_end=561
+  _globals['_GETTASKRESPONSE']._serialized_start=563
+  _globals['_GETTASKRESPONSE']._serialized_end=611
+  _globals['_LISTTASKSREQUEST']._serialized_start=614
+  _globals['_LISTTASKSREQUEST']._serialized_end=743
+  _globals['_LISTTASKSRESPONSE']._serialized_start=745
+  _globals['_LISTTASKSRESPONSE']._serialized_end=821
+  _globals['_CANCELTASKREQUEST']._serialized_start=823
+  _globals['_CANCELTASKREQUEST']._serialized_end=875
+  _globals['_CANCELTASKRESPONSE']._serialized_start=877
+  _globals['_CANCELTASKRESPONSE']._serialized_end=928
+  _globals['_WATCHTASKREQUEST']._serialized_start=930
+  _globals['_WATCHTASKREQUEST']._serialized_end=965
+  _globals['_WATCHTASKRESPONSE']._serialized_start=967
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1017
+  _globals['_TASKSERVICE']._serialized_start=1020
+  _globals['_TASKSERVICE']._serialized_end=1395
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "wait", "task_id")
+    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "wait", "task_id", "target_agent")
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class SubmitTaskRequest(_message.Message):
     PREFERRED_AGENT_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_AGENT_FIELD_NUMBER: _ClassVar[int]
     tool: str
     arguments: _struct_pb2.Struct
     idempotency_key: str
@@ -30,7 +31,8 @@ class SubmitTaskRequest(_message.Message):
     preferred_agent: str
     wait: bool
     task_id: str
-    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., wait: _Optional[bool] = ..., task_id: _Optional[str] = ...) -> None: ...
+    target_agent: str
+    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., wait: _Optional[bool] = ..., task_id: _Optional[str] = ..., target_agent: _Optional[str] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task", "deduplicated")

@@ -43,11 +43,18 @@ class TaskServiceStub:
     the tool and carries every requested tag (itself included). The returned
     task's owner_agent_id names that agent.
 
+    With target_agent set, the task runs on that agent or not at all (see
+    the field), whichever member receives it and however that agent is
+    reached (its gRPC endpoint, or a libp2p stream when it is behind NAT).
+
     Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
-    message names the field), FAILED_PRECONDITION (no agent offers the tool
-    with the requested tags, the message lists the tools on offer; or the
-    node is draining), ALREADY_EXISTS (idempotency key or task id reused for
-    a different request), RESOURCE_EXHAUSTED (every capable agent is
+    message names the field), NOT_FOUND (target_agent names no known agent),
+    FAILED_PRECONDITION (no agent offers the tool with the requested tags,
+    the message lists the tools on offer; or the node is draining; or the
+    target agent does not offer the tool with those tags, is draining or
+    coordinates), ALREADY_EXISTS (idempotency key or task id reused for a
+    different request, a different target_agent included),
+    RESOURCE_EXHAUSTED (every capable agent, or the target agent, is
     saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
     agent could be reached).
     """
@@ -86,11 +93,18 @@ class TaskServiceAsyncStub(TaskServiceStub):
     the tool and carries every requested tag (itself included). The returned
     task's owner_agent_id names that agent.
 
+    With target_agent set, the task runs on that agent or not at all (see
+    the field), whichever member receives it and however that agent is
+    reached (its gRPC endpoint, or a libp2p stream when it is behind NAT).
+
     Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
-    message names the field), FAILED_PRECONDITION (no agent offers the tool
-    with the requested tags, the message lists the tools on offer; or the
-    node is draining), ALREADY_EXISTS (idempotency key or task id reused for
-    a different request), RESOURCE_EXHAUSTED (every capable agent is
+    message names the field), NOT_FOUND (target_agent names no known agent),
+    FAILED_PRECONDITION (no agent offers the tool with the requested tags,
+    the message lists the tools on offer; or the node is draining; or the
+    target agent does not offer the tool with those tags, is draining or
+    coordinates), ALREADY_EXISTS (idempotency key or task id reused for a
+    different request, a different target_agent included),
+    RESOURCE_EXHAUSTED (every capable agent, or the target agent, is
     saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
     agent could be reached).
     """
@@ -132,11 +146,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         the tool and carries every requested tag (itself included). The returned
         task's owner_agent_id names that agent.
 
+        With target_agent set, the task runs on that agent or not at all (see
+        the field), whichever member receives it and however that agent is
+        reached (its gRPC endpoint, or a libp2p stream when it is behind NAT).
+
         Errors: INVALID_ARGUMENT (bad tool, arguments, timeout or task_id; the
-        message names the field), FAILED_PRECONDITION (no agent offers the tool
-        with the requested tags, the message lists the tools on offer; or the
-        node is draining), ALREADY_EXISTS (idempotency key or task id reused for
-        a different request), RESOURCE_EXHAUSTED (every capable agent is
+        message names the field), NOT_FOUND (target_agent names no known agent),
+        FAILED_PRECONDITION (no agent offers the tool with the requested tags,
+        the message lists the tools on offer; or the node is draining; or the
+        target agent does not offer the tool with those tags, is draining or
+        coordinates), ALREADY_EXISTS (idempotency key or task id reused for a
+        different request, a different target_agent included),
+        RESOURCE_EXHAUSTED (every capable agent, or the target agent, is
         saturated; retry-after-ms in trailing metadata), UNAVAILABLE (no capable
         agent could be reached).
         """

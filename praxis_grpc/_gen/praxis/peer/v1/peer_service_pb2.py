@@ -25,58 +25,63 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as praxis_dot_v1_dot_agent__service__pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2 as praxis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!praxis/peer/v1/peer_service.proto\x12\x0epraxis.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15praxis/v1/types.proto\"\xc3\x01\n\x08TaskSpec\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\x12\x11\n\tsubmitter\x18\x07 \x01(\t\"\xa0\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x17\n\x0forigin_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x16\n\x0eprior_attempts\x18\x05 \x01(\r\x12\x0c\n\x04wait\x18\x06 \x01(\x08\"G\n\x10\x44ispatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\" \n\rFollowRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0e\x46ollowResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"<\n\x0eSessionRequest\x12*\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1b.praxis.peer.v1.SessionCall\"\xcb\x01\n\x0bSessionCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1f.praxis.peer.v1.DispatchRequestH\x00\x12/\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1d.praxis.peer.v1.FollowRequestH\x00\x12\x11\n\x07\x61\x62\x61ndon\x18\x04 \x01(\x08H\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x06\n\x04\x63\x61ll\"@\n\x0fSessionResponse\x12-\n\x07replies\x18\x01 \x03(\x0b\x32\x1c.praxis.peer.v1.SessionReply\"\xb0\x01\n\x0cSessionReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x34\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32 .praxis.peer.v1.DispatchResponseH\x00\x12\x30\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1e.praxis.peer.v1.FollowResponseH\x00\x12\r\n\x03\x65nd\x18\x04 \x01(\x08H\x00\x12\x0f\n\x05\x65rror\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05reply\"0\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0e\x43\x61ncelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"o\n\x12RelaySubmitRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"J\n\x13RelaySubmitResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"6\n\x0fRelayGetRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x10RelayGetResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10RelayListRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12$\n\x06states\x18\x02 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"L\n\x11RelayListResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x12RelayCancelRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"4\n\x13RelayCancelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"8\n\x11RelayWatchRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x12RelayWatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task2\xe8\x05\n\x0bPeerService\x12M\n\x08\x44ispatch\x12\x1f.praxis.peer.v1.DispatchRequest\x1a .praxis.peer.v1.DispatchResponse\x12I\n\x06\x46ollow\x12\x1d.praxis.peer.v1.FollowRequest\x1a\x1e.praxis.peer.v1.FollowResponse0\x01\x12N\n\x07Session\x12\x1e.praxis.peer.v1.SessionRequest\x1a\x1f.praxis.peer.v1.SessionResponse(\x01\x30\x01\x12G\n\x06\x43\x61ncel\x12\x1d.praxis.peer.v1.CancelRequest\x1a\x1e.praxis.peer.v1.CancelResponse\x12V\n\x0bRelaySubmit\x12\".praxis.peer.v1.RelaySubmitRequest\x1a#.praxis.peer.v1.RelaySubmitResponse\x12M\n\x08RelayGet\x12\x1f.praxis.peer.v1.RelayGetRequest\x1a .praxis.peer.v1.RelayGetResponse\x12P\n\tRelayList\x12 .praxis.peer.v1.RelayListRequest\x1a!.praxis.peer.v1.RelayListResponse\x12V\n\x0bRelayCancel\x12\".praxis.peer.v1.RelayCancelRequest\x1a#.praxis.peer.v1.RelayCancelResponse\x12U\n\nRelayWatch\x12!.praxis.peer.v1.RelayWatchRequest\x1a\".praxis.peer.v1.RelayWatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!praxis/peer/v1/peer_service.proto\x12\x0epraxis.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dpraxis/v1/agent_service.proto\x1a\x15praxis/v1/types.proto\"\xd9\x01\n\x08TaskSpec\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x17\n\x0fpreferred_agent\x18\x06 \x01(\t\x12\x11\n\tsubmitter\x18\x07 \x01(\t\x12\x14\n\x0ctarget_agent\x18\x08 \x01(\t\"\xa0\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x17\n\x0forigin_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x16\n\x0eprior_attempts\x18\x05 \x01(\r\x12\x0c\n\x04wait\x18\x06 \x01(\x08\"G\n\x10\x44ispatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\" \n\rFollowRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0e\x46ollowResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"<\n\x0eSessionRequest\x12*\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1b.praxis.peer.v1.SessionCall\"\xcb\x01\n\x0bSessionCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1f.praxis.peer.v1.DispatchRequestH\x00\x12/\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1d.praxis.peer.v1.FollowRequestH\x00\x12\x11\n\x07\x61\x62\x61ndon\x18\x04 \x01(\x08H\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x06\n\x04\x63\x61ll\"@\n\x0fSessionResponse\x12-\n\x07replies\x18\x01 \x03(\x0b\x32\x1c.praxis.peer.v1.SessionReply\"\xb0\x01\n\x0cSessionReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x34\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32 .praxis.peer.v1.DispatchResponseH\x00\x12\x30\n\x06\x66ollow\x18\x03 \x01(\x0b\x32\x1e.praxis.peer.v1.FollowResponseH\x00\x12\r\n\x03\x65nd\x18\x04 \x01(\x08H\x00\x12\x0f\n\x05\x65rror\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05reply\"0\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0e\x43\x61ncelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"o\n\x12RelaySubmitRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.praxis.peer.v1.TaskSpec\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"J\n\x13RelaySubmitResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"6\n\x0fRelayGetRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"1\n\x10RelayGetResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x81\x01\n\x10RelayListRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12$\n\x06states\x18\x02 \x03(\x0e\x32\x14.praxis.v1.TaskState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"L\n\x11RelayListResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.praxis.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x12RelayCancelRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"4\n\x13RelayCancelResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"8\n\x11RelayWatchRequest\x12\x12\n\nrelayed_by\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x12RelayWatchResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.praxis.v1.Task\"\x11\n\x0f\x44\x65scribeRequest\"3\n\x10\x44\x65scribeResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.praxis.v1.Agent2\xb7\x06\n\x0bPeerService\x12M\n\x08\x44ispatch\x12\x1f.praxis.peer.v1.DispatchRequest\x1a .praxis.peer.v1.DispatchResponse\x12I\n\x06\x46ollow\x12\x1d.praxis.peer.v1.FollowRequest\x1a\x1e.praxis.peer.v1.FollowResponse0\x01\x12N\n\x07Session\x12\x1e.praxis.peer.v1.SessionRequest\x1a\x1f.praxis.peer.v1.SessionResponse(\x01\x30\x01\x12G\n\x06\x43\x61ncel\x12\x1d.praxis.peer.v1.CancelRequest\x1a\x1e.praxis.peer.v1.CancelResponse\x12V\n\x0bRelaySubmit\x12\".praxis.peer.v1.RelaySubmitRequest\x1a#.praxis.peer.v1.RelaySubmitResponse\x12M\n\x08RelayGet\x12\x1f.praxis.peer.v1.RelayGetRequest\x1a .praxis.peer.v1.RelayGetResponse\x12P\n\tRelayList\x12 .praxis.peer.v1.RelayListRequest\x1a!.praxis.peer.v1.RelayListResponse\x12V\n\x0bRelayCancel\x12\".praxis.peer.v1.RelayCancelRequest\x1a#.praxis.peer.v1.RelayCancelResponse\x12U\n\nRelayWatch\x12!.praxis.peer.v1.RelayWatchRequest\x1a\".praxis.peer.v1.RelayWatchResponse0\x01\x12M\n\x08\x44\x65scribe\x12\x1f.praxis.peer.v1.DescribeRequest\x1a .praxis.peer.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'praxis.peer.v1.peer_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSPEC']._serialized_start=139
-  _globals['_TASKSPEC']._serialized_end=334
-  _globals['_DISPATCHREQUEST']._serialized_start=337
-  _globals['_DISPATCHREQUEST']._serialized_end=497
-  _globals['_DISPATCHRESPONSE']._serialized_start=499
-  _globals['_DISPATCHRESPONSE']._serialized_end=570
-  _globals['_FOLLOWREQUEST']._serialized_start=572
-  _globals['_FOLLOWREQUEST']._serialized_end=604
-  _globals['_FOLLOWRESPONSE']._serialized_start=606
-  _globals['_FOLLOWRESPONSE']._serialized_end=653
-  _globals['_SESSIONREQUEST']._serialized_start=655
-  _globals['_SESSIONREQUEST']._serialized_end=715
-  _globals['_SESSIONCALL']._serialized_start=718
-  _globals['_SESSIONCALL']._serialized_end=921
-  _globals['_SESSIONRESPONSE']._serialized_start=923
-  _globals['_SESSIONRESPONSE']._serialized_end=987
-  _globals['_SESSIONREPLY']._serialized_start=990
-  _globals['_SESSIONREPLY']._serialized_end=1166
-  _globals['_CANCELREQUEST']._serialized_start=1168
-  _globals['_CANCELREQUEST']._serialized_end=1216
-  _globals['_CANCELRESPONSE']._serialized_start=1218
-  _globals['_CANCELRESPONSE']._serialized_end=1265
-  _globals['_RELAYSUBMITREQUEST']._serialized_start=1267
-  _globals['_RELAYSUBMITREQUEST']._serialized_end=1378
-  _globals['_RELAYSUBMITRESPONSE']._serialized_start=1380
-  _globals['_RELAYSUBMITRESPONSE']._serialized_end=1454
-  _globals['_RELAYGETREQUEST']._serialized_start=1456
-  _globals['_RELAYGETREQUEST']._serialized_end=1510
-  _globals['_RELAYGETRESPONSE']._serialized_start=1512
-  _globals['_RELAYGETRESPONSE']._serialized_end=1561
-  _globals['_RELAYLISTREQUEST']._serialized_start=1564
-  _globals['_RELAYLISTREQUEST']._serialized_end=1693
-  _globals['_RELAYLISTRESPONSE']._serialized_start=1695
-  _globals['_RELAYLISTRESPONSE']._serialized_end=1771
-  _globals['_RELAYCANCELREQUEST']._serialized_start=1773
-  _globals['_RELAYCANCELREQUEST']._serialized_end=1846
-  _globals['_RELAYCANCELRESPONSE']._serialized_start=1848
-  _globals['_RELAYCANCELRESPONSE']._serialized_end=1900
-  _globals['_RELAYWATCHREQUEST']._serialized_start=1902
-  _globals['_RELAYWATCHREQUEST']._serialized_end=1958
-  _globals['_RELAYWATCHRESPONSE']._serialized_start=1960
-  _globals['_RELAYWATCHRESPONSE']._serialized_end=2011
-  _globals['_PEERSERVICE']._serialized_start=2014
-  _globals['_PEERSERVICE']._serialized_end=2758
+  _globals['_TASKSPEC']._serialized_start=170
+  _globals['_TASKSPEC']._serialized_end=387
+  _globals['_DISPATCHREQUEST']._serialized_start=390
+  _globals['_DISPATCHREQUEST']._serialized_end=550
+  _globals['_DISPATCHRESPONSE']._serialized_start=552
+  _globals['_DISPATCHRESPONSE']._serialized_end=623
+  _globals['_FOLLOWREQUEST']._serialized_start=625
+  _globals['_FOLLOWREQUEST']._serialized_end=657
+  _globals['_FOLLOWRESPONSE']._serialized_start=659
+  _globals['_FOLLOWRESPONSE']._serialized_end=706
+  _globals['_SESSIONREQUEST']._serialized_start=708
+  _globals['_SESSIONREQUEST']._serialized_end=768
+  _globals['_SESSIONCALL']._serialized_start=771
+  _globals['_SESSIONCALL']._serialized_end=974
+  _globals['_SESSIONRESPONSE']._serialized_start=976
+  _globals['_SESSIONRESPONSE']._serialized_end=1040
+  _globals['_SESSIONREPLY']._serialized_start=1043
+  _globals['_SESSIONREPLY']._serialized_end=1219
+  _globals['_CANCELREQUEST']._serialized_start=1221
+  _globals['_CANCELREQUEST']._serialized_end=1269
+  _globals['_CANCELRESPONSE']._serialized_start=1271
+  _globals['_CANCELRESPONSE']._serialized_end=1318
+  _globals['_RELAYSUBMITREQUEST']._serialized_start=1320
+  _globals['_RELAYSUBMITREQUEST']._serialized_end=1431
+  _globals['_RELAYSUBMITRESPONSE']._serialized_start=1433
+  _globals['_RELAYSUBMITRESPONSE']._serialized_end=1507
+  _globals['_RELAYGETREQUEST']._serialized_start=1509
+  _globals['_RELAYGETREQUEST']._serialized_end=1563
+  _globals['_RELAYGETRESPONSE']._serialized_start=1565
+  _globals['_RELAYGETRESPONSE']._serialized_end=1614
+  _globals['_RELAYLISTREQUEST']._serialized_start=1617
+  _globals['_RELAYLISTREQUEST']._serialized_end=1746
+  _globals['_RELAYLISTRESPONSE']._serialized_start=1748
+  _globals['_RELAYLISTRESPONSE']._serialized_end=1824
+  _globals['_RELAYCANCELREQUEST']._serialized_start=1826
+  _globals['_RELAYCANCELREQUEST']._serialized_end=1899
+  _globals['_RELAYCANCELRESPONSE']._serialized_start=1901
+  _globals['_RELAYCANCELRESPONSE']._serialized_end=1953
+  _globals['_RELAYWATCHREQUEST']._serialized_start=1955
+  _globals['_RELAYWATCHREQUEST']._serialized_end=2011
+  _globals['_RELAYWATCHRESPONSE']._serialized_start=2013
+  _globals['_RELAYWATCHRESPONSE']._serialized_end=2064
+  _globals['_DESCRIBEREQUEST']._serialized_start=2066
+  _globals['_DESCRIBEREQUEST']._serialized_end=2083
+  _globals['_DESCRIBERESPONSE']._serialized_start=2085
+  _globals['_DESCRIBERESPONSE']._serialized_end=2136
+  _globals['_PEERSERVICE']._serialized_start=2139
+  _globals['_PEERSERVICE']._serialized_end=2962
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as _agent_service_pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -13,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TaskSpec(_message.Message):
-    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "submitter")
+    __slots__ = ("tool", "arguments", "idempotency_key", "timeout", "tags", "preferred_agent", "submitter", "target_agent")
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +22,7 @@ class TaskSpec(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_AGENT_FIELD_NUMBER: _ClassVar[int]
     SUBMITTER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_AGENT_FIELD_NUMBER: _ClassVar[int]
     tool: str
     arguments: _struct_pb2.Struct
     idempotency_key: str
@@ -28,7 +30,8 @@ class TaskSpec(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     preferred_agent: str
     submitter: str
-    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., submitter: _Optional[str] = ...) -> None: ...
+    target_agent: str
+    def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., preferred_agent: _Optional[str] = ..., submitter: _Optional[str] = ..., target_agent: _Optional[str] = ...) -> None: ...
 
 class DispatchRequest(_message.Message):
     __slots__ = ("task_id", "spec", "origin_agent_id", "fencing_token", "prior_attempts", "wait")
@@ -205,3 +208,13 @@ class RelayWatchResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     task: _types_pb2.Task
     def __init__(self, task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: _agent_service_pb2.Agent
+    def __init__(self, agent: _Optional[_Union[_agent_service_pb2.Agent, _Mapping]] = ...) -> None: ...

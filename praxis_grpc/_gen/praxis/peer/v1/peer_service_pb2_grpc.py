@@ -95,6 +95,11 @@ class PeerServiceStub:
                 request_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchRequest.SerializeToString,
                 response_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/praxis.peer.v1.PeerService/Describe',
+                request_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -205,6 +210,15 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """Describe returns the node's own description, as its public
+        AgentService.GetAgent would: an entry node answers a client's GetAgent
+        for another agent with it (the agent may be behind NAT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +266,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.RelayWatch,
                     request_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchRequest.FromString,
                     response_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeRequest.FromString,
+                    response_serializer=praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -512,6 +531,33 @@ class PeerService:
             '/praxis.peer.v1.PeerService/RelayWatch',
             praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchRequest.SerializeToString,
             praxis_dot_peer_dot_v1_dot_peer__service__pb2.RelayWatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/praxis.peer.v1.PeerService/Describe',
+            praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeRequest.SerializeToString,
+            praxis_dot_peer_dot_v1_dot_peer__service__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,11 @@ class PeerServiceStub:
     """RelayCancel cancels a task at the coordinator for a standby's client."""
     RelayWatch: _grpc.UnaryStreamMultiCallable[_peer_service_pb2.RelayWatchRequest, _peer_service_pb2.RelayWatchResponse]
     """RelayWatch watches a task at the coordinator for a standby's client."""
+    Describe: _grpc.UnaryUnaryMultiCallable[_peer_service_pb2.DescribeRequest, _peer_service_pb2.DescribeResponse]
+    """Describe returns the node's own description, as its public
+    AgentService.GetAgent would: an entry node answers a client's GetAgent
+    for another agent with it (the agent may be behind NAT).
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -170,6 +175,11 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """RelayCancel cancels a task at the coordinator for a standby's client."""
     RelayWatch: _aio.UnaryStreamMultiCallable[_peer_service_pb2.RelayWatchRequest, _peer_service_pb2.RelayWatchResponse]  # type: ignore[assignment]
     """RelayWatch watches a task at the coordinator for a standby's client."""
+    Describe: _aio.UnaryUnaryMultiCallable[_peer_service_pb2.DescribeRequest, _peer_service_pb2.DescribeResponse]  # type: ignore[assignment]
+    """Describe returns the node's own description, as its public
+    AgentService.GetAgent would: an entry node answers a client's GetAgent
+    for another agent with it (the agent may be behind NAT).
+    """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """PeerService is the node-to-node protocol of a praxis cluster. It is
@@ -292,5 +302,16 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_peer_service_pb2.RelayWatchResponse], _abc.AsyncIterator[_peer_service_pb2.RelayWatchResponse]]:
         """RelayWatch watches a task at the coordinator for a standby's client."""
+
+    @_abc_1.abstractmethod
+    def Describe(
+        self,
+        request: _peer_service_pb2.DescribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_service_pb2.DescribeResponse, _abc.Awaitable[_peer_service_pb2.DescribeResponse]]:
+        """Describe returns the node's own description, as its public
+        AgentService.GetAgent would: an entry node answers a client's GetAgent
+        for another agent with it (the agent may be behind NAT).
+        """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
