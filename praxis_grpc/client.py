@@ -69,8 +69,11 @@ class PraxisClient:
         tags: Sequence[str] = (),
         preferred_agent: str = "",
         rpc_timeout: float | None = None,
+        target_agent: str = "",
     ) -> task_service_pb2.SubmitTaskResponse:
-        """Submit a task; with ``wait`` block until it is terminal."""
+        """Submit a task; with ``wait`` block until it is terminal. With
+        ``target_agent`` it runs on that agent only (whichever member this
+        client talks to)."""
         request = task_service_pb2.SubmitTaskRequest(
             tool=tool,
             arguments=dict_to_struct(arguments or {}),
@@ -78,6 +81,7 @@ class PraxisClient:
             tags=list(tags),
             preferred_agent=preferred_agent,
             wait=wait,
+            target_agent=target_agent,
         )
         if timeout is not None:
             request.timeout.CopyFrom(_duration(timeout))
@@ -160,9 +164,12 @@ class PraxisClient:
         )
         return list(response.cards)
 
-    def get_agent(self) -> agent_service_pb2.Agent:
-        """The node's self-description."""
-        response = self.agent.GetAgent(agent_service_pb2.GetAgentRequest(), timeout=self.timeout)
+    def get_agent(self, agent_id: str = "") -> agent_service_pb2.Agent:
+        """The node's self-description, or with ``agent_id`` that member's
+        (asked by this node over the peer protocol)."""
+        response = self.agent.GetAgent(
+            agent_service_pb2.GetAgentRequest(agent_id=agent_id), timeout=self.timeout
+        )
         return response.agent
 
     def list_peers(self) -> list[agent_service_pb2.Peer]:

@@ -8,6 +8,8 @@ interrupted.
 The global flags (``--target``, ``--json``, and ``--cacert``, ``--cert``,
 ``--key``, ``--token`` for a node with ``api.tls`` / ``api.auth``) go before or after the
 subcommand: ``praxis --json up`` and ``praxis up --json`` are the same.
+``--via ADDR --agent ID`` (``agent``, ``status``, ``submit``) reaches an
+agent through any member, e.g. one behind NAT.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from praxis_grpc.cli._errors import UsageError
+from praxis_grpc.cli.agent import add_agent_command
 from praxis_grpc.cli.certs import add_certs_commands
 from praxis_grpc.cli.connect import add_credential_flags
 from praxis_grpc.cli.run import add_run_commands, serve_node
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub, flags)
     add_task_commands(sub, flags)
     add_status_command(sub, flags)
+    add_agent_command(sub, flags)
     add_certs_commands(sub, flags)
     add_tokens_commands(sub, flags)
     return parser

@@ -1,7 +1,9 @@
 """``praxis status``: one snapshot of the node(s), the members, the leader and
 recent tasks, or with ``--watch`` a live view of them until Ctrl-C.
 
-The view is fed by ``GetAgent`` and health of every node named, a
+The view is fed by ``GetAgent`` and health of every node named (with
+``--agent ID``, ``GetAgent`` of that agent through ``--via`` or ``--target``:
+its health is then what it reports, SERVING unless draining), a
 ``WatchCards`` stream (the members as the first node knows them),
 ``ListTasks`` (recent tasks and failures) and a ``WatchTask`` stream per
 unfinished recent task. It is redrawn once per ``--interval``, never faster.
@@ -33,6 +35,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.errors import ERROR_KEY
 from praxis_grpc.cli._errors import UsageError
+from praxis_grpc.cli.agent import add_via_flag, entry_of
 from praxis_grpc.cli.connect import credentials_from
 from praxis_grpc.cli.output import print_json
 from praxis_grpc.cli.status_view import MeshView, NodeView, is_terminal, render, view_document
@@ -62,6 +65,14 @@ def add_status_command(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
         help=f"seconds between redraws with --watch (default 1, at least {MIN_INTERVAL:g})",
     )
     status.add_argument("--tasks", type=int, default=8, help="recent tasks shown (default 8)")
+    status.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="show this agent instead, through --via (repeatable; no TARGETs with it)",
+    )
+    add_via_flag(status)
     status.set_defaults(handler=_cmd_status)
 
 
@@ -70,10 +81,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise UsageError(f"--interval must be at least {MIN_INTERVAL:g} seconds")
     if not 1 <= args.tasks <= 100:
         raise UsageError("--tasks must be between 1 and 100")
-    targets = args.nodes or [args.target]
+    if args.agent and args.nodes:
+        raise UsageError("--agent shows agents through one member: give no TARGET with it")
+    targets = args.nodes or [entry_of(args, args.agent)] * max(len(args.agent), 1)
     if args.watch:
         return asyncio.run(_watch_until_interrupted(targets, args))
-    view = asyncio.run(snapshot(targets, args.tasks, credentials_from(args)))
+    view = asyncio.run(snapshot(targets, args.tasks, credentials_from(args), agent_ids=args.agent))
     if all(node.agent is None for node in view.nodes):
         for node in view.nodes:
             print(f"praxis: {node.error}", file=sys.stderr)
@@ -105,16 +118,21 @@ async def _watch_until_interrupted(targets: list[str], args: argparse.Namespace)
         args.interval,
         stop,
         recent=args.tasks,
-        poller=MeshPoller(targets, args.tasks, credentials=credentials_from(args)),
+        poller=MeshPoller(
+            targets, args.tasks, credentials=credentials_from(args), agent_ids=args.agent
+        ),
     )
     return 0
 
 
 async def snapshot(
-    targets: Sequence[str], recent: int = 8, credentials: ClientCredentials | None = None
+    targets: Sequence[str],
+    recent: int = 8,
+    credentials: ClientCredentials | None = None,
+    agent_ids: Sequence[str] = (),
 ) -> MeshView:
-    """One view of ``targets`` (members from ListCards)."""
-    async with MeshPoller(targets, recent, credentials=credentials) as poller:
+    """One view of ``targets`` (members from ListCards); see :class:`MeshPoller`."""
+    async with MeshPoller(targets, recent, credentials=credentials, agent_ids=agent_ids) as poller:
         await poller.refresh(list_cards=True)
         return poller.view
 
@@ -163,7 +181,11 @@ async def watch(
 
 class MeshPoller:
     """Fills a :class:`MeshView` from the nodes; an async context manager
-    owning one channel per node."""
+    owning one channel per node.
+
+    With ``agent_ids`` (one per target) node ``i`` is agent ``agent_ids[i]``
+    as ``targets[i]`` describes it (the agent may be behind NAT).
+    """
 
     def __init__(
         self,
@@ -171,10 +193,19 @@ class MeshPoller:
         recent: int = 8,
         call_timeout: float = 2.0,
         credentials: ClientCredentials | None = None,
+        agent_ids: Sequence[str] = (),
     ) -> None:
         if not targets:
             raise ValueError("at least one target")
-        self.view = MeshView([NodeView(target) for target in targets])
+        if agent_ids and len(agent_ids) != len(targets):
+            raise ValueError("one agent id per target")
+        ids = list(agent_ids) or [""] * len(targets)
+        self.view = MeshView(
+            [
+                NodeView(target, agent_id=agent_id)
+                for target, agent_id in zip(targets, ids, strict=True)
+            ]
+        )
         self._recent = recent
         self._timeout = call_timeout
         presented = credentials or ClientCredentials()
@@ -228,16 +259,22 @@ class MeshPoller:
         try:
             agents = agent_service_pb2_grpc.AgentServiceStub(channel)
             response = await agents.GetAgent(
-                agent_service_pb2.GetAgentRequest(), timeout=self._timeout
+                agent_service_pb2.GetAgentRequest(agent_id=node.agent_id), timeout=self._timeout
             )
-            health = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=self._timeout
-            )
+            if node.agent_id:  # another agent: it answered, so it serves unless draining
+                status = health_pb2.HealthCheckResponse.NOT_SERVING
+                if not response.agent.draining:
+                    status = health_pb2.HealthCheckResponse.SERVING
+            else:
+                health = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=self._timeout
+                )
+                status = health.status
         except grpc.RpcError as exc:
             node.agent, node.error = None, _describe(exc, node.target)
             return
         node.agent, node.error = response.agent, ""
-        node.health = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
+        node.health = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
 
     async def _list(self, channel: grpc.aio.Channel, list_cards: bool) -> None:
         tasks = task_service_pb2_grpc.TaskServiceStub(channel)

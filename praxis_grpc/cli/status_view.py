@@ -46,6 +46,13 @@ class NodeView:
     agent: agent_service_pb2.Agent | None = None
     health: str = ""
     error: str = ""
+    agent_id: str = ""
+    """The agent shown, as ``target`` describes it; empty for ``target`` itself."""
+
+    @property
+    def address(self) -> str:
+        """Where the node was asked: ``target``, or ``via target`` for another agent."""
+        return f"via {self.target}" if self.agent_id else self.target
 
 
 @dataclass
@@ -119,13 +126,13 @@ def _nodes_table(view: MeshView) -> Any:
     )
     for node in view.nodes:
         if node.agent is None:
-            table.add_row("?", node.target, f"[red]{node.error or 'no answer yet'}[/]")
+            table.add_row("?", node.address, f"[red]{node.error or 'no answer yet'}[/]")
             continue
         agent = node.agent
         health = node.health + (" (draining)" if agent.draining else "")
         table.add_row(
             agent.name,
-            node.target,
+            node.address,
             f"[green]{health}[/]" if node.health == "SERVING" else f"[red]{health}[/]",
             enum_name(agent, "role", "AGENT_ROLE_"),
             reachability(agent),
@@ -206,6 +213,8 @@ def view_document(view: MeshView) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     for node in view.nodes:
         entry: dict[str, Any] = {"target": node.target}
+        if node.agent_id:
+            entry["agent_id"] = node.agent_id
         if node.agent is not None:
             entry.update(health=node.health, agent=message_dict(node.agent))
         else:

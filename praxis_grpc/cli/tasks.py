@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from praxis_grpc.cli._errors import UsageError
+from praxis_grpc.cli.agent import add_via_flag, entry_of
 from praxis_grpc.cli.output import (
     enum_name,
     message_dict,
@@ -30,7 +31,14 @@ def add_task_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
     submit.add_argument("--timeout", type=float, help="execution timeout in seconds")
     submit.add_argument("--idempotency-key", default="")
     submit.add_argument("--tag", action="append", default=[], help="required agent tag")
-    submit.add_argument("--prefer", default="", help="preferred agent id")
+    placement = submit.add_mutually_exclusive_group()
+    placement.add_argument("--prefer", default="", help="preferred agent id")
+    placement.add_argument(
+        "--agent",
+        metavar="ID",
+        help="run only on this agent (target_agent; through --via if given)",
+    )
+    add_via_flag(submit)
     submit.set_defaults(handler=_cmd_submit)
 
     task = sub.add_parser("task", help="inspect and control tasks", parents=flags)
@@ -84,6 +92,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError('--args must be a JSON object, e.g. \'{"expression": "1+2"}\'')
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    agents = [] if args.agent is None else [args.agent]
+    args.target = entry_of(args, agents)
     with _client(args) as client:
         response = client.submit(
             args.tool,
@@ -93,6 +103,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             tags=args.tag,
             preferred_agent=args.prefer,
+            target_agent=args.agent or "",
         )
         task = response.task
         if args.watch:
