@@ -128,7 +128,7 @@ class PeerNode:
             ),
             tags=(),
             load=CardLoad(load.in_flight, load.queued, load.capacity, load.queue_limit),
-            draining=False,
+            draining=not self.engine.accepting,
             incarnation=1,
             version=0,
             updated_at=datetime.now(UTC),

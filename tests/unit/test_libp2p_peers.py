@@ -259,3 +259,12 @@ async def test_a_unary_call_stops_reading_at_the_second_message() -> None:
     with pytest.raises(PeerLost, match="not one"):
         await client.cancel(ADDRESS, "t-1", "x", call_timeout=None)
     assert calls.sent == 2
+
+
+async def test_describe_round_trips_and_is_bounded_by_its_deadline(calls: MemoryCalls) -> None:
+    client = Libp2pPeerClient(calls)
+    described = await client.describe(ADDRESS, call_timeout=5)
+    assert (described.agent_id, described.name) == ("worker", "worker")
+    calls.stall = True
+    with pytest.raises(DeadlineExceeded):
+        await client.describe(ADDRESS, call_timeout=0.05)
