@@ -301,7 +301,8 @@ class Follower:
                 exclude=(exclude,),
                 target_agent=record.target_agent,
             )
-        except (FailedPrecondition, ResourceExhausted) as exc:
+        except (FailedPrecondition, ResourceExhausted, NotFound, Unavailable) as exc:
+            # NotFound, Unavailable: a targeted task's agent is unknown or has no address.
             log.info("task %s waits for a capable agent: %s", record.task_id, exc.message)
             return False
         for candidate in plan[: self._config.max_attempts]:

@@ -202,3 +202,12 @@ async def test_a_peer_without_session_is_called_unary(client: GrpcPeerClient) ->
         assert states == [TaskState.WORKING, TaskState.COMPLETED]
     finally:
         await server.stop(None)
+
+
+async def test_describe_is_a_unary_call(client: GrpcPeerClient) -> None:
+    server, address = await serve(options(PeerService, Owner()))
+    try:
+        described = await client.describe(address, call_timeout=5)
+        assert described.agent_id == "owner"
+    finally:
+        await server.stop(None)

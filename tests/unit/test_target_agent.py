@@ -101,3 +101,32 @@ def test_an_overlong_target_is_invalid_naming_the_field() -> None:
     with pytest.raises(InvalidArgument) as raised:
         submission_from_proto(request, 1024)
     assert raised.value.field == "target_agent"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["agent", "--via", "127.0.0.1:1"], "--via needs --agent"),
+        (["agent", "--agent", ""], "--agent must name an agent id"),
+        (["agent", "--via", "entry", "--agent", "x"], "--via 'entry' is not host:port"),
+        (["submit", "echo", "--via", "127.0.0.1:1"], "--via needs --agent"),
+        (["status", "127.0.0.1:1", "--agent", "x"], "give no TARGET with it"),
+        (["status", "--via", "127.0.0.1:1"], "--via needs --agent"),
+    ],
+)
+def test_bad_via_usage_exits_2_naming_the_flag(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from praxis_grpc.cli import main
+
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_prefer_and_agent_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    from praxis_grpc.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "echo", "--prefer", "a", "--agent", "b"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
