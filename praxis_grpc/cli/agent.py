@@ -2,9 +2,10 @@
 
 An agent behind NAT has no gRPC endpoint a client can dial; every member
 reaches it over the peer protocol. ``--via ADDR`` names the member to talk
-to (instead of ``--target``) and ``--agent ID`` the agent meant: its
-description (``GetAgent`` with ``agent_id``) or, with ``praxis submit``, the
-only agent the task may run on (``target_agent``).
+to (instead of ``--target``) and ``--agent ID`` the agent meant (an agent id,
+or a name the member's cards give exactly one agent): its description
+(``GetAgent`` with ``agent_id``) or, with ``praxis submit``, the only agent
+the task may run on (``target_agent``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from praxis_grpc.cli._errors import UsageError
 from praxis_grpc.cli.output import enum_name, message_dict, print_json
 from praxis_grpc.cli.status_view import reachability
 
-__all__ = ["add_agent_command", "add_via_flag", "entry_of"]
+__all__ = ["add_agent_command", "add_via_flag", "agent_ids", "entry_of"]
 
 
 def add_agent_command(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
@@ -27,7 +28,7 @@ def add_agent_command(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
         parents=flags,
     )
     agent.add_argument(
-        "--agent", metavar="ID", help="agent id to describe (default: the node itself)"
+        "--agent", metavar="ID", help="agent id or name to describe (default: the node itself)"
     )
     add_via_flag(agent)
     agent.set_defaults(handler=_cmd_agent)
@@ -60,6 +61,30 @@ def entry_of(args: argparse.Namespace, agents: list[str]) -> str:
     return target
 
 
+def agent_ids(client: Any, agents: list[str]) -> list[str]:
+    """``--agent`` values as agent ids: an id is kept, a name the cards at
+    ``client``'s node give exactly one agent becomes its id, anything else
+    is kept (the node answers NOT_FOUND naming the field).
+
+    Raises:
+        UsageError: a name more than one agent has.
+    """
+    cards = client.list_cards() if agents else []
+    known = {card.agent_id for card in cards}
+    resolved = []
+    for agent in agents:
+        named = sorted(card.agent_id for card in cards if card.name == agent)
+        if agent in known or not named:
+            resolved.append(agent)
+        elif len(named) == 1:
+            resolved.append(named[0])
+        else:
+            raise UsageError(
+                f"--agent {agent!r} names {len(named)} agents: give an id ({', '.join(named)})"
+            )
+    return resolved
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from praxis_grpc.cli.connect import credentials_from
     from praxis_grpc.client import PraxisClient
@@ -68,7 +93,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     entry = entry_of(args, agents)
     args.target = entry  # errors name the node talked to
     with PraxisClient(entry, credentials=credentials_from(args)) as client:
-        agent = client.get_agent(args.agent or "")
+        agent = client.get_agent("".join(agent_ids(client, agents)))
     if args.json:
         print_json(message_dict(agent))
         return 0

@@ -35,7 +35,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.errors import ERROR_KEY
 from praxis_grpc.cli._errors import UsageError
-from praxis_grpc.cli.agent import add_via_flag, entry_of
+from praxis_grpc.cli.agent import add_via_flag, agent_ids, entry_of
 from praxis_grpc.cli.connect import credentials_from
 from praxis_grpc.cli.output import print_json
 from praxis_grpc.cli.status_view import MeshView, NodeView, is_terminal, render, view_document
@@ -70,7 +70,7 @@ def add_status_command(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="ID",
-        help="show this agent instead, through --via (repeatable; no TARGETs with it)",
+        help="show this agent (id or name) instead, through --via (repeatable; no TARGETs)",
     )
     add_via_flag(status)
     status.set_defaults(handler=_cmd_status)
@@ -84,6 +84,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.agent and args.nodes:
         raise UsageError("--agent shows agents through one member: give no TARGET with it")
     targets = args.nodes or [entry_of(args, args.agent)] * max(len(args.agent), 1)
+    if args.agent:
+        from praxis_grpc.client import PraxisClient
+
+        with PraxisClient(targets[0], credentials=credentials_from(args)) as client:
+            args.agent = agent_ids(client, args.agent)
     if args.watch:
         return asyncio.run(_watch_until_interrupted(targets, args))
     view = asyncio.run(snapshot(targets, args.tasks, credentials_from(args), agent_ids=args.agent))

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from praxis_grpc.cli._errors import UsageError
-from praxis_grpc.cli.agent import add_via_flag, entry_of
+from praxis_grpc.cli.agent import add_via_flag, agent_ids, entry_of
 from praxis_grpc.cli.output import (
     enum_name,
     message_dict,
@@ -36,7 +36,7 @@ def add_task_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
     placement.add_argument(
         "--agent",
         metavar="ID",
-        help="run only on this agent (target_agent; through --via if given)",
+        help="run only on this agent, id or name (target_agent; through --via if given)",
     )
     add_via_flag(submit)
     submit.set_defaults(handler=_cmd_submit)
@@ -103,7 +103,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             tags=args.tag,
             preferred_agent=args.prefer,
-            target_agent=args.agent or "",
+            target_agent="".join(agent_ids(client, agents)),
         )
         task = response.task
         if args.watch:

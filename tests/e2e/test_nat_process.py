@@ -211,6 +211,20 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
     text = lab.run(lab.privates[1], [sys.executable, "-c", _ANALYZE, infos[1]["grpc"]], timeout=60)
     assert json.loads(text) == [completed, infos[0]["agent_id"]]
 
+    # Through any member, with the CLI: worker1 (itself behind NAT) describes worker0,
+    # and the relay places a task on worker0 by name (target_agent).
+    praxis = [sys.executable, "-m", "praxis_grpc", "--json"]
+    via = ["--via", infos[1]["grpc"], "--agent", infos[0]["agent_id"]]
+    described = json.loads(lab.run(lab.privates[1], [*praxis, "agent", *via]))
+    assert (described["name"], described["reachability"]) == ("worker0", "REACHABILITY_PRIVATE")
+    submit = ["submit", "text_analyzer", "--args", '{"text": "by name"}', "--wait"]
+    via = ["--via", relay["grpc"], "--agent", infos[0]["agent_id"]]
+    targeted = json.loads(lab.run(lab.public, [*praxis, *submit, *via], timeout=60))
+    assert (targeted["state"], targeted["owner_agent_id"]) == (
+        "TASK_STATE_COMPLETED",
+        infos[0]["agent_id"],
+    )
+
     def reachability(namespace: str, info: dict[str, Any]) -> str:
         return lab.run(namespace, [sys.executable, "-c", _REACHABILITY, info["metrics"]]).strip()
 

@@ -95,7 +95,7 @@ async def test_a_natted_agent_is_reached_through_any_member(
         argv = ["--json", "submit", "text_analyzer", "--args", text, "--wait"]
         assert await asyncio.to_thread(main, [*argv, "--via", entry, "--agent", natted]) == 0
         assert json.loads(capsys.readouterr().out)["owner_agent_id"] == natted
-        argv = ["--json", "status", "--via", entry, "--agent", natted]
+        argv = ["--json", "status", "--via", entry, "--agent", "worker"]  # by name
         assert await asyncio.to_thread(main, argv) == 0
         [node] = json.loads(capsys.readouterr().out)["nodes"]
         assert (node["target"], node["agent_id"], node["health"]) == (entry, natted, "SERVING")

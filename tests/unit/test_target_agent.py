@@ -130,3 +130,20 @@ def test_prefer_and_agent_exclude_each_other(capsys: pytest.CaptureFixture[str])
         main(["submit", "echo", "--prefer", "a", "--agent", "b"])
     assert exited.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_agent_names_resolve_to_ids_through_the_cards() -> None:
+    from types import SimpleNamespace
+
+    from praxis_grpc.cli import UsageError
+    from praxis_grpc.cli.agent import agent_ids
+
+    cards = [
+        SimpleNamespace(agent_id="id-a", name="alpha"),
+        SimpleNamespace(agent_id="id-b1", name="beta"),
+        SimpleNamespace(agent_id="id-b2", name="beta"),
+    ]
+    client = SimpleNamespace(list_cards=lambda: cards)
+    assert agent_ids(client, ["alpha", "id-b2", "ghost"]) == ["id-a", "id-b2", "ghost"]
+    with pytest.raises(UsageError, match="'beta' names 2 agents: give an id"):
+        agent_ids(client, ["beta"])
