@@ -97,8 +97,19 @@ def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
         assert {task["tool"] for task in listed} == {"calculator", "echo", "sleep"}
         ran = next(task for task in listed if task["tool"] == "calculator")
         assert names[ran["owner_agent_id"]] in {"agent1", "agent2"}  # delegated
+        pinned = next(task for task in listed if task["arguments"] == {"to": "agent2"})
+        assert names[pinned["owner_agent_id"]] == "agent2"
+        assert pinned["target_agent"] == pinned["owner_agent_id"]
         for name in names.values():
             assert name in outputs["praxis cards"]
+        # One agent by name, through the node talked to.
+        assert outputs['praxis agent --via "$PRAXIS_TARGET" --agent agent2'].startswith("agent2 ")
+        targeted = next(out for line, out in outputs.items() if "--agent agent2 --wait" in line)
+        assert "COMPLETED" in targeted
+        via = outputs['praxis status --via "$PRAXIS_TARGET" --agent agent1 --agent agent2']
+        assert "via 127.0.0.1:" in via
+        assert "agent1" in via
+        assert "agent2" in via
         status = json.loads(outputs["praxis status --json"])
         assert len(status["members"]) == 3
         watched = outputs["praxis status --watch"]
