@@ -20,6 +20,8 @@ from google.protobuf import struct_pb2
 
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as peer_pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as peer_grpc
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2 as agent_pb
+from praxis_grpc._gen.praxis.v1 import agent_service_pb2_grpc as agent_grpc
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import task_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1 import types_pb2
@@ -108,6 +110,12 @@ async def test_three_members_delegate_over_mutual_tls(tmp_path: Path, ca: Path) 
         assert task.state == types_pb2.TASK_STATE_COMPLETED, task.error
         assert task.owner_agent_id == n3.agent_id
         assert dict(task.result)["result"] == 5
+        # Another member described through n1: Describe over the members-only listener.
+        async with grpc.aio.insecure_channel(n1.endpoints.grpc) as channel:
+            described = await agent_grpc.AgentServiceStub(channel).GetAgent(
+                agent_pb.GetAgentRequest(agent_id=n3.agent_id), timeout=20
+            )
+        assert (described.agent.agent_id, described.agent.name) == (n3.agent_id, "n3")
         # The public port no longer serves the peer service.
         async with grpc.aio.insecure_channel(n3.endpoints.grpc) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as info:
