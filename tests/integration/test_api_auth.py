@@ -134,6 +134,15 @@ async def test_a_reader_cannot_submit_or_drain_but_reads_every_task(
         assert [t.task_id for t in listed.tasks] == [task.task_id]
         assert listed.tasks[0].submitter == "alice"
         await reader.agent.GetAgent(agent_pb.GetAgentRequest())
+        # Routing options and agent_id change nothing: same roles as their methods.
+        targeted = pb.SubmitTaskRequest(tool="sleep", target_agent=node.agent_id)
+        error = await refused(reader.tasks.SubmitTask(targeted))
+        assert error.code() is Code.PERMISSION_DENIED
+        own = await reader.agent.GetAgent(agent_pb.GetAgentRequest(agent_id=node.agent_id))
+        assert own.agent.agent_id == node.agent_id
+    async with api(node) as anonymous:
+        error = await refused(anonymous.agent.GetAgent(agent_pb.GetAgentRequest(agent_id="x")))
+        assert error.code() is Code.UNAUTHENTICATED
     assert node.engine.accepting
 
 
