@@ -231,7 +231,8 @@ def _run(lab: NatLab, root: Path, args: argparse.Namespace) -> None:
         f"requests={args.requests} warmup={args.warmup} closed loop: "
         f"concurrency={args.concurrency} up to {args.tasks} tasks or {args.seconds} s"
     )
-    print(f"{'path':<17} {'ok':>5} {'p50 ms':>8} {'p95 ms':>8} {'tasks/s':>8} {'relay CPU':>10}")
+    header = ("path", "ok", "p50 ms", "p95 ms", "tasks/s", "relay CPU", "errors")
+    print("{:<17} {:>5} {:>8} {:>8} {:>8} {:>10} {:>6}".format(*header))
     for name, namespace, entry, worker in paths:
         label = name
         argv = [sys.executable, "-c", _PATH, entry.info["grpc"], worker.info["agent_id"]]
@@ -252,8 +253,10 @@ def _run(lab: NatLab, root: Path, args: argparse.Namespace) -> None:
         per_task = 1000 * cpu / done if done else float("nan")
         print(
             f"{label:<17} {len(out['latencies']):>5} {p50:>8.2f} {p95:>8.2f} "
-            f"{rate:>8.1f} {per_task:>7.2f} ms"
+            f"{rate:>8.1f} {per_task:>7.2f} ms {len(out['errors']):>6}"
         )
+        if out["errors"]:
+            print(f"  first error: {out['errors'][0]}")
 
 
 def main() -> None:
