@@ -231,8 +231,8 @@ class P2PConfig(_Section):
     )
     hole_punching: bool = Field(
         default=False,
-        description="upgrade relayed connections to direct ones (DCUtR); not available "
-        "yet: true is refused, and relayed connections are kept",
+        description="upgrade relayed connections to direct ones (DCUtR) where the NATs "
+        "allow it; the relayed connection is kept either way",
     )
     announce_addrs: list[AnnounceMultiaddr] = Field(
         default_factory=list,
@@ -247,11 +247,6 @@ class P2PConfig(_Section):
         for key in ("relays", "relay_service", "hole_punching", "announce_addrs"):
             if getattr(self, key) and not self.enabled:
                 raise ValueError(f"{key} needs enabled: true (it is a libp2p feature)")
-        if self.hole_punching:
-            raise ValueError(
-                "hole_punching: DCUtR hole punching is not available yet (issue 14); "
-                "agents behind NAT are reached through their relays"
-            )
         if self.relay_reservation_ttl < 10:
             raise ValueError("relay_reservation_ttl must be at least 10s (it is renewed early)")
         return self

@@ -123,6 +123,15 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.p2p_holepunch_total = Counter(
+            "p2p_holepunch",
+            "Hole punching sessions (p2p.hole_punching) this node initiated, by outcome: "
+            "direct (now directly connected), failed (the relayed connection is kept) or "
+            "skipped (no observed address, or the peer does not punch).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.gossip_messages_total = Counter(
             "gossip_messages",
             "Mesh messages by kind (card, status) and direction (sent, received, dropped).",

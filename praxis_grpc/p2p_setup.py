@@ -146,4 +146,5 @@ def libp2p_discovery(
         reach=reach_options(cfg),
         on_addrs=on_addrs,
         on_reachability=on_reachability,
+        on_holepunch=lambda outcome: metrics.p2p_holepunch_total.labels(outcome).inc(),
     )

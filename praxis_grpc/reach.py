@@ -42,6 +42,7 @@ def reach_options(cfg: Config) -> ReachOptions:
         announce_addrs=tuple(p2p.announce_addrs),
         max_call_bytes=cfg.api.max_message_bytes,
         check_reachability=True,
+        hole_punching=p2p.hole_punching,
         reachability="" if p2p.reachability == "auto" else p2p.reachability,
     )
 

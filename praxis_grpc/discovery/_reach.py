@@ -26,6 +26,7 @@ from multiaddr import Multiaddr
 
 from praxis_grpc.discovery._admission import StreamHandler
 from praxis_grpc.discovery._dialback import Reachability
+from praxis_grpc.discovery._holepunch import HolePunching, HolePunchOptions
 from praxis_grpc.discovery._peer_stream import answer_call
 from praxis_grpc.discovery._relay import Relaying, RelayOptions, is_circuit
 from praxis_grpc.discovery.streams import PEER_PROTOCOL, StreamCallError
@@ -54,6 +55,8 @@ class ReachOptions:
     reachability: str = ""
     """"public" or "private": taken as the verdict instead of asking peers
     (``p2p.reachability``); "" to ask when ``check_reachability``."""
+    hole_punching: bool = False
+    """Upgrade relayed connections to direct ones (:mod:`._holepunch`)."""
 
 
 class HostReach:
@@ -70,9 +73,13 @@ class HostReach:
         on_addrs: Callable[[list[str]], None],
         start_answer: StartAnswer | None,
         on_reachability: Callable[[str], None] | None = None,
+        on_holepunch: Callable[[str], None] | None = None,
     ) -> None:
         """``on_reachability`` (trio thread, must not block) gets "public",
-        "private" or "unknown" as the dial-back verdict changes."""
+        "private" or "unknown" as the dial-back verdict changes;
+        ``on_holepunch`` each hole punch outcome (see :class:`HolePunching`)."""
+        self._on_holepunch = on_holepunch or (lambda _outcome: None)
+        self._holepunch: HolePunching | None = None
         self._options = options
         self._on_addrs = on_addrs
         self._on_reachability = on_reachability or (lambda _state: None)
@@ -110,16 +117,20 @@ class HostReach:
         # Every host can dial /p2p-circuit addresses (an agent behind NAT it is
         # not connected to); only relay clients and relays run the protocol.
         self._relaying = Relaying(host, self._options.relay, self._relay_addrs_changed, gate)
+        if self._options.hole_punching:
+            self._holepunch = HolePunching(host, HolePunchOptions(), self._on_holepunch, gate)
         return self._relaying.services() if self._options.relay.enabled else []
 
     async def run(self) -> None:
-        """Keep the relay reservations and check reachability (returns at once
-        with neither configured)."""
+        """Keep the relay reservations, check reachability and punch holes
+        (returns at once with none configured)."""
         if self._options.reachability:
             self._reachability_changed(self._options.reachability)
         async with trio.open_nursery() as nursery:
             if self._relaying is not None and self._options.relay.enabled:
                 nursery.start_soon(self._relaying.run)
+            if self._holepunch is not None:
+                nursery.start_soon(self._holepunch.run)
             if (
                 self._reachability is not None
                 and self._options.check_reachability

@@ -81,7 +81,9 @@ class Libp2pDiscovery:
     announces, relays and carries peer calls
     (:class:`~praxis_grpc.discovery.streams.StreamCalls`); ``on_addrs`` is then
     called on the loop whenever the advertised addresses change, and
-    ``on_reachability`` with the dial-back verdict ("public", "private").
+    ``on_reachability`` with the dial-back verdict ("public", "private");
+    ``on_holepunch`` is called in the trio thread (it must be thread-safe: a
+    counter) with each hole punch outcome ("direct", "failed", "skipped").
     """
 
     def __init__(
@@ -93,12 +95,14 @@ class Libp2pDiscovery:
         reach: ReachOptions | None = None,
         on_addrs: Callable[[list[str]], None] | None = None,
         on_reachability: Callable[[str], None] | None = None,
+        on_holepunch: Callable[[str], None] | None = None,
     ) -> None:
         self._options = options
         self._membership = membership
         self._reach_options = reach
         self._on_addrs = on_addrs
         self._on_reachability = on_reachability
+        self._on_holepunch = on_holepunch
         self._service: StreamService | None = None
         self._reach: HostReach | None = None
         self._answers: set[asyncio.Task[None]] = set()
@@ -186,7 +190,8 @@ class Libp2pDiscovery:
                     loop.call_soon_threadsafe(on_reachability, state)
 
         answer = self._start_answer(loop) if self._service is not None else None
-        return HostReach(options, addrs_changed, answer, reachability_changed)
+        # Hole punch outcomes only count (thread-safe): no crossing to the loop.
+        return HostReach(options, addrs_changed, answer, reachability_changed, self._on_holepunch)
 
     def _start_answer(
         self, loop: asyncio.AbstractEventLoop

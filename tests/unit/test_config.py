@@ -343,7 +343,6 @@ RELAY = "/ip4/10.200.0.1/tcp/4001/p2p/" + "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STi
         ("p2p:\n  relays: /ip4/10.0.0.1/tcp/1\n", r"p2p\.relays: .*list"),
         ("p2p:\n  relay_service: 1\n", r"p2p\.relay_service: .*boolean"),
         ("p2p:\n  hole_punching: yes please\n", r"p2p\.hole_punching: .*boolean"),
-        ("p2p:\n  hole_punching: true\n", r"p2p: .*hole_punching: DCUtR .* not available yet"),
         ("p2p:\n  relay_max_reservations: 0\n", r"p2p\.relay_max_reservations: .*greater"),
         ("p2p:\n  relay_max_circuit_bytes: 10\n", r"p2p\.relay_max_circuit_bytes: .*greater"),
         ("p2p:\n  relay_reservation_ttl: 2s\n", r"p2p: .*relay_reservation_ttl must be at least"),
@@ -368,7 +367,7 @@ def test_nat_traversal_keys_are_checked_naming_the_key(
 def test_nat_traversal_keys_load_from_file_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
-        "p2p:\n  relays: [" + RELAY + "]\n  relay_service: true\n  hole_punching: false\n"
+        "p2p:\n  relays: [" + RELAY + "]\n  relay_service: true\n  hole_punching: true\n"
         "  relay_reservation_ttl: 2m\n"
     )
     config = load_config(
@@ -376,7 +375,7 @@ def test_nat_traversal_keys_load_from_file_and_environment(tmp_path: Path) -> No
     )
     assert config.p2p.relays == [RELAY]
     assert config.p2p.relay_service
-    assert not config.p2p.hole_punching
+    assert config.p2p.hole_punching  # accepted (was refused until DCUtR was made safe)
     assert config.p2p.relay_reservation_ttl == 120.0
     assert config.p2p.announce_addrs == ["/dns4/node.example/tcp/4001"]
     defaults = load_config(None, environ={}).p2p
