@@ -9,7 +9,11 @@ proves nothing:
 * on libp2p, the admission handshake (``discovery/_admission.py``): the
   certificate received must name the peer id Noise authenticated;
 * on the peer service, mutual TLS: the client certificate must be the CA's,
-  and its peer id is the caller (:func:`caller_peer_id`).
+  and its peer id is the caller (:func:`caller_peer_id`); the caller checks
+  the server certificate too, against the DNS name of the peer id it meant to
+  reach (:func:`~praxis_grpc.certs.peer_dns_name`, checked by
+  :mod:`praxis_grpc.peers.grpc`), so a member that takes over another
+  member's address receives none of its calls.
 
 Pure apart from reading the three files once; no asyncio, no trio.
 """
@@ -26,7 +30,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from praxis_grpc.certs import CertError, peer_ids, verify_issued_by
+from praxis_grpc.certs import CertError, names_peer_dns, peer_ids, verify_issued_by
 
 __all__ = ["AdmissionRefused", "ClusterCredentials", "caller_peer_id"]
 
@@ -95,6 +99,12 @@ class ClusterCredentials:
                 f"cluster.node_cert: {node_cert} names peer id(s) {named or 'none'}, not this "
                 f"node's {peer_id} (issue it with: praxis certs issue NAME --node-key "
                 "<data_dir>/node.key)"
+            )
+        if not names_peer_dns(cert, peer_id):
+            raise CertError(
+                f"cluster.node_cert: {node_cert} lacks the DNS name members check when they "
+                f"dial this node's peer listener (issued by an older praxis? issue it again "
+                "with: praxis certs issue NAME --node-key <data_dir>/node.key)"
             )
         return cls(ca_pem, cert_pem, key_pem, cas, cert)
 

@@ -182,6 +182,21 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.peer_wrong_identity_total = Counter(
+            "peer_wrong_identity",
+            "Calls to another member refused because the server certificate at its "
+            "address does not name the agent dialed (another member holds the address).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.peer_calls_refused_total = Counter(
+            "peer_calls_refused",
+            "Inbound peer-service calls and streams refused before reaching the service, "
+            "by transport (grpc, libp2p) and reason (per_peer_limit).",
+            ["transport", "reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.card_age_seconds = Histogram(
             "card_age_seconds",
             "Age of peer cards when they arrive (now minus the card's updated_at).",
