@@ -143,7 +143,9 @@ def libp2p_discovery(
             ),
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
-        reach=reach_options(cfg),
+        reach=reach_options(
+            cfg, metrics.peer_calls_refused_total.labels("libp2p", "per_peer_limit").inc
+        ),
         on_addrs=on_addrs,
         on_reachability=on_reachability,
     )
