@@ -158,10 +158,15 @@ def caller_peer_id(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
     checked the certificate against the CA (``require_client_auth``).
     """
     pems = list(auth_context.get("x509_pem_cert") or [])
-    if not pems:
-        return None
+    return _peer_id_of(pems[0]) if pems else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_id_of(pem: bytes) -> str | None:
+    """The one peer id ``pem`` names; parsed once per certificate, not per call
+    (a pure function of the bytes: TLS has checked them on every connection)."""
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
     named = peer_ids(cert)
