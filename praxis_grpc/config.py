@@ -577,6 +577,11 @@ class ClusterConfig(_Section):
     admission_timeout: PositiveDuration = Field(
         default=5.0, description="a connected peer not admitted within this is disconnected"
     )
+    revoked: ConfigPath | None = Field(
+        default=None,
+        description="deny-list: revoked peer ids and certificate serials (serial=HEX), "
+        "one a line, read at start; refused by admission, card checks and the peer listener",
+    )
     max_calls_per_peer: int = Field(
         default=2048,
         ge=1,

@@ -38,7 +38,8 @@ def peer_server(
             MetricsInterceptor(metrics),
             MembersOnly(
                 PerPeerSlots(cfg.cluster.max_calls_per_peer),
-                metrics.peer_calls_refused_total.labels("grpc", "per_peer_limit").inc,
+                lambda reason: metrics.peer_calls_refused_total.labels("grpc", reason).inc(),
+                credentials.revoked,
             ),
             RequestDecodingInterceptor(
                 size_limits=request_size_limits(cfg.tasks.max_argument_bytes)

@@ -120,5 +120,5 @@ async def test_a_flooding_member_is_refused_past_its_bound_and_another_is_served
         for call in calls:
             call.cancel()
         await served.aclose()
-        await channel.close()
+        await channel.close(None)
         await server.stop(None)
