@@ -144,9 +144,11 @@ def _noticed(method: _Call) -> _Call:
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
-        async def streamed(self: GrpcPeerClient, address: str, *args: Any) -> AsyncIterator[Any]:
+        async def streamed(
+            self: GrpcPeerClient, address: str, *args: Any, **kwargs: Any
+        ) -> AsyncIterator[Any]:
             try:
-                async for item in method(self, address, *args):
+                async for item in method(self, address, *args, **kwargs):
                     yield item
             except WrongPeer:
                 self._wrong_peer(address)
