@@ -147,12 +147,15 @@ def _noticed(method: _Call) -> _Call:
         async def streamed(
             self: GrpcPeerClient, address: str, *args: Any, **kwargs: Any
         ) -> AsyncIterator[Any]:
+            stream = method(self, address, *args, **kwargs)
             try:
-                async for item in method(self, address, *args, **kwargs):
+                async for item in stream:
                     yield item
             except WrongPeer:
                 self._wrong_peer(address)
                 raise
+            finally:
+                await stream.aclose()  # closing this one early ends the call now
 
         return streamed  # type: ignore[return-value]
 

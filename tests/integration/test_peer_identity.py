@@ -8,6 +8,7 @@ reach B works.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -29,9 +30,9 @@ from praxis_grpc.peers.base import Dispatch, WrongPeer
 from praxis_grpc.peers.grpc import GrpcPeerClient, PeerTarget
 from praxis_grpc.peers.listener import peer_server
 from praxis_grpc.peers.service import PeerService, add_to_server
-from praxis_grpc.tasks.model import Submission
+from praxis_grpc.tasks.model import Submission, Task, TaskState
 from praxis_grpc.testing import make_config
-from tests.integration.test_peer_session import Owner
+from tests.integration.test_peer_session import NOW, Owner, serve
 
 A_ADDRESS, B_ADDRESS = "a.example:50051", "b.example:50051"  # the gRPC addresses of the cards
 
@@ -178,3 +179,41 @@ def _uri_only_certificate(root: Path, agent_id: str) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+class Following(Owner):
+    """Follows stay open after the first state until the caller goes away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = asyncio.Event()
+
+    async def follow(self, task_id: str) -> AsyncIterator[Task]:
+        try:
+            yield Task(task_id, "echo", {}, TaskState.WORKING, NOW, NOW, owner_agent_id="b")
+            await asyncio.Event().wait()
+        finally:
+            self.ended.set()
+
+    def relay_watch(self, task_id: str) -> AsyncIterator[Task]:
+        return self.follow(task_id)
+
+
+async def test_closing_a_follow_early_still_ends_the_call() -> None:
+    # The refusal counter wraps every call; a stream closed early must still end
+    # its call at once (PeerClient contract), not when the wrapper is collected.
+    owner = Following()
+    service = PeerService(owner, max_argument_bytes=4096, max_message_bytes=1 << 20)
+    server, address = await serve(service)
+    client = GrpcPeerClient("entry")
+    try:
+        for follow in (client.follow, client.relay_watch):
+            owner.ended.clear()
+            stream = follow(address, str(uuid.uuid4()))
+            first = await anext(aiter(stream))
+            assert first.state is TaskState.WORKING
+            await stream.aclose()  # type: ignore[attr-defined]
+            await asyncio.wait_for(owner.ended.wait(), timeout=10)
+    finally:
+        await client.aclose()
+        await server.stop(None)
