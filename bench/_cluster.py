@@ -24,6 +24,7 @@ import yaml
 
 from bench._common import interrupts_deferred
 from praxis_grpc._gen.praxis.v1 import card_service_pb2, card_service_pb2_grpc, types_pb2
+from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.launcher import NodeProcess, node_config, start_node, stop_nodes, wait_ready
 
 _LOG_PROBLEM = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")
@@ -112,9 +113,14 @@ class Cluster:
 
 
 async def wait_for_tool(
-    address: str, tool: str, agents: Iterable[str], within: float
+    address: str,
+    tool: str,
+    agents: Iterable[str],
+    within: float,
+    credentials: ClientCredentials | None = None,
 ) -> tuple[float, list[types_pb2.AgentCard]]:
-    """Poll ``address``'s ``ListCards`` until every named agent lists ``tool``.
+    """Poll ``address``'s ``ListCards`` (with ``credentials``: over TLS, with a
+    token) until every named agent lists ``tool``.
 
     Returns:
         Seconds it took and the cards of the last response.
@@ -125,7 +131,7 @@ async def wait_for_tool(
     wanted = set(agents)
     start = time.monotonic()
     missing = wanted
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with (credentials or ClientCredentials()).aio_channel(address) as channel:
         cards_stub = card_service_pb2_grpc.CardServiceStub(channel)
         while True:
             try:

@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.delegated_roundtrip [--requests N] [--concurrency 1,16]
         [--targets echo,delegated,direct] [--duration-cap SECONDS] [--warmup N]
-        [--rounds R] [--launch-timeout SECONDS] [--cluster] [--keep] [--json]
+        [--rounds R] [--launch-timeout SECONDS] [--cluster] [--secure] [--keep] [--json]
 
 Starts, in separate processes, a raw ``grpc.aio`` echo server
 (:mod:`bench.echo_server`) and two ``praxis node`` processes meshed over
@@ -23,6 +23,15 @@ each concurrency, every target in turn from a fresh load process
 With ``--cluster`` the nodes get node certificates from a fresh CA (``cluster``
 section): admission on the mesh, and delegation over the members-only peer
 listener with mutual TLS (SECURITY.md); run with and without to see its cost.
+
+With ``--secure`` a second pair of nodes runs beside the first, with
+everything on: the cluster CA (admission, the members-only peer listener with
+mutual TLS), ``api.tls`` and ``api.auth`` (the load process speaks TLS and
+sends an admin bearer token). Each praxis target gets a ``-secure`` twin
+measured next to it (``delegated``, then ``delegated-secure``; the other way
+round in even rounds), and a second table gives the cost of security read off
+the same run: req/s, p50/p95 and CPU per task, secure against plain, and
+whether the cost stays under the issue's 20% bound.
 
 Reports medians over rounds, throughput as a fraction of echo's, and the CPU
 each server process used per request (user + system, warm-up included): on a
@@ -67,13 +76,25 @@ from bench._common import (
     progress,
     run_main,
 )
+from bench._secure_pair import (
+    SECURE_SUFFIX,
+    Security,
+    round_order,
+    secure_configs,
+    security_table,
+    with_certificates,
+    with_secure_twins,
+)
 from bench.echo_server import echo_server_process
 from bench.load import LoadResult, load_process
+from praxis_grpc.credentials import ClientCredentials
 
-TARGETS = ("echo", "delegated", "direct")
+PLAIN_TARGETS = ("echo", "delegated", "direct")
+TARGETS = (*PLAIN_TARGETS, "delegated" + SECURE_SUFFIX, "direct" + SECURE_SUFFIX)
 TARGET_RATIO = 0.3
 TARGET_CONCURRENCY = 16
 NODE_A, NODE_B = "node-a", "node-b"
+SECURE_PREFIX = "secure-"
 # As in production (metrics on), with room for every client coroutine; cards
 # every second so B's card (and its echo tool) reaches A quickly.
 BASE_CONFIG: dict[str, Any] = {
@@ -121,6 +142,7 @@ class Summary:
     wrong_owner: int
     rps: float
     p50_ms: float
+    p95_ms: float
     p99_ms: float
     server_cpu_us: float
     cpu_us: dict[str, float] = field(default_factory=dict)
@@ -132,17 +154,31 @@ def default_requests(concurrency: int) -> int:
     return 1000 if concurrency == 1 else 3000
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How one target is driven.
+
+    Attributes:
+        address: Where the load process sends its calls.
+        charged: Server process name to the column its CPU is reported in.
+        security: The CA and token of the secure nodes, or None (plaintext).
+    """
+
+    address: str
+    charged: Mapping[str, str]
+    security: Security | None = None
+
+
 def measure(
     target: str,
-    address: str,
+    plan: Plan,
     servers: Mapping[str, int],
-    charged: Sequence[str],
     concurrency: int,
     requests: int,
     args: argparse.Namespace,
     expect_owner: str = "",
 ) -> Measurement:
-    """Run one load process against ``address``; report the CPU of the ``charged`` servers.
+    """Run one load process as ``plan`` says; report the CPU of its charged servers.
 
     ``servers`` (name: pid) are every server process this run started; the
     ones not charged are idle, and not counted as other processes either.
@@ -151,18 +187,24 @@ def measure(
         RuntimeError: the load process failed or overran its time allowance.
     """
     window = CpuWindow(servers)
+    security = plan.security
     load = load_process(
         "echo" if target == "echo" else "praxis",
-        address,
+        plan.address,
         concurrency=concurrency,
         requests=requests,
         warmup=args.warmup,
         duration_cap=args.duration_cap,
         expect_owner=expect_owner,
+        cacert=security.cacert if security else None,
+        token=security.token if security else "",
     )
     used, others = window.finish()
     served = load.warmup_requests + load.requests
-    cpu_us = {name: 1e6 * used[name] / served if served else math.nan for name in charged}
+    cpu_us = {
+        column: 1e6 * used[name] / served if served else math.nan
+        for name, column in plan.charged.items()
+    }
     return Measurement(target, load, cpu_us, others)
 
 
@@ -187,6 +229,7 @@ def summarize(
                     wrong_owner=sum(m.load.owner_mismatches for m in chosen),
                     rps=rps,
                     p50_ms=median(m.load.p50_ms for m in chosen),
+                    p95_ms=median(m.load.p95_ms for m in chosen),
                     p99_ms=median(m.load.p99_ms for m in chosen),
                     server_cpu_us=median(sum(m.cpu_us.values()) for m in chosen),
                     cpu_us=cpu,
@@ -208,14 +251,14 @@ def _cpu_cell(row: Summary, name: str) -> str:
 def markdown(rows: Sequence[Summary], rounds: int) -> str:
     """The summary table."""
     lines = [
-        "| target | concurrency | requests | errors | wrong owner | req/s | p50 ms | p99 ms "
-        "| server CPU µs/req | A µs/req | B µs/req | x echo req/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | concurrency | requests | errors | wrong owner | req/s | p50 ms | p95 ms "
+        "| p99 ms | server CPU µs/req | A µs/req | B µs/req | x echo req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines.extend(
         f"| {r.target} | {r.concurrency} | {r.requests} | {r.errors} "
         f"| {'n/a' if r.target == 'echo' else r.wrong_owner} | {r.rps:.0f} "
-        f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.server_cpu_us:.0f} "
+        f"| {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {r.server_cpu_us:.0f} "
         f"| {_cpu_cell(r, NODE_A)} | {_cpu_cell(r, NODE_B)} | {r.ratio:.2f} |"
         for r in rows
     )
@@ -308,8 +351,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         type=choice_list(TARGETS),
-        default=list(TARGETS),
-        help="which of echo,delegated,direct to run (default: all, in that order)",
+        default=list(PLAIN_TARGETS),
+        help=(
+            "which of echo,delegated,direct,delegated-secure,direct-secure to run "
+            "(default: echo,delegated,direct, in that order)"
+        ),
     )
     parser.add_argument(
         "--duration-cap",
@@ -328,74 +374,95 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cluster", action="store_true", help="admission and mutual TLS between the nodes"
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "also run a pair of nodes with the cluster CA, mutual TLS between them, "
+            "api.tls and a token: each praxis target gets a -secure twin right after it"
+        ),
+    )
     parser.add_argument("--keep", action="store_true", help="keep the node directories and logs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    return parser.parse_args(argv)
-
-
-def with_certificates(root: Path, configs: Mapping[str, Any]) -> dict[str, Any]:
-    """``configs`` with a ``cluster`` section each: a fresh CA under ``root/ca`` and a
-    node certificate for each node's key (``root/<name>/node.key``, created here)."""
-    from praxis_grpc.certs import init_ca, issue
-    from praxis_grpc.identity import load_or_create_identity
-
-    init_ca(root / "ca")
-    result: dict[str, Any] = {}
-    for name, config in configs.items():
-        node_dir = (root / name).resolve()
-        peer_id = load_or_create_identity(node_dir / "node.key").agent_id
-        issued = issue(root / "ca", name, node_dir / "tls", peer_id=peer_id)
-        cluster = {"ca_cert": issued.ca_cert, "node_cert": issued.cert, "node_key": issued.key}
-        result[name] = {**config, "cluster": {k: str(v) for k, v in cluster.items()}}
-    return result
+    args = parser.parse_args(argv)
+    if args.secure:
+        args.targets = with_secure_twins(args.targets, TARGETS)
+    return args
 
 
 def run_benchmark(args: argparse.Namespace, root: Path) -> Run:
     """Start the servers, measure every round, stop every process."""
     result = Run(load_before=os.getloadavg()[0])
-    cluster = Cluster(root, with_certificates(root, NODE_CONFIGS) if args.cluster else NODE_CONFIGS)
+    plain_root = root / "plain"
+    plain_root.mkdir(parents=True)
+    configs = with_certificates(plain_root, NODE_CONFIGS) if args.cluster else NODE_CONFIGS
+    clusters = {"": Cluster(plain_root, configs)}
+    security = None
+    if any(t.endswith(SECURE_SUFFIX) for t in args.targets):
+        secure_root = root / "secure"
+        secure_root.mkdir(parents=True)
+        secure, security = secure_configs(secure_root, NODE_CONFIGS)
+        clusters[SECURE_PREFIX] = Cluster(secure_root, secure)
     with contextlib.ExitStack() as stack:
         with interrupts_deferred():
             echo_address, echo_pid = stack.enter_context(echo_server_process())
+        progress(f"echo server pid {echo_pid} on {echo_address}")
+        servers = {"echo": echo_pid}
+        plans = {"echo": Plan(echo_address, {"echo": "echo"})}
+        owners: dict[str, str] = {}
         try:
-            cluster.start(args.launch_timeout)
-            a, b = cluster.node(NODE_A), cluster.node(NODE_B)
-            result.agent_ids = {NODE_A: a.info["agent_id"], NODE_B: b.info["agent_id"]}
-            progress(f"echo server pid {echo_pid} on {echo_address}")
-            progress(f"{NODE_A} pid {a.pid} on {a.grpc}; {NODE_B} pid {b.pid} on {b.grpc}")
-            result.cards_after_s, _ = asyncio.run(
-                wait_for_tool(a.grpc, "echo", [NODE_B], args.launch_timeout)
-            )
-            progress(f"{NODE_A} lists {NODE_B} with echo after {result.cards_after_s:.2f} s")
-            servers = {"echo": echo_pid, NODE_A: a.pid, NODE_B: b.pid}
-            owner = result.agent_ids[NODE_B]
-            plans = {
-                "echo": (echo_address, ["echo"]),
-                "delegated": (a.grpc, [NODE_A, NODE_B]),
-                "direct": (b.grpc, [NODE_A, NODE_B]),
-            }
+            for prefix, cluster in clusters.items():
+                cluster.start(args.launch_timeout)
+                a, b = cluster.node(NODE_A), cluster.node(NODE_B)
+                result.agent_ids |= {
+                    prefix + NODE_A: a.info["agent_id"],
+                    prefix + NODE_B: b.info["agent_id"],
+                }
+                progress(
+                    f"{prefix}{NODE_A} pid {a.pid} on {a.grpc}; "
+                    f"{prefix}{NODE_B} pid {b.pid} on {b.grpc}"
+                )
+                credentials = (
+                    ClientCredentials(cacert=security.cacert, token=security.token)
+                    if prefix and security
+                    else None
+                )
+                took, _ = asyncio.run(
+                    wait_for_tool(a.grpc, "echo", [NODE_B], args.launch_timeout, credentials)
+                )
+                if not prefix:
+                    result.cards_after_s = took
+                progress(f"{prefix}{NODE_A} lists {NODE_B} with echo after {took:.2f} s")
+                servers |= {prefix + NODE_A: a.pid, prefix + NODE_B: b.pid}
+                charged = {prefix + NODE_A: NODE_A, prefix + NODE_B: NODE_B}
+                suffix = SECURE_SUFFIX if prefix else ""
+                plan_security = security if prefix else None
+                plans["delegated" + suffix] = Plan(a.grpc, charged, plan_security)
+                plans["direct" + suffix] = Plan(b.grpc, charged, plan_security)
+                owners["delegated" + suffix] = owners["direct" + suffix] = b.info["agent_id"]
             for round_number in range(1, args.rounds + 1):
                 for concurrency in args.concurrency:
                     requests = args.requests or default_requests(concurrency)
-                    for target in args.targets:
-                        address, charged = plans[target]
+                    for target in round_order(args.targets, round_number):
                         run = measure(
                             target,
-                            address,
+                            plans[target],
                             servers,
-                            charged,
                             concurrency,
                             requests,
                             args,
-                            "" if target == "echo" else owner,
+                            owners.get(target, ""),
                         )
                         progress(f"round {round_number}: {_describe(run)}")
                         result.runs.append(run)
         finally:
-            result.log_problems_run = log_problems(cluster.nodes)
-            result.exit_codes = cluster.stop()
+            nodes = [node for cluster in clusters.values() for node in cluster.nodes]
+            result.log_problems_run = log_problems(nodes)
+            for prefix, cluster in clusters.items():
+                exits = cluster.stop()
+                result.exit_codes |= {prefix + name: code for name, code in exits.items()}
             result.log_problems_shutdown = problems_since(
-                result.log_problems_run, log_problems(cluster.nodes)
+                result.log_problems_run, log_problems(nodes)
             )
     return result
 
@@ -436,6 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{result.load_before:.2f}\n"
         )
         print(markdown(rows, args.rounds))
+        if args.secure:
+            print(
+                "\nCost of security (secure: cluster CA with admission and mutual TLS "
+                "between the nodes, api.tls, a bearer token):\n"
+            )
+            print(security_table(rows))
         print("\nTargets:\n")
         print(targets_table(rows))
         print("\nNotes:\n")

@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,7 @@ class LoadResult:
     error_samples: tuple[str, ...] = ()
     owner_mismatches: int = 0
     owner_samples: tuple[str, ...] = ()
+    p95_ms: float = math.nan
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
@@ -184,6 +186,7 @@ async def run_load(
         rps=(len(latencies) - len(errors)) / elapsed if elapsed > 0 else 0.0,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
+        p95_ms=percentile(latencies, 0.95) * 1000,
         error_samples=tuple(dict.fromkeys(errors))[:_MAX_ERROR_SAMPLES],
         owner_mismatches=len(owners),
         owner_samples=tuple(dict.fromkeys(owners))[:_MAX_ERROR_SAMPLES],

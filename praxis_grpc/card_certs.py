@@ -11,7 +11,9 @@ checks, for every card it accepts, own or relayed, that the certificate:
 - parses, is at most :data:`~praxis_grpc.cluster.MAX_CERT_BYTES`, was
   issued by a cluster CA and is valid now (else ``untrusted_certificate``),
 - names the card's agent id in a ``praxis:peer:`` URI SAN (else
-  ``foreign_certificate``: a member's certificate under another key).
+  ``foreign_certificate``: a member's certificate under another key),
+- is not revoked: neither its serial nor its peer id is in
+  ``cluster.revoked`` (else ``revoked_certificate``).
 
 A card is re-sent every ``cards.ttl``/2 with the same certificate, so the
 verdict is cached by (agent id, certificate digest), bounded, least recent
@@ -58,6 +60,7 @@ class CardCertificates:
 
     def __init__(self, credentials: ClusterCredentials, size: int = DEFAULT_VERDICTS) -> None:
         self._cas = credentials.cas
+        self._revoked = credentials.revoked
         self.own = credentials.cert_der
         self._size = size
         self._verdicts: OrderedDict[tuple[str, bytes], _Verdict] = OrderedDict()
@@ -71,8 +74,8 @@ class CardCertificates:
         when the certificate expires (after which its agent's statuses are refused).
 
         Raises:
-            CardRejected: ``no_certificate``, ``untrusted_certificate`` or
-                ``foreign_certificate``.
+            CardRejected: ``no_certificate``, ``untrusted_certificate``,
+                ``foreign_certificate`` or ``revoked_certificate``.
         """
         if not der:
             raise CardRejected("no_certificate", f"{agent_id}'s card carries no certificate")
@@ -111,6 +114,9 @@ class CardCertificates:
                 "foreign_certificate", f"the certificate names {named or 'no peer'}, not {agent_id}"
             )
             return _Verdict(rejected, *window)
+        why = self._revoked.revokes(cert)
+        if why is not None:
+            return _Verdict(CardRejected("revoked_certificate", why), *window)
         return _Verdict(None, *window)
 
 

@@ -6,7 +6,10 @@ One CA per cluster. It signs
   public API's TLS, mutual TLS between members on the peer service); a node
   certificate names its node's libp2p peer id in a URI SAN
   (``praxis:peer:<peer id>``), which is what binds the certificate to the key
-  the Noise handshake authenticates (see SECURITY.md);
+  the Noise handshake authenticates (see SECURITY.md), and a DNS SAN derived
+  from it (:func:`peer_dns_name`), which members dialing its peer listener
+  check the server certificate against: TLS libraries check DNS names, not
+  URIs;
 * client certificates for users of the public API with mutual TLS.
 
 Keys are ECDSA P-256 (every TLS stack speaks it) and are written with mode
@@ -16,7 +19,9 @@ certificates: keep it off the nodes.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from collections.abc import Sequence
@@ -33,6 +38,8 @@ PEER_URI_PREFIX = "praxis:peer:"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+#: The domain of :func:`peer_dns_name` (``.invalid`` never resolves: RFC 6761).
+PEER_DNS_SUFFIX = ".peer.praxis.invalid"
 
 
 class CertError(Exception):
@@ -222,7 +229,29 @@ def _alt_names(hosts: Sequence[str], peer_id: str | None) -> list[x509.GeneralNa
         if not peer_id.isalnum():
             raise CertError(f"peer id {peer_id!r} is not a base58 libp2p peer id")
         names.append(x509.UniformResourceIdentifier(PEER_URI_PREFIX + peer_id))
+        names.append(x509.DNSName(peer_dns_name(peer_id)))
     return names
+
+
+def peer_dns_name(peer_id: str) -> str:
+    """The DNS SAN a node certificate carries for ``peer_id``, which a member
+    dialing that agent's peer listener expects (``grpc.ssl_target_name_override``).
+
+    Peer ids are case-sensitive base58 and DNS names are compared without case,
+    so the label is the base32 SHA-256 of the id (52 characters, a DNS label
+    holds 63): one name per peer id, and no other peer id's.
+    """
+    digest = hashlib.sha256(peer_id.encode()).digest()
+    return base64.b32encode(digest).decode().rstrip("=").lower() + PEER_DNS_SUFFIX
+
+
+def names_peer_dns(cert: x509.Certificate, peer_id: str) -> bool:
+    """True if ``cert`` carries the DNS SAN :func:`peer_dns_name` of ``peer_id``."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return peer_dns_name(peer_id) in san.get_values_for_type(x509.DNSName)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -9,7 +9,11 @@ proves nothing:
 * on libp2p, the admission handshake (``discovery/_admission.py``): the
   certificate received must name the peer id Noise authenticated;
 * on the peer service, mutual TLS: the client certificate must be the CA's,
-  and its peer id is the caller (:func:`caller_peer_id`).
+  and its peer id is the caller (:func:`caller_peer_id`); the caller checks
+  the server certificate too, against the DNS name of the peer id it meant to
+  reach (:func:`~praxis_grpc.certs.peer_dns_name`, checked by
+  :mod:`praxis_grpc.peers.grpc`), so a member that takes over another
+  member's address receives none of its calls.
 
 Pure apart from reading the three files once; no asyncio, no trio.
 """
@@ -26,9 +30,10 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from praxis_grpc.certs import CertError, peer_ids, verify_issued_by
+from praxis_grpc.certs import CertError, names_peer_dns, peer_ids, verify_issued_by
+from praxis_grpc.revocation import NOTHING_REVOKED, Revocations
 
-__all__ = ["AdmissionRefused", "ClusterCredentials", "caller_peer_id"]
+__all__ = ["AdmissionRefused", "ClusterCredentials", "caller_identity", "caller_peer_id"]
 
 MAX_CERT_BYTES = 16 * 1024
 
@@ -38,7 +43,8 @@ class AdmissionRefused(Exception):
 
     Reasons: ``no_certificate``, ``malformed``, ``untrusted`` (another CA, a bad
     signature or outside its validity), ``peer_id_mismatch`` (a certificate of
-    another key), ``timeout`` (no answer in time, set by the handshake),
+    another key), ``revoked`` (named by ``cluster.revoked``), ``timeout`` (no
+    answer in time, set by the handshake),
     ``backlog`` (more connections awaiting a handshake than admission queues).
     """
 
@@ -55,6 +61,7 @@ class ClusterCredentials:
     issued by any of them is a member's, which is how the CA is rotated
     without a cluster-wide restart (SECURITY.md). Build with :meth:`load`,
     which refuses a certificate that does not make this node a member.
+    ``revoked`` are the members that are no longer members (``cluster.revoked``).
     """
 
     ca_pem: bytes
@@ -62,10 +69,20 @@ class ClusterCredentials:
     key_pem: bytes
     cas: tuple[x509.Certificate, ...]
     cert: x509.Certificate
+    revoked: Revocations = NOTHING_REVOKED
 
     @classmethod
-    def load(cls, ca_cert: Path, node_cert: Path, node_key: Path, *, peer_id: str) -> Self:
-        """Read the files and check the certificate is this node's (``peer_id``).
+    def load(
+        cls,
+        ca_cert: Path,
+        node_cert: Path,
+        node_key: Path,
+        *,
+        peer_id: str,
+        revoked: Revocations = NOTHING_REVOKED,
+    ) -> Self:
+        """Read the files and check the certificate is this node's (``peer_id``)
+        and not revoked.
 
         Raises:
             CertError: naming the config key (``cluster.ca_cert``,
@@ -96,7 +113,16 @@ class ClusterCredentials:
                 f"node's {peer_id} (issue it with: praxis certs issue NAME --node-key "
                 "<data_dir>/node.key)"
             )
-        return cls(ca_pem, cert_pem, key_pem, cas, cert)
+        if not names_peer_dns(cert, peer_id):
+            raise CertError(
+                f"cluster.node_cert: {node_cert} lacks the DNS name members check when they "
+                f"dial this node's peer listener (issued by an older praxis? issue it again "
+                "with: praxis certs issue NAME --node-key <data_dir>/node.key)"
+            )
+        why = revoked.revokes(cert)
+        if why is not None:
+            raise CertError(f"cluster.node_cert: {node_cert}: {why} (cluster.revoked)")
+        return cls(ca_pem, cert_pem, key_pem, cas, cert, revoked)
 
     @functools.cached_property
     def cert_der(self) -> bytes:
@@ -123,6 +149,9 @@ class ClusterCredentials:
             raise AdmissionRefused(
                 "peer_id_mismatch", f"the certificate names {peer_ids(cert)}, not {peer_id}"
             )
+        why = self.revoked.revokes(cert)
+        if why is not None:
+            raise AdmissionRefused("revoked", why)
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """TLS for the peer service: this node's certificate, clients must show a CA one."""
@@ -147,15 +176,27 @@ def caller_peer_id(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
     ``auth_context`` is ``ServicerContext.auth_context()``; gRPC has already
     checked the certificate against the CA (``require_client_auth``).
     """
+    identity = caller_identity(auth_context)
+    return identity[0] if identity is not None else None
+
+
+def caller_identity(auth_context: Mapping[str, Iterable[bytes]]) -> tuple[str, int] | None:
+    """The peer id named by the TLS client certificate of a call and the
+    certificate's serial number, or None (see :func:`caller_peer_id`)."""
     pems = list(auth_context.get("x509_pem_cert") or [])
-    if not pems:
-        return None
+    return _identity_of(pems[0]) if pems else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_of(pem: bytes) -> tuple[str, int] | None:
+    """The one peer id ``pem`` names and its serial; parsed once per certificate,
+    not per call (a pure function of the bytes: TLS checked them on connecting)."""
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
     named = peer_ids(cert)
-    return named[0] if len(named) == 1 else None
+    return (named[0], cert.serial_number) if len(named) == 1 else None
 
 
 def _verify(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> None:

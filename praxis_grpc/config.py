@@ -572,6 +572,20 @@ class ClusterConfig(_Section):
     admission_timeout: PositiveDuration = Field(
         default=5.0, description="a connected peer not admitted within this is disconnected"
     )
+    revoked: ConfigPath | None = Field(
+        default=None,
+        description="deny-list: revoked peer ids and certificate serials (serial=HEX), "
+        "one a line, read at start; refused by admission, card checks and the peer listener",
+    )
+    max_calls_per_peer: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="peer-service calls and streams in progress at once from one peer, on "
+        "the peer listener (with cluster set) and over libp2p; more are refused "
+        "RESOURCE_EXHAUSTED. Above tasks.max_concurrency + tasks.queue_limit: a peer "
+        "follows each task it delegated here",
+    )
 
     @model_validator(mode="after")
     def _all_or_none(self) -> ClusterConfig:

@@ -178,7 +178,7 @@ class Metrics:
             "cards_rejected",
             "Peer cards dropped, by reason (bad_signature, oversized, malformed, not_sender, "
             "expired, replayed, foreign_address, too_many_slots, endpoint_taken, no_certificate, "
-            "untrusted_certificate, foreign_certificate).",
+            "untrusted_certificate, foreign_certificate, revoked_certificate).",
             ["reason"],
             namespace=NAMESPACE,
             registry=r,
@@ -186,8 +186,23 @@ class Metrics:
         self.admission_rejected_total = Counter(
             "admission_rejected",
             "Peers refused admission to the mesh and disconnected, by reason (no_certificate, "
-            "malformed, untrusted, peer_id_mismatch, timeout).",
+            "malformed, untrusted, peer_id_mismatch, revoked, timeout).",
             ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.peer_wrong_identity_total = Counter(
+            "peer_wrong_identity",
+            "Calls to another member refused because the server certificate at its "
+            "address does not name the agent dialed (another member holds the address).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.peer_calls_refused_total = Counter(
+            "peer_calls_refused",
+            "Inbound peer-service calls and streams refused before reaching the service, "
+            "by transport (grpc, libp2p) and reason (per_peer_limit, revoked).",
+            ["transport", "reason"],
             namespace=NAMESPACE,
             registry=r,
         )

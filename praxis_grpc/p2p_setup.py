@@ -19,6 +19,7 @@ from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.node_parts import StartupError
+from praxis_grpc.revocation import NOTHING_REVOKED, Revocations
 from praxis_grpc.roster import MemberRoster
 
 __all__ = ["cluster_credentials", "libp2p_discovery", "start_gossip"]
@@ -45,8 +46,9 @@ def cluster_credentials(cfg: Config, agent_id: str) -> ClusterCredentials | None
             )
         return None
     try:
+        revoked = NOTHING_REVOKED if cluster.revoked is None else Revocations.load(cluster.revoked)
         return ClusterCredentials.load(
-            cluster.ca_cert, cluster.node_cert, cluster.node_key, peer_id=agent_id
+            cluster.ca_cert, cluster.node_cert, cluster.node_key, peer_id=agent_id, revoked=revoked
         )
     except CertError as exc:
         raise StartupError(str(exc)) from None
@@ -143,7 +145,9 @@ def libp2p_discovery(
             ),
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
-        reach=reach_options(cfg),
+        reach=reach_options(
+            cfg, metrics.peer_calls_refused_total.labels("libp2p", "per_peer_limit").inc
+        ),
         on_addrs=on_addrs,
         on_reachability=on_reachability,
         on_holepunch=lambda outcome: metrics.p2p_holepunch_total.labels(outcome).inc(),

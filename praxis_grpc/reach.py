@@ -6,7 +6,7 @@ peer client that picks a transport per agent (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from praxis_grpc.cards import AgentCard
@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["offer_relays", "peer_client", "reach_options", "relay_offers", "serve_peer_calls"]
 
 
-def reach_options(cfg: Config) -> ReachOptions:
-    """The libp2p host's reach of ``p2p.*`` (imports py-libp2p: call lazily)."""
+def reach_options(cfg: Config, on_call_refused: Callable[[], None] = lambda: None) -> ReachOptions:
+    """The libp2p host's reach of ``p2p.*`` (imports py-libp2p: call lazily);
+    ``on_call_refused`` (trio thread) counts peer calls refused for
+    ``cluster.max_calls_per_peer``."""
     from praxis_grpc.discovery._reach import ReachOptions
     from praxis_grpc.discovery._relay import RelayOptions
 
@@ -44,6 +46,8 @@ def reach_options(cfg: Config) -> ReachOptions:
         check_reachability=True,
         hole_punching=p2p.hole_punching,
         reachability="" if p2p.reachability == "auto" else p2p.reachability,
+        max_calls_per_peer=cfg.cluster.max_calls_per_peer,
+        on_call_refused=on_call_refused,
     )
 
 

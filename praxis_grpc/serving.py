@@ -19,7 +19,7 @@ from praxis_grpc.discovery.base import Discovery
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.node_parts import Servers, ha_inputs
 from praxis_grpc.peers.base import PeerClient
-from praxis_grpc.peers.grpc import GrpcPeerClient
+from praxis_grpc.peers.grpc import GrpcPeerClient, PeerTarget
 from praxis_grpc.reach import peer_client
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 
@@ -87,6 +87,7 @@ async def build_serving(
         cfg.api.max_message_bytes,
         credentials=credentials.channel_credentials() if credentials else None,
         resolve=lambda address: peer_listener(directory, address),
+        metrics=metrics,
     )
     peers = peer_client(grpc_peers, discovery)
     member: Consensus | None = None
@@ -114,10 +115,11 @@ async def build_serving(
     return Serving(servers, endpoints, peers, member, parts)
 
 
-def peer_listener(directory: CardDirectory, grpc_address: str) -> str:
+def peer_listener(directory: CardDirectory, grpc_address: str) -> PeerTarget:
     """The peer listener of the agent at ``grpc_address`` (unique among cards, see
-    :mod:`~praxis_grpc.card_checks`); the address itself if no card names it."""
+    :mod:`~praxis_grpc.card_checks`) and that agent's id, which its certificate
+    must name; the address itself (and no id) if no card names it."""
     for card in directory.cards():
         if card.grpc_address == grpc_address and card.peer_tls_address:
-            return card.peer_tls_address
-    return grpc_address
+            return PeerTarget(card.peer_tls_address, card.agent_id)
+    return PeerTarget(grpc_address)

@@ -33,7 +33,11 @@ def add_certs_commands(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
         help="DNS name or IP clients dial (repeat; default localhost and 127.0.0.1)",
     )
     who = issue.add_mutually_exclusive_group()
-    who.add_argument("--peer-id", help="the node's libp2p peer id (node certificates)")
+    who.add_argument(
+        "--peer-id",
+        help="the node's libp2p peer id (node certificates: named in a URI SAN and in the "
+        "DNS SAN members check when they dial it)",
+    )
     who.add_argument(
         "--node-key",
         type=Path,

@@ -18,7 +18,7 @@ from libp2p.utils.varint import encode_uvarint, read_varint_prefixed_bytes_limit
 from praxis_grpc.discovery._wire import abort
 from praxis_grpc.discovery.streams import END, ERROR, StreamCallError
 
-__all__ = ["answer_call", "close_stream", "make_call", "write_frame"]
+__all__ = ["answer_call", "close_stream", "make_call", "refuse_call", "write_frame"]
 
 log = logging.getLogger("praxis_grpc.discovery")
 
@@ -102,6 +102,17 @@ async def answer_call(
     finally:
         if stop is not None:
             stop()
+
+
+async def refuse_call(stream: INetStream, final: bytes) -> None:
+    """Answer the call on ``stream`` with the ``final`` frame alone, without reading
+    its request (the caller sees the error; nothing was run). Never raises."""
+    try:
+        await write_frame(stream, final)
+        await close_stream(stream)
+    except Exception as exc:
+        log.debug("refusing a peer call from %s failed: %r", stream.muxed_conn.peer_id, exc)
+        await abort(stream)
 
 
 async def _watch_reset(stream: INetStream, scope: trio.CancelScope) -> None:

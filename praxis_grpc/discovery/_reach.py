@@ -17,19 +17,22 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import trio
+from google.rpc import status_pb2
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from praxis_grpc.call_slots import PerPeerSlots
 from praxis_grpc.discovery._admission import StreamHandler
 from praxis_grpc.discovery._dialback import Reachability
 from praxis_grpc.discovery._holepunch import HolePunching, HolePunchOptions
-from praxis_grpc.discovery._peer_stream import answer_call
+from praxis_grpc.discovery._peer_stream import answer_call, refuse_call
 from praxis_grpc.discovery._relay import Relaying, RelayOptions, is_circuit
-from praxis_grpc.discovery.streams import PEER_PROTOCOL, StreamCallError
+from praxis_grpc.discovery.streams import ERROR, PEER_PROTOCOL, StreamCallError
 
 __all__ = ["HostReach", "ReachOptions", "StartAnswer"]
 
@@ -57,6 +60,11 @@ class ReachOptions:
     (``p2p.reachability``); "" to ask when ``check_reachability``."""
     hole_punching: bool = False
     """Upgrade relayed connections to direct ones (:mod:`._holepunch`)."""
+    max_calls_per_peer: int = 2048
+    """Peer calls in progress at once from one peer (``cluster.max_calls_per_peer``);
+    one more is answered RESOURCE_EXHAUSTED without reading its request."""
+    on_call_refused: Callable[[], None] = lambda: None
+    """Called (trio thread, must not block) for each call refused for that bound."""
 
 
 class HostReach:
@@ -88,6 +96,13 @@ class HostReach:
         self._host: IHost | None = None
         self._relaying: Relaying | None = None
         self._listen: list[str] = []
+        self._calls = PerPeerSlots(options.max_calls_per_peer)
+        refused = status_pb2.Status(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            message=f"{options.max_calls_per_peer} peer calls from this peer are in progress "
+            "here already (cluster.max_calls_per_peer)",
+        )
+        self._refusal = bytes([ERROR]) + refused.SerializeToString()
 
     @property
     def relays(self) -> tuple[str, ...]:
@@ -196,7 +211,17 @@ class HostReach:
     async def _answer(self, stream: INetStream) -> None:
         assert self._start_answer is not None
         options = self._options
-        await answer_call(stream, options.max_call_bytes, options.call_timeout, self._start_answer)
+        peer = stream.muxed_conn.peer_id.to_base58()
+        if not self._calls.acquire(peer):
+            options.on_call_refused()
+            await refuse_call(stream, self._refusal)
+            return
+        try:
+            await answer_call(
+                stream, options.max_call_bytes, options.call_timeout, self._start_answer
+            )
+        finally:
+            self._calls.release(peer)
 
 
 class _Protected(Container[ID]):

@@ -98,6 +98,19 @@ class PeerLost(Unavailable):
         self.sent = sent
 
 
+class WrongPeer(PeerLost):
+    """The server at ``address`` proved to be another member than the agent dialed.
+
+    With ``cluster`` set a member checks the peer listener's certificate
+    against the agent id the address was resolved for; a certificate of
+    another member fails the TLS handshake, so the request never left
+    (``sent`` is False).
+    """
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message, address, sent=False)
+
+
 class PeerClient(Protocol):
     """Calls from this node to another, which ``address`` names (a gRPC
     ``host:port`` from its card). Used on the node's event loop; every

@@ -18,8 +18,12 @@ leaves the mesh). Cancels and relays stay unary.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 
@@ -28,27 +32,48 @@ from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.aio import cancelling
 from praxis_grpc.api.message_size import ENVELOPE_BYTES
-from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery
+from praxis_grpc.certs import peer_dns_name
+from praxis_grpc.metrics import Metrics
+from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery, WrongPeer
 from praxis_grpc.peers.liveness import wait_gone
 from praxis_grpc.peers.session import PeerSession, Unsupported, channel_closed, peer_error
 from praxis_grpc.tasks.model import Submission, Task
 from praxis_grpc.wire import submission_fields, task_from_proto
 
-__all__ = ["GrpcPeerClient", "dispatch_request"]
+__all__ = ["GrpcPeerClient", "PeerTarget", "dispatch_request"]
+
+log = logging.getLogger(__name__)
+_Call = TypeVar("_Call", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    """Where an agent's peer service listens, and which agent must answer there.
+
+    Attributes:
+        address: ``host:port`` to dial.
+        peer_id: The agent id (libp2p peer id) the server certificate must
+            name, or None when no card names the address (then TLS checks the
+            dialed host against the certificate's SANs, as for any server).
+    """
+
+    address: str
+    peer_id: str | None = None
 
 
 class _Pool:
     """Channels (and PeerService stubs) keyed by ``host:port``. One loop.
 
     With ``credentials`` a channel is TLS to ``resolve(address)`` (a member's
-    peer listener) instead of plaintext to ``address``.
+    peer listener) instead of plaintext to ``address``, and accepts only a
+    server certificate that names the agent resolved for it.
     """
 
     def __init__(
         self,
-        options: list[tuple[str, int]],
+        options: list[tuple[str, Any]],
         credentials: grpc.ChannelCredentials | None = None,
-        resolve: Callable[[str], str] = lambda address: address,
+        resolve: Callable[[str], PeerTarget] = PeerTarget,
     ) -> None:
         self._options = options
         self._credentials = credentials
@@ -64,7 +89,13 @@ class _Pool:
                 channel = grpc.aio.insecure_channel(address, options=self._options)
             else:
                 target = self._resolve(address)
-                channel = grpc.aio.secure_channel(target, self._credentials, self._options)
+                options = self._options
+                if target.peer_id is not None:
+                    # TLS checks the certificate's DNS SANs against this name
+                    # instead of the dialed host (see certs.peer_dns_name).
+                    expected = peer_dns_name(target.peer_id)
+                    options = [*options, ("grpc.ssl_target_name_override", expected)]
+                channel = grpc.aio.secure_channel(target.address, self._credentials, options)
             self._channels[address] = channel
             stub = pb_grpc.PeerServiceStub(channel)
             self._stubs[address] = stub
@@ -93,7 +124,7 @@ class _Pool:
 
 def _options(
     max_message_bytes: int, keepalive_time: float, keepalive_timeout: float, idle: bool
-) -> list[tuple[str, int]]:
+) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -108,6 +139,38 @@ def _options(
     ]
 
 
+def _noticed(method: _Call) -> _Call:
+    """``method`` (a call to the peer at its ``address`` argument) with a
+    :class:`WrongPeer` counted and logged (``GrpcPeerClient._wrong_peer``)."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def streamed(
+            self: GrpcPeerClient, address: str, *args: Any, **kwargs: Any
+        ) -> AsyncIterator[Any]:
+            stream = method(self, address, *args, **kwargs)
+            try:
+                async for item in stream:
+                    yield item
+            except WrongPeer:
+                self._wrong_peer(address)
+                raise
+            finally:
+                await stream.aclose()  # closing this one early ends the call now
+
+        return streamed  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    async def called(self: GrpcPeerClient, address: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, address, *args, **kwargs)
+        except WrongPeer:
+            self._wrong_peer(address)
+            raise
+
+    return called  # type: ignore[return-value]
+
+
 class GrpcPeerClient:
     """:class:`~praxis_grpc.peers.base.PeerClient` over ``praxis.peer.v1.PeerService``.
 
@@ -120,8 +183,12 @@ class GrpcPeerClient:
             even before its card is removed. Relays ping every second. The
             server must allow it (api/server_limits.py).
         credentials: With ``cluster`` set: mutual TLS with this node's certificate.
-        resolve: With ``credentials``: the peer listener ("host:port") of the agent
-            whose gRPC address is given (addresses come from cards and leadership).
+        resolve: With ``credentials``: the peer listener of the agent whose gRPC
+            address is given, and that agent's id (addresses come from cards and
+            leadership). A call whose server proves to be another member fails
+            :class:`~praxis_grpc.peers.base.WrongPeer`, counted in
+            ``praxis_peer_wrong_identity_total`` and logged once per address.
+        metrics: Where the refusals above are counted (none: not counted).
     """
 
     def __init__(
@@ -132,9 +199,12 @@ class GrpcPeerClient:
         keepalive_time: float = 10.0,
         keepalive_timeout: float = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
-        resolve: Callable[[str], str] = lambda address: address,
+        resolve: Callable[[str], PeerTarget] = PeerTarget,
+        metrics: Metrics | None = None,
     ) -> None:
         self._agent_id = agent_id
+        self._metrics = metrics
+        self._wrong_logged: set[str] = set()
         self._pool = _Pool(
             _options(max_message_bytes, keepalive_time, keepalive_timeout, False),
             credentials,
@@ -149,6 +219,7 @@ class GrpcPeerClient:
         """True while a channel to ``address`` is open."""
         return address in self._pool or address in self._relays
 
+    @_noticed
     async def dispatch(
         self, address: str, dispatch: Dispatch, *, call_timeout: float | None
     ) -> Accepted:
@@ -164,6 +235,7 @@ class GrpcPeerClient:
             response = await _unary(call, address)
         return Accepted(task_from_proto(response.task), response.deduplicated)
 
+    @_noticed
     async def follow(self, address: str, task_id: str) -> AsyncIterator[Task]:
         request = pb.FollowRequest(task_id=task_id)
         if address not in self._unary_only:
@@ -180,6 +252,17 @@ class GrpcPeerClient:
         async for message in _stream(call, address):
             yield task_from_proto(message.task)
 
+    def _wrong_peer(self, address: str) -> None:
+        if self._metrics is not None:
+            self._metrics.peer_wrong_identity_total.inc()
+        if address not in self._wrong_logged:
+            self._wrong_logged.add(address)
+            log.warning(
+                "refused to call %s: its certificate does not name the agent whose card gives "
+                "that address (another member holds it?)",
+                address,
+            )
+
     def _session(self, address: str) -> PeerSession:
         """The open session to ``address``, opened (again) if it is not."""
         session = self._sessions.get(address)
@@ -188,6 +271,7 @@ class GrpcPeerClient:
             self._sessions[address] = session
         return session
 
+    @_noticed
     async def cancel(
         self, address: str, task_id: str, reason: str, *, call_timeout: float | None
     ) -> Task:
@@ -197,6 +281,7 @@ class GrpcPeerClient:
         )
         return task_from_proto(response.task)
 
+    @_noticed
     async def relay_submit(
         self,
         address: str,
@@ -216,11 +301,13 @@ class GrpcPeerClient:
         response = await _unary(call, address)
         return Accepted(task_from_proto(response.task), response.deduplicated)
 
+    @_noticed
     async def relay_get(self, address: str, task_id: str, *, call_timeout: float | None) -> Task:
         request = pb.RelayGetRequest(relayed_by=self._agent_id, task_id=task_id)
         call = self._relays.stub(address).RelayGet(request, timeout=call_timeout)
         return task_from_proto((await _unary(call, address)).task)
 
+    @_noticed
     async def relay_list(
         self, address: str, query: TaskQuery, *, call_timeout: float | None
     ) -> tuple[Sequence[Task], str]:
@@ -235,6 +322,7 @@ class GrpcPeerClient:
         response = await _unary(call, address)
         return [task_from_proto(task) for task in response.tasks], response.next_page_token
 
+    @_noticed
     async def relay_cancel(
         self, address: str, task_id: str, reason: str, *, call_timeout: float | None
     ) -> Task:
@@ -242,6 +330,7 @@ class GrpcPeerClient:
         call = self._relays.stub(address).RelayCancel(request, timeout=call_timeout)
         return task_from_proto((await _unary(call, address)).task)
 
+    @_noticed
     async def relay_watch(self, address: str, task_id: str) -> AsyncIterator[Task]:
         request = pb.RelayWatchRequest(relayed_by=self._agent_id, task_id=task_id)
         call = self._relays.stub(address).RelayWatch(request)
@@ -261,6 +350,7 @@ class GrpcPeerClient:
         if session is not None:
             session.close(lambda sent: channel_closed(address, sent=sent))
         self._unary_only.discard(address)
+        self._wrong_logged.discard(address)
         self._pool.discard(address)
         self._relays.discard(address)
 

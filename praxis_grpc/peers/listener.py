@@ -12,6 +12,7 @@ import grpc
 
 from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from praxis_grpc.api.server_limits import request_size_limits, server_options
+from praxis_grpc.call_slots import PerPeerSlots
 from praxis_grpc.cluster import ClusterCredentials
 from praxis_grpc.config import Config
 from praxis_grpc.metrics import Metrics
@@ -35,7 +36,11 @@ def peer_server(
     server = grpc.aio.server(
         interceptors=[
             MetricsInterceptor(metrics),
-            MembersOnly(),
+            MembersOnly(
+                PerPeerSlots(cfg.cluster.max_calls_per_peer),
+                lambda reason: metrics.peer_calls_refused_total.labels("grpc", reason).inc(),
+                credentials.revoked,
+            ),
             RequestDecodingInterceptor(
                 size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
             ),

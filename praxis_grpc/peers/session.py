@@ -28,7 +28,7 @@ from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
 from praxis_grpc.aio import cancelling
 from praxis_grpc.api.errors import answered, error_from_rpc, error_from_status
 from praxis_grpc.errors import DeadlineExceeded, PraxisError
-from praxis_grpc.peers.base import PeerLost
+from praxis_grpc.peers.base import PeerLost, WrongPeer
 
 __all__ = ["PeerSession", "Unsupported", "channel_closed", "peer_error"]
 
@@ -260,6 +260,11 @@ def peer_error(exc: grpc.aio.AioRpcError, address: str) -> PraxisError:
     code = exc.code()
     if answered(exc):
         return error_from_rpc(exc, address)
+    if code is grpc.StatusCode.UNAVAILABLE and _wrong_peer(exc):
+        return WrongPeer(
+            f"{address} answered with a certificate that does not name the agent dialed",
+            address,
+        )
     if code is grpc.StatusCode.UNAVAILABLE:
         return PeerLost(
             f"{address} did not answer ({exc.details() or code.name})",
@@ -269,6 +274,16 @@ def peer_error(exc: grpc.aio.AioRpcError, address: str) -> PraxisError:
     if code is grpc.StatusCode.CANCELLED:
         return PeerLost(f"the call to {address} was cancelled", address, sent=True)
     return error_from_rpc(exc, address)
+
+
+def _wrong_peer(exc: grpc.aio.AioRpcError) -> bool:
+    """True when TLS refused the server's certificate for not naming the agent dialed.
+
+    gRPC reports it only in the text (``ssl_target_name_override`` mismatch);
+    older gRPC releases said "Peer name ... is not in peer certificate".
+    """
+    text = (exc.details() or "").lower()
+    return "hostname verification check failed" in text or "is not in peer certificate" in text
 
 
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
