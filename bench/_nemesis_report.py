@@ -90,6 +90,11 @@ def notes(runs: Sequence[NemesisRun]) -> str:
                     f"- {where}: acknowledged tasks still listed unfinished after they were "
                     f"terminal at the coordinator: {found.listed_unfinished}"
                 )
+            if trial.cut_leaks:
+                lines.append(
+                    f"- {where}: the cut leaked, {len(trial.cut_leaks)} socket(s) of the victim "
+                    f"received segments during it, e.g. {'; '.join(trial.cut_leaks[:3])}"
+                )
             if trial.victim_acks_in_cut:
                 lines.append(
                     f"- {where}: the cut-off node acknowledged {trial.victim_acks_in_cut} "

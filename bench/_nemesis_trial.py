@@ -109,6 +109,7 @@ class TrialResult:
     recovered_s: float | None = None
     majority_ack_s: float | None = None
     victim_acks_in_cut: int = 0
+    cut_leaks: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -186,6 +187,7 @@ async def _trial(
         result.victim_acks_in_cut = sum(
             sub.acked_by == result.victim and sub.acked_at < ended for sub in after_cut
         )
+        result.cut_leaks = nemesis.leaks
     reference = _reference(mesh)
     try:
         result.audit = await audit(

@@ -19,13 +19,19 @@ local copy of a cluster record,
 
 It repeats, backing off, until no copy is unfinished; a committed record
 that names this node as owner is left alone (the dispatch brings the task
-here). Reads of a single task (``GetTask``, ``WatchTask``, ``CancelTask``)
-already go to the coordinator for such copies (see the dispatcher).
+here). The backoff starts over whenever the node's view of the group changes
+(:meth:`StaleCopies.kick`): a node cut off from the group reads its own stale
+records (or none) pass after pass while its backoff grows, and when it
+rejoins, the leader it learns of is the sign that the outcomes it missed are
+arriving, so it looks again at once, not a whole backoff later. Reads of a
+single task (``GetTask``, ``WatchTask``, ``CancelTask``) already go to the
+coordinator for such copies (see the dispatcher).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from praxis_grpc.consensus.base import Consensus, ConsensusError
@@ -56,6 +62,12 @@ class StaleCopies:
         self._origin = origin
         self._first_pause = first_pause
         self._max_pause = max_pause
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        """The view of the group changed (a leader is known again): a running
+        :meth:`run` passes again now and starts its backoff over."""
+        self._kicked.set()
 
     def unfinished(self) -> list[Task]:
         """The unfinished local copies of the cluster's records this node does not run."""
@@ -98,6 +110,7 @@ class StaleCopies:
         Cancelled when this node takes over; never raises otherwise."""
         pause = self._first_pause
         while True:
+            self._kicked.clear()
             try:
                 remaining = await self.refresh()
             except (ConsensusError, PraxisError) as exc:
@@ -105,5 +118,6 @@ class StaleCopies:
                 remaining = -1
             if remaining == 0:
                 return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self._max_pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), pause)
+            pause = self._first_pause if self._kicked.is_set() else min(pause * 2, self._max_pause)

@@ -84,3 +84,5 @@ def test_one_trial_loses_nothing_and_runs_nothing_twice(tmp_path: Path, name: st
     assert found.keys_with_two_tasks == []
     assert found.completed_unrun == []
     assert found.executed_twice == []
+    assert result.cut_leaks == []
+    assert result.victim_acks_in_cut == 0

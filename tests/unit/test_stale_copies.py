@@ -112,3 +112,33 @@ async def test_a_copy_the_cluster_dropped_is_deleted_and_one_sent_here_is_left(
         a.engine.get(dropped.task_id)
     await member.aclose()
     gate.set()
+
+
+async def test_a_cut_off_coordinator_rejoining_reconciles_its_copies_at_once(
+    nodes: tuple[MemoryConsensusGroup, asyncio.Event, PeerCluster],
+) -> None:
+    # The nemesis suite's finding (raft, 8 s partition of the coordinator):
+    # after the heal the cut-off node still listed acknowledged tasks
+    # unfinished that the next coordinator had finished.
+    group, gate, cluster = nodes
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    accepted = [(await a.dispatcher.submit(Submission("gate", {"n": i})))[0] for i in range(4)]
+    await until(lambda: all(a.engine.get(t.task_id).state is TaskState.WORKING for t in accepted))
+    ha: Any = a.ha
+    # A cut long enough for the refresh's backoff to reach its cap: each pass
+    # during the cut reads the cut-off member's own (stale) records.
+    ha._copies._first_pause = ha._copies._max_pause = 3600.0
+    group.isolate("a", sees_leader=False)  # a steps down, as raft's leader does
+    await until(lambda: not ha.leading and ha._refresher is not None)
+    await until(lambda: len(unfinished_here(a)) == 4)
+    group.elect("b")
+    await until(lambda: b.ha is not None and b.ha.leading)
+    cluster.share_cards()
+    gate.set()
+    await until(lambda: all(b.engine.get(t.task_id).terminal for t in accepted))
+    assert len(unfinished_here(a)) == 4  # still cut off: nothing to read yet
+    # The heal: a learns of b, and brings its copies up to what b committed.
+    group.rejoin("a")
+    await until(lambda: not unfinished_here(a))
+    for task in accepted:
+        assert a.engine.get(task.task_id).state is TaskState.COMPLETED
