@@ -53,6 +53,7 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
         recovered = [t.recovered_s for t in run.trials if t.recovered_s is not None]
         never = sum(t.recovered_s is None for t in run.trials)
         majority = [t.majority_ack_s for t in run.trials if t.majority_ack_s is not None]
+        unacked = len(run.trials) - len(majority)
         partition = run.nemesis.startswith("partition")
         lines.append(
             f"| {run.backend} | {run.nemesis} | {holds} | {len(run.trials)} "
@@ -61,7 +62,8 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
             f"| {run.total('answers_differ')} | {run.total('completed_unrun')} "
             f"| {_s([t.outage_s for t in run.trials])} "
             f"| {_s(recovered)}{f' ({never} never)' if never else ''} "
-            f"| {_s(majority) if partition else 'n/a'} "
+            f"| {_s(majority) if partition else 'n/a'}"
+            f"{f' ({unacked} never)' if partition and unacked else ''} "
             f"| {sum(bool(t.error) for t in run.trials)} |"
         )
     return "\n".join(lines)

@@ -5,7 +5,9 @@ A trial (:func:`run_trial`):
 1. starts the workload (:func:`bench._nemesis_workload.run_workload`) and
    the GetAgent sampler, and lets them run ``warmup`` seconds;
 2. injects the nemesis, holds it ``nemesis.hold`` seconds, undoes it (always,
-   also when something failed in between);
+   also when something failed in between); a partition also starts
+   :func:`bench._nemesis_workload.probe_majority` once the cut is in: its
+   acknowledgement is when the majority side served again;
 3. keeps the workload going ``after`` seconds, then stops it (each client
    finishes the key it holds) and the sampler;
 4. waits (``launch_timeout``) for one coordinator with every other node a
@@ -33,7 +35,13 @@ from bench._ha_cluster import HaMesh
 from bench._nemeses import Nemesis, Partition
 from bench._nemesis_check import Audit, audit, coordinator_gaps, recovered_at
 from bench._nemesis_net import Cut, CutError
-from bench._nemesis_workload import TOOL, run_workload, sample_roles
+from bench._nemesis_workload import (
+    TOOL,
+    Submission,
+    probe_majority,
+    run_workload,
+    sample_roles,
+)
 from praxis_grpc.launcher import LaunchError, NodeProcess
 from praxis_grpc.testing.counting import RunLog, install_counting_tools
 
@@ -96,7 +104,14 @@ class Settings:
 
 @dataclass
 class TrialResult:
-    """What one trial saw."""
+    """What one trial saw (seconds; a partition's moments count from when its rule was in).
+
+    ``majority_ack_s``: until the majority probe's key was acknowledged (None:
+    not a partition, or never). ``victim_acks_in_cut``: submissions started
+    during the cut that the cut-off node acknowledged before the heal (a leak
+    the workload saw); ``cut_leaks``: sockets of the victim that received
+    during the cut (:meth:`bench._nemesis_net.Cut.leaks`).
+    """
 
     nemesis: str
     number: int
@@ -151,10 +166,23 @@ async def _trial(
             give_up=s.give_up,
         )
     )
+    probe: asyncio.Task[Submission] | None = None
     try:
         await asyncio.sleep(s.warmup)
         try:
             await asyncio.to_thread(nemesis.start, mesh)
+            if isinstance(nemesis, Partition) and nemesis.victim is not None:
+                probe = asyncio.create_task(
+                    probe_majority(
+                        mesh.targets,
+                        nemesis.victim.name,
+                        log,
+                        f"{prefix}-majority",
+                        task_seconds=s.task_seconds,
+                        rpc_timeout=s.rpc_timeout,
+                        give_up=s.give_up,
+                    )
+                )
             await asyncio.sleep(nemesis.hold)
         finally:
             await asyncio.to_thread(nemesis.stop, mesh)
@@ -164,6 +192,8 @@ async def _trial(
     finally:
         stop.set()
         submissions = await workload
+        if probe is not None:
+            submissions.append(await probe)
         await asyncio.to_thread(_wait_whole, mesh, s.launch_timeout, result)
         sampling.set()
         samples = await sampler
@@ -180,10 +210,9 @@ async def _trial(
     result.recovered_s = recovered_at(samples, ended, last, s.fresh)
     if isinstance(nemesis, Partition):
         after_cut = [sub for sub in submissions if sub.task_id and sub.attempt_started >= began]
-        result.majority_ack_s = min(
-            (sub.acked_at - began for sub in after_cut if sub.acked_by != result.victim),
-            default=None,
-        )
+        majority = submissions[-1] if probe is not None else None
+        if majority is not None and majority.task_id:
+            result.majority_ack_s = majority.acked_at - began
         result.victim_acks_in_cut = sum(
             sub.acked_by == result.victim and sub.acked_at < ended for sub in after_cut
         )
