@@ -41,7 +41,7 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
     lines = [
         "| backend | nemesis | hold s | trials | acknowledged | lost | executed twice "
         "| keys with two tasks | answers differ | completed, never ran "
-        "| without a coordinator max / median s | coordinator after heal max / median s "
+        "| without a coordinator max / median s | serves after heal max / median s "
         "| majority acks after cut max / median s | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -50,8 +50,8 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
             lines.append(f"| {run.backend} | {run.nemesis} | skipped: {run.skipped} |||||||||||")
             continue
         holds = ", ".join(f"{h:g}" for h in sorted({t.hold_s for t in run.trials}))
-        recovered = [t.recovered_s for t in run.trials if t.recovered_s is not None]
-        never = sum(t.recovered_s is None for t in run.trials)
+        served = [t.served_s for t in run.trials if t.served_s is not None]
+        never = sum(t.served_s is None for t in run.trials)
         majority = [t.majority_ack_s for t in run.trials if t.majority_ack_s is not None]
         unacked = len(run.trials) - len(majority)
         partition = run.nemesis.startswith("partition")
@@ -61,7 +61,7 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
             f"| {run.total('executed_twice')} | {run.total('keys_with_two_tasks')} "
             f"| {run.total('answers_differ')} | {run.total('completed_unrun')} "
             f"| {_s([t.outage_s for t in run.trials])} "
-            f"| {_s(recovered)}{f' ({never} never)' if never else ''} "
+            f"| {_s(served)}{f' ({never} never)' if never else ''} "
             f"| {_s(majority) if partition else 'n/a'}"
             f"{f' ({unacked} never)' if partition and unacked else ''} "
             f"| {sum(bool(t.error) for t in run.trials)} |"

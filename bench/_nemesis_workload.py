@@ -9,10 +9,12 @@ taking new keys when ``stop`` is set or it submitted ``limit`` keys, and
 always finishes the key it holds, so every wait is bounded by ``give_up``
 plus one ``rpc_timeout``.
 
-:func:`probe_majority` submits one more key the same way, but only through
-the nodes on the majority side of a partition: when it is acknowledged is
-when that side serves again, whatever the closed-loop clients are stuck on
-(each of them soon waits out its deadline on the cut-off node).
+:func:`probe` submits one more key the same way, through every node but
+one it avoids: through the majority side of a partition from the cut on, its
+acknowledgement is when that side serves again, whatever the closed-loop
+clients are stuck on (each of them soon waits out its deadline on the
+cut-off node); through every node from the end of a nemesis on, when the
+cluster serves again.
 
 :func:`sample_roles` asks every node for GetAgent every ``interval`` until
 ``stop`` is set; the checker derives from the samples when the cluster had a
@@ -170,9 +172,9 @@ async def _attempt(
     submission.deduplicated = response.deduplicated
 
 
-async def probe_majority(
+async def probe(
     targets: Targets,
-    cut_off: str,
+    avoid: str,
     log: RunLog,
     key: str,
     *,
@@ -180,17 +182,18 @@ async def probe_majority(
     rpc_timeout: float,
     give_up: float,
 ) -> Submission:
-    """Submit ``key`` through the nodes other than ``cut_off`` (in turn, the
-    same request each time, each attempt with the clients' ``rpc_timeout``)
-    until one acknowledges it or ``give_up`` seconds have passed."""
+    """Submit ``key`` through the nodes other than ``avoid`` ("": all of them)
+    in turn, the same request each time, each attempt with the clients'
+    ``rpc_timeout``, until one acknowledges it or ``give_up`` seconds have
+    passed."""
     channels = Channels()
     submission = Submission(key, time.monotonic())
     message = request(key, log, task_seconds)
     turn = 0
     try:
         while not submission.task_id and time.monotonic() < submission.started + give_up:
-            majority = [node for node in targets() if node[0] != cut_off]
-            node = majority[turn % len(majority)]
+            nodes = [node for node in targets() if node[0] != avoid]
+            node = nodes[turn % len(nodes)]
             await _attempt(channels, node, message, submission, rpc_timeout)
             turn += 1
     finally:

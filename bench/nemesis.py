@@ -154,7 +154,8 @@ def run_nemesis(root: Path, backend: str, name: str, args: Any, cut: Cut | None)
                 f"{trial.victim}): {found.acknowledged} acked, lost {len(found.lost)}, twice "
                 f"{len(found.executed_twice)}, two tasks {len(found.keys_with_two_tasks)}, "
                 f"differ {len(found.answers_differ)}, outage {trial.outage_s:.2f} s, "
-                f"recovered {trial.recovered_s}, majority ack {trial.majority_ack_s} "
+                f"recovered {trial.recovered_s}, served {trial.served_s}, "
+                f"majority ack {trial.majority_ack_s} "
                 f"{trial.error}"
             )
             if trial.error:
