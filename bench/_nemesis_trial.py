@@ -109,8 +109,9 @@ class Settings:
 class TrialResult:
     """What one trial saw (seconds; a partition's moments count from when its rule was in).
 
-    ``served_s``: from the end of the nemesis until the probe sent through
-    every node was acknowledged. ``majority_ack_s``: until the majority
+    ``served_s``: from the end of the nemesis (a killed node restarted, a
+    paused one continued, a cut healed) until the probe sent through every
+    node was acknowledged. ``majority_ack_s``: until the majority
     probe's key was acknowledged (None: not a partition, or never).
     ``victim_acks_in_cut``: submissions started during the cut that the
     cut-off node acknowledged before the heal (a leak the workload saw);
@@ -174,6 +175,7 @@ async def _trial(
     )
     majority: asyncio.Task[Submission] | None = None
     served: asyncio.Task[Submission] | None = None
+    healed = 0.0
     try:
         await asyncio.sleep(s.warmup)
         try:
@@ -193,6 +195,7 @@ async def _trial(
             await asyncio.sleep(nemesis.hold)
         finally:
             await asyncio.to_thread(nemesis.stop, mesh)
+            healed = time.monotonic()  # a kill's restart is part of undoing it
             served = asyncio.create_task(
                 probe(
                     mesh.targets,
@@ -232,7 +235,7 @@ async def _trial(
     result.recovered_s = recovered_at(samples, ended, last, s.fresh)
     after = probes.get("served")
     if after is not None and after.task_id:
-        result.served_s = after.acked_at - ended
+        result.served_s = after.acked_at - healed
     elif after is not None:
         why = after.errors[-1] if after.errors else "no answer"
         result.error = result.error or (
