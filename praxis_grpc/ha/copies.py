@@ -17,7 +17,9 @@ local copy of a cluster record,
       longer than ``ha.record_retention`` ago: the coordinator's store keeps
       it), since this node neither runs it nor follows it.
 
-It repeats, backing off, until no copy is unfinished; a committed record
+It repeats, backing off, until no copy is unfinished (and for a few
+seconds at least: a copy can still be stored after the step-down by a call
+the node took as coordinator); a committed record
 that names this node as owner is left alone (the dispatch brings the task
 here). The backoff starts over whenever the node's view of the group changes
 (:meth:`StaleCopies.kick`): a node cut off from the group reads its own stale
@@ -56,12 +58,14 @@ class StaleCopies:
         *,
         first_pause: float = 0.5,
         max_pause: float = 10.0,
+        linger: float = 5.0,
     ) -> None:
         self._engine = engine
         self._consensus = consensus
         self._origin = origin
         self._first_pause = first_pause
         self._max_pause = max_pause
+        self._linger = linger
         self._kicked = asyncio.Event()
 
     def kick(self) -> None:
@@ -106,8 +110,13 @@ class StaleCopies:
 
     async def run(self) -> None:
         """Refresh until no copy is unfinished, backing off between passes
-        (the outcomes commit as the coordinator follows the tasks).
+        (the outcomes commit as the coordinator follows the tasks), and for
+        at least ``linger`` seconds: a call this node took as coordinator can
+        store its copy after the step-down (its commit landed while the node
+        was paused, and returned when it woke), after a pass found nothing.
         Cancelled when this node takes over; never raises otherwise."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._linger
         pause = self._first_pause
         while True:
             self._kicked.clear()
@@ -116,8 +125,11 @@ class StaleCopies:
             except (ConsensusError, PraxisError) as exc:
                 log.info("cannot refresh the copies of cluster records yet: %s", exc)
                 remaining = -1
-            if remaining == 0:
+            if remaining == 0 and loop.time() >= until:
                 return
+            # Not wait_for: in 3.11 it can swallow the cancellation of a
+            # take-over that arrives as a kick has just set the event.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._kicked.wait()
             pause = self._first_pause if self._kicked.is_set() else min(pause * 2, self._max_pause)
