@@ -108,18 +108,32 @@ class Pause(Nemesis):
 
 @dataclass
 class Partition(Nemesis):
-    """Drop every packet to and from the victim (see :mod:`bench._nemesis_net`); stop heals."""
+    """Drop every packet to and from the victim (see :mod:`bench._nemesis_net`); stop heals.
+
+    :attr:`injected_at` is the moment the rule was in, not when the command
+    was sent: until nft returns (after ``ss`` has checked the victim's
+    sockets) the victim still serves, and a call it answers then is no leak.
+
+    Attributes:
+        leaks: What got through the cut (:meth:`Cut.leaks`, read before the
+            heal); empty when the cut held.
+    """
 
     cut: Cut | None = None
+    leaks: list[str] = field(default_factory=list)
 
     def _inject(self, mesh: HaMesh, victim: NodeProcess) -> None:
         if self.cut is None:
             raise LaunchError("the partition nemesis needs a Cut (root, nft, cgroup2)")
         self.cut.isolate(victim.name, victim.pid)
+        self.injected_at = time.monotonic()
 
     def _undo(self, mesh: HaMesh, victim: NodeProcess) -> None:
         if self.cut is not None:
-            self.cut.heal()
+            try:
+                self.leaks = self.cut.leaks()
+            finally:
+                self.cut.heal()
 
 
 def make(name: str, hold: float, launch_timeout: float, cut: Cut | None) -> Nemesis:

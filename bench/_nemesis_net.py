@@ -12,6 +12,12 @@ open connections included, whoever dialled. The victim is cut from every
 other node, from etcd and from the test's clients alike. :meth:`Cut.heal`
 deletes the table; TCP retransmits what was dropped.
 
+The cut is checked, not assumed: :meth:`Cut.isolate` refuses to cut a node
+with a socket outside its cgroup, and :meth:`Cut.leaks`, called before the
+heal, compares every socket of the victim with the moment the rule went in:
+a socket that received a segment during the cut (the kernel's per-socket
+``segs_in``, read with ``ss -i``) or that lies outside the cgroup is a leak.
+
 Needs root, ``nft`` and a cgroup2 hierarchy mounted under ``/sys/fs/cgroup``
 (nft resolves a cgroup path below that directory); :func:`unavailable` says
 why not. :meth:`Cut.close` deletes the table and every cgroup it created,
@@ -22,11 +28,13 @@ runs never touch each other's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _SYSFS = Path("/sys/fs/cgroup")
@@ -89,6 +97,8 @@ class Cut:
         self._table = f"praxis_nemesis_{slug}"
         self._group.mkdir(exist_ok=True)
         self._applied = False
+        self._victim: tuple[str, int] | None = None
+        self._received: dict[str, int] = {}
 
     def _path(self, name: str) -> Path:
         return self._group / name
@@ -111,7 +121,9 @@ class Cut:
             CutError: a socket of ``pid`` lies outside the node's cgroup, or
                 nft refused the rules.
         """
-        self._check_sockets(name, pid)
+        outside = self._outside(name, pid)
+        if outside:
+            raise CutError(f"{name} has a socket outside its cgroup: {outside[0]}")
         nft_path = self._path(name).relative_to(_SYSFS)
         level = len(self._path(name).relative_to(self._root).parts)
         match = f'socket cgroupv2 level {level} "{nft_path}" drop'
@@ -122,9 +134,28 @@ class Cut:
             "}\n"
         )
         self._applied = True
+        # nft returns once the ruleset is committed: from here on no segment
+        # reaches the victim's sockets, so their counters must stand still.
+        self._victim = (name, pid)
+        self._received = {ino: s.segs_in for ino, s in _sockets(pid).items()}
+
+    def leaks(self) -> list[str]:
+        """What got through the cut since :meth:`isolate` (call it before
+        :meth:`heal`): each socket of the victim that received segments
+        during the cut or lies outside its cgroup. Empty: the cut held."""
+        if self._victim is None:
+            return []
+        name, pid = self._victim
+        found = self._outside(name, pid)
+        for ino, socket in _sockets(pid).items():
+            grew = socket.segs_in - self._received.get(ino, 0)
+            if grew > 0:
+                found.append(f"{socket.line} received {grew} segment(s) during the cut")
+        return found
 
     def heal(self) -> None:
         """Remove the cut (no-op without one)."""
+        self._victim = None
         if self._applied:
             _nft(f"delete table inet {self._table}\n")
             self._applied = False
@@ -152,14 +183,42 @@ class Cut:
                     raise
                 time.sleep(0.05)
 
-    def _check_sockets(self, name: str, pid: int) -> None:
+    def _outside(self, name: str, pid: int) -> list[str]:
+        """The sockets of ``pid`` that lie outside node ``name``'s cgroup."""
         expected = "/" + str(self._path(name).relative_to(self._root))
-        listing = subprocess.run(
-            ["ss", "-tanpe"], capture_output=True, text=True, check=False, timeout=_NFT_TIMEOUT
-        ).stdout
-        for line in listing.splitlines():
-            if f"pid={pid}," not in line:
-                continue
-            found = re.search(r"cgroup:(\S+)", line)
-            if found and found.group(1) != expected:
-                raise CutError(f"{name} has a socket outside its cgroup: {line.strip()}")
+        return [s.line for s in _sockets(pid).values() if s.cgroup != expected]
+
+
+@dataclass(frozen=True)
+class _Socket:
+    line: str
+    """Local and peer address, state."""
+    cgroup: str
+    segs_in: int
+
+
+def _sockets(pid: int) -> dict[str, _Socket]:
+    """The TCP sockets of process ``pid`` by inode (``ss -tinpe``: each socket
+    on one line, its TCP info on the next, indented)."""
+    listing = subprocess.run(
+        ["ss", "-tanpei"], capture_output=True, text=True, check=False, timeout=_NFT_TIMEOUT
+    ).stdout
+    found: dict[str, _Socket] = {}
+    ino = ""
+    for line in listing.splitlines():
+        if line[:1].isspace():
+            segs = re.search(r"\bsegs_in:(\d+)", line)
+            if ino and segs:
+                found[ino] = dataclasses.replace(found[ino], segs_in=int(segs.group(1)))
+            continue
+        ino = ""
+        inode = re.search(r"\bino:(\d+)", line)
+        if f"pid={pid}," not in line or inode is None:
+            continue
+        ino = inode.group(1)
+        fields = line.split()
+        cgroup = re.search(r"cgroup:(\S+)", line)
+        found[ino] = _Socket(
+            f"{fields[0]} {fields[3]} -> {fields[4]}", cgroup.group(1) if cgroup else "?", 0
+        )
+    return found

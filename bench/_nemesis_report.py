@@ -41,7 +41,7 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
     lines = [
         "| backend | nemesis | hold s | trials | acknowledged | lost | executed twice "
         "| keys with two tasks | answers differ | completed, never ran "
-        "| without a coordinator max / median s | coordinator after heal max / median s "
+        "| without a coordinator max / median s | serves after heal max / median s "
         "| majority acks after cut max / median s | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -50,9 +50,10 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
             lines.append(f"| {run.backend} | {run.nemesis} | skipped: {run.skipped} |||||||||||")
             continue
         holds = ", ".join(f"{h:g}" for h in sorted({t.hold_s for t in run.trials}))
-        recovered = [t.recovered_s for t in run.trials if t.recovered_s is not None]
-        never = sum(t.recovered_s is None for t in run.trials)
+        served = [t.served_s for t in run.trials if t.served_s is not None]
+        never = sum(t.served_s is None for t in run.trials)
         majority = [t.majority_ack_s for t in run.trials if t.majority_ack_s is not None]
+        unacked = len(run.trials) - len(majority)
         partition = run.nemesis.startswith("partition")
         lines.append(
             f"| {run.backend} | {run.nemesis} | {holds} | {len(run.trials)} "
@@ -60,8 +61,9 @@ def summary_table(runs: Sequence[NemesisRun]) -> str:
             f"| {run.total('executed_twice')} | {run.total('keys_with_two_tasks')} "
             f"| {run.total('answers_differ')} | {run.total('completed_unrun')} "
             f"| {_s([t.outage_s for t in run.trials])} "
-            f"| {_s(recovered)}{f' ({never} never)' if never else ''} "
-            f"| {_s(majority) if partition else 'n/a'} "
+            f"| {_s(served)}{f' ({never} never)' if never else ''} "
+            f"| {_s(majority) if partition else 'n/a'}"
+            f"{f' ({unacked} never)' if partition and unacked else ''} "
             f"| {sum(bool(t.error) for t in run.trials)} |"
         )
     return "\n".join(lines)
@@ -89,6 +91,11 @@ def notes(runs: Sequence[NemesisRun]) -> str:
                 lines.append(
                     f"- {where}: acknowledged tasks still listed unfinished after they were "
                     f"terminal at the coordinator: {found.listed_unfinished}"
+                )
+            if trial.cut_leaks:
+                lines.append(
+                    f"- {where}: the cut leaked, {len(trial.cut_leaks)} socket(s) of the victim "
+                    f"received segments during it, e.g. {'; '.join(trial.cut_leaks[:3])}"
                 )
             if trial.victim_acks_in_cut:
                 lines.append(

@@ -5,7 +5,12 @@ A trial (:func:`run_trial`):
 1. starts the workload (:func:`bench._nemesis_workload.run_workload`) and
    the GetAgent sampler, and lets them run ``warmup`` seconds;
 2. injects the nemesis, holds it ``nemesis.hold`` seconds, undoes it (always,
-   also when something failed in between);
+   also when something failed in between); a partition also starts a
+   :func:`bench._nemesis_workload.probe` through the majority side once the
+   cut is in (its acknowledgement: when that side served again), and every
+   nemesis one through every node once it is undone (when the cluster
+   served again; none within ``launch_timeout`` is an error, so the next
+   trial gets a fresh cluster);
 3. keeps the workload going ``after`` seconds, then stops it (each client
    finishes the key it holds) and the sampler;
 4. waits (``launch_timeout``) for one coordinator with every other node a
@@ -33,7 +38,13 @@ from bench._ha_cluster import HaMesh
 from bench._nemeses import Nemesis, Partition
 from bench._nemesis_check import Audit, audit, coordinator_gaps, recovered_at
 from bench._nemesis_net import Cut, CutError
-from bench._nemesis_workload import TOOL, run_workload, sample_roles
+from bench._nemesis_workload import (
+    TOOL,
+    Submission,
+    probe,
+    run_workload,
+    sample_roles,
+)
 from praxis_grpc.launcher import LaunchError, NodeProcess
 from praxis_grpc.testing.counting import RunLog, install_counting_tools
 
@@ -96,7 +107,17 @@ class Settings:
 
 @dataclass
 class TrialResult:
-    """What one trial saw."""
+    """What one trial saw (seconds; a partition's moments count from when its rule was in).
+
+    ``served_s``: from the end of the nemesis (a killed node restarted, a
+    paused one continued, a cut healed) until the probe sent through every
+    node was acknowledged. ``majority_ack_s``: until the majority
+    probe's key was acknowledged (None: not a partition, or never).
+    ``victim_acks_in_cut``: submissions started during the cut that the
+    cut-off node acknowledged before the heal (a leak the workload saw);
+    ``cut_leaks``: sockets of the victim that received during the cut
+    (:meth:`bench._nemesis_net.Cut.leaks`).
+    """
 
     nemesis: str
     number: int
@@ -107,8 +128,10 @@ class TrialResult:
     audit: Audit = field(default_factory=Audit)
     outage_s: float = 0.0
     recovered_s: float | None = None
+    served_s: float | None = None
     majority_ack_s: float | None = None
     victim_acks_in_cut: int = 0
+    cut_leaks: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -150,19 +173,52 @@ async def _trial(
             give_up=s.give_up,
         )
     )
+    majority: asyncio.Task[Submission] | None = None
+    served: asyncio.Task[Submission] | None = None
+    healed = 0.0
     try:
         await asyncio.sleep(s.warmup)
         try:
             await asyncio.to_thread(nemesis.start, mesh)
+            if isinstance(nemesis, Partition) and nemesis.victim is not None:
+                majority = asyncio.create_task(
+                    probe(
+                        mesh.targets,
+                        nemesis.victim.name,
+                        log,
+                        f"{prefix}-majority",
+                        task_seconds=s.task_seconds,
+                        rpc_timeout=s.rpc_timeout,
+                        give_up=s.give_up,
+                    )
+                )
             await asyncio.sleep(nemesis.hold)
         finally:
             await asyncio.to_thread(nemesis.stop, mesh)
+            healed = time.monotonic()  # a kill's restart is part of undoing it
+            served = asyncio.create_task(
+                probe(
+                    mesh.targets,
+                    "",
+                    log,
+                    f"{prefix}-served",
+                    task_seconds=s.task_seconds,
+                    rpc_timeout=s.rpc_timeout,
+                    give_up=s.launch_timeout,
+                )
+            )
         await asyncio.sleep(s.after)
     except (LaunchError, CutError, OSError, grpc.RpcError) as exc:
         result.error = f"nemesis: {_error(exc)}"
     finally:
         stop.set()
         submissions = await workload
+        probes = {
+            name: await task
+            for name, task in (("majority", majority), ("served", served))
+            if task is not None
+        }
+        submissions += probes.values()
         await asyncio.to_thread(_wait_whole, mesh, s.launch_timeout, result)
         sampling.set()
         samples = await sampler
@@ -177,15 +233,23 @@ async def _trial(
     last = max(sample.at for sample in samples) if samples else ended
     result.outage_s = max(coordinator_gaps(samples, began, last, s.fresh), default=0.0)
     result.recovered_s = recovered_at(samples, ended, last, s.fresh)
+    after = probes.get("served")
+    if after is not None and after.task_id:
+        result.served_s = after.acked_at - healed
+    elif after is not None:
+        why = after.errors[-1] if after.errors else "no answer"
+        result.error = result.error or (
+            f"after the nemesis: nothing acknowledged within {s.launch_timeout:g} s ({why})"
+        )
     if isinstance(nemesis, Partition):
         after_cut = [sub for sub in submissions if sub.task_id and sub.attempt_started >= began]
-        result.majority_ack_s = min(
-            (sub.acked_at - began for sub in after_cut if sub.acked_by != result.victim),
-            default=None,
-        )
+        first = probes.get("majority")
+        if first is not None and first.task_id:
+            result.majority_ack_s = first.acked_at - began
         result.victim_acks_in_cut = sum(
             sub.acked_by == result.victim and sub.acked_at < ended for sub in after_cut
         )
+        result.cut_leaks = nemesis.leaks
     reference = _reference(mesh)
     try:
         result.audit = await audit(

@@ -9,6 +9,13 @@ taking new keys when ``stop`` is set or it submitted ``limit`` keys, and
 always finishes the key it holds, so every wait is bounded by ``give_up``
 plus one ``rpc_timeout``.
 
+:func:`probe` submits one more key the same way, through every node but
+one it avoids: through the majority side of a partition from the cut on, its
+acknowledgement is when that side serves again, whatever the closed-loop
+clients are stuck on (each of them soon waits out its deadline on the
+cut-off node); through every node from the end of a nemesis on, when the
+cluster serves again.
+
 :func:`sample_roles` asks every node for GetAgent every ``interval`` until
 ``stop`` is set; the checker derives from the samples when the cluster had a
 coordinator. Both read the node addresses through ``targets`` on every call:
@@ -134,26 +141,64 @@ async def run_workload(
             deadline = submission.started + give_up
             while not submission.task_id and time.monotonic() < deadline:
                 nodes = targets()
-                name, address = nodes[turn % len(nodes)]
+                await _attempt(channels, nodes[turn % len(nodes)], message, submission, rpc_timeout)
                 turn += 1
-                attempt_started = time.monotonic()
-                try:
-                    response = await channels.tasks(address).SubmitTask(
-                        message, timeout=rpc_timeout
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    submission.errors.append(f"{name}: {exc.code().name}")
-                    await asyncio.sleep(_RETRY_PAUSE)
-                    continue
-                submission.task_id, submission.acked_by = response.task.task_id, name
-                submission.acked_at, submission.attempt_started = time.monotonic(), attempt_started
-                submission.deduplicated = response.deduplicated
 
     try:
         await asyncio.gather(*(client(number) for number in range(clients)))
     finally:
         await channels.close()
     return submissions
+
+
+async def _attempt(
+    channels: Channels,
+    node: tuple[str, str],
+    message: task_service_pb2.SubmitTaskRequest,
+    submission: Submission,
+    rpc_timeout: float,
+) -> None:
+    """Send ``message`` to ``node`` once; note the acknowledgement or the error."""
+    name, address = node
+    attempt_started = time.monotonic()
+    try:
+        response = await channels.tasks(address).SubmitTask(message, timeout=rpc_timeout)
+    except grpc.aio.AioRpcError as exc:
+        submission.errors.append(f"{name}: {exc.code().name}")
+        await asyncio.sleep(_RETRY_PAUSE)
+        return
+    submission.task_id, submission.acked_by = response.task.task_id, name
+    submission.acked_at, submission.attempt_started = time.monotonic(), attempt_started
+    submission.deduplicated = response.deduplicated
+
+
+async def probe(
+    targets: Targets,
+    avoid: str,
+    log: RunLog,
+    key: str,
+    *,
+    task_seconds: float,
+    rpc_timeout: float,
+    give_up: float,
+) -> Submission:
+    """Submit ``key`` through the nodes other than ``avoid`` ("": all of them)
+    in turn, the same request each time, each attempt with the clients'
+    ``rpc_timeout``, until one acknowledges it or ``give_up`` seconds have
+    passed."""
+    channels = Channels()
+    submission = Submission(key, time.monotonic())
+    message = request(key, log, task_seconds)
+    turn = 0
+    try:
+        while not submission.task_id and time.monotonic() < submission.started + give_up:
+            nodes = [node for node in targets() if node[0] != avoid]
+            node = nodes[turn % len(nodes)]
+            await _attempt(channels, node, message, submission, rpc_timeout)
+            turn += 1
+    finally:
+        await channels.close()
+    return submission
 
 
 async def sample_roles(

@@ -27,7 +27,7 @@ cgroup2; skipped otherwise), cut for each of ``--partition-holds`` in turn.
 A cluster serves every trial of its nemesis; after a trial that left it
 without a coordinator it is replaced by a fresh one. Run it by hand; the
 short form is ``tests/nemesis``. Exit code 1 if anything was lost, executed
-twice, a key had two tasks, or a trial failed.
+twice, a key had two tasks, a trial failed, or a cut leaked.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def run_nemesis(root: Path, backend: str, name: str, args: Any, cut: Cut | None)
                 f"{trial.victim}): {found.acknowledged} acked, lost {len(found.lost)}, twice "
                 f"{len(found.executed_twice)}, two tasks {len(found.keys_with_two_tasks)}, "
                 f"differ {len(found.answers_differ)}, outage {trial.outage_s:.2f} s, "
-                f"recovered {trial.recovered_s}, majority ack {trial.majority_ack_s} "
+                f"recovered {trial.recovered_s}, served {trial.served_s}, "
+                f"majority ack {trial.majority_ack_s} "
                 f"{trial.error}"
             )
             if trial.error:
@@ -212,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = any(
         run.total("lost") or run.total("executed_twice") or run.total("keys_with_two_tasks")
         for run in runs
-    ) or any(trial.error for run in runs for trial in run.trials)
+    ) or any(
+        trial.error or trial.cut_leaks or trial.victim_acks_in_cut
+        for run in runs
+        for trial in run.trials
+    )
     return 1 if failed else 0
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from libp2p.abc import IHost, INetStream
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -63,7 +65,18 @@ class CardPubsub(Pubsub):
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
         if self._admission is None or await self._admission.wait(peer_id):
-            await super()._handle_new_peer(peer_id)
+            try:
+                await super()._handle_new_peer(peer_id)
+            except StreamFailure as exc:
+                # py-libp2p 0.8.1 retries opening the pubsub stream while the
+                # peer stays connected, but only after a SwarmException or
+                # StreamClosed; a failed protocol negotiation (StreamFailure,
+                # e.g. a handshake read that timed out on a connection that
+                # just came back from a partition) ended the registration for
+                # good, so nothing was ever sent to that peer again on that
+                # connection: its messages piled up in gossipsub's pending
+                # queue and its cards never arrived.
+                raise SwarmException(f"pubsub stream to {peer_id}: {exc}") from exc
 
     async def stream_handler(self, stream: INetStream) -> None:
         admission = self._admission

@@ -219,8 +219,10 @@ class HaController:
 
     def _refresh_copies(self) -> None:
         """As a standby: bring the local copies of cluster records (kept from
-        when this node coordinated) up to the committed records."""
-        if self._copies is None or (self._refresher is not None and not self._refresher.done()):
+        when this node coordinated) up to the committed records; a refresh
+        already running looks again at once (the leadership changed)."""
+        if self._refresher is not None and not self._refresher.done():
+            self._copies.kick()
             return
         self._refresher = asyncio.get_running_loop().create_task(
             self._copies.run(), name="ha-copies"

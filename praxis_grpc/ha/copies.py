@@ -17,15 +17,23 @@ local copy of a cluster record,
       longer than ``ha.record_retention`` ago: the coordinator's store keeps
       it), since this node neither runs it nor follows it.
 
-It repeats, backing off, until no copy is unfinished; a committed record
+It repeats, backing off, until no copy is unfinished (and for a few
+seconds at least: a copy can still be stored after the step-down by a call
+the node took as coordinator); a committed record
 that names this node as owner is left alone (the dispatch brings the task
-here). Reads of a single task (``GetTask``, ``WatchTask``, ``CancelTask``)
-already go to the coordinator for such copies (see the dispatcher).
+here). The backoff starts over whenever the node's view of the group changes
+(:meth:`StaleCopies.kick`): a node cut off from the group reads its own stale
+records (or none) pass after pass while its backoff grows, and when it
+rejoins, the leader it learns of is the sign that the outcomes it missed are
+arriving, so it looks again at once, not a whole backoff later. Reads of a
+single task (``GetTask``, ``WatchTask``, ``CancelTask``) already go to the
+coordinator for such copies (see the dispatcher).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from praxis_grpc.consensus.base import Consensus, ConsensusError
@@ -50,12 +58,20 @@ class StaleCopies:
         *,
         first_pause: float = 0.5,
         max_pause: float = 10.0,
+        linger: float = 5.0,
     ) -> None:
         self._engine = engine
         self._consensus = consensus
         self._origin = origin
         self._first_pause = first_pause
         self._max_pause = max_pause
+        self._linger = linger
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        """The view of the group changed (a leader is known again): a running
+        :meth:`run` passes again now and starts its backoff over."""
+        self._kicked.set()
 
     def unfinished(self) -> list[Task]:
         """The unfinished local copies of the cluster's records this node does not run."""
@@ -94,16 +110,26 @@ class StaleCopies:
 
     async def run(self) -> None:
         """Refresh until no copy is unfinished, backing off between passes
-        (the outcomes commit as the coordinator follows the tasks).
+        (the outcomes commit as the coordinator follows the tasks), and for
+        at least ``linger`` seconds: a call this node took as coordinator can
+        store its copy after the step-down (its commit landed while the node
+        was paused, and returned when it woke), after a pass found nothing.
         Cancelled when this node takes over; never raises otherwise."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._linger
         pause = self._first_pause
         while True:
+            self._kicked.clear()
             try:
                 remaining = await self.refresh()
             except (ConsensusError, PraxisError) as exc:
                 log.info("cannot refresh the copies of cluster records yet: %s", exc)
                 remaining = -1
-            if remaining == 0:
+            if remaining == 0 and loop.time() >= until:
                 return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self._max_pause)
+            # Not wait_for: in 3.11 it can swallow the cancellation of a
+            # take-over that arrives as a kick has just set the event.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._kicked.wait()
+            pause = self._first_pause if self._kicked.is_set() else min(pause * 2, self._max_pause)

@@ -82,16 +82,21 @@ class MemoryConsensusGroup:
             self._leader = None
             self._changed()
 
-    def isolate(self, agent_id: str) -> None:
+    def isolate(self, agent_id: str, *, sees_leader: bool = True) -> None:
         """Cut a member off. It keeps the view it has; if it led, the group
-        deposes it, so its later commits are fenced by the newer term."""
+        deposes it, so its later commits are fenced by the newer term.
+        With ``sees_leader=False`` its view loses the leader (same term), as
+        a raft leader that no longer hears a quorum steps down and an etcd
+        member's lease lapses; its state stays as it was."""
         member = self._members[agent_id]
         if member._isolated:
             return
         member._isolated = True
-        member._frozen = (member.leadership(), dict(self._data))
+        seen = member.leadership()
+        member._frozen = (seen if sees_leader else Leadership(term=seen.term), dict(self._data))
         if self._leader is member:
             self.depose()
+        member._publish()
 
     def rejoin(self, agent_id: str) -> None:
         """Reconnect an isolated member; it catches up with the group."""

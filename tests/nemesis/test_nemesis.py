@@ -75,7 +75,8 @@ def test_one_trial_loses_nothing_and_runs_nothing_twice(tmp_path: Path, name: st
         f"{result.submitted}, outcomes {found.outcomes}, lost {found.lost[:3]}, executed twice "
         f"{found.executed_twice[:3]}, keys with two tasks {found.keys_with_two_tasks[:3]}, "
         f"answers differ {len(found.answers_differ)} {found.answers_differ[:3]}, without a "
-        f"coordinator {result.outage_s:.2f} s, recovered {result.recovered_s}, majority ack "
+        f"coordinator {result.outage_s:.2f} s, recovered {result.recovered_s}, served "
+        f"{result.served_s}, majority ack "
         f"{result.majority_ack_s}, failed calls {result.failed_calls}, error {result.error!r}"
     )
     assert result.error == ""
@@ -84,3 +85,5 @@ def test_one_trial_loses_nothing_and_runs_nothing_twice(tmp_path: Path, name: st
     assert found.keys_with_two_tasks == []
     assert found.completed_unrun == []
     assert found.executed_twice == []
+    assert result.cut_leaks == []
+    assert result.victim_acks_in_cut == 0

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from praxis_grpc.errors import NotFound
 from praxis_grpc.ha.coordinator import CLUSTER_ORIGIN
 from praxis_grpc.ha.copies import StaleCopies
 from praxis_grpc.ha.records import TASK_PREFIX, encode_task
-from praxis_grpc.tasks.model import Submission, TaskState
+from praxis_grpc.tasks.model import Submission, Task, TaskState
 from praxis_grpc.testing import ExecutionLog
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
 from praxis_grpc.testing.peer_nodes import PeerCluster, PeerNode
@@ -112,3 +114,80 @@ async def test_a_copy_the_cluster_dropped_is_deleted_and_one_sent_here_is_left(
         a.engine.get(dropped.task_id)
     await member.aclose()
     gate.set()
+
+
+async def test_a_cut_off_coordinator_rejoining_reconciles_its_copies_at_once(
+    nodes: tuple[MemoryConsensusGroup, asyncio.Event, PeerCluster],
+) -> None:
+    # The nemesis suite's finding (raft, 8 s partition of the coordinator):
+    # after the heal the cut-off node still listed acknowledged tasks
+    # unfinished that the next coordinator had finished.
+    group, gate, cluster = nodes
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    accepted = [(await a.dispatcher.submit(Submission("gate", {"n": i})))[0] for i in range(4)]
+    await until(lambda: all(a.engine.get(t.task_id).state is TaskState.WORKING for t in accepted))
+    ha: Any = a.ha
+    # A cut long enough for the refresh's backoff to reach its cap: each pass
+    # during the cut reads the cut-off member's own (stale) records.
+    ha._copies._first_pause = ha._copies._max_pause = 3600.0
+    group.isolate("a", sees_leader=False)  # a steps down, as raft's leader does
+    await until(lambda: not ha.leading and ha._refresher is not None)
+    await until(lambda: len(unfinished_here(a)) == 4)
+    group.elect("b")
+    await until(lambda: b.ha is not None and b.ha.leading)
+    cluster.share_cards()
+    gate.set()
+    await until(lambda: all(b.engine.get(t.task_id).terminal for t in accepted))
+    assert len(unfinished_here(a)) == 4  # still cut off: nothing to read yet
+    # The heal: a learns of b, and brings its copies up to what b committed.
+    group.rejoin("a")
+    await until(lambda: not unfinished_here(a))
+    for task in accepted:
+        assert a.engine.get(task.task_id).state is TaskState.COMPLETED
+
+
+async def test_a_copy_stored_after_the_step_down_is_reconciled_too(
+    nodes: tuple[MemoryConsensusGroup, asyncio.Event, PeerCluster],
+) -> None:
+    # The nemesis suite's finding (etcd, coordinator paused 3.5 s): a commit
+    # landed while the coordinator was paused and returned when it woke, so
+    # the call stored its local copy after the step-down, once the refresh
+    # had found nothing to do.
+    group, gate, cluster = nodes
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    ha: Any = a.ha
+    passes: list[int] = []
+    refresh = ha._copies.refresh
+
+    async def counted() -> int:
+        passes.append(await refresh())
+        return passes[-1]
+
+    ha._copies.refresh = counted
+    group.elect("b")
+    await until(lambda: b.ha is not None and b.ha.leading and not ha.leading)
+    await until(lambda: passes == [0])  # nothing to refresh yet
+    # What b committed: a task c ran to the end.
+    now = datetime.now(UTC)
+    done = Task(
+        task_id=str(uuid.uuid4()),
+        tool="gate",
+        arguments={"n": 0},
+        state=TaskState.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id="c",
+        origin_agent_id=CLUSTER_ORIGIN,
+    )
+    late = done.start(now)  # a's copy, as its own late call stored it
+    final = late.complete({"agent": "c"}, now)
+    await group_member(b).commit(TASK_PREFIX + done.task_id, encode_task(final), term=group.term)
+    await a.engine.record(late)
+    assert unfinished_here(a) == [done.task_id]
+    await until(lambda: not unfinished_here(a))
+    assert a.engine.get(done.task_id).state is TaskState.COMPLETED
+    gate.set()
+
+
+def group_member(node: PeerNode) -> Any:
+    return node._consensus
