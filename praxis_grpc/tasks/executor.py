@@ -37,13 +37,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections import OrderedDict
 from typing import Any
 
 from praxis_grpc.errors import FailedPrecondition, NotFound, ResourceExhausted, ToolError
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.admission import EngineLimits, EngineLoad, SubmissionRules, check_task_id
+from praxis_grpc.tasks.ids import new_task_id
 from praxis_grpc.tasks.ledger import Clock, Ledger, utcnow
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.restart import RecoveryReport, recover
@@ -161,7 +161,7 @@ class LocalExecutor:
             )
         now = self._clock()
         task = Task(
-            task_id=str(uuid.uuid4()) if task_id is None else task_id,
+            task_id=new_task_id() if task_id is None else task_id,
             tool=submission.tool,
             arguments=submission.arguments,
             state=TaskState.SUBMITTED,
