@@ -4,12 +4,12 @@ store appends new tasks instead of inserting them at random places)."""
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 
 import pytest
 
 from praxis_grpc.metrics import Metrics
-from praxis_grpc.tasks import ids
 from praxis_grpc.tasks.admission import check_task_id
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.tasks.ids import new_task_id
@@ -22,7 +22,7 @@ from praxis_grpc.tools.registry import ToolRegistry
 def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each id is made one millisecond after the previous one."""
     ticks = itertools.count(1_765_000_000_000)
-    monkeypatch.setattr(ids.time, "time_ns", lambda: next(ticks) * 1_000_000)
+    monkeypatch.setattr(time, "time_ns", lambda: next(ticks) * 1_000_000)
 
 
 def test_an_id_is_a_canonical_version_7_uuid() -> None:
