@@ -30,6 +30,9 @@ TERMINAL_STATES = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED, TaskState.REJECTED}
 )
 
+# The request fingerprint's canonical form (one encoder, not one per call).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # SUBMITTED -> SUBMITTED is a re-queue after recovery (attempt stays, no-op state).
     TaskState.SUBMITTED: frozenset(
@@ -234,9 +237,5 @@ class Submission:
         ]
         if self.submitter:  # appended only when set: digests stored before auth stay valid
             fields.append(self.submitter)
-        canonical = json.dumps(
-            fields,
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        canonical = _CANONICAL_JSON(fields)
         return hashlib.sha256(canonical.encode()).hexdigest()
