@@ -90,6 +90,10 @@ class LocalExecutor:
         self._stopped = asyncio.Event()
         self._mean_duration = 0.1
         self._histograms: dict[str, Any] = {}
+        # Read when scraped: setting them at every start and end of a task
+        # cost ~12 µs per task.
+        metrics.task_queue_depth.set_function(lambda: len(self._pending))
+        metrics.tasks_in_flight.set_function(lambda: len(self._running))
 
     @property
     def accepting(self) -> bool:
@@ -186,7 +190,6 @@ class LocalExecutor:
             # insert (one write), and nothing of it is shown before that commit.
             written = self._ledger.insert(task)
             self._start(task, written)
-            self._update_gauges()
             stored, deduplicated = self._ledger.inserted(task, await written)
             return stored, deduplicated
         self._admitting += 1
@@ -281,7 +284,6 @@ class LocalExecutor:
             await asyncio.wait({self._host})
         self._ledger.journal.flush()
         self._pending.clear()
-        self._update_gauges()
 
     def _admitted(self, task: Task, written: asyncio.Future[Any]) -> None:
         self._admitting -= 1
@@ -346,7 +348,6 @@ class LocalExecutor:
         ):
             _, task = self._pending.popitem(last=False)
             self._start(task)
-        self._update_gauges()
 
     async def _run(self, task: Task, inserting: asyncio.Future[Any] | None) -> None:
         # A failure to record an outcome must not abort the group (and every
@@ -455,10 +456,6 @@ class LocalExecutor:
             histogram = self._metrics.task_duration_seconds.labels(tool)
             self._histograms[tool] = histogram
         return histogram
-
-    def _update_gauges(self) -> None:
-        self._metrics.task_queue_depth.set(len(self._pending))
-        self._metrics.tasks_in_flight.set(len(self._running))
 
 
 def _refused(inserting: asyncio.Future[Any] | None) -> bool:
