@@ -95,7 +95,8 @@ class Ledger:
         self._live: dict[str, Task] = {}
         # Ids from new_task_id() that no stored task has yet.
         self._fresh: set[str] = set()
-        # The latest state of tasks written by update_unread(), until their insert commits.
+        # The latest state of tasks written by update_unread() (or persist() while
+        # their insert is pending), until their insert commits.
         self._unread: dict[str, Task] = {}
         self._watchers = TaskWatchers()
         self._counters: dict[tuple[str, TaskState], Any] = {}
@@ -246,6 +247,10 @@ class Ledger:
         Raises:
             TaskStoreError: the write failed; nobody is told of the change.
         """
+        if task.task_id in self._unread and self._journal.inserting(task.task_id):
+            # Folds into the pending insert: shown when that commits (see
+            # _stored), so a waiter woken by it finds this state at once.
+            self._unread[task.task_id] = task
         write = self._journal.update(task)
         try:
             result = await write
