@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
@@ -23,6 +22,7 @@ from praxis_grpc.errors import NotFound
 from praxis_grpc.ha.forwarding import Forwarder, RelayFailed
 from praxis_grpc.routing.dispatcher import TaskDispatcher
 from praxis_grpc.tasks.engine import TaskEngine
+from praxis_grpc.tasks.ids import new_task_id
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class StandbyRelay:
             # The relay, any resend and (if this node takes over meanwhile) the
             # local placement share one task id: a send that was accepted
             # after all is found by it, never accepted twice.
-            task_id = task_id or str(uuid.uuid4())
+            task_id = task_id or new_task_id()
             relayed = await self._submit_at_coordinator(
                 submission,
                 wait=wait,

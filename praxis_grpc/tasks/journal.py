@@ -81,6 +81,12 @@ class GroupCommit:
         """True if a write of task ``task_id`` is queued and not committed yet."""
         return task_id in self._latest
 
+    def inserting(self, task_id: str) -> bool:
+        """True if the latest pending write of task ``task_id`` is an insert,
+        so that an update queued now folds into it (commits with it)."""
+        index = self._latest.get(task_id)
+        return index is not None and self._pending[index][0].kind == "insert"
+
     def insert(self, task: Task) -> Commit:
         """Queue an insert; the future yields the stored task or the error."""
         return self._queue(Write("insert", task))

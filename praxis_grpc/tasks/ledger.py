@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from typing import Any
 from praxis_grpc.errors import AlreadyExists, InvalidArgument, NotFound, quote
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.admission import check_task_id
+from praxis_grpc.tasks.ids import new_task_id
 from praxis_grpc.tasks.journal import Commit, GroupCommit
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 from praxis_grpc.tasks.store import (
@@ -95,7 +95,8 @@ class Ledger:
         self._live: dict[str, Task] = {}
         # Ids from new_task_id() that no stored task has yet.
         self._fresh: set[str] = set()
-        # The latest state of tasks written by update_unread(), until their insert commits.
+        # The latest state of tasks written by update_unread() (or persist() while
+        # their insert is pending), until their insert commits.
         self._unread: dict[str, Task] = {}
         self._watchers = TaskWatchers()
         self._counters: dict[tuple[str, TaskState], Any] = {}
@@ -115,13 +116,14 @@ class Ledger:
         return task.owner_agent_id == self._agent_id
 
     def new_task_id(self) -> str:
-        """A new task id (a random UUID) for a task to submit or record here.
+        """A new task id (:func:`~praxis_grpc.tasks.ids.new_task_id`) for a task
+        to submit or record here.
 
         Until a task is stored under it, the ledger knows that no task has it
         and skips the store lookups that a submission or :meth:`record`
         otherwise makes for a given id.
         """
-        task_id = str(uuid.uuid4())
+        task_id = new_task_id()
         if len(self._fresh) >= _MAX_FRESH_IDS:
             self._fresh.clear()  # ids issued but never used: they lose the shortcut
         self._fresh.add(task_id)
@@ -245,6 +247,10 @@ class Ledger:
         Raises:
             TaskStoreError: the write failed; nobody is told of the change.
         """
+        if task.task_id in self._unread and self._journal.inserting(task.task_id):
+            # Folds into the pending insert: shown when that commits (see
+            # _stored), so a waiter woken by it finds this state at once.
+            self._unread[task.task_id] = task
         write = self._journal.update(task)
         try:
             result = await write

@@ -30,6 +30,9 @@ TERMINAL_STATES = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED, TaskState.REJECTED}
 )
 
+# The request fingerprint's canonical form (one encoder, not one per call).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # SUBMITTED -> SUBMITTED is a re-queue after recovery (attempt stays, no-op state).
     TaskState.SUBMITTED: frozenset(
@@ -240,9 +243,5 @@ class Submission:
             fields.append(self.submitter)
         if self.target_agent:  # tagged, so it never reads as a submitter
             fields.append({"target_agent": self.target_agent})
-        canonical = json.dumps(
-            fields,
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        canonical = _CANONICAL_JSON(fields)
         return hashlib.sha256(canonical.encode()).hexdigest()

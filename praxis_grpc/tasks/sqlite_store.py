@@ -116,8 +116,9 @@ _UNFINISHED = (
 )
 
 
-def _to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# One encoder for every row: json.dumps builds a new one per call when given
+# separators (several calls per written task).
+_to_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _row(task: Task) -> tuple[Any, ...]:

@@ -142,11 +142,15 @@ async def test_queue_full_is_resource_exhausted_with_retry_hint() -> None:
     await asyncio.sleep(0)
     assert h.engine.load().in_flight == 1
     assert h.engine.load().queued == 2
+    scraped = h.metrics.registry.get_sample_value
+    assert scraped("praxis_tasks_in_flight") == 1
+    assert scraped("praxis_task_queue_depth") == 2
     with pytest.raises(ResourceExhausted) as info:
         await h.engine.submit(Submission("gate"))
     assert info.value.retry_after > 0
     h.gate.release.set()
     await h.engine.aclose(grace=5)
+    assert scraped("praxis_tasks_in_flight") == scraped("praxis_task_queue_depth") == 0
 
 
 async def test_concurrency_limit_is_respected() -> None:

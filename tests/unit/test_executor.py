@@ -187,6 +187,20 @@ async def test_a_task_that_finishes_before_its_insert_commits_is_written_once() 
     await executor.aclose(grace=0)
 
 
+async def test_a_task_that_finished_before_its_insert_committed_is_shown_finished() -> None:
+    # Its COMPLETED state was committed with the insert: once the submission
+    # returns, a reader (the waiting client) sees it without waiting again.
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(MemoryTaskStore(), gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    task, _ = await executor.submit(Submission("gate"))
+    assert ledger.get(task.task_id).state is TaskState.COMPLETED
+    await executor.aclose(grace=0)
+
+
 async def test_a_task_whose_id_is_being_written_does_not_start_before_its_insert() -> None:
     store = BatchRecordingStore()
     gate = GateTool()

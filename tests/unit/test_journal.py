@@ -189,3 +189,19 @@ async def test_only_a_pending_insert_can_be_folded_into() -> None:
     with pytest.raises(ValueError, match="no pending insert"):
         journal.fold(submitted)
     assert await update is None
+
+
+async def test_inserting_is_true_only_while_a_tasks_latest_pending_write_is_its_insert() -> None:
+    journal = GroupCommit(RecordingStore())
+    submitted = task("t-1")
+    assert not journal.inserting("t-1")
+    inserted = journal.insert(submitted)
+    assert journal.inserting("t-1")
+    journal.update(submitted.start(datetime.now(UTC)))  # folds: still the insert
+    assert journal.inserting("t-1")
+    journal.flush()  # committed, though its callbacks have not run yet
+    assert not journal.inserting("t-1")
+    update = journal.update(submitted)
+    assert not journal.inserting("t-1")
+    assert await inserted is submitted
+    assert await update is None
