@@ -18,7 +18,7 @@ from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.engine import EngineLoad
 from praxis_grpc.tools.registry import ToolRegistry
 
-__all__ = ["CardPublisher", "RefreshSchedule", "local_card"]
+__all__ = ["CardPublisher", "local_card"]
 
 
 class CardPublisher:
@@ -91,47 +91,16 @@ class CardPublisher:
         self, directory: CardDirectory, gossip: CardGossip | None, refresh: Callable[[], object]
     ) -> None:
         """Sample the load every ``cards.sample_interval`` (``refresh``
-        publishes; a status goes out if it moved); refresh over ``gossip`` as
-        :class:`RefreshSchedule` says. Runs until cancelled."""
+        publishes; a status goes out if it moved); refresh the status over
+        ``gossip`` now and then. Runs until cancelled."""
         cards, loop = self._config.cards, asyncio.get_running_loop()
-        schedule = RefreshSchedule(loop.time(), cards.heartbeat)
+        refresh_at = loop.time() + cards.heartbeat
         while True:
             await asyncio.sleep(cards.sample_interval)
             refresh()
-            due = schedule.due(loop.time(), len(directory))
-            if gossip is not None and due is not None:
-                gossip.refresh(card=due == "card")
-
-
-JOIN_RESENDS = (1.0, 2.0, 4.0, 8.0, 16.0)
-"""Seconds after start at which the whole card is gossiped again."""
-
-
-class RefreshSchedule:
-    """When a node refreshes over gossip: its whole card at :data:`JOIN_RESENDS` after
-    ``start``, then a status every ``heartbeat`` times :func:`timer_scale` of the cards known.
-
-    A starting node announces its card before it has gossip peers, and others
-    drop its statuses until they hold its card; with the refresh slow (it
-    scales with N) the mesh formed only once each card came round again
-    (memberlist likewise retransmits a join several times, then goes quiet).
-    """
-
-    def __init__(self, start: float, heartbeat: float) -> None:
-        self._heartbeat = heartbeat
-        self._resends = [start + after for after in JOIN_RESENDS]
-        self._refresh_at = start + heartbeat
-
-    def due(self, now: float, known: int) -> str | None:
-        """ "card", "status" or None: what to refresh at ``now`` with ``known`` cards."""
-        if self._resends and now >= self._resends[0]:
-            while self._resends and now >= self._resends[0]:
-                del self._resends[0]
-            return "card"
-        if now >= self._refresh_at:
-            self._refresh_at = now + self._heartbeat * timer_scale(known)
-            return "status"
-        return None
+            if gossip is not None and loop.time() >= refresh_at:
+                gossip.refresh()
+                refresh_at = loop.time() + cards.heartbeat * timer_scale(len(directory))
 
 
 def local_card(

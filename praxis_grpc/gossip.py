@@ -127,17 +127,16 @@ class CardGossip:
         elif self._status_sent is None or self._status_sent.moved(status, self._threshold):
             self._send(card=False)
 
-    def refresh(self, *, card: bool = False) -> None:
+    def refresh(self) -> None:
         """Publish the local status with a new version, changed or not (keeps TTLs alive).
 
-        Sends the whole card instead if ``card``, if it changed unannounced or
-        was last sent ``card_interval`` ago or more, and renews the exchange payload.
+        Sends the whole card instead if it changed unannounced or was last
+        sent ``card_interval`` ago or more, and renews the exchange payload.
         """
         self._directory.refresh_local_status()
         sent_at = self._card_sent_at
         self._send(
-            card=card
-            or self._directory.local_card.freshness != self._card_sent
+            card=self._directory.local_card.freshness != self._card_sent
             or sent_at is None
             or (self._clock() - sent_at).total_seconds() >= self._card_interval
         )

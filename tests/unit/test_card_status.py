@@ -17,7 +17,6 @@ from praxis_grpc.card_codec import (
     encode_signed,
     split_message,
 )
-from praxis_grpc.card_publisher import RefreshSchedule
 from praxis_grpc.cards import (
     AgentCard,
     AgentStatus,
@@ -323,31 +322,3 @@ def test_the_exchange_relays_the_cards_held(identity: Identity, tmp_path: Path) 
     assert learnt is not None
     assert learnt.draining
     assert split_message(relayed).relayed == ()
-
-
-def test_a_starting_node_gossips_its_card_again_then_only_scaled_statuses() -> None:
-    # Its first announce goes out before it has gossip peers; with the refresh
-    # at 30 s x N/10 a 20-node mesh waited a minute or more for missed cards.
-    schedule = RefreshSchedule(100.0, heartbeat=30.0)
-    seen = {t: schedule.due(100.0 + t, known=20) for t in (0.5, 1.0, 1.5, 2.0, 9.0, 16.0, 29.0)}
-    assert seen == {
-        0.5: None,
-        1.0: "card",
-        1.5: None,
-        2.0: "card",
-        9.0: "card",
-        16.0: "card",
-        29.0: None,
-    }
-    assert schedule.due(130.0, known=20) == "status"
-    assert schedule.due(189.0, known=20) is None  # 30 s x 20/10
-    assert schedule.due(190.0, known=20) == "status"
-
-
-def test_a_forced_refresh_sends_the_whole_card(identity: Identity) -> None:
-    gossip, directory, wire, _ = gossip_for(identity)
-    directory.publish_local(card_of(identity.agent_id))
-    gossip.announce()
-    gossip.refresh()
-    gossip.refresh(card=True)
-    assert [split_message(data).card is not None for data in wire.published] == [True, False, True]
