@@ -147,6 +147,7 @@ async def test_a_falsely_dead_members_card_is_taken_again_once_swim_holds_it_ali
     assert directory.bury(alice.agent_id) is not None  # SWIM: dead
     gossip.on_card(last, "exchange", alice.agent_id)
     assert directory.get(alice.agent_id) is None
+    assert rejected(metrics, "replayed") == 1
     directory.exhume(alice.agent_id)  # SWIM: alive again
     gossip.on_card(last, "exchange", alice.agent_id)
     assert directory.get(alice.agent_id) is not None
