@@ -5,10 +5,7 @@ it fail (a call or stream ends UNAVAILABLE, a keepalive goes unanswered) calls
 :meth:`EtcdEndpoints.failed`; that moves every user to the next endpoint: the
 streams wait in :meth:`EtcdEndpoints.wait_moved` and restart there, and calls
 still waiting on the failed endpoint are cancelled (reads are retried on the
-next one; writes report :class:`Abandoned`). The failed endpoint gets a new
-channel, so the next use of it dials afresh: a connection whose packets were
-dropped (a partition) is not reused, because after the heal it would stay
-silent until TCP's next retransmission, seconds later once backed off.
+next one; writes report :class:`Abandoned`).
 
 Writes are also abandoned when etcd elects a new Raft leader while they wait
 (a response shows a higher ``raft_term``): a proposal that a follower had
@@ -37,9 +34,6 @@ T = TypeVar("T")
 # instead of letting them wait (or watch) silently.
 REQUIRE_LEADER = (("hasleader", "true"),)
 _RETRY_PAUSE = 0.05
-# How long the channel of a failed endpoint stays open for the calls still on
-# it (each stops at the move or its own timeout) before it is closed.
-_RETIRE_GRACE = 1.0
 _CHANNEL_OPTIONS = [
     # Reconnect to a restarted member within a second, not after gRPC's
     # default backoff of up to two minutes.
@@ -83,13 +77,6 @@ class Endpoint:
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
         self.election = v3election_pb2_grpc.ElectionStub(self.channel)
-
-    def renew(self) -> grpc.aio.Channel:
-        """Give the next calls a new channel (a new connection); returns the
-        old channel, for the caller to close."""
-        old = self.channel
-        self.__post_init__()
-        return old
 
 
 def unreachable(exc: grpc.aio.AioRpcError) -> bool:
@@ -136,8 +123,6 @@ class EtcdEndpoints:
         self._raft_term = 0
         self._new_raft_term = asyncio.Event()
         self.last_errors: dict[str, str] = {}
-        # Channels of failed endpoints, closing after _RETIRE_GRACE.
-        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
 
     @property
     def current(self) -> tuple[int, Endpoint]:
@@ -151,9 +136,7 @@ class EtcdEndpoints:
         """
         if generation != self._generation:
             return
-        endpoint = self._endpoints[self._index]
-        self.last_errors[endpoint.address] = describe(reason)
-        self._retire(endpoint.renew())
+        self.last_errors[self._endpoints[self._index].address] = describe(reason)
         self._generation += 1
         self._index = (self._index + 1) % len(self._endpoints)
         self._moved.set()
@@ -224,21 +207,8 @@ class EtcdEndpoints:
                 call.cancel()
             await asyncio.sleep(_RETRY_PAUSE)
 
-    def _retire(self, channel: grpc.aio.Channel) -> None:
-        async def close() -> None:
-            await asyncio.sleep(_RETIRE_GRACE)
-            await channel.close(None)
-
-        closing = asyncio.get_running_loop().create_task(close())
-        self._retiring[closing] = channel
-        closing.add_done_callback(lambda done: self._retiring.pop(done, None))
-
     async def aclose(self) -> None:
         """Close every channel (cancelling the calls on them)."""
-        retiring, self._retiring = self._retiring, {}
-        for closing, channel in retiring.items():
-            closing.cancel()
-            await channel.close(None)
         for endpoint in self._endpoints:
             await endpoint.channel.close(None)
 
