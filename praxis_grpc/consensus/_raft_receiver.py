@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pysyncobj import pickle as pysyncobj_pickle  # type: ignore[import-untyped,unused-ignore]
+from pysyncobj.monotonic import monotonic as monotonicTime  # type: ignore[import-untyped,unused-ignore]
+from pysyncobj.tcp_connection import CONNECTION_STATE  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.version import VERSION  # type: ignore[import-untyped,unused-ignore]
 
@@ -115,8 +117,30 @@ class ReceiverRuleTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is
         self._pre_vote = PreVote(syncObj, self.send)
 
     def _onTick(self) -> None:
+        self._drop_stalled_connects()
         super()._onTick()
         self._pre_vote.on_tick()
+
+    def _drop_stalled_connects(self) -> None:
+        """Give up a connect not established within the election timeout, so
+        the next tick dials again with a fresh SYN.
+
+        pysyncobj checks its connection timeout only when the socket reports an
+        event, and a connect whose SYNs are dropped (a partition) reports none
+        until the kernel's next SYN retransmission: 1, 3, 7, 15 s after the
+        dial. A member dialling across a healed partition then stayed cut off
+        up to several seconds after the heal.
+        """
+        deadline = self._syncObj.conf.raftMinTimeout
+        now = monotonicTime()
+        for node, conn in list(self._connections.items()):
+            started = self._lastConnectAttempt.get(node)
+            if (
+                conn.state == CONNECTION_STATE.CONNECTING
+                and started is not None
+                and now - started > deadline
+            ):
+                conn.disconnect()
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None

@@ -101,7 +101,7 @@ class HaController:
         self._refresher: asyncio.Task[None] | None = None
         self.forwarder = Forwarder(
             peers=peers,
-            leadership=self.leadership,
+            leadership=self._relay_target,
             enabled=forward,
             metrics=metrics,
         )
@@ -176,9 +176,23 @@ class HaController:
 
     def _ready(self, avoid: str) -> bool:
         leader = self._office.leadership
-        if leader.is_self:
+        if leader.is_self or self._names_self(leader):
+            # Named but not leading: an old claim of ours (a raft member that
+            # stepped down keeps it until it applies the next one); never a
+            # coordinator to relay to.
             return self.leading
         return leader.known and leader.leader_address != avoid
+
+    def _names_self(self, leader: Leadership) -> bool:
+        return leader.known and leader.leader_id == self._engine.agent_id
+
+    def _relay_target(self) -> Leadership:
+        """The coordinator relays go to: none while the latest view names this
+        node without it leading (see :meth:`_ready`)."""
+        leader = self._office.leadership
+        if self._names_self(leader) and not leader.is_self:
+            return Leadership(term=leader.term)
+        return leader
 
     def _announce(self) -> None:
         """Wake the calls waiting in :meth:`settle` to look again."""

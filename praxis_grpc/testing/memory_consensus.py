@@ -82,18 +82,27 @@ class MemoryConsensusGroup:
             self._leader = None
             self._changed()
 
-    def isolate(self, agent_id: str, *, sees_leader: bool = True) -> None:
+    def isolate(
+        self, agent_id: str, *, sees_leader: bool = True, keeps_claim: bool = False
+    ) -> None:
         """Cut a member off. It keeps the view it has; if it led, the group
         deposes it, so its later commits are fenced by the newer term.
         With ``sees_leader=False`` its view loses the leader (same term), as
         a raft leader that no longer hears a quorum steps down and an etcd
-        member's lease lapses; its state stays as it was."""
+        member's lease lapses; its state stays as it was. With
+        ``keeps_claim=True`` its view still names the leader it saw but never
+        as itself, as a raft leader that stepped down for want of a quorum
+        still has its own claim as the latest it applied."""
         member = self._members[agent_id]
         if member._isolated:
             return
         member._isolated = True
         seen = member.leadership()
-        member._frozen = (seen if sees_leader else Leadership(term=seen.term), dict(self._data))
+        if not sees_leader:
+            seen = Leadership(term=seen.term)
+        elif keeps_claim:
+            seen = Leadership(seen.leader_id, seen.leader_address, seen.term)
+        member._frozen = (seen, dict(self._data))
         if self._leader is member:
             self.depose()
         member._publish()
