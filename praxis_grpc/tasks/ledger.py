@@ -247,17 +247,20 @@ class Ledger:
         Raises:
             TaskStoreError: the write failed; nobody is told of the change.
         """
-        if task.task_id in self._unread and self._journal.inserting(task.task_id):
+        folded = task.task_id in self._unread and self._journal.inserting(task.task_id)
+        if folded:
             # Folds into the pending insert: shown when that commits (see
-            # _stored), so a waiter woken by it finds this state at once.
+            # _stored), so a waiter woken by it finds this state at once; counted
+            # now, as update_unread() counts, so the metrics are not behind it.
             self._unread[task.task_id] = task
+            self._count(task)
         write = self._journal.update(task)
         try:
             result = await write
         except asyncio.CancelledError:
-            self._committed(await write, task)
+            self._committed(await write, task, counted=folded)
             raise
-        self._committed(result, task)
+        self._committed(result, task, counted=folded)
         return task
 
     def update_nowait(self, task: Task) -> None:
@@ -457,10 +460,13 @@ class Ledger:
         self._live.pop(task_id, None)
         self._watchers.forgotten(task_id)
 
-    def _committed(self, result: WriteResult, task: Task) -> None:
+    def _committed(self, result: WriteResult, task: Task, *, counted: bool = False) -> None:
         if isinstance(result, TaskStoreError):
             raise result
-        self._published(task)
+        if counted:
+            self._notify(task)
+        else:
+            self._published(task)
 
     def _published(self, task: Task) -> None:
         self._count(task)
