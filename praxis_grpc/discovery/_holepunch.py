@@ -10,7 +10,8 @@ on receiving SYNC. Both dial from their listen port (``SO_REUSEPORT``) to the
 other's addresses at the same moment, so each NAT sees an outgoing packet
 before the peer's arrives (TCP simultaneous open). At most
 :attr:`HolePunchOptions.attempts` exchanges per session and one session per
-peer as long as the host stays connected to it; each dial is bounded by
+peer as long as the host stays connected to it (and at most as many exchanges
+answered per peer meanwhile); each dial is bounded by
 :attr:`HolePunchOptions.dial_timeout` and its socket closed when it fails.
 Once direct, new streams to the peer take the direct connection (the swarm
 prefers direct connections); the relayed one stays open either way.
@@ -187,6 +188,9 @@ class HolePunching:
         self._on_outcome = on_outcome
         self._tried: set[ID] = set()
         self._answering: set[ID] = set()
+        self._answered: dict[ID, int] = {}
+        """Exchanges answered per peer while connected to it: at most ``attempts``,
+        so a peer cannot make this host dial addresses of its choice again and again."""
         self._appeared: dict[ID, trio.Event] = {}
         """Set when a direct connection to the peer appears while dialing it."""
         host.set_stream_handler(DCUTR_PROTOCOL, gate(self._answer))
@@ -215,6 +219,7 @@ class HolePunching:
             connected = self._host.get_network().connections
             # A peer the host lost every connection to gets a new session next time.
             self._tried = {p for p in self._tried if connected.get(p)}
+            self._answered = {p: n for p, n in self._answered.items() if connected.get(p)}
             for peer in self._relayed_only():
                 if peer in self._tried or not initiates(own, peer):
                     continue
@@ -291,9 +296,11 @@ class HolePunching:
 
     async def _answer(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if peer in self._answering or self.direct(peer):
+        answered = self._answered.get(peer, 0)
+        if peer in self._answering or answered >= self._options.attempts or self.direct(peer):
             await stream.reset()
             return
+        self._answered[peer] = answered + 1
         self._answering.add(peer)
         try:
             with trio.fail_after(self._options.io_timeout):

@@ -29,6 +29,7 @@ from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
 from praxis_grpc.testing.memory_consensus import MemoryConsensus, MemoryConsensusGroup
 from praxis_grpc.testing.memory_peers import MemoryPeerNetwork
 from praxis_grpc.testing.memory_store import MemoryTaskStore
+from praxis_grpc.testing.tools import ExecutionLog, RecordingTool
 from praxis_grpc.tools.base import Tool
 from praxis_grpc.tools.registry import ToolRegistry
 
@@ -171,6 +172,18 @@ class PeerCluster:
         self.nodes[node.name] = node
         self.share_cards()
         return node
+
+    async def add_group(
+        self, group: MemoryConsensusGroup, names: list[str], log: ExecutionLog, data_root: Path
+    ) -> list[PeerNode]:
+        """Start an active-passive node per name on ``group``, each offering a
+        :class:`RecordingTool` named after it that records into ``log``, its
+        data under ``data_root/<name>``; no leader is elected yet."""
+        for name in names:
+            tools: list[Tool] = [RecordingTool(name, log)]
+            node = PeerNode(self.network, name, tools, consensus=group, data_dir=data_root / name)
+            await self.add(node)
+        return [self.nodes[name] for name in names]
 
     def share_cards(self) -> None:
         """Every node learns every (other) node's current card."""

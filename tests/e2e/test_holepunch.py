@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from praxis_grpc.testing import eventually
-from praxis_grpc.testing.netns import PUBLIC_ADDR, NatLab
-from tests.e2e.test_nat_process import _ANALYZE, _CARDS, RELAY_PORT, _ready, _start
+from praxis_grpc.testing.netns import NatLab
+from tests.e2e.test_nat_process import _ANALYZE, _CARDS, _ready, _start, _start_relay
 
 pytestmark = pytest.mark.e2e
 
@@ -49,20 +49,7 @@ def test_hole_punching_goes_direct_where_the_nat_allows_and_keeps_the_relay_wher
     any_lab: NatLab, tmp_path: Path
 ) -> None:
     lab = any_lab
-    relay_started = _start(
-        lab,
-        lab.public,
-        "relay",
-        tmp_path,
-        {
-            "api": {"host": PUBLIC_ADDR},
-            "metrics": {"host": PUBLIC_ADDR},
-            "p2p": {"host": PUBLIC_ADDR, "port": RELAY_PORT, "relay_service": True},
-            "tools": {"builtins": ["echo"]},
-        },
-    )
-    relay = _ready(relay_started)
-    seed = [a for a in relay["p2p"] if f"/tcp/{RELAY_PORT}/" in a]
+    relay_started, _, seed = _start_relay(lab, tmp_path)
     started = []
     for index, namespace in enumerate(lab.privates):
         host = lab.private_addr(index)

@@ -141,12 +141,12 @@ def _ready(started: tuple[Path, subprocess.Popen[Any]]) -> dict[str, Any]:
     return eventually(written, timeout=60, what=str(path))
 
 
-def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
-    any_lab: NatLab, tmp_path: Path
-) -> None:
-    """Relaying does not depend on the NAT's mapping: the same with a symmetric NAT."""
-    lab = any_lab
-    relay_ready = _start(
+def _start_relay(
+    lab: NatLab, tmp_path: Path
+) -> tuple[tuple[Path, subprocess.Popen[Any]], dict[str, Any], list[str]]:
+    """Start the public relay (``p2p.relay_service``, echo only) and wait for it:
+    its process, its ready file's contents and its listen address to bootstrap from."""
+    started = _start(
         lab,
         lab.public,
         "relay",
@@ -158,9 +158,18 @@ def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
             "tools": {"builtins": ["echo"]},
         },
     )
-    relay = _ready(relay_ready)
+    relay = _ready(started)
     seed = [a for a in relay["p2p"] if f"/tcp/{RELAY_PORT}/" in a]
     assert seed, relay
+    return started, relay, seed
+
+
+def test_workers_behind_nat_are_members_and_get_tasks_through_a_relay(
+    any_lab: NatLab, tmp_path: Path
+) -> None:
+    """Relaying does not depend on the NAT's mapping: the same with a symmetric NAT."""
+    lab = any_lab
+    _, relay, seed = _start_relay(lab, tmp_path)
     tools = [["sleep", "text_analyzer"], ["calculator"]]
     workers = []
     for index, namespace in enumerate(lab.privates):

@@ -10,9 +10,9 @@ import contextlib
 from pathlib import Path
 
 from praxis_grpc.tasks.model import Submission, TaskState
-from praxis_grpc.testing import ExecutionLog, RecordingTool
+from praxis_grpc.testing import ExecutionLog
 from praxis_grpc.testing.memory_consensus import MemoryConsensusGroup
-from praxis_grpc.testing.peer_nodes import PeerCluster, PeerNode
+from praxis_grpc.testing.peer_nodes import PeerCluster
 from tests.integration.helpers import until
 
 
@@ -20,15 +20,7 @@ async def test_the_next_coordinator_places_nothing_on_a_cut_off_one(tmp_path: Pa
     group, cluster, log = MemoryConsensusGroup(), PeerCluster(), ExecutionLog()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(cluster.aclose)
-        for name in ("a", "b", "c"):
-            node = PeerNode(
-                cluster.network,
-                name,
-                [RecordingTool(name, log)],
-                consensus=group,
-                data_dir=tmp_path / name,
-            )
-            await cluster.add(node)
+        await cluster.add_group(group, ["a", "b", "c"], log, tmp_path)
         a, b = cluster.nodes["a"], cluster.nodes["b"]
         group.elect("a")
         await until(lambda: a.ha is not None and a.ha.leading)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
 from praxis_grpc.discovery._holepunch import (
+    DCUTR_PROTOCOL,
     MAX_ADDRS,
     MAX_SYNC_DELAY,
+    HolePunching,
+    HolePunchOptions,
     dial_targets,
     initiates,
     predicted_addrs,
@@ -66,3 +72,51 @@ def test_the_initiator_waits_half_the_round_trip_bounded() -> None:
     assert sync_delay(0.084) == 0.042
     assert sync_delay(-1.0) == 0.0
     assert sync_delay(60.0) == MAX_SYNC_DELAY
+
+
+class _Stream:
+    """A DCUtR stream from ``peer`` whose first read fails (the exchange ends at once)."""
+
+    def __init__(self, peer: ID) -> None:
+        self.muxed_conn = type("Conn", (), {"peer_id": peer})()
+        self.was_reset = self.was_read = False
+
+    async def read(self, n: int = -1) -> bytes:
+        self.was_read = True
+        raise ConnectionError("closed")
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+    async def close(self) -> None:
+        pass
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+        self.network = type(
+            "Net", (), {"connections": {}, "register_notifee": lambda self, n: None}
+        )()
+
+    def set_stream_handler(self, protocol: str, handler: Any) -> None:
+        self.handlers[protocol] = handler
+
+    def get_network(self) -> Any:
+        return self.network
+
+
+def test_a_peer_gets_at_most_attempts_exchanges_answered_while_connected() -> None:
+    """Answering makes this host dial what the peer offers: a peer that opens
+    exchange after exchange gets only ``attempts`` of them answered."""
+    host, peer = _Host(), _id()
+    HolePunching(cast(Any, host), HolePunchOptions(attempts=3), lambda _: None)  # registers
+    streams = [_Stream(peer) for _ in range(5)]
+
+    async def answer_all() -> None:
+        for stream in streams:
+            await host.handlers[DCUTR_PROTOCOL](stream)
+
+    trio.run(answer_all)
+    assert [s.was_read for s in streams] == [True, True, True, False, False]
+    assert [s.was_reset for s in streams] == [False, False, False, True, True]

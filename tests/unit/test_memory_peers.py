@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,6 @@ class Gate:
         self._log.runs.append(Execution(self._agent, dict(arguments)))
         await self.open.wait()
         return {"agent": self._agent}
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[PeerCluster]:
-    cluster = PeerCluster()
-    try:
-        yield cluster
-    finally:
-        await cluster.aclose()
 
 
 def work(seconds: float, key: str) -> Submission:
@@ -154,15 +144,7 @@ async def test_a_dispatch_is_fenced_and_a_bogus_token_is_not_remembered(
     log = ExecutionLog()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(cluster.aclose)
-        for name in ("a", "b"):
-            node = PeerNode(
-                cluster.network,
-                name,
-                [RecordingTool(name, log)],
-                consensus=group,
-                data_dir=tmp_path / name,
-            )
-            await cluster.add(node)
+        await cluster.add_group(group, ["a", "b"], log, tmp_path)
         group.elect("a")
         a, b = cluster.nodes["a"], cluster.nodes["b"]
         await until(lambda: a.ha is not None and a.ha.leading and b.ha is not None)
@@ -194,15 +176,7 @@ async def test_a_standby_relays_to_the_coordinator_and_the_next_one_takes_over(
     log = ExecutionLog()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(cluster.aclose)
-        for name in ("a", "b", "c"):
-            node = PeerNode(
-                cluster.network,
-                name,
-                [RecordingTool(name, log)],
-                consensus=group,
-                data_dir=tmp_path / name,
-            )
-            await cluster.add(node)
+        await cluster.add_group(group, ["a", "b", "c"], log, tmp_path)
         a, b, c = (cluster.nodes[n] for n in ("a", "b", "c"))
         group.elect("a")
         await until(lambda: all(n.ha is not None for n in (a, b, c)))

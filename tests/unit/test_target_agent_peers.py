@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ from tests.integration.helpers import until
 from tests.unit.test_memory_peers import Gate
 
 TASK_ID = "0f6a3c1e-8d2b-4e7a-9b1c-5d4e3f2a1b0c"
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[PeerCluster]:
-    cluster = PeerCluster()
-    try:
-        yield cluster
-    finally:
-        await cluster.aclose()
 
 
 def work(key: str, target: str = "") -> Submission:
@@ -125,16 +115,7 @@ async def test_an_active_passive_coordinator_honours_the_target(tmp_path: Path) 
     group, cluster, log = MemoryConsensusGroup(), PeerCluster(), ExecutionLog()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(cluster.aclose)
-        for name in ("a", "b", "c"):
-            await cluster.add(
-                PeerNode(
-                    cluster.network,
-                    name,
-                    [RecordingTool(name, log)],
-                    consensus=group,
-                    data_dir=tmp_path / name,
-                )
-            )
+        await cluster.add_group(group, ["a", "b", "c"], log, tmp_path)
         a, c = cluster.nodes["a"], cluster.nodes["c"]
         group.elect("a")
         await until(lambda: bool(a.ha and a.ha.leading))
