@@ -14,7 +14,6 @@ shows their merge, so a status moves load without resending the card.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -199,12 +198,16 @@ class AgentStatus:
 
 
 def timer_scale(members: int) -> float:
-    """How much to stretch membership timers for ``members`` nodes: ``max(1, log10 N)``.
+    """How much to stretch the status refresh and card TTLs for ``members`` nodes: ``max(1, N/10)``.
 
-    memberlist scales its suspicion timeout and gossip retransmits the same
-    way, so the per-node message rate stays flat as the cluster grows.
+    Every node's refresh reaches every other node, so a node receives
+    ``(N - 1) / (heartbeat * scale)`` statuses a second: linear scaling keeps
+    that rate, and the CPU it costs, flat as the cluster grows (memberlist
+    probes one member per interval for the same reason). The TTL only
+    catches what SWIM does not (it removes dead members within seconds),
+    so stretching it costs no detection time.
     """
-    return max(1.0, math.log10(max(members, 1)))
+    return max(1.0, max(members, 1) / 10)
 
 
 class CardEventType(enum.Enum):

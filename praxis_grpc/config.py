@@ -481,16 +481,18 @@ class CardsConfig(_Section):
     """Card publication: the card on change, a small status when load moves or to refresh.
 
     ``ttl`` and ``heartbeat`` are for up to 10 nodes; both are multiplied by
-    ``max(1, log10 N)`` for N known agents, as memberlist scales its timers.
-    SWIM detects failures, so the refresh only renews TTLs: every 2 s it cost
-    an idle 10-node mesh about half its CPU, hence 6 s.
+    ``max(1, N/10)`` for N known agents, so that the refreshes a node receives
+    per second stay flat as the cluster grows. SWIM detects failures, so the
+    refresh only renews TTLs: every 6 s it still cost an idle 10-node mesh
+    about half its CPU, hence 30 s.
     """
 
     ttl: PositiveDuration = Field(
-        default=30.0, description="a remote card neither refreshed nor updated this long is removed"
+        default=150.0,
+        description="a remote card neither refreshed nor updated this long is removed",
     )
     heartbeat: PositiveDuration = Field(
-        default=6.0, description="the status is republished at least this often (keeps TTLs)"
+        default=30.0, description="the status is republished at least this often (keeps TTLs)"
     )
     sample_interval: PositiveDuration = Field(
         default=0.25, description="how often the local load is checked (no message unless moved)"

@@ -164,8 +164,13 @@ class CardDirectory:
         return self.remove(agent_id)
 
     def exhume(self, agent_id: str) -> None:
-        """Membership holds ``agent_id`` alive again: accept its cards again."""
+        """Membership holds ``agent_id`` alive again: accept its cards again, its last
+        one too (a falsely suspected member refutes with a higher SWIM incarnation, not
+        a newer card; refused as a replay, its card came back only with its next
+        refresh, which scales with N: a 20-node mesh formed in 100 s instead of 30 s)."""
         self._buried.pop(agent_id, None)
+        if self._registry.get(agent_id) is None:
+            self._removed.pop(agent_id, None)
 
     def expire(self) -> list[CardEvent]:
         """Drop remote cards older than the TTL; fan out REMOVED for each."""

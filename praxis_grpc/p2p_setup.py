@@ -85,7 +85,7 @@ async def start_gossip(
         disconnect_grace=p2p.disconnect_grace,
         max_card_bytes=p2p.max_card_bytes,
         load_threshold=cfg.cards.load_threshold,
-        card_interval=cfg.cards.ttl / 2,
+        card_interval=cfg.cards.heartbeat,  # each refresh carries the card: it repairs a missed one
         rules=CardRules(ttl=cfg.cards.ttl, max_slots=cfg.cards.max_slots),
         certificates=CardCertificates(credentials) if credentials is not None else None,
     )

@@ -3,9 +3,11 @@
 Each loop only *learns* peers and hands them to the :class:`Dialer`; none of
 them dials directly. Every loop runs until cancelled, logs its failures and
 keeps going. Once the host has its target degree a round learns nothing worth
-dialing, so the rounds are skipped and their interval doubles (up to
-:data:`MAX_BACKOFF_FACTOR` times) while the set of connected peers stays the
-same; any change, or falling below the target, starts over at ``interval``.
+dialing, so the rounds are skipped; below it a round runs, but one that
+changed nothing will most likely find nothing the next time either (a mesh
+smaller than the target degree never reaches it). Either way the interval
+doubles (up to :data:`MAX_BACKOFF_FACTOR` times) while the set of connected
+peers stays the same; any change starts over at ``interval``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ MAX_BACKOFF_FACTOR = 16
 
 
 class Pacer:
-    """Spaces discovery rounds: ``interval`` while below the target degree or after a change
-    of the connected peers, doubling up to :data:`MAX_BACKOFF_FACTOR` x otherwise."""
+    """Spaces discovery rounds: ``interval`` after a change of the connected peers,
+    doubling up to :data:`MAX_BACKOFF_FACTOR` x while they stay the same."""
 
     def __init__(self, host: IHost, dialer: Dialer, interval: float) -> None:
         self._host = host
@@ -56,7 +58,7 @@ class Pacer:
     def next_delay(self) -> float:
         """Seconds until the next round."""
         connected = frozenset(self._dialer.neighbours())
-        if connected != self._last or self.wanted():
+        if connected != self._last:
             self._delay = self._interval
         else:
             self._delay = min(self._delay * 2, self._interval * MAX_BACKOFF_FACTOR)

@@ -85,6 +85,19 @@ class CardPubsub(Pubsub):
         else:
             await stream.reset()
 
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        """Write ``rpc_msg`` without the signed peer record py-libp2p attaches to every RPC.
+
+        The receiver verifies that record (an Ed25519 signature, in pure-Python
+        glue) on every RPC it reads, twice for one carrying control messages:
+        a fifth of an idle node's libp2p thread in a 10-node mesh. The hello,
+        the first RPC on each stream (written directly, not through here),
+        still carries it, so every peer learns our signed addresses once per stream.
+        """
+        if rpc_msg.HasField("senderRecord"):
+            rpc_msg.ClearField("senderRecord")
+        return await super().write_msg(stream, rpc_msg)
+
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if self._topic in publish_message.topicIDs and self._topic in self.topic_ids:
             self._on_message(publish_message)

@@ -23,6 +23,7 @@ from libp2p.rcmgr import Direction
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from praxis_grpc.discovery._dialer import Trimmer
+from praxis_grpc.discovery._finders import Pacer
 from praxis_grpc.discovery._membership import Membership
 from praxis_grpc.discovery._swim import (
     MAX_TRANSIENT_IDLE_SECONDS,
@@ -368,3 +369,30 @@ class _WithMuxed:
 
 class _Secured:
     is_initiator = True
+
+
+@dataclass
+class _Neighbours:
+    """What :class:`Pacer` reads of a dialer."""
+
+    peers: list[ID]
+    target: int = 8
+
+    def neighbours(self) -> list[ID]:
+        return list(self.peers)
+
+    def below_target(self) -> bool:
+        return len(self.peers) < self.target
+
+
+def test_discovery_rounds_back_off_below_the_target_degree_when_nothing_changes() -> None:
+    """A mesh smaller than the target degree never reaches it: its rounds back off
+    like those of a node at its target, and start over when the peers change."""
+    dialer = _Neighbours([new_id(), new_id()])
+    pacer = Pacer(None, dialer, 5.0)  # type: ignore[arg-type]
+    assert pacer.wanted()
+    delays = [pacer.next_delay() for _ in range(7)]
+    assert delays == [5.0, 10.0, 20.0, 40.0, 80.0, 80.0, 80.0]
+    dialer.peers.append(new_id())
+    assert pacer.next_delay() == 5.0
+    assert pacer.next_delay() == 10.0

@@ -135,6 +135,24 @@ async def test_a_stopped_members_last_card_replayed_after_removal_is_dropped(
     assert directory.get(alice.agent_id) is not None  # it came back: newer
 
 
+async def test_a_falsely_dead_members_card_is_taken_again_once_swim_holds_it_alive(
+    node: tuple[CardGossip, CardDirectory, Metrics], tmp_path: Path
+) -> None:
+    # It refutes with a higher SWIM incarnation, not a newer card: refused as a
+    # replay, its card came back only with its next (N-scaled) refresh.
+    gossip, directory, metrics = node
+    alice = ident(tmp_path, "alice")
+    last = encode_signed(alice, card=card_of(alice, version=7))
+    gossip.on_card(last, "gossip", alice.agent_id)
+    assert directory.bury(alice.agent_id) is not None  # SWIM: dead
+    gossip.on_card(last, "exchange", alice.agent_id)
+    assert directory.get(alice.agent_id) is None
+    assert rejected(metrics, "replayed") == 1
+    directory.exhume(alice.agent_id)  # SWIM: alive again
+    gossip.on_card(last, "exchange", alice.agent_id)
+    assert directory.get(alice.agent_id) is not None
+
+
 async def test_addresses_of_another_peer_and_slots_over_the_ceiling_are_refused(
     node: tuple[CardGossip, CardDirectory, Metrics], tmp_path: Path
 ) -> None:
