@@ -24,17 +24,18 @@ from praxis_grpc.cards import (
 
 Clock = Callable[[], datetime]
 _MAX_BURIED = 10_000
+_MAX_GRAVES = 1_024  # whole cards kept for members that may turn out alive
 _MAX_VIEWS = 64  # cached (tool, tags) queries; tags are the client's to choose
 
 
 _V = TypeVar("_V")
 
 
-def _remember(table: dict[str, _V], agent_id: str, value: _V) -> None:
-    """Set ``table[agent_id]`` as its newest entry, dropping the oldest past ``_MAX_BURIED``."""
+def _remember(table: dict[str, _V], agent_id: str, value: _V, limit: int = _MAX_BURIED) -> None:
+    """Set ``table[agent_id]`` as its newest entry, dropping the oldest past ``limit``."""
     table.pop(agent_id, None)
     table[agent_id] = value
-    while len(table) > _MAX_BURIED:
+    while len(table) > limit:
         del table[next(iter(table))]
 
 
@@ -67,6 +68,7 @@ class CardDirectory:
         self._version = 0
         self._buried: dict[str, int] = {}  # agent -> the incarnation membership holds gone
         self._removed: dict[str, tuple[int, int]] = {}  # agent -> its freshness when removed
+        self._graves: dict[str, tuple[AgentCard, datetime]] = {}  # agent -> card buried, when
         # cards() per (tool, tags), as of the last change: every placement asks
         # for them, and building the views costs more than the rest of routing.
         self._views: dict[tuple[str, tuple[str, ...]], list[AgentCard]] = {}
@@ -155,22 +157,44 @@ class CardDirectory:
             return None
         return self._removed.get(agent_id)
 
-    def bury(self, agent_id: str) -> CardEvent | None:
-        """Remove an agent membership holds dead or left; refuse its cards of the same
-        incarnation or older until :meth:`exhume` (a newer life's cards are accepted)."""
+    def bury(self, agent_id: str, *, left: bool = False) -> CardEvent | None:
+        """Remove an agent membership holds dead (or ``left``); refuse its cards of the
+        same incarnation or older until :meth:`exhume` (a newer life's cards are
+        accepted). The card of a dead one is kept for :meth:`exhume`: a death can be
+        a false verdict; a departure is the member's own word."""
         card = self._registry.get(agent_id)
         if card is not None:
             _remember(self._buried, agent_id, card.incarnation)
+            if left:
+                self._graves.pop(agent_id, None)
+            else:
+                _remember(self._graves, agent_id, (card, self._clock()), _MAX_GRAVES)
         return self.remove(agent_id)
 
-    def exhume(self, agent_id: str) -> None:
-        """Membership holds ``agent_id`` alive again: accept its cards again, its last
-        one too (a falsely suspected member refutes with a higher SWIM incarnation, not
-        a newer card; refused as a replay, its card came back only with its next
-        refresh, which scales with N: a 20-node mesh formed in 100 s instead of 30 s)."""
+    def exhume(self, agent_id: str) -> CardEvent | None:
+        """Membership holds ``agent_id`` alive again: accept its cards again and list
+        the card :meth:`bury` removed (returns its ADDED event, if it was listed again).
+
+        A falsely suspected member refutes with a higher SWIM incarnation, not with a
+        newer card, and its peers only resend its card with their next refresh
+        (``cards.heartbeat``, scaled with N): its card, refused as a replay while it
+        was held dead, would otherwise stay out that long. The card goes back with
+        the time it was buried as its last sighting, so the TTL still ends it if
+        nothing renews it; a newer card already listed (a new life's) is kept.
+        """
         self._buried.pop(agent_id, None)
-        if self._registry.get(agent_id) is None:
-            self._removed.pop(agent_id, None)
+        grave = self._graves.pop(agent_id, None)
+        if self._registry.get(agent_id) is not None:
+            return None
+        self._removed.pop(agent_id, None)
+        if grave is None:
+            return None
+        card, buried_at = grave
+        self._views.clear()
+        event = self._registry.merge(card, buried_at)
+        if event is not None:
+            self._emit(event)
+        return event
 
     def expire(self) -> list[CardEvent]:
         """Drop remote cards older than the TTL; fan out REMOVED for each."""

@@ -4,7 +4,8 @@
 :mod:`praxis_grpc.discovery.members`) on the node's event loop. A member
 declared dead (by the probe path or a refused connection) or that left is
 removed from the card directory at once, and its late cards are refused until
-it is alive again; the counts per state feed ``praxis_members``.
+it is alive again; then the card a death verdict removed is listed again (the
+verdict was false). The counts per state feed ``praxis_members``.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ class MemberRoster:
         now = self._clock()
         self._states[member] = (state, now)
         if state in _GONE:
-            if self._directory.bury(member) is not None:
+            if self._directory.bury(member, left=state is State.LEFT) is not None:
                 log.info("member %s is %s; its card was removed", member, state.name.lower())
-        else:
-            self._directory.exhume(member)
+        elif self._directory.exhume(member) is not None:
+            log.info(
+                "member %s is %s again; its last card is listed again", member, state.name.lower()
+            )
         horizon = now - self._forget_after
         for gone in [m for m, (s, t) in self._states.items() if s in _GONE and t <= horizon]:
             del self._states[gone]

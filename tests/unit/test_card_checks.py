@@ -17,8 +17,10 @@ from praxis_grpc.directory import CardDirectory
 from praxis_grpc.discovery.base import DiscoveryEvents, PeerStatus
 from praxis_grpc.gossip import CardGossip
 from praxis_grpc.identity import Identity, load_or_create_identity
+from praxis_grpc.membership import State
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.p2p_setup import start_gossip
+from praxis_grpc.roster import MemberRoster
 from praxis_grpc.testing.nodes import make_config
 
 TTL = 10.0
@@ -135,22 +137,72 @@ async def test_a_stopped_members_last_card_replayed_after_removal_is_dropped(
     assert directory.get(alice.agent_id) is not None  # it came back: newer
 
 
-async def test_a_falsely_dead_members_card_is_taken_again_once_swim_holds_it_alive(
+async def test_a_falsely_dead_members_card_is_listed_again_once_swim_holds_it_alive(
     node: tuple[CardGossip, CardDirectory, Metrics], tmp_path: Path
 ) -> None:
-    # It refutes with a higher SWIM incarnation, not a newer card: refused as a
-    # replay, its card came back only with its next (N-scaled) refresh.
+    # It refutes with a higher SWIM incarnation, not a newer card: its cards are
+    # refused as replays while it is held dead, and nobody resends them before
+    # its next (N-scaled) refresh. The alive verdict lists its last card again.
     gossip, directory, metrics = node
+    roster = MemberRoster(directory=directory, metrics=metrics, forget_after=30.0)
     alice = ident(tmp_path, "alice")
     last = encode_signed(alice, card=card_of(alice, version=7))
     gossip.on_card(last, "gossip", alice.agent_id)
-    assert directory.bury(alice.agent_id) is not None  # SWIM: dead
+    roster.on_member(alice.agent_id, State.DEAD, 3)
     gossip.on_card(last, "exchange", alice.agent_id)
     assert directory.get(alice.agent_id) is None
     assert rejected(metrics, "replayed") == 1
-    directory.exhume(alice.agent_id)  # SWIM: alive again
-    gossip.on_card(last, "exchange", alice.agent_id)
-    assert directory.get(alice.agent_id) is not None
+    roster.on_member(alice.agent_id, State.ALIVE, 4)  # no message of hers since
+    listed = directory.get(alice.agent_id)
+    assert listed is not None
+    assert listed.version == 7
+    gossip.on_card(last, "exchange", alice.agent_id)  # and her cards are taken again
+    assert rejected(metrics, "replayed") == 1
+
+
+async def test_a_member_that_left_or_came_back_in_a_new_life_is_not_shown_with_its_old_card(
+    node: tuple[CardGossip, CardDirectory, Metrics], tmp_path: Path
+) -> None:
+    gossip, directory, metrics = node
+    roster = MemberRoster(directory=directory, metrics=metrics, forget_after=30.0)
+    alice, bob = ident(tmp_path, "alice"), ident(tmp_path, "bob")
+    gossip.on_card(encode_signed(alice, card=card_of(alice, version=7)), "gossip", alice.agent_id)
+    roster.on_member(alice.agent_id, State.LEFT, 3)
+    roster.on_member(alice.agent_id, State.ALIVE, 4)  # a departure is her own word
+    assert directory.get(alice.agent_id) is None
+    gossip.on_card(encode_signed(bob, card=card_of(bob, version=7)), "gossip", bob.agent_id)
+    roster.on_member(bob.agent_id, State.DEAD, 3)
+    reborn = card_of(bob, version=1, incarnation=2)
+    gossip.on_card(encode_signed(bob, card=reborn), "gossip", bob.agent_id)  # restarted
+    roster.on_member(bob.agent_id, State.ALIVE, 4)
+    listed = directory.get(bob.agent_id)
+    assert listed is not None
+    assert listed.incarnation == 2
+
+
+def test_a_card_listed_again_still_ends_with_its_ttl() -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    directory = CardDirectory("me", ttl=TTL, clock=lambda: now[0])
+    alice = AgentCard(
+        agent_id="alice",
+        name="alice",
+        praxis_version="0.1.0",
+        role="peer",
+        endpoints=(),
+        tools=(),
+        tags=(),
+        load=CardLoad(0, 0, 8, 100),
+        draining=False,
+        incarnation=1,
+        version=1,
+        updated_at=now[0],
+    )
+    directory.merge(alice)
+    directory.bury("alice")
+    now[0] += timedelta(seconds=TTL * 0.75)
+    assert directory.exhume("alice") is not None
+    now[0] += timedelta(seconds=TTL * 0.5)  # TTL since the burial, not since the exhumation
+    assert [event.card.agent_id for event in directory.expire()] == ["alice"]
 
 
 async def test_addresses_of_another_peer_and_slots_over_the_ceiling_are_refused(
