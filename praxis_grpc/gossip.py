@@ -32,6 +32,7 @@ from praxis_grpc.identity import Identity
 from praxis_grpc.metrics import Metrics
 
 log = logging.getLogger(__name__)
+_CHURN = frozenset({"replayed", "expired"})  # rejections counted, logged at DEBUG
 
 
 class CardGossip:
@@ -299,7 +300,10 @@ class CardGossip:
     def _reject(self, kind: str, exc: CardRejected, peer_id: str) -> None:
         self._metrics.cards_rejected_total.labels(exc.reason).inc()
         self._count(kind, "dropped")
-        log.warning("dropped a %s from %s: %s", kind, peer_id, exc)
+        # A dead or departed member's last card, still relayed by the others, is
+        # ordinary churn (hundreds of lines when a mesh stops); the rest is not.
+        level = logging.DEBUG if exc.reason in _CHURN else logging.WARNING
+        log.log(level, "dropped a %s from %s: %s", kind, peer_id, exc)
 
     def _count(self, kind: str, direction: str) -> None:
         self._metrics.gossip_messages_total.labels(kind, direction).inc()
