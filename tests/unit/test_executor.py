@@ -263,3 +263,54 @@ async def test_a_task_started_as_its_insert_commits_shows_its_running_state() ->
     gate.release.set()
     assert (await ledger.wait(task.task_id)).state is TaskState.COMPLETED
     await executor.aclose(grace=0)
+
+
+async def test_an_instant_tool_runs_in_the_submitting_call_without_a_runner() -> None:
+    # A task that may start before its insert commits runs its tool's first
+    # step in the submission itself; a tool that does not await is done
+    # then, so no runner task exists for it, and its outcome folds into the
+    # insert (one write) as a runner's would.
+    store = BatchRecordingStore()
+    gate = GateTool()
+    gate.release.set()
+    executor, ledger = make_executor(store, gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    await ledger.wait(first.task_id)
+    store.batches.clear()
+    for arguments, state in (({}, TaskState.COMPLETED), ({"fail": True}, TaskState.FAILED)):
+        submitting = asyncio.create_task(executor.submit(Submission("gate", arguments)))
+        await asyncio.sleep(0)  # one step: the submission queued its insert and ran the tool
+        assert gate.started == (2 if not arguments else 3)
+        assert runners() == set()
+        task, _ = await submitting
+        assert ledger.get(task.task_id).state is state
+        assert store.batches[-1] == [("insert", state)]
+    assert ledger.get(task.task_id).error is not None
+    assert ledger.get(task.task_id).error.message == "asked to fail"  # type: ignore[union-attr]
+    await executor.aclose(grace=0)
+
+
+async def test_a_tool_started_in_the_submitting_call_that_awaits_goes_on_in_a_runner() -> None:
+    # Its first step ran in the submission; the rest runs in a runner with
+    # the same deadline and cancellation as any task.
+    gate = GateTool()
+    executor, ledger = make_executor(MemoryTaskStore(), gate)
+    executor.start()
+    await until(lambda: executor._group is not None)
+    slow, _ = await executor.submit(Submission("gate", timeout=0.05))
+    assert gate.started == 1
+    expired = await ledger.wait(slow.task_id)
+    assert expired.state is TaskState.FAILED
+    assert expired.error is not None
+    assert expired.error.reason == Reason.DEADLINE_EXCEEDED
+    assert gate.cancelled == 1
+    waiting, _ = await executor.submit(Submission("gate"))
+    await until(lambda: ledger.get(waiting.task_id).state is TaskState.WORKING)
+    canceled = await executor.cancel(waiting.task_id, "no longer needed")
+    assert canceled.state is TaskState.CANCELED
+    assert gate.cancelled == 2
+    gate.release.set()
+    done, _ = await executor.submit(Submission("gate"))
+    assert (await ledger.wait(done.task_id)).state is TaskState.COMPLETED
+    await executor.aclose(grace=0)
