@@ -15,7 +15,10 @@ Contract of :class:`LocalExecutor`:
     - A new idempotent task with a free slot, an empty queue, no idempotency
       key and an id no task holds here starts before its insert commits: its
       states fold into the insert (one write), nothing of it is shown before
-      that commit, and if the insert fails its run is void.
+      that commit, and if the insert fails its run is void. Its tool's first
+      step runs in the submitting call; a tool that does not await (an
+      instant tool) is done then, with no runner, and the submission returns
+      the finished task once the insert committed.
     - :meth:`~LocalExecutor.cancel` ends a queued task CANCELED at once and
       interrupts a running one, which then ends CANCELED.
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
@@ -194,8 +197,10 @@ class LocalExecutor:
             # Started before its insert commits: its states fold into the
             # insert (one write), and nothing of it is shown before that commit.
             written = self._ledger.insert(task)
-            self._start_at_once(task, written)
+            outcome = self._start_at_once(task, written)
             stored, deduplicated = self._ledger.inserted(task, await written)
+            if outcome is not None and stored is task:
+                return outcome, False  # committed with the insert
             return stored, deduplicated
         self._admitting += 1
         written = self._ledger.insert(task)
@@ -322,13 +327,14 @@ class LocalExecutor:
         runner = self._group.create_task(self._run(task, inserting), name=f"task-{task.task_id}")
         self._running[task.task_id] = runner
 
-    def _start_at_once(self, task: Task, inserting: asyncio.Future[Any]) -> None:
+    def _start_at_once(self, task: Task, inserting: asyncio.Future[Any]) -> Task | None:
         """Start new ``task`` before its insert commits (see :meth:`submit`).
         Its tool's first step runs here, in the submitting call: a tool that
         finishes in it (an instant tool, which does not await) needs no
         runner, and its outcome folds into the insert, shown when that
-        commits. A tool that awaits continues in a runner, as if started
-        by :meth:`_start`, its timeout counted from here."""
+        commits; that outcome is returned. A tool that awaits continues in a
+        runner, as if started by :meth:`_start`, its timeout counted from
+        here (returns None)."""
         started = asyncio.get_running_loop().time()
         submitted, task = task, task.start(self._clock())
         self._ledger.update_unread(task)  # folds into the insert
@@ -342,7 +348,7 @@ class LocalExecutor:
             else:
                 self._first[task.task_id] = _FirstStep(task, call, awaiting, started)
                 self._start(submitted, inserting)
-                return
+                return None
         except ToolError as exc:
             error = TaskError(exc.reason, exc.message)
             outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
@@ -352,6 +358,7 @@ class LocalExecutor:
             outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
         self._ledger.finish_unread(outcome)
         self._ran(task.tool, asyncio.get_running_loop().time() - started)
+        return outcome
 
     def _close_first(self, task_id: str) -> None:
         """Close the tool call a runner cancelled before its first step did not take."""

@@ -284,9 +284,9 @@ class Ledger:
     def finish_unread(self, task: Task) -> None:
         """:meth:`update_unread` for the terminal state of a task that finished
         before its insert committed, with no runner left to await its write:
-        it is shown when the insert commits, and watchers are told of it
-        right after (in the next callback, as the runner's :meth:`persist`
-        would have told them), once whoever awaited the insert has read it."""
+        it is shown (in the store, and to watchers) when the insert commits;
+        whoever awaits the insert has it already (see
+        :meth:`~praxis_grpc.tasks.executor.LocalExecutor.submit`)."""
         self.update_unread(task)
         self._finished_unread.add(task.task_id)
 
@@ -453,11 +453,12 @@ class Ledger:
             return
         if written.result() is task:
             self._count(task)
+            if finished:  # stored finished: not live
+                self._watchers.publish(latest)
+                return
             # A runner that saw the insert done before this callback ran may
             # already have shown a newer state: keep that one.
             self._live.setdefault(task.task_id, latest)
-            if finished:
-                asyncio.get_running_loop().call_soon(self._notify, latest)
 
     def _recorded(self, task: Task, result: WriteResult) -> Task:
         if isinstance(result, DuplicateTask):
