@@ -15,10 +15,10 @@ Contract of :class:`LocalExecutor`:
     - A new idempotent task with a free slot, an empty queue, no idempotency
       key and an id no task holds here starts before its insert commits: its
       states fold into the insert (one write), nothing of it is shown before
-      that commit, and if the insert fails its run is void. Its tool's first
-      step runs in the submitting call; a tool that does not await (an
-      instant tool) is done then, with no runner, and the submission returns
-      the finished task once the insert committed.
+      that commit, and if the insert fails its run is void. An
+      :class:`~praxis_grpc.tools.base.InstantTool` then runs in the
+      submitting call, with no runner, and the submission returns the
+      finished task once the insert committed.
     - :meth:`~LocalExecutor.cancel` ends a queued task CANCELED at once and
       interrupts a running one, which then ends CANCELED.
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
@@ -41,10 +41,8 @@ import asyncio
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from praxis_grpc.aio import resumed
 from praxis_grpc.errors import FailedPrecondition, NotFound, ResourceExhausted, ToolError
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.admission import EngineLimits, EngineLoad, SubmissionRules, check_task_id
@@ -87,8 +85,6 @@ class LocalExecutor:
         self._pending: OrderedDict[str, Task] = OrderedDict()
         self._admitting = 0
         self._running: dict[str, asyncio.Task[None]] = {}
-        # Tool calls started by _start_at_once whose runner has not taken them yet.
-        self._first: dict[str, _FirstStep] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._accepting = False
         self._dispatching = False
@@ -270,7 +266,6 @@ class LocalExecutor:
             # Cancelled before its first step: the coroutine never ran, so
             # neither did its clean-up. Free the slot and record the outcome here.
             del self._running[task_id]
-            self._close_first(task_id)
             self._cancel_reasons.pop(task_id, None)
             self._dispatch()
             return await self._finish(task, TaskState.CANCELED, TaskError(Reason.CANCELED, message))
@@ -290,8 +285,6 @@ class LocalExecutor:
             runner.cancel()
         if self._running:
             await asyncio.wait(set(self._running.values()))
-        for task_id in list(self._first):  # runners cancelled before their first step
-            self._close_first(task_id)
         self._stopped.set()
         if self._host is not None:
             await asyncio.wait({self._host})
@@ -329,42 +322,34 @@ class LocalExecutor:
 
     def _start_at_once(self, task: Task, inserting: asyncio.Future[Any]) -> Task | None:
         """Start new ``task`` before its insert commits (see :meth:`submit`).
-        Its tool's first step runs here, in the submitting call: a tool that
-        finishes in it (an instant tool, which does not await) needs no
-        runner, and its outcome folds into the insert, shown when that
-        commits; that outcome is returned. A tool that awaits continues in a
-        runner, as if started by :meth:`_start`, its timeout counted from
-        here (returns None)."""
-        started = asyncio.get_running_loop().time()
-        submitted, task = task, task.start(self._clock())
+
+        An :class:`~praxis_grpc.tools.base.InstantTool` runs here, in the
+        submitting call, with no runner: its outcome folds into the insert,
+        shown when that commits, and is returned. Any other tool runs in a
+        runner (:meth:`_start`; returns None)."""
+        # An InstantTool (the attribute is cheaper to test than the protocol).
+        run_now = getattr(self._tools.get(task.tool), "run_now", None)
+        if run_now is None:
+            self._start(task, inserting)
+            return None
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        task = task.start(self._clock())
         self._ledger.update_unread(task)  # folds into the insert
-        call = self._tools.get(task.tool).run(dict(task.arguments))
         try:
-            try:
-                awaiting = call.send(None)
-            except StopIteration as done:
-                stored = checked_result(done.value, self._limits.max_result_bytes)
-                outcome = task.complete(stored, self._clock())
-            else:
-                self._first[task.task_id] = _FirstStep(task, call, awaiting, started)
-                self._start(submitted, inserting)
-                return None
+            result = run_now(dict(task.arguments))
+            stored = checked_result(result, self._limits.max_result_bytes)
+            outcome = task.complete(stored, self._clock())
         except ToolError as exc:
             error = TaskError(exc.reason, exc.message)
             outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
-        except (Exception, asyncio.CancelledError) as exc:  # not cancelled by anyone here
+        except Exception as exc:
             log.exception("tool %s failed on task %s", task.tool, task.task_id)
             error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
             outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
         self._ledger.finish_unread(outcome)
-        self._ran(task.tool, asyncio.get_running_loop().time() - started)
+        self._ran(task.tool, clock() - started)
         return outcome
-
-    def _close_first(self, task_id: str) -> None:
-        """Close the tool call a runner cancelled before its first step did not take."""
-        first = self._first.pop(task_id, None)
-        if first is not None:
-            first.call.close()
 
     def _retry_after(self) -> float:
         backlog = len(self._pending) / self._limits.max_concurrency
@@ -402,51 +387,43 @@ class LocalExecutor:
             self._start(task)
 
     async def _run(self, task: Task, inserting: asyncio.Future[Any] | None) -> None:
-        first = self._first.pop(task.task_id, None)
         # A failure to record an outcome must not abort the group (and every
         # other runner with it): the task stays as last recorded.
         if inserting is not None and inserting.done():
             if _refused(inserting) or inserting.result() is not task:
                 # Not stored (the store failed, or the id was taken): nothing to run.
-                if first is not None:
-                    first.call.close()  # interrupted at its first await
                 del self._running[task.task_id]
                 self._dispatch()
                 return
             inserting = None
         try:
-            await self._execute(task, inserting, first)
+            await self._execute(task, inserting)
         except Exception:
             log.exception("task %s: its outcome could not be recorded", task.task_id)
 
-    async def _execute(
-        self,
-        task: Task,
-        inserting: asyncio.Future[Any] | None = None,
-        first: _FirstStep | None = None,
-    ) -> None:
+    async def _execute(self, task: Task, inserting: asyncio.Future[Any] | None = None) -> None:
         """Run ``task``; ``inserting``: the pending insert of a task started
-        before it committed (see :meth:`submit`); ``first``: the task's tool
-        call, if that started already (see :meth:`_start_at_once`)."""
+        before it committed (see :meth:`submit`)."""
         tool = self._tools.get(task.tool)
         loop = asyncio.get_running_loop()
-        started = loop.time() if first is None else first.started
-        if first is not None:
-            task = first.task
+        started = loop.time()
         if task.timeout <= 0:
             # Stores of older versions lost an adopted task's timeout (0 s):
             # run it with the default rather than fail it at once.
             task = dataclasses.replace(task, timeout=self._rules.default_timeout(task.tool))
         try:
-            if first is None:
-                task = await self._started(task, inserting, tool.spec.idempotent)
-                call: Awaitable[Any] = tool.run(dict(task.arguments))
-                deadline = loop.time() + task.timeout
+            task = task.start(self._clock())
+            if inserting is not None and not inserting.done():
+                self._ledger.update_unread(task)  # folds into the insert
+            elif tool.spec.idempotent:
+                # Recovery re-runs an idempotent task whether or not WORKING
+                # reached the store, so the tool need not wait for that commit.
+                self._ledger.update_nowait(task)
             else:
-                call = resumed(first.call, first.awaiting)
-                deadline = started + task.timeout
-            async with asyncio.timeout_at(deadline):
-                result = await call
+                # Durable before the tool can have any effect: recovery must know.
+                task = await self._ledger.persist(task)
+            async with asyncio.timeout(task.timeout):
+                result = await tool.run(dict(task.arguments))
             stored = checked_result(result, self._limits.max_result_bytes)
             await self._ledger.persist(task.complete(stored, self._clock()))
         except TimeoutError:
@@ -477,22 +454,6 @@ class LocalExecutor:
             del self._running[task.task_id]
             self._cancel_reasons.pop(task.task_id, None)
             self._dispatch()
-
-    async def _started(
-        self, task: Task, inserting: asyncio.Future[Any] | None, idempotent: bool
-    ) -> Task:
-        """``task`` started, its WORKING state written as its tool allows."""
-        task = task.start(self._clock())
-        if inserting is not None and not inserting.done():
-            self._ledger.update_unread(task)  # folds into the insert
-        elif idempotent:
-            # Recovery re-runs an idempotent task whether or not WORKING
-            # reached the store, so the tool need not wait for that commit.
-            self._ledger.update_nowait(task)
-        else:
-            # Durable before the tool can have any effect: recovery must know.
-            task = await self._ledger.persist(task)
-        return task
 
     def _interrupt(self, task: Task) -> None:
         """Shutdown reached a running task: hand it back or fail it (synchronously)."""
@@ -532,16 +493,6 @@ class LocalExecutor:
             histogram = self._metrics.task_duration_seconds.labels(tool)
             self._histograms[tool] = histogram
         histogram.observe(elapsed)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _FirstStep:
-    """A tool call whose first step ran before its runner started."""
-
-    task: Task  # the task, started (WORKING)
-    call: Coroutine[Any, Any, Any]
-    awaiting: Any  # what that step yielded (the future it waits on)
-    started: float  # event-loop time the task started
 
 
 def _refused(inserting: asyncio.Future[Any] | None) -> bool:

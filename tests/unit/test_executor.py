@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from praxis_grpc.errors import ToolError
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.executor import EngineLimits, LocalExecutor
 from praxis_grpc.tasks.ledger import Ledger
@@ -265,52 +266,48 @@ async def test_a_task_started_as_its_insert_commits_shows_its_running_state() ->
     await executor.aclose(grace=0)
 
 
+class InstantGate(GateTool):
+    """A gate whose runs may also be made at once (an InstantTool) when it is open."""
+
+    def run_now(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        assert self.release.is_set()
+        self.started += 1
+        if arguments.get("fail"):
+            raise ToolError("asked to fail")
+        if arguments.get("crash"):
+            raise RuntimeError("boom")
+        return {"ok": True, "args": arguments}
+
+
 async def test_an_instant_tool_runs_in_the_submitting_call_without_a_runner() -> None:
-    # A task that may start before its insert commits runs its tool's first
-    # step in the submission itself; a tool that does not await is done
-    # then, so no runner task exists for it, and its outcome folds into the
-    # insert (one write) as a runner's would.
+    # A task that may start before its insert commits and whose tool is an
+    # InstantTool runs in the submission itself: no runner task exists for
+    # it, its outcome folds into the insert (one write), and the submission
+    # returns it finished once that committed.
     store = BatchRecordingStore()
-    gate = GateTool()
+    gate = InstantGate(name="instant")
     gate.release.set()
     executor, ledger = make_executor(store, gate)
     executor.start()
-    first, _ = await executor.submit(Submission("gate"))  # may queue: the executor is starting
+    first, _ = await executor.submit(Submission("instant"))  # may queue: starting
     await ledger.wait(first.task_id)
-    store.batches.clear()
-    for arguments, state in (({}, TaskState.COMPLETED), ({"fail": True}, TaskState.FAILED)):
-        submitting = asyncio.create_task(executor.submit(Submission("gate", arguments)))
+    cases: tuple[tuple[dict[str, Any], TaskState, str | None], ...] = (
+        ({}, TaskState.COMPLETED, None),
+        ({"fail": True}, TaskState.FAILED, "asked to fail"),
+        ({"crash": True}, TaskState.FAILED, "RuntimeError: boom"),
+    )
+    for arguments, state, message in cases:
+        store.batches.clear()
+        started = gate.started
+        submitting = asyncio.create_task(executor.submit(Submission("instant", arguments)))
         await asyncio.sleep(0)  # one step: the submission queued its insert and ran the tool
-        assert gate.started == (2 if not arguments else 3)
+        assert gate.started == started + 1
         assert runners() == set()
-        task, _ = await submitting
-        assert ledger.get(task.task_id).state is state
-        assert store.batches[-1] == [("insert", state)]
-    assert ledger.get(task.task_id).error is not None
-    assert ledger.get(task.task_id).error.message == "asked to fail"  # type: ignore[union-attr]
-    await executor.aclose(grace=0)
-
-
-async def test_a_tool_started_in_the_submitting_call_that_awaits_goes_on_in_a_runner() -> None:
-    # Its first step ran in the submission; the rest runs in a runner with
-    # the same deadline and cancellation as any task.
-    gate = GateTool()
-    executor, ledger = make_executor(MemoryTaskStore(), gate)
-    executor.start()
-    await until(lambda: executor._group is not None)
-    slow, _ = await executor.submit(Submission("gate", timeout=0.05))
-    assert gate.started == 1
-    expired = await ledger.wait(slow.task_id)
-    assert expired.state is TaskState.FAILED
-    assert expired.error is not None
-    assert expired.error.reason == Reason.DEADLINE_EXCEEDED
-    assert gate.cancelled == 1
-    waiting, _ = await executor.submit(Submission("gate"))
-    await until(lambda: ledger.get(waiting.task_id).state is TaskState.WORKING)
-    canceled = await executor.cancel(waiting.task_id, "no longer needed")
-    assert canceled.state is TaskState.CANCELED
-    assert gate.cancelled == 2
-    gate.release.set()
-    done, _ = await executor.submit(Submission("gate"))
-    assert (await ledger.wait(done.task_id)).state is TaskState.COMPLETED
+        task, deduplicated = await submitting
+        assert not deduplicated
+        assert task.state is state
+        assert (task.error and task.error.message) == message
+        assert ledger.get(task.task_id) == task
+        assert store.batches == [[("insert", state)]]
+    assert executor.load().in_flight == 0
     await executor.aclose(grace=0)
