@@ -24,7 +24,11 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2_grpc,
 )
 from praxis_grpc.api.card_service import CardService
-from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
+from praxis_grpc.api.interceptors import (
+    MetricsInterceptor,
+    OnePass,
+    RequestDecodingInterceptor,
+)
 from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.api.server_security import (
     SecuritySettingsError,
@@ -194,11 +198,13 @@ class Servers:
             raise StartupError(str(exc)) from None
         self._server = grpc.aio.server(
             interceptors=[
-                MetricsInterceptor(metrics),
-                *auth_interceptors(cfg.api.auth, self.tokens),
-                RequestDecodingInterceptor(
-                    size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
-                ),
+                OnePass(
+                    MetricsInterceptor(metrics),
+                    *auth_interceptors(cfg.api.auth, self.tokens),
+                    RequestDecodingInterceptor(
+                        size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+                    ),
+                )
             ],
             options=server_options(cfg.api),
             maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,

@@ -52,6 +52,23 @@ class _HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         raise NotImplementedError
 
 
+class OnePass(_HandlerInterceptor):
+    """Handler interceptors run as one: ``OnePass(a, b, c)`` wraps each
+    method's handler exactly as ``interceptors=[a, b, c]`` would (``a``
+    outermost: it sees what ``b`` and ``c`` refuse), once per method, but
+    grpc runs one interceptor per call instead of three (each costs it a
+    coroutine, a continuation and a lookup per call)."""
+
+    def __init__(self, *parts: _HandlerInterceptor) -> None:
+        super().__init__()
+        self._parts = parts
+
+    def _wrap(self, handler: Any, full_method: str) -> Any:
+        for part in reversed(self._parts):
+            handler = part._wrap(handler, full_method)
+        return handler
+
+
 def _rebuilt(handler: Any, wrap: BehaviorWrapper, request_deserializer: Any | None = None) -> Any:
     """``handler`` with its behaviour wrapped (and, if given, its deserializer replaced)."""
     deserializer = request_deserializer or handler.request_deserializer

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import grpc
 
-from praxis_grpc.api.interceptors import MetricsInterceptor, RequestDecodingInterceptor
+from praxis_grpc.api.interceptors import (
+    MetricsInterceptor,
+    OnePass,
+    RequestDecodingInterceptor,
+)
 from praxis_grpc.api.server_limits import request_size_limits, server_options
 from praxis_grpc.call_slots import PerPeerSlots
 from praxis_grpc.cluster import ClusterCredentials
@@ -35,15 +39,17 @@ def peer_server(
     """
     server = grpc.aio.server(
         interceptors=[
-            MetricsInterceptor(metrics),
-            MembersOnly(
-                PerPeerSlots(cfg.cluster.max_calls_per_peer),
-                lambda reason: metrics.peer_calls_refused_total.labels("grpc", reason).inc(),
-                credentials.revoked,
-            ),
-            RequestDecodingInterceptor(
-                size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
-            ),
+            OnePass(
+                MetricsInterceptor(metrics),
+                MembersOnly(
+                    PerPeerSlots(cfg.cluster.max_calls_per_peer),
+                    lambda reason: metrics.peer_calls_refused_total.labels("grpc", reason).inc(),
+                    credentials.revoked,
+                ),
+                RequestDecodingInterceptor(
+                    size_limits=request_size_limits(cfg.tasks.max_argument_bytes)
+                ),
+            )
         ],
         options=server_options(cfg.api),
         maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,

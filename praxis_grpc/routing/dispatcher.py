@@ -26,6 +26,7 @@ from praxis_grpc.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PraxisError,
     ResourceExhausted,
     Unavailable,
@@ -69,6 +70,8 @@ class TaskDispatcher:
     ) -> None:
         self._engine = engine
         self._records: Records = records or engine
+        # The engine's record() commits whatever becomes of its caller.
+        self._records_carry_on = records is None
         self._origin = origin or engine.agent_id
         self._router = router
         self._delegations = delegations
@@ -297,6 +300,16 @@ class TaskDispatcher:
         followed, so the task reaches its owner as after a take-over. Otherwise
         a committed record would be sent nowhere and followed by no one, while
         a retry of the submission finds it and acknowledges it."""
+        if self._records_carry_on:
+            # No task and shield needed (they cost each delegated task four
+            # event-loop callbacks): the engine's record() raises
+            # CancelledError only once the record is committed and shown.
+            try:
+                return await self._record(record, submission, candidate, task_id)
+            except asyncio.CancelledError:
+                log.info("placement of task %s cancelled while recording it; following it", task_id)
+                self._follow_stored(task_id)
+                raise
         step = asyncio.ensure_future(self._record(record, submission, candidate, task_id))
         try:
             return await asyncio.shield(step)
@@ -308,6 +321,16 @@ class TaskDispatcher:
     def _follow_recorded(self, step: asyncio.Future[Task]) -> None:
         if not step.cancelled() and step.exception() is None:
             self._delegations.follow(step.result())
+
+    def _follow_stored(self, task_id: str) -> None:
+        """Follow the record stored under ``task_id``, if there is one (none
+        if an equal request with the same key held it: that one is followed)."""
+        try:
+            stored = self._engine.get(task_id)
+        except NotFound:
+            return
+        if stored.owner_agent_id != self._engine.agent_id and not stored.terminal:
+            self._delegations.follow(stored)
 
     def _decided(self, tool: str, candidate: Candidate) -> None:
         key = (tool, candidate.name)

@@ -15,7 +15,10 @@ Contract of :class:`LocalExecutor`:
     - A new idempotent task with a free slot, an empty queue, no idempotency
       key and an id no task holds here starts before its insert commits: its
       states fold into the insert (one write), nothing of it is shown before
-      that commit, and if the insert fails its run is void.
+      that commit, and if the insert fails its run is void. An
+      :class:`~praxis_grpc.tools.base.InstantTool` then runs in the
+      submitting call, with no runner, and the submission returns the
+      finished task once the insert committed.
     - :meth:`~LocalExecutor.cancel` ends a queued task CANCELED at once and
       interrupts a running one, which then ends CANCELED.
     - :meth:`~LocalExecutor.start` first recovers what a previous run left
@@ -190,8 +193,10 @@ class LocalExecutor:
             # Started before its insert commits: its states fold into the
             # insert (one write), and nothing of it is shown before that commit.
             written = self._ledger.insert(task)
-            self._start(task, written)
+            outcome = self._start_at_once(task, written)
             stored, deduplicated = self._ledger.inserted(task, await written)
+            if outcome is not None and stored is task:
+                return outcome, False  # committed with the insert
             return stored, deduplicated
         self._admitting += 1
         written = self._ledger.insert(task)
@@ -315,6 +320,37 @@ class LocalExecutor:
         runner = self._group.create_task(self._run(task, inserting), name=f"task-{task.task_id}")
         self._running[task.task_id] = runner
 
+    def _start_at_once(self, task: Task, inserting: asyncio.Future[Any]) -> Task | None:
+        """Start new ``task`` before its insert commits (see :meth:`submit`).
+
+        An :class:`~praxis_grpc.tools.base.InstantTool` runs here, in the
+        submitting call, with no runner: its outcome folds into the insert,
+        shown when that commits, and is returned. Any other tool runs in a
+        runner (:meth:`_start`; returns None)."""
+        # An InstantTool (the attribute is cheaper to test than the protocol).
+        run_now = getattr(self._tools.get(task.tool), "run_now", None)
+        if run_now is None:
+            self._start(task, inserting)
+            return None
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        task = task.start(self._clock())
+        self._ledger.update_unread(task)  # folds into the insert
+        try:
+            result = run_now(dict(task.arguments))
+            stored = checked_result(result, self._limits.max_result_bytes)
+            outcome = task.complete(stored, self._clock())
+        except ToolError as exc:
+            error = TaskError(exc.reason, exc.message)
+            outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
+        except Exception as exc:
+            log.exception("tool %s failed on task %s", task.tool, task.task_id)
+            error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+            outcome = task.finish_unsuccessfully(TaskState.FAILED, error, self._clock())
+        self._ledger.finish_unread(outcome)
+        self._ran(task.tool, clock() - started)
+        return outcome
+
     def _retry_after(self) -> float:
         backlog = len(self._pending) / self._limits.max_concurrency
         return min(max(backlog * self._mean_duration, 0.1), 30.0)
@@ -414,9 +450,7 @@ class LocalExecutor:
             error = TaskError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
             await self._finish(task, TaskState.FAILED, error)
         finally:
-            elapsed = loop.time() - started
-            self._mean_duration = 0.9 * self._mean_duration + 0.1 * elapsed
-            self._durations(task.tool).observe(elapsed)
+            self._ran(task.tool, loop.time() - started)
             del self._running[task.task_id]
             self._cancel_reasons.pop(task.task_id, None)
             self._dispatch()
@@ -451,12 +485,14 @@ class LocalExecutor:
             current.finish_unsuccessfully(state, error, self._clock())
         )
 
-    def _durations(self, tool: str) -> Any:
+    def _ran(self, tool: str, elapsed: float) -> None:
+        """Count a run of ``tool`` that took ``elapsed`` seconds."""
+        self._mean_duration = 0.9 * self._mean_duration + 0.1 * elapsed
         histogram = self._histograms.get(tool)
         if histogram is None:
             histogram = self._metrics.task_duration_seconds.labels(tool)
             self._histograms[tool] = histogram
-        return histogram
+        histogram.observe(elapsed)
 
 
 def _refused(inserting: asyncio.Future[Any] | None) -> bool:

@@ -98,6 +98,8 @@ class Ledger:
         # The latest state of tasks written by update_unread() (or persist() while
         # their insert is pending), until their insert commits.
         self._unread: dict[str, Task] = {}
+        # Tasks whose terminal state finish_unread() folded into their pending insert.
+        self._finished_unread: set[str] = set()
         self._watchers = TaskWatchers()
         self._counters: dict[tuple[str, TaskState], Any] = {}
 
@@ -279,6 +281,15 @@ class Ledger:
         self._count(task)
         self._unread[task.task_id] = task
 
+    def finish_unread(self, task: Task) -> None:
+        """:meth:`update_unread` for the terminal state of a task that finished
+        before its insert committed, with no runner left to await its write:
+        it is shown (in the store, and to watchers) when the insert commits;
+        whoever awaits the insert has it already (see
+        :meth:`~praxis_grpc.tasks.executor.LocalExecutor.submit`)."""
+        self.update_unread(task)
+        self._finished_unread.add(task.task_id)
+
     def write_now(self, task: Task) -> Task:
         """Commit a state change of ``task`` synchronously, then show it
         (recovery and shutdown, where no event-loop iteration may pass).
@@ -435,10 +446,16 @@ class Ledger:
 
     def _stored(self, task: Task, written: asyncio.Future[Any]) -> None:
         latest = self._unread.pop(task.task_id, task)  # committed with the insert
+        finished = task.task_id in self._finished_unread
+        if finished:
+            self._finished_unread.discard(task.task_id)
         if written.cancelled() or written.exception() is not None:
             return
         if written.result() is task:
             self._count(task)
+            if finished:  # stored finished: not live
+                self._watchers.publish(latest)
+                return
             # A runner that saw the insert done before this callback ran may
             # already have shown a newer state: keep that one.
             self._live.setdefault(task.task_id, latest)

@@ -1,6 +1,6 @@
 """Tools: the executable capabilities a node offers, and the registry that holds them."""
 
-from praxis_grpc.tools.base import JSON, Tool, ToolSpec
+from praxis_grpc.tools.base import JSON, InstantTool, Tool, ToolSpec
 from praxis_grpc.tools.calculator import Calculator
 from praxis_grpc.tools.contract import (
     Contract,
@@ -26,6 +26,7 @@ __all__ = [
     "ContractTool",
     "Echo",
     "FileMerger",
+    "InstantTool",
     "JsonFormatter",
     "Sandbox",
     "Sleep",

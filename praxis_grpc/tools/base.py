@@ -60,3 +60,20 @@ class Tool(Protocol):
     async def run(self, arguments: JSON) -> JSON:
         """Execute with ``arguments`` and return the result object."""
         ...
+
+
+@runtime_checkable
+class InstantTool(Tool, Protocol):
+    """A tool whose work is constant-cost and done without awaiting anything:
+    the executor may call :meth:`run_now` in the submitting call instead of
+    running ``run`` in a task of its own (a task and three event-loop
+    callbacks fewer per task).
+
+    Contract: ``run_now(arguments)`` returns or raises what ``await
+    run(arguments)`` would, and blocks the event loop no longer than the
+    :class:`Tool` contract allows.
+    """
+
+    def run_now(self, arguments: JSON) -> JSON:
+        """Execute with ``arguments`` at once and return the result object."""
+        ...

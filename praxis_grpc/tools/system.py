@@ -80,6 +80,10 @@ class Echo:
 
     async def run(self, arguments: JSON) -> JSON:
         """Return ``{"echo": arguments}``."""
+        return self.run_now(arguments)
+
+    def run_now(self, arguments: JSON) -> JSON:
+        """Return ``{"echo": arguments}`` at once (an instant tool)."""
         return {"echo": arguments}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from praxis_grpc.errors import ToolError
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.executor import EngineLimits, LocalExecutor
 from praxis_grpc.tasks.ledger import Ledger
@@ -262,4 +263,51 @@ async def test_a_task_started_as_its_insert_commits_shows_its_running_state() ->
     assert ledger.get(task.task_id).state is TaskState.WORKING
     gate.release.set()
     assert (await ledger.wait(task.task_id)).state is TaskState.COMPLETED
+    await executor.aclose(grace=0)
+
+
+class InstantGate(GateTool):
+    """A gate whose runs may also be made at once (an InstantTool) when it is open."""
+
+    def run_now(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        assert self.release.is_set()
+        self.started += 1
+        if arguments.get("fail"):
+            raise ToolError("asked to fail")
+        if arguments.get("crash"):
+            raise RuntimeError("boom")
+        return {"ok": True, "args": arguments}
+
+
+async def test_an_instant_tool_runs_in_the_submitting_call_without_a_runner() -> None:
+    # A task that may start before its insert commits and whose tool is an
+    # InstantTool runs in the submission itself: no runner task exists for
+    # it, its outcome folds into the insert (one write), and the submission
+    # returns it finished once that committed.
+    store = BatchRecordingStore()
+    gate = InstantGate(name="instant")
+    gate.release.set()
+    executor, ledger = make_executor(store, gate)
+    executor.start()
+    first, _ = await executor.submit(Submission("instant"))  # may queue: starting
+    await ledger.wait(first.task_id)
+    cases: tuple[tuple[dict[str, Any], TaskState, str | None], ...] = (
+        ({}, TaskState.COMPLETED, None),
+        ({"fail": True}, TaskState.FAILED, "asked to fail"),
+        ({"crash": True}, TaskState.FAILED, "RuntimeError: boom"),
+    )
+    for arguments, state, message in cases:
+        store.batches.clear()
+        started = gate.started
+        submitting = asyncio.create_task(executor.submit(Submission("instant", arguments)))
+        await asyncio.sleep(0)  # one step: the submission queued its insert and ran the tool
+        assert gate.started == started + 1
+        assert runners() == set()
+        task, deduplicated = await submitting
+        assert not deduplicated
+        assert task.state is state
+        assert (task.error and task.error.message) == message
+        assert ledger.get(task.task_id) == task
+        assert store.batches == [[("insert", state)]]
+    assert executor.load().in_flight == 0
     await executor.aclose(grace=0)
