@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -48,12 +49,14 @@ TOOL = "nonidem"
 """The non-idempotent counting tool every node offers (see :mod:`praxis_grpc.testing.counting`)."""
 
 _RETRY_PAUSE = 0.05
+_MESSAGE_CHARS = 200
 _ROLE_NAMES = {1: "peer", 2: "coordinator", 3: "standby"}
 
 
 @dataclass
 class Submission:
-    """One key: every attempt's error code, and the acknowledgement if one came."""
+    """One key: every attempt's error ("<node>: <code>: <message>"), and the
+    acknowledgement if one came."""
 
     key: str
     started: float
@@ -63,6 +66,26 @@ class Submission:
     acked_at: float = 0.0
     attempt_started: float = 0.0
     deduplicated: bool = False
+
+
+def error_code(error: str) -> str:
+    """The status code of a :attr:`Submission.errors` entry."""
+    return error.split(": ", 2)[1]
+
+
+def tally(errors: Iterable[str]) -> Counter[str]:
+    """How often each distinct :attr:`Submission.errors` entry (cut to
+    200 characters) occurs."""
+    return Counter(error[:_MESSAGE_CHARS] for error in errors)
+
+
+def distinct(counts: Mapping[str, int], limit: int = 8) -> str:
+    """The ``limit`` most frequent entries of a :func:`tally`, with their counts."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = [f"{error} (x{count})" for error, count in ranked[:limit]]
+    if len(ranked) > limit:
+        shown.append(f"{len(ranked) - limit} more")
+    return "; ".join(shown)
 
 
 @dataclass(frozen=True)
@@ -164,7 +187,7 @@ async def _attempt(
     try:
         response = await channels.tasks(address).SubmitTask(message, timeout=rpc_timeout)
     except grpc.aio.AioRpcError as exc:
-        submission.errors.append(f"{name}: {exc.code().name}")
+        submission.errors.append(f"{name}: {exc.code().name}: {exc.details() or ''}")
         await asyncio.sleep(_RETRY_PAUSE)
         return
     submission.task_id, submission.acked_by = response.task.task_id, name
