@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench._common import median
 from bench._nemesis_trial import TrialResult
+from bench._nemesis_workload import distinct
 
 
 @dataclass
@@ -73,6 +75,11 @@ def notes(runs: Sequence[NemesisRun]) -> str:
     """Per-trial findings worth reading: errors and examples of every anomaly."""
     lines: list[str] = []
     for run in runs:
+        failed: Counter[str] = Counter()
+        for trial in run.trials:
+            failed.update(trial.failed_messages)
+        if failed:
+            lines.append(f"- {run.backend} {run.nemesis}: failed calls: {distinct(failed)}")
         for trial in run.trials:
             where = f"{run.backend} {run.nemesis} trial {trial.number} (victim {trial.victim})"
             if trial.error:

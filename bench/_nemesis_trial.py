@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,12 @@ from bench._nemesis_net import Cut, CutError
 from bench._nemesis_workload import (
     TOOL,
     Submission,
+    distinct,
+    error_code,
     probe,
     run_workload,
     sample_roles,
+    tally,
 )
 from praxis_grpc.launcher import LaunchError, NodeProcess
 from praxis_grpc.testing.counting import RunLog, install_counting_tools
@@ -113,8 +117,10 @@ class TrialResult:
     paused one continued, a cut healed) until the probe sent through every
     node was acknowledged. ``majority_ack_s``: until the majority
     probe's key was acknowledged (None: not a partition, or never).
-    ``victim_acks_in_cut``: submissions started during the cut that the
-    cut-off node acknowledged before the heal (a leak the workload saw);
+    ``failed_messages``: every failed call's node, code and message
+    (:func:`bench._nemesis_workload.tally`). ``victim_acks_in_cut``:
+    submissions started during the cut that the cut-off node acknowledged
+    before the heal (a leak the workload saw);
     ``cut_leaks``: sockets of the victim that received during the cut
     (:meth:`bench._nemesis_net.Cut.leaks`).
     """
@@ -125,6 +131,7 @@ class TrialResult:
     victim: str = ""
     submitted: int = 0
     failed_calls: dict[str, int] = field(default_factory=dict)
+    failed_messages: Counter[str] = field(default_factory=Counter)
     audit: Audit = field(default_factory=Audit)
     outage_s: float = 0.0
     recovered_s: float | None = None
@@ -228,8 +235,9 @@ async def _trial(
     result.submitted = len(submissions)
     for submission in submissions:
         for error in submission.errors:
-            code = error.rpartition(": ")[2]
+            code = error_code(error)
             result.failed_calls[code] = result.failed_calls.get(code, 0) + 1
+        result.failed_messages.update(tally(submission.errors))
     last = max(sample.at for sample in samples) if samples else ended
     result.outage_s = max(coordinator_gaps(samples, began, last, s.fresh), default=0.0)
     result.recovered_s = recovered_at(samples, ended, last, s.fresh)
@@ -237,7 +245,7 @@ async def _trial(
     if after is not None and after.task_id:
         result.served_s = after.acked_at - healed
     elif after is not None:
-        why = after.errors[-1] if after.errors else "no answer"
+        why = distinct(tally(after.errors)) if after.errors else "no answer"
         result.error = result.error or (
             f"after the nemesis: nothing acknowledged within {s.launch_timeout:g} s ({why})"
         )

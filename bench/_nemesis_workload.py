@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -48,12 +49,14 @@ TOOL = "nonidem"
 """The non-idempotent counting tool every node offers (see :mod:`praxis_grpc.testing.counting`)."""
 
 _RETRY_PAUSE = 0.05
+_MESSAGE_CHARS = 200
 _ROLE_NAMES = {1: "peer", 2: "coordinator", 3: "standby"}
 
 
 @dataclass
 class Submission:
-    """One key: every attempt's error code, and the acknowledgement if one came."""
+    """One key: every attempt's error ("<node>: <code>: <message>"), and the
+    acknowledgement if one came."""
 
     key: str
     started: float
@@ -63,6 +66,26 @@ class Submission:
     acked_at: float = 0.0
     attempt_started: float = 0.0
     deduplicated: bool = False
+
+
+def error_code(error: str) -> str:
+    """The status code of a :attr:`Submission.errors` entry."""
+    return error.split(": ", 2)[1]
+
+
+def tally(errors: Iterable[str]) -> Counter[str]:
+    """How often each distinct :attr:`Submission.errors` entry (cut to
+    200 characters) occurs."""
+    return Counter(error[:_MESSAGE_CHARS] for error in errors)
+
+
+def distinct(counts: Mapping[str, int], limit: int = 8) -> str:
+    """The ``limit`` most frequent entries of a :func:`tally`, with their counts."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = [f"{error} (x{count})" for error, count in ranked[:limit]]
+    if len(ranked) > limit:
+        shown.append(f"{len(ranked) - limit} more")
+    return "; ".join(shown)
 
 
 @dataclass(frozen=True)
@@ -77,15 +100,26 @@ class Sample:
     term: int = 0
 
 
+# gRPC shares one connection among the channels of a process that have the
+# same target and options. A probe opened after a heal then sent its calls on
+# the workload's connection to the node that was cut off, which waited for
+# TCP's next retransmission of what the clients sent during the cut (seconds,
+# backed off): the probe measured that, not the cluster (5.7-6.2 s "serves
+# after heal" on etcd while the node had served for 4 s). Each Channels dials
+# its own connections, as separate clients would.
+_OWN_CONNECTIONS = [("grpc.use_local_subchannel_pool", 1)]
+
+
 class Channels:
-    """One grpc.aio channel per address, reused; :meth:`close` closes them all."""
+    """One grpc.aio channel per address, reused, on connections of its own;
+    :meth:`close` closes them all."""
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
+            self._channels[address] = grpc.aio.insecure_channel(address, options=_OWN_CONNECTIONS)
         return self._channels[address]
 
     def tasks(self, address: str) -> task_service_pb2_grpc.TaskServiceAsyncStub:
@@ -164,7 +198,7 @@ async def _attempt(
     try:
         response = await channels.tasks(address).SubmitTask(message, timeout=rpc_timeout)
     except grpc.aio.AioRpcError as exc:
-        submission.errors.append(f"{name}: {exc.code().name}")
+        submission.errors.append(f"{name}: {exc.code().name}: {exc.details() or ''}")
         await asyncio.sleep(_RETRY_PAUSE)
         return
     submission.task_id, submission.acked_by = response.task.task_id, name

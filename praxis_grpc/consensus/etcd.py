@@ -469,6 +469,7 @@ class EtcdConsensus:
             log.warning("etcd: ignoring leader key %r: value is not praxis JSON", kv.key)
             return
         self._observed_lease = (term, kv.lease)
+        log.info("etcd: %s leads in term %d", leader.leader_id, term)
         self._publish(leader)
         if self._leader_key is not None:
             self._depose(self._leader_key, f"{leader.leader_id} leads in term {term}")
