@@ -14,6 +14,9 @@ it; suspicion is gossiped and declared dead after a timeout that scales with
 log N and shrinks with independent confirmations, unless the member refutes it
 with a higher incarnation. A refused connection is certain evidence (dead at
 once); silence never is. Every claim and payload is signed (see ``claims``).
+A member held dead that still sends us anything is told so (at most once per
+probe interval), so it refutes a false verdict at once instead of whenever a
+push-pull happens to reach it.
 
 Connection setup is not silence: a ping (or a relayed ping) for a member the
 transport is not yet connected to (:meth:`Transport.ready` is False) starts its
@@ -115,6 +118,7 @@ class Membership:
         self._connecting: dict[str, list[int]] = {}  # member -> pings waiting for a connection
         self._round_due = False
         self._seq = 0
+        self._told: dict[str, float] = {}  # dead member -> when we last told it so
 
     # -- driving -------------------------------------------------------------
 
@@ -162,6 +166,7 @@ class Membership:
             return
         if isinstance(message, Ping | Ack | Gossip) and message.items:
             self._table.merge(now, message.items, "gossip")
+        self._tell_the_dead(now, sender)
         if isinstance(message, Ping):
             if message.target == self.local:
                 self._transport.send(sender, Ack(message.seq, self._table.piggyback()))
@@ -171,6 +176,26 @@ class Membership:
             self._relay(now, sender, message)
         elif isinstance(message, Nack) and self._probe and self._probe.seq == message.seq:
             self._probe.nacks += 1
+
+    def _tell_the_dead(self, now: float, sender: str) -> None:
+        """``sender`` talks to us while we hold it dead: send it the signed verdict.
+
+        A falsely dead member learns of its verdict only from a message that
+        carries it; once the verdict's broadcasts are used up, that was the next
+        push-pull that happened to reach it (30 s apart), and meanwhile its card
+        stays out of our directory. It refutes as soon as it reads this.
+        """
+        record = self._table.records.get(sender)
+        if record is None or record.state is not State.DEAD:
+            return
+        told = self._told.get(sender)
+        if told is not None and now - told < self._config.probe_interval:
+            return
+        if len(self._told) >= 64:
+            horizon = now - self._config.probe_interval
+            self._told = {m: t for m, t in self._told.items() if t > horizon}
+        self._told[sender] = now
+        self._transport.send(sender, Gossip((record.claim,)))
 
     # -- the application's side ---------------------------------------------
 

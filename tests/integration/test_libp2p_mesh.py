@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,24 @@ from praxis_grpc.node import Node
 from praxis_grpc.testing import make_config, running_node
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+async def until(
+    predicate: Callable[[], bool], timeout: float = 20.0, nodes: Sequence[Node] = ()
+) -> None:
+    """Wait for ``predicate``; on timeout, fail with what each of ``nodes`` lists
+    and how it sees each member (so a failure in CI says why)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        views = []
+        for node in nodes:
+            members = sorted(f"{m.member[-6:]}:{m.state.name}" for m in await node.members())
+            views.append(
+                f"{node.config.agent.name} ({node.agent_id[-6:]}) lists "
+                f"{sorted(names(node))}, members {members}"
+            )
+        raise AssertionError("timed out; " + "; ".join(views)) from None
 
 
 def p2p(**settings: Any) -> Mapping[str, Any]:
@@ -46,7 +60,7 @@ async def test_five_nodes_knowing_one_bootstrap_peer_converge(tmp_path: Path) ->
             )
             nodes.append(await stack.enter_async_context(running_node(config)))
         everyone = {f"n{i}" for i in range(5)}
-        await until(lambda: all(names(n) == everyone for n in nodes))
+        await until(lambda: all(names(n) == everyone for n in nodes), nodes=nodes)
         card = first.directory.get(nodes[3].agent_id)
         assert card is not None
         assert any(e.transport == "libp2p" for e in card.endpoints)
@@ -63,7 +77,7 @@ async def test_five_nodes_knowing_one_bootstrap_peer_converge(tmp_path: Path) ->
             )
         )
         await nodes[4].aclose(grace=0)
-        await until(lambda: all(names(n) == everyone - {"n4"} for n in nodes[:4]))
+        await until(lambda: all(names(n) == everyone - {"n4"} for n in nodes[:4]), nodes=nodes[:4])
 
 
 async def test_mdns_alone_forms_a_mesh(tmp_path: Path) -> None:

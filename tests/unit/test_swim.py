@@ -114,6 +114,34 @@ def test_member_that_hears_it_is_dead_refutes_at_once() -> None:
     assert node.state_of("n1") is State.ALIVE
 
 
+def test_a_member_held_dead_by_one_node_alone_is_told_when_it_talks_to_it() -> None:
+    # n0 alone holds n1 dead (the verdict's broadcasts were used up before any
+    # reached n1): n1 still probes n0, and hears of the verdict from n0 itself.
+    sim = cluster(5)
+    sim.run_for(2.0)
+    n0, n1 = sim.nodes["n0"].membership, sim.nodes["n1"].membership
+    verdict = signed(sim.keys, Claim(State.DEAD, "n1", n1.incarnation, "n0"))
+    n0.seed(sim.now, (verdict,))  # adopted, not re-broadcast
+    assert n0.state_of("n1") is State.DEAD
+    assert sim.run_until(lambda: n0.state_of("n1") is State.ALIVE, limit=5.0)
+    assert n1.incarnation == verdict.incarnation + 1
+    assert sim.agree("n1", State.ALIVE)
+
+
+def test_a_member_held_dead_is_told_at_most_once_per_probe_interval() -> None:
+    keys = SimKeys()
+    sent: list[tuple[str, Message]] = []
+    node = standalone("a", keys, sent)
+    node.receive(0.0, "b", Gossip((signed(keys, Claim(State.ALIVE, "b", 1, "b", "/b")),)))
+    verdict = signed(keys, Claim(State.DEAD, "b", 1, "a"))
+    node.seed(0.0, (verdict,))
+    sent.clear()
+    for at in (1.0, 1.1, 1.2, 1.0 + CONFIG.probe_interval):
+        node.receive(at, "b", Ping(7, "a"))
+    told = [m for to, m in sent if to == "b" and isinstance(m, Gossip)]
+    assert told == [Gossip((verdict,)), Gossip((verdict,))]
+
+
 def test_left_member_is_marked_left_not_dead() -> None:
     sim = cluster(6)
     sim.run_for(1.0)
