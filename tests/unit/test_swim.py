@@ -120,11 +120,11 @@ def test_a_member_held_dead_by_one_node_alone_is_told_when_it_talks_to_it() -> N
     sim = cluster(5)
     sim.run_for(2.0)
     n0, n1 = sim.nodes["n0"].membership, sim.nodes["n1"].membership
-    verdict = signed(sim.keys, Claim(State.DEAD, "n1", n1.incarnation, "n0"))
-    n0.seed(sim.now, (verdict,))  # adopted, not re-broadcast
-    assert n0.state_of("n1") is State.DEAD
+    accused = n1.incarnation
+    n0.seed(sim.now, (signed(sim.keys, Claim(State.DEAD, "n1", accused, "n0")),))
+    assert n0.state_of("n1") is State.DEAD  # adopted, not re-broadcast
     assert sim.run_until(lambda: n0.state_of("n1") is State.ALIVE, limit=5.0)
-    assert n1.incarnation == verdict.incarnation + 1
+    assert n1.incarnation == accused + 1
     assert sim.agree("n1", State.ALIVE)
 
 
