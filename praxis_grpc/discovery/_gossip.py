@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from libp2p.abc import IHost, INetStream
 from libp2p.host.exceptions import StreamFailure
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -44,6 +45,9 @@ class CardPubsub(Pubsub):
     subscriber is never in a mesh or sent a message) and reads a peer's
     stream only once the peer is admitted, and a message forwarded by a peer
     that is not admitted fails validation.
+
+    A peer's subscriptions outlive the failure of a stale stream to it while
+    its current stream to us is open (see :meth:`_handle_dead_peer`).
     """
 
     def __init__(
@@ -61,6 +65,8 @@ class CardPubsub(Pubsub):
         self._max_bytes = max_bytes
         self._on_message = on_message
         self._admission = admission
+        self._reading: dict[ID, INetStream] = {}
+        """Each peer's latest stream to us whose messages are being read."""
         self.set_topic_validator(topic, self._fits, is_async_validator=False)
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
@@ -84,6 +90,41 @@ class CardPubsub(Pubsub):
             await super().stream_handler(stream)
         else:
             await stream.reset()
+
+    async def continuously_read_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        self._reading[peer_id] = stream
+        try:
+            await super().continuously_read_stream(stream)
+        finally:
+            if self._reading.get(peer_id) is stream:
+                del self._reading[peer_id]
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        """Unregister ``peer_id``, keeping its subscriptions if its stream to us is open.
+
+        py-libp2p 0.8.1 forgets a peer's subscriptions whenever any pubsub
+        stream of that peer fails, including a stale one on a connection that
+        closed while a newer connection is up (after a partition heals, the
+        peer dials again before the old connection is torn down, and the
+        stream on the old one fails at its next write). The peer announced its
+        subscriptions once, in the hello on its current stream to us, and does
+        not repeat them, so this node never sent it anything again (a peer
+        that is not subscribed is never in the mesh) and queued every message
+        for it in gossipsub's pending queue ("pending message queue ...
+        exceeded limit"). What it announced on a stream that is still open
+        holds, so it is kept.
+        """
+        topics = [topic for topic, peers in self.peer_topics.items() if peer_id in peers]
+        super()._handle_dead_peer(peer_id)
+        stream = self._reading.get(peer_id)
+        if not topics or stream is None or not _is_open(stream):
+            return
+        if self.is_peer_blacklisted(peer_id) or not self._peer_is_connected(peer_id):
+            return
+        log.info("a stale pubsub stream of %s failed; keeping its subscriptions", peer_id)
+        for topic in topics:
+            self.handle_subscription(peer_id, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """Write ``rpc_msg`` without the signed peer record py-libp2p attaches to every RPC.
@@ -115,6 +156,12 @@ class CardPubsub(Pubsub):
             forwarder,
         )
         return False
+
+
+def _is_open(stream: INetStream) -> bool:
+    if stream.muxed_conn.is_closed:
+        return False
+    return not (isinstance(stream, NetStream) and stream.is_closed)
 
 
 def new_pubsub(
