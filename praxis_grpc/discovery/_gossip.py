@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from libp2p.abc import IHost, INetStream
 from libp2p.host.exceptions import StreamFailure
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
@@ -73,7 +74,7 @@ class CardPubsub(Pubsub):
         if self._admission is None or await self._admission.wait(peer_id):
             try:
                 await super()._handle_new_peer(peer_id)
-            except StreamFailure as exc:
+            except (StreamFailure, StreamError) as exc:
                 # py-libp2p 0.8.1 retries opening the pubsub stream while the
                 # peer stays connected, but only after a SwarmException or
                 # StreamClosed; a failed protocol negotiation (StreamFailure,
@@ -81,7 +82,9 @@ class CardPubsub(Pubsub):
                 # just came back from a partition) ended the registration for
                 # good, so nothing was ever sent to that peer again on that
                 # connection: its messages piled up in gossipsub's pending
-                # queue and its cards never arrived.
+                # queue and its cards never arrived. Likewise a hello whose
+                # write found the stream reset (StreamReset: its connection
+                # closed after the negotiation) or broken (StreamError).
                 raise SwarmException(f"pubsub stream to {peer_id}: {exc}") from exc
 
     async def stream_handler(self, stream: INetStream) -> None:
