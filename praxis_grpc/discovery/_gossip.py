@@ -66,8 +66,8 @@ class CardPubsub(Pubsub):
         self._max_bytes = max_bytes
         self._on_message = on_message
         self._admission = admission
-        self._reading: dict[ID, INetStream] = {}
-        """Each peer's latest stream to us whose messages are being read."""
+        self._reading: dict[ID, set[INetStream]] = {}
+        """Each peer's streams to us whose messages are being read."""
         self.set_topic_validator(topic, self._fits, is_async_validator=False)
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
@@ -96,11 +96,13 @@ class CardPubsub(Pubsub):
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
-        self._reading[peer_id] = stream
+        streams = self._reading.setdefault(peer_id, set())
+        streams.add(stream)
         try:
             await super().continuously_read_stream(stream)
         finally:
-            if self._reading.get(peer_id) is stream:
+            streams.discard(stream)
+            if not streams and self._reading.get(peer_id) is streams:
                 del self._reading[peer_id]
 
     def _handle_dead_peer(self, peer_id: ID) -> None:
@@ -120,8 +122,7 @@ class CardPubsub(Pubsub):
         """
         topics = [topic for topic, peers in self.peer_topics.items() if peer_id in peers]
         super()._handle_dead_peer(peer_id)
-        stream = self._reading.get(peer_id)
-        if not topics or stream is None or not _is_open(stream):
+        if not topics or not any(_is_open(s) for s in self._reading.get(peer_id, ())):
             return
         if self.is_peer_blacklisted(peer_id) or not self._peer_is_connected(peer_id):
             return
