@@ -24,8 +24,8 @@ def test_gossip_reaches_a_peer_whose_old_connection_closed_after_it_dialled_agai
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def test(nursery: trio.Nursery) -> None:
-        a = await start_node(nursery, peer_exchange=False)
-        b = await start_node(nursery, bootstrap=(a.addr,), peer_exchange=False)
+        a = await start_node(nursery, card=b"card-a", peer_exchange=False)
+        b = await start_node(nursery, card=b"card-b", bootstrap=(a.addr,), peer_exchange=False)
         await until(lambda: fully_connected(a, b), "a and b connected")
         await until(lambda: a.knows_subscribers(b) and b.knows_subscribers(a), "subscriptions")
         a_id, b_id = ID.from_base58(a.peer_id), ID.from_base58(b.peer_id)
