@@ -28,6 +28,8 @@ CONTROL_RATE_LIMIT = 1000.0
 """IHAVE per peer and topic, and IWANT per peer, accepted per second."""
 
 MessageSink = Callable[[rpc_pb2.Message], None]
+RepairSink = Callable[[str], None]
+"""Called with ``subscriptions_kept`` or ``stream_retried``; must not block."""
 
 
 class CardPubsub(Pubsub):
@@ -48,7 +50,9 @@ class CardPubsub(Pubsub):
     that is not admitted fails validation.
 
     A peer's subscriptions outlive the failure of a stale stream to it while
-    its current stream to us is open (see :meth:`_handle_dead_peer`).
+    its current stream to us is open (see :meth:`_handle_dead_peer`). Each such
+    repair, and each retry of a failed opening of our stream to a peer, is
+    reported to ``on_repair``.
     """
 
     def __init__(
@@ -60,12 +64,14 @@ class CardPubsub(Pubsub):
         on_message: MessageSink,
         *,
         admission: Admission | None = None,
+        on_repair: RepairSink | None = None,
     ) -> None:
         super().__init__(host, router, strict_signing=True, allowed_topics={topic})
         self._topic = topic
         self._max_bytes = max_bytes
         self._on_message = on_message
         self._admission = admission
+        self._on_repair = on_repair or (lambda _kind: None)
         self._reading: dict[ID, set[INetStream]] = {}
         """Each peer's streams to us whose messages are being read."""
         self.set_topic_validator(topic, self._fits, is_async_validator=False)
@@ -85,6 +91,7 @@ class CardPubsub(Pubsub):
                 # queue and its cards never arrived. Likewise a hello whose
                 # write found the stream reset (StreamReset: its connection
                 # closed after the negotiation) or broken (StreamError).
+                self._on_repair("stream_retried")
                 raise SwarmException(f"pubsub stream to {peer_id}: {exc}") from exc
 
     async def stream_handler(self, stream: INetStream) -> None:
@@ -127,6 +134,7 @@ class CardPubsub(Pubsub):
         if self.is_peer_blacklisted(peer_id) or not self._peer_is_connected(peer_id):
             return
         log.info("a stale pubsub stream of %s failed; keeping its subscriptions", peer_id)
+        self._on_repair("subscriptions_kept")
         for topic in topics:
             self.handle_subscription(peer_id, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
 
@@ -176,6 +184,7 @@ def new_pubsub(
     on_message: MessageSink,
     *,
     admission: Admission | None = None,
+    on_repair: RepairSink | None = None,
 ) -> tuple[CardPubsub, GossipSub]:
     """A :class:`CardPubsub` over GossipSub tuned for small meshes.
 
@@ -216,4 +225,7 @@ def new_pubsub(
     )
     router.max_ihave_messages_per_second = CONTROL_RATE_LIMIT
     router.max_iwant_requests_per_second = CONTROL_RATE_LIMIT
-    return CardPubsub(host, router, topic, max_bytes, on_message, admission=admission), router
+    pubsub = CardPubsub(
+        host, router, topic, max_bytes, on_message, admission=admission, on_repair=on_repair
+    )
+    return pubsub, router

@@ -24,8 +24,17 @@ def test_gossip_reaches_a_peer_whose_old_connection_closed_after_it_dialled_agai
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def test(nursery: trio.Nursery) -> None:
-        a = await start_node(nursery, card=b"card-a", peer_exchange=False)
-        b = await start_node(nursery, card=b"card-b", bootstrap=(a.addr,), peer_exchange=False)
+        repairs: list[str] = []
+        a = await start_node(
+            nursery, card=b"card-a", peer_exchange=False, on_gossip_repair=repairs.append
+        )
+        b = await start_node(
+            nursery,
+            card=b"card-b",
+            bootstrap=(a.addr,),
+            peer_exchange=False,
+            on_gossip_repair=repairs.append,
+        )
         await until(lambda: fully_connected(a, b), "a and b connected")
         await until(lambda: a.knows_subscribers(b) and b.knows_subscribers(a), "subscriptions")
         a_id, b_id = ID.from_base58(a.peer_id), ID.from_base58(b.peer_id)
@@ -59,5 +68,6 @@ def test_gossip_reaches_a_peer_whose_old_connection_closed_after_it_dialled_agai
         await until(lambda: b.events.got(b"from-a", "gossip", a.peer_id), "b gets a's card", 5)
         assert a.knows_subscribers(b)
         assert b.knows_subscribers(a)
+        assert "subscriptions_kept" in repairs  # what praxis_gossip_repairs_total counts
 
     run_trio(test)

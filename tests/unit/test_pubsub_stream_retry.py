@@ -29,7 +29,10 @@ from praxis_grpc.discovery._gossip import new_pubsub
 def test_a_failed_opening_of_the_pubsub_stream_is_retried(
     monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
-    pubsub, _ = new_pubsub(MagicMock(), "cards", 1.0, 4096, lambda message: None)
+    repairs: list[str] = []
+    pubsub, _ = new_pubsub(
+        MagicMock(), "cards", 1.0, 4096, lambda message: None, on_repair=repairs.append
+    )
     peer = ID(b"\x00\x04peer")
     attempts: list[ID] = []
 
@@ -46,3 +49,4 @@ def test_a_failed_opening_of_the_pubsub_stream_is_retried(
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert attempts == [peer, peer, peer]
+    assert repairs == ["stream_retried", "stream_retried"]
