@@ -139,6 +139,15 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.gossip_repairs_total = Counter(
+            "gossip_repairs",
+            "Pubsub peer state py-libp2p would have left broken, by kind: subscriptions_kept "
+            "(a stale stream of a peer failed while its current one is open) or stream_retried "
+            "(opening the pubsub stream to a peer failed in its negotiation or hello).",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.members = Gauge(
             "members",
             "SWIM members this node remembers, by state (alive, suspect, dead, left).",

@@ -143,6 +143,7 @@ def libp2p_discovery(
                 timeout=cfg.cluster.admission_timeout,
                 on_refused=lambda reason: metrics.admission_rejected_total.labels(reason).inc(),
             ),
+            on_gossip_repair=lambda kind: metrics.gossip_repairs_total.labels(kind).inc(),
         ),
         membership=MembershipOptions(cfg.membership.protocol(), incarnation, roster),
         reach=reach_options(

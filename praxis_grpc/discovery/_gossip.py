@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from libp2p.abc import IHost, INetStream
 from libp2p.host.exceptions import StreamFailure
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -26,6 +28,8 @@ CONTROL_RATE_LIMIT = 1000.0
 """IHAVE per peer and topic, and IWANT per peer, accepted per second."""
 
 MessageSink = Callable[[rpc_pb2.Message], None]
+RepairSink = Callable[[str], None]
+"""Called with ``subscriptions_kept`` or ``stream_retried``; must not block."""
 
 
 class CardPubsub(Pubsub):
@@ -44,6 +48,11 @@ class CardPubsub(Pubsub):
     subscriber is never in a mesh or sent a message) and reads a peer's
     stream only once the peer is admitted, and a message forwarded by a peer
     that is not admitted fails validation.
+
+    A peer's subscriptions outlive the failure of a stale stream to it while
+    its current stream to us is open (see :meth:`_handle_dead_peer`). Each such
+    repair, and each retry of a failed opening of our stream to a peer, is
+    reported to ``on_repair``.
     """
 
     def __init__(
@@ -55,19 +64,23 @@ class CardPubsub(Pubsub):
         on_message: MessageSink,
         *,
         admission: Admission | None = None,
+        on_repair: RepairSink | None = None,
     ) -> None:
         super().__init__(host, router, strict_signing=True, allowed_topics={topic})
         self._topic = topic
         self._max_bytes = max_bytes
         self._on_message = on_message
         self._admission = admission
+        self._on_repair = on_repair or (lambda _kind: None)
+        self._reading: dict[ID, set[INetStream]] = {}
+        """Each peer's streams to us whose messages are being read."""
         self.set_topic_validator(topic, self._fits, is_async_validator=False)
 
     async def _handle_new_peer(self, peer_id: ID) -> None:
         if self._admission is None or await self._admission.wait(peer_id):
             try:
                 await super()._handle_new_peer(peer_id)
-            except StreamFailure as exc:
+            except (StreamFailure, StreamError) as exc:
                 # py-libp2p 0.8.1 retries opening the pubsub stream while the
                 # peer stays connected, but only after a SwarmException or
                 # StreamClosed; a failed protocol negotiation (StreamFailure,
@@ -75,7 +88,10 @@ class CardPubsub(Pubsub):
                 # just came back from a partition) ended the registration for
                 # good, so nothing was ever sent to that peer again on that
                 # connection: its messages piled up in gossipsub's pending
-                # queue and its cards never arrived.
+                # queue and its cards never arrived. Likewise a hello whose
+                # write found the stream reset (StreamReset: its connection
+                # closed after the negotiation) or broken (StreamError).
+                self._on_repair("stream_retried")
                 raise SwarmException(f"pubsub stream to {peer_id}: {exc}") from exc
 
     async def stream_handler(self, stream: INetStream) -> None:
@@ -84,6 +100,43 @@ class CardPubsub(Pubsub):
             await super().stream_handler(stream)
         else:
             await stream.reset()
+
+    async def continuously_read_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        streams = self._reading.setdefault(peer_id, set())
+        streams.add(stream)
+        try:
+            await super().continuously_read_stream(stream)
+        finally:
+            streams.discard(stream)
+            if not streams and self._reading.get(peer_id) is streams:
+                del self._reading[peer_id]
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        """Unregister ``peer_id``, keeping its subscriptions if its stream to us is open.
+
+        py-libp2p 0.8.1 forgets a peer's subscriptions whenever any pubsub
+        stream of that peer fails, including a stale one on a connection that
+        closed while a newer connection is up (after a partition heals, the
+        peer dials again before the old connection is torn down, and the
+        stream on the old one fails at its next write). The peer announced its
+        subscriptions once, in the hello on its current stream to us, and does
+        not repeat them, so this node never sent it anything again (a peer
+        that is not subscribed is never in the mesh) and queued every message
+        for it in gossipsub's pending queue ("pending message queue ...
+        exceeded limit"). What it announced on a stream that is still open
+        holds, so it is kept.
+        """
+        topics = [topic for topic, peers in self.peer_topics.items() if peer_id in peers]
+        super()._handle_dead_peer(peer_id)
+        if not topics or not any(_is_open(s) for s in self._reading.get(peer_id, ())):
+            return
+        if self.is_peer_blacklisted(peer_id) or not self._peer_is_connected(peer_id):
+            return
+        log.info("a stale pubsub stream of %s failed; keeping its subscriptions", peer_id)
+        self._on_repair("subscriptions_kept")
+        for topic in topics:
+            self.handle_subscription(peer_id, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """Write ``rpc_msg`` without the signed peer record py-libp2p attaches to every RPC.
@@ -117,6 +170,12 @@ class CardPubsub(Pubsub):
         return False
 
 
+def _is_open(stream: INetStream) -> bool:
+    if stream.muxed_conn.is_closed:
+        return False
+    return not (isinstance(stream, NetStream) and stream.is_closed)
+
+
 def new_pubsub(
     host: IHost,
     topic: str,
@@ -125,6 +184,7 @@ def new_pubsub(
     on_message: MessageSink,
     *,
     admission: Admission | None = None,
+    on_repair: RepairSink | None = None,
 ) -> tuple[CardPubsub, GossipSub]:
     """A :class:`CardPubsub` over GossipSub tuned for small meshes.
 
@@ -165,4 +225,7 @@ def new_pubsub(
     )
     router.max_ihave_messages_per_second = CONTROL_RATE_LIMIT
     router.max_iwant_requests_per_second = CONTROL_RATE_LIMIT
-    return CardPubsub(host, router, topic, max_bytes, on_message, admission=admission), router
+    pubsub = CardPubsub(
+        host, router, topic, max_bytes, on_message, admission=admission, on_repair=on_repair
+    )
+    return pubsub, router

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,6 +82,9 @@ class HostOptions:
     admission: AdmissionOptions | None = None
     """Admit only peers with a cluster CA certificate naming them (``_admission``);
     None: an open mesh, every peer that connects is served."""
+    on_gossip_repair: Callable[[str], None] | None = None
+    """Called with the kind of each repair of pubsub peer state (``_gossip``); must
+    not block (trio thread)."""
 
     def __post_init__(self) -> None:
         try:

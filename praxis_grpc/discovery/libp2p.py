@@ -296,6 +296,7 @@ class MeshHost:
             options.max_card_bytes,
             self._on_gossip,
             admission=hooks.admission,
+            on_repair=options.on_gossip_repair,
         )
         services: list[Any] = [pubsub, router]
         if self._reach is not None:
