@@ -46,6 +46,21 @@ class CertError(Exception):
     """A certificate cannot be created, read or verified; the message says why."""
 
 
+def read_limited(key: str, path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, the file config key ``key`` names.
+
+    Raises:
+        CertError: unreadable, or over ``limit`` bytes (the message names ``key``).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CertError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise CertError(f"{key}: {path} is over {limit} bytes")
+    return data
+
+
 @dataclass(frozen=True)
 class Issued:
     """Paths of what :func:`issue` wrote."""

@@ -30,7 +30,13 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from praxis_grpc.certs import CertError, names_peer_dns, peer_ids, verify_issued_by
+from praxis_grpc.certs import (
+    CertError,
+    names_peer_dns,
+    peer_ids,
+    read_limited,
+    verify_issued_by,
+)
 from praxis_grpc.revocation import NOTHING_REVOKED, Revocations
 
 __all__ = ["AdmissionRefused", "ClusterCredentials", "caller_identity", "caller_peer_id"]
@@ -213,13 +219,7 @@ def _verify(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> None:
 
 
 def _read(key: str, path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CertError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_CERT_BYTES:
-        raise CertError(f"{key}: {path} is over {MAX_CERT_BYTES} bytes")
-    return data
+    return read_limited(key, path, MAX_CERT_BYTES)
 
 
 def _certificate(key: str, pem: bytes) -> x509.Certificate:

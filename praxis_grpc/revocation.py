@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from praxis_grpc.certs import CertError, peer_ids
+from praxis_grpc.certs import CertError, peer_ids, read_limited
 
 __all__ = ["NOTHING_REVOKED", "Revocations"]
 
@@ -46,12 +46,7 @@ class Revocations:
                 nor a serial (the message names ``cluster.revoked``, the file and
                 the line).
         """
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CertError(f"cluster.revoked: cannot read {path}: {exc.strerror}") from None
-        if len(data) > MAX_FILE_BYTES:
-            raise CertError(f"cluster.revoked: {path} is over {MAX_FILE_BYTES} bytes")
+        data = read_limited("cluster.revoked", path, MAX_FILE_BYTES)
         ids: set[str] = set()
         serials: set[int] = set()
         for number, raw in enumerate(data.decode(errors="replace").splitlines(), 1):

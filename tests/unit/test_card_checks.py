@@ -180,29 +180,16 @@ async def test_a_member_that_left_or_came_back_in_a_new_life_is_not_shown_with_i
     assert listed.incarnation == 2
 
 
-def test_a_card_listed_again_still_ends_with_its_ttl() -> None:
+def test_a_card_listed_again_still_ends_with_its_ttl(tmp_path: Path) -> None:
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     directory = CardDirectory("me", ttl=TTL, clock=lambda: now[0])
-    alice = AgentCard(
-        agent_id="alice",
-        name="alice",
-        praxis_version="0.1.0",
-        role="peer",
-        endpoints=(),
-        tools=(),
-        tags=(),
-        load=CardLoad(0, 0, 8, 100),
-        draining=False,
-        incarnation=1,
-        version=1,
-        updated_at=now[0],
-    )
+    alice = card_of(ident(tmp_path, "alice"))
     directory.merge(alice)
-    directory.bury("alice")
+    directory.bury(alice.agent_id)
     now[0] += timedelta(seconds=TTL * 0.75)
-    assert directory.exhume("alice") is not None
+    assert directory.exhume(alice.agent_id) is not None
     now[0] += timedelta(seconds=TTL * 0.5)  # TTL since the burial, not since the exhumation
-    assert [event.card.agent_id for event in directory.expire()] == ["alice"]
+    assert [event.card.agent_id for event in directory.expire()] == [alice.agent_id]
 
 
 async def test_addresses_of_another_peer_and_slots_over_the_ceiling_are_refused(
