@@ -9,6 +9,8 @@ import pytest
 from praxis_grpc.testing import worker_pool
 from praxis_grpc.tools.workers import WorkerPool
 
+pytest_plugins = ["tests._socket_origins"]
+
 
 @pytest.fixture
 async def workers() -> AsyncIterator[WorkerPool]:

@@ -40,10 +40,10 @@ from typing import Any
 from pysyncobj import pickle as pysyncobj_pickle  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.monotonic import monotonic as monotonicTime  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.tcp_connection import CONNECTION_STATE  # type: ignore[import-untyped,unused-ignore]
-from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.version import VERSION  # type: ignore[import-untyped,unused-ignore]
 
 from praxis_grpc.consensus._raft_prevote import PreVote
+from praxis_grpc.consensus._raft_sockets import TidyTransport
 
 __all__ = ["PINNED_PYSYNCOBJ", "ReceiverRuleTransport", "check_pysyncobj_version", "follow_rule"]
 
@@ -104,7 +104,7 @@ def follow_rule(
     return liveness, prev
 
 
-class ReceiverRuleTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
+class ReceiverRuleTransport(TidyTransport):
     """pysyncobj's TCP transport with Raft's receiver rule for AppendEntries
     and with pre-vote (:class:`~praxis_grpc.consensus._raft_prevote.PreVote`).
 
