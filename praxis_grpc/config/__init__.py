@@ -12,9 +12,11 @@ input, :func:`load_config` returns a valid :class:`Config` or raises
 
 Relative paths are resolved against the working directory of the node.
 
-The sections are defined in private modules by what they configure (``_network``,
-``_ha``, ``_agent``), the whole :class:`Config` with its cross-section checks in
-``_node``; import them from here.
+Import from here; the private modules do one job each: ``_section`` the strict
+base, ``_network``, ``_ha`` and ``_agent`` the sections by what they configure,
+``_node`` the whole :class:`Config` with the checks that span sections, ``_load``
+loading, and under them ``_values`` (value types), ``_yaml`` (reading a file),
+``_env`` (overrides) and ``_errors`` (how problems are reported).
 """
 
 from __future__ import annotations
