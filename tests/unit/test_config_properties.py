@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from praxis_grpc._config_errors import MAX_PROBLEMS, key_path
 from praxis_grpc.config import ConfigError, load_config
+from praxis_grpc.config._errors import MAX_PROBLEMS, key_path
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
 SHIPPED = [yaml.safe_load(path.read_text()) for path in CONFIGS]

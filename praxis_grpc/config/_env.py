@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from praxis_grpc._config_errors import ConfigError, quote
+from praxis_grpc.config._errors import ConfigError, quote
 
 ENV_PREFIX = "PRAXIS_"
 

@@ -14,7 +14,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from praxis_grpc._config_errors import MAX_QUOTE, ConfigError, key_path, quote
+from praxis_grpc.config._errors import MAX_QUOTE, ConfigError, key_path, quote
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32

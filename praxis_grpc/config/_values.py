@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from praxis_grpc._config_errors import MAX_QUOTE, quote
+from praxis_grpc.config._errors import MAX_QUOTE, quote
 
 MAX_DURATION = 365 * 24 * 3600.0
 """Durations are finite and at most a year: timers and deadlines add them to clocks."""
