@@ -8,6 +8,7 @@ environment variable, and a problem caused by changing one key names that key.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,24 @@ def _replace(node: Any, path: tuple[Any, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _names_changed_key(config_file: Path, path: tuple[Any, ...], message: str) -> None:
+    """Each line of ``message`` names the key at ``path`` or one above it; a check across
+    sections (reported at ``<root>``) names in its text a key on or under that path."""
+    named = [f"{config_file}: {key_path(path[:n])}" for n in range(1, len(path) + 1)]
+    changed = key_path(path)
+    for line in message.splitlines():
+        if not line.startswith(f"{config_file}: ") or line.startswith(f"{config_file}: ..."):
+            continue
+        if line.startswith(f"{config_file}: <root>: "):
+            mentioned = re.findall(r"[a-z_]+(?:\.[a-z_]+)+", line)
+            assert any(
+                key == changed or key.startswith(f"{changed}.") or changed.startswith(f"{key}.")
+                for key in mentioned
+            ), (path, message)
+        else:
+            assert line.startswith(tuple(named)), (path, message)
+
+
 @PROPERTY
 @given(data=st.data(), base=st.sampled_from(SHIPPED), value=values)
 def test_one_changed_key_is_named(
@@ -119,12 +138,22 @@ def test_one_changed_key_is_named(
     path = data.draw(st.sampled_from(list(_paths(document))))
     _replace(document, path, value)
     message = load(config_file, yaml.safe_dump(document).encode())
-    if message is None:
-        return
-    named = [f"{config_file}: {key_path(path[:n])}" for n in range(1, len(path) + 1)]
-    for line in message.splitlines():
-        if line.startswith(f"{config_file}: ") and not line.startswith(f"{config_file}: ..."):
-            assert line.startswith(tuple(named)), (path, message)
+    if message is not None:
+        _names_changed_key(config_file, path, message)
+
+
+def test_a_change_breaking_a_check_across_sections_is_named_in_its_text(
+    config_file: Path,
+) -> None:
+    # Found by the property above: emptying ``api`` of the secure config drops the
+    # tokens file that metrics.require_token needs.
+    secure = Path(__file__).parents[2] / "configs" / "secure" / "node.yaml"
+    document = yaml.safe_load(secure.read_text())
+    document["api"] = {}
+    message = load(config_file, yaml.safe_dump(document).encode())
+    assert message is not None
+    assert "<root>: metrics.require_token" in message
+    _names_changed_key(config_file, ("api",), message)
 
 
 ENV_KEYS = [
