@@ -23,6 +23,7 @@ from praxis_grpc._gen.praxis.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
+from praxis_grpc.api.call_limit import CallLimit
 from praxis_grpc.api.card_service import CardService
 from praxis_grpc.api.interceptors import (
     MetricsInterceptor,
@@ -199,6 +200,7 @@ class Servers:
         self._server = grpc.aio.server(
             interceptors=[
                 OnePass(
+                    CallLimit(cfg.api.max_concurrent_rpcs),
                     MetricsInterceptor(metrics),
                     *auth_interceptors(cfg.api.auth, self.tokens),
                     RequestDecodingInterceptor(
@@ -207,7 +209,6 @@ class Servers:
                 )
             ],
             options=server_options(cfg.api),
-            maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
         )
         address = f"{cfg.api.host}:{cfg.api.port}"
         try:
