@@ -251,3 +251,47 @@ async def test_then_callbacks_see_a_failed_commit() -> None:
     assert [type(exc).__name__ for exc in outcomes] == ["StoreUnavailable"]
     with pytest.raises(Exception, match="disk full"):
         await written
+
+
+async def test_under_load_a_batch_waits_max_delay_to_share_its_commit() -> None:
+    # Writes that arrive faster than one per max_delay share one commit even
+    # when they are many loop iterations apart (a busy node's case).
+    store = RecordingStore()
+    journal = GroupCommit(store, max_delay=1.0)
+    priming = []
+    for index in range(8):  # the mean gap (1 s at first) falls below max_delay
+        priming.append(journal.insert(task(f"p-{index}")))
+        await asyncio.sleep(0)
+    await asyncio.gather(*priming)
+    store.batches.clear()
+    writes = []
+    for index in range(10):  # more iterations apart than max_wait_iterations
+        writes.append(journal.insert(task(f"t-{index}")))
+        await iterations(3)
+    assert not store.batches  # still waiting
+    await asyncio.gather(*writes)
+    assert [[w[1] for w in batch] for batch in store.batches] == [
+        [f"t-{index}" for index in range(10)]
+    ]
+
+
+async def test_a_write_after_a_quiet_spell_does_not_wait_max_delay() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store, max_delay=0.5)  # no write for a while: the gap is 1 s
+    write = journal.insert(task("t-1"))
+    await iterations(3)
+    assert write.done()
+
+
+async def test_a_full_batch_does_not_wait_max_delay() -> None:
+    store = RecordingStore()
+    journal = GroupCommit(store, max_batch=4, max_delay=30.0)
+    writes = [journal.insert(task(f"t-{index}")) for index in range(4)]
+    await iterations(3)
+    assert all(write.done() for write in writes)
+    assert [len(batch) for batch in store.batches] == [4]
+
+
+async def iterations(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
