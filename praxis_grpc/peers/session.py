@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -38,6 +39,7 @@ class Unsupported(Exception):
 
 
 _Item = pb.SessionReply | BaseException
+_BATCH_DELAY = 0.001
 
 
 class _Call:
@@ -94,6 +96,10 @@ class PeerSession:
         self._wake = asyncio.Event()
         self._ids = itertools.count(1)
         self.broken = False
+        # The mean gap between calls (seconds; gaps count at most 1 s), and
+        # when the last one was made.
+        self._gap = 1.0
+        self._last = -math.inf
         self._stream: Any = stub.Session()  # type: ignore[call-arg]  # written to, not iterated
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._write())]
@@ -172,6 +178,9 @@ class PeerSession:
             return call_id, pending
         self._calls[call_id] = pending
         self._queue.append(call)
+        now = asyncio.get_running_loop().time()
+        self._gap += (min(now - self._last, 1.0) - self._gap) / 8
+        self._last = now
         self._wake.set()
         return call_id, pending
 
@@ -193,6 +202,8 @@ class PeerSession:
         try:
             while True:
                 await self._wake.wait()
+                if self._gap < _BATCH_DELAY:
+                    await asyncio.sleep(_BATCH_DELAY)
                 self._wake.clear()
                 while self._queue:
                     batch = [self._queue.popleft()]
