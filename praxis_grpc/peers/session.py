@@ -2,8 +2,11 @@
 peer carrying every Dispatch and Follow call to it, multiplexed by call id.
 
 A call is queued and written by the session's writer, which puts every call
-queued meanwhile into the same message (batching under load, never waiting
-to fill a batch); the reader hands each reply to its call. A broken stream
+queued meanwhile into the same message; on a busy session (calls made
+faster than one per ``_BATCH_DELAY``, on average) it waits that long first,
+so calls share a message (each stream write costs the sender far more than
+the call it carries); a quiet one's call is written at once. The reader
+hands each reply to its call. A broken stream
 fails every call in flight on it as :mod:`praxis_grpc.peers.base` says:
 :class:`~praxis_grpc.peers.base.PeerLost` with ``sent=False`` for a call
 never written (or a stream that never connected), ``sent=True`` otherwise;
@@ -39,6 +42,7 @@ class Unsupported(Exception):
 
 
 _Item = pb.SessionReply | BaseException
+# Seconds a busy session's writer waits for more calls to join a message.
 _BATCH_DELAY = 0.001
 
 
