@@ -33,7 +33,6 @@ from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.serving import Endpoints, build_serving
 from praxis_grpc.supervise import Supervisor
 from praxis_grpc.tasks.engine import EngineLimits, TaskEngine
-from praxis_grpc.tasks.journal import GroupCommit
 from praxis_grpc.tasks.store import TaskStore
 from praxis_grpc.tools.registry import ToolRegistry
 from praxis_grpc.tools.workers import WorkerPool
@@ -194,8 +193,6 @@ class Node:
             metrics=self.metrics,
             agent_id=self.agent_id,
             agent_tags=frozenset(cfg.agent.tags),
-            # Busy, concurrent tasks' writes wait up to 1 ms to share a commit.
-            journal=GroupCommit(self._store, max_delay=0.001),
         )
         self._directory = CardDirectory(self.agent_id, ttl=cfg.cards.ttl)
         self.metrics.cards_known.set_function(lambda: len(self.directory))

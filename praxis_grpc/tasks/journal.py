@@ -9,7 +9,6 @@ write returns a future that resolves only after its batch committed.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,35 +81,16 @@ class GroupCommit:
     ``max_wait_iterations`` iterations after it (or at once by :meth:`flush`,
     or when ``max_batch`` writes are pending): under load, when the writes
     of concurrent tasks arrive one per iteration, they share a commit instead
-    of paying one each; a lone write waits one extra iteration.
-
-    With ``max_delay`` (seconds, > 0) a batch started while writes arrive
-    faster than one per ``max_delay`` (the mean gap between writes, a moving
-    average) waits ``max_delay`` instead, as a database's ``commit_delay``
-    does: a busy node's requests take many loop iterations each, so their
-    writes rarely fall in consecutive iterations (measured on the benchmark
-    of a node: ~1.07 writes per commit without it, ~2.4 with 1 ms), and a
-    commit costs several times a row. A batch of ``max_batch`` writes is
-    flushed at the next iteration all the same. Runs on one event loop; not
-    thread-safe.
+    of paying one each; a lone write waits one extra iteration. Runs on one
+    event loop; not thread-safe.
     """
 
     def __init__(
-        self,
-        store: TaskStore,
-        max_batch: int = 512,
-        max_wait_iterations: int = 4,
-        max_delay: float = 0.0,
+        self, store: TaskStore, max_batch: int = 512, max_wait_iterations: int = 4
     ) -> None:
         self._store = store
         self._max_batch = max_batch
         self._max_wait = max_wait_iterations
-        self._max_delay = max_delay
-        # The mean gap between writes (seconds; gaps count at most 1 s), and
-        # when the last one was queued.
-        self._gap = 1.0
-        self._last = -math.inf
-        self._delayed = False
         self._pending: list[tuple[Write, list[Commit]]] = []
         # task id -> index in _pending of its latest pending write.
         self._latest: dict[str, int] = {}
@@ -202,21 +182,9 @@ class GroupCommit:
                 return future
         self._latest[task_id] = len(self._pending)
         self._pending.append((write, [future]))
-        if self._max_delay:
-            now = loop.time()
-            self._gap += (min(now - self._last, 1.0) - self._gap) / 8
-            self._last = now
         if self._scheduled is None:
             self._waited = self._seen = 0
-            self._delayed = self._gap < self._max_delay
-            if self._delayed:
-                self._scheduled = loop.call_later(self._max_delay, self.flush)
-            else:
-                self._scheduled = loop.call_soon(self._next_iteration)
-        elif self._delayed and len(self._pending) >= self._max_batch:
-            self._scheduled.cancel()
-            self._delayed = False
-            self._scheduled = loop.call_soon(self.flush)
+            self._scheduled = loop.call_soon(self._next_iteration)
         return future
 
     def _next_iteration(self) -> None:
