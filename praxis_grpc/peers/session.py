@@ -3,9 +3,10 @@ peer carrying every Dispatch and Follow call to it, multiplexed by call id.
 
 A call is queued and written by the session's writer, which puts every call
 queued meanwhile into the same message; on a busy session (calls made
-faster than one per ``_BATCH_DELAY``, on average) it waits that long first,
-so calls share a message (each stream write costs the sender far more than
-the call it carries); a quiet one's call is written at once. The reader
+faster than one per ``_BATCH_DELAY`` on average, ``_BUSY_CALLS`` or more in
+flight) it waits that long first, so calls share a message (each stream
+write costs the sender far more than the call it carries); otherwise a
+call is written at once. The reader
 hands each reply to its call. A broken stream
 fails every call in flight on it as :mod:`praxis_grpc.peers.base` says:
 :class:`~praxis_grpc.peers.base.PeerLost` with ``sent=False`` for a call
@@ -42,8 +43,11 @@ class Unsupported(Exception):
 
 
 _Item = pb.SessionReply | BaseException
-# Seconds a busy session's writer waits for more calls to join a message.
+# Seconds a busy session's writer waits for more calls to join a message;
+# busy: calls made faster than that, and at least _BUSY_CALLS in flight (with
+# fewer, the sender is not kept busy meanwhile: the wait is only latency).
 _BATCH_DELAY = 0.001
+_BUSY_CALLS = 8
 
 
 class _Call:
@@ -206,7 +210,7 @@ class PeerSession:
         try:
             while True:
                 await self._wake.wait()
-                if self._gap < _BATCH_DELAY:
+                if len(self._calls) >= _BUSY_CALLS and self._gap < _BATCH_DELAY:
                     await asyncio.sleep(_BATCH_DELAY)
                 self._wake.clear()
                 while self._queue:
