@@ -2,12 +2,8 @@
 peer carrying every Dispatch and Follow call to it, multiplexed by call id.
 
 A call is queued and written by the session's writer, which puts every call
-queued meanwhile into the same message; on a busy session (calls made
-faster than one per ``_BATCH_DELAY`` on average, ``_BUSY_CALLS`` or more in
-flight) it waits that long first, so calls share a message (each stream
-write costs the sender far more than the call it carries); otherwise a
-call is written at once. The reader
-hands each reply to its call. A broken stream
+queued meanwhile into the same message (batching under load, never waiting
+to fill a batch); the reader hands each reply to its call. A broken stream
 fails every call in flight on it as :mod:`praxis_grpc.peers.base` says:
 :class:`~praxis_grpc.peers.base.PeerLost` with ``sent=False`` for a call
 never written (or a stream that never connected), ``sent=True`` otherwise;
@@ -20,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -43,11 +38,6 @@ class Unsupported(Exception):
 
 
 _Item = pb.SessionReply | BaseException
-# Seconds a busy session's writer waits for more calls to join a message;
-# busy: calls made faster than that, and at least _BUSY_CALLS in flight (with
-# fewer, the sender is not kept busy meanwhile: the wait is only latency).
-_BATCH_DELAY = 0.001
-_BUSY_CALLS = 8
 
 
 class _Call:
@@ -104,10 +94,6 @@ class PeerSession:
         self._wake = asyncio.Event()
         self._ids = itertools.count(1)
         self.broken = False
-        # The mean gap between calls (seconds; gaps count at most 1 s), and
-        # when the last one was made.
-        self._gap = 1.0
-        self._last = -math.inf
         self._stream: Any = stub.Session()  # type: ignore[call-arg]  # written to, not iterated
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._write())]
@@ -186,9 +172,6 @@ class PeerSession:
             return call_id, pending
         self._calls[call_id] = pending
         self._queue.append(call)
-        now = asyncio.get_running_loop().time()
-        self._gap += (min(now - self._last, 1.0) - self._gap) / 8
-        self._last = now
         self._wake.set()
         return call_id, pending
 
@@ -210,8 +193,6 @@ class PeerSession:
         try:
             while True:
                 await self._wake.wait()
-                if len(self._calls) >= _BUSY_CALLS and self._gap < _BATCH_DELAY:
-                    await asyncio.sleep(_BATCH_DELAY)
                 self._wake.clear()
                 while self._queue:
                     batch = [self._queue.popleft()]
