@@ -118,7 +118,7 @@ class ApiConfig(_Section):
         ge=1,
         le=1_000_000,
         description="calls in progress at once over all connections, streams included; "
-        "beyond it the next call is answered RESOURCE_EXHAUSTED (api/call_limit.py)",
+        "beyond it gRPC itself answers RESOURCE_EXHAUSTED",
     )
     max_concurrent_streams: int = Field(
         default=2048,
