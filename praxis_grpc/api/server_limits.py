@@ -6,9 +6,9 @@ its calls, and the responses queued for them, until it leaves a ping
 unacknowledged for ``keepalive_timeout`` or, if it answers pings,
 until ``max_connection_age + max_connection_age_grace``; at most
 ``max_concurrent_streams`` calls per connection and ``max_concurrent_rpcs``
-over all of them are in progress at once (gRPC answers the next call
-RESOURCE_EXHAUSTED itself); a connection without calls is closed after
-``max_connection_idle``.
+over all of them are in progress at once (the next call is answered
+RESOURCE_EXHAUSTED, see :mod:`~praxis_grpc.api.call_limit`); a connection
+without calls is closed after ``max_connection_idle``.
 
 Long-lived streams (WatchTask, WatchCards, the Health/Watch stream a standby
 keeps to its coordinator) end UNAVAILABLE when their connection reaches
@@ -43,8 +43,8 @@ def _ms(seconds: float) -> int:
 def server_options(api: ApiConfig) -> list[tuple[str, int]]:
     """The ``grpc.aio.server`` channel options that enforce ``api``'s limits.
 
-    ``max_concurrent_rpcs`` is not among them: it is ``grpc.aio.server``'s
-    ``maximum_concurrent_rpcs`` argument.
+    ``max_concurrent_rpcs`` is not among them: the server's
+    :class:`~praxis_grpc.api.call_limit.CallLimit` enforces it.
     """
     return [
         ("grpc.max_receive_message_length", api.max_message_bytes),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 
+from praxis_grpc.api.call_limit import CallLimit
 from praxis_grpc.api.interceptors import (
     MetricsInterceptor,
     OnePass,
@@ -40,6 +41,7 @@ def peer_server(
     server = grpc.aio.server(
         interceptors=[
             OnePass(
+                CallLimit(cfg.api.max_concurrent_rpcs),
                 MetricsInterceptor(metrics),
                 MembersOnly(
                     PerPeerSlots(cfg.cluster.max_calls_per_peer),
@@ -52,7 +54,6 @@ def peer_server(
             )
         ],
         options=server_options(cfg.api),
-        maximum_concurrent_rpcs=cfg.api.max_concurrent_rpcs,
     )
     address = f"{cfg.api.host}:{cfg.cluster.peer_port}"
     try:

@@ -124,6 +124,8 @@ class SessionCalls:
             running = self._calls.get(call_id)
             if running is not None:
                 running.cancel()
+                # A call cancelled before its first step never runs _run's clean-up.
+                running.add_done_callback(lambda _: self._done(call_id, running))
             return
         refusal: PraxisError | None = None
         timeout: float | None = None
@@ -144,11 +146,11 @@ class SessionCalls:
         if refusal is not None:
             await self._fail(call_id, refusal)
             return
-        task = asyncio.get_running_loop().create_task(self._run(call, timeout))
-        self._calls[call_id] = task
-        task.add_done_callback(lambda _: self._done(call_id, task))
+        # Removed from _calls by _run itself when it ends (a done callback
+        # would cost every call an event-loop round).
+        self._calls[call_id] = asyncio.get_running_loop().create_task(self._run(call, timeout))
 
-    def _done(self, call_id: int, task: asyncio.Task[None]) -> None:
+    def _done(self, call_id: int, task: asyncio.Future[None] | None) -> None:
         if self._calls.get(call_id) is task:
             del self._calls[call_id]
 
@@ -167,6 +169,8 @@ class SessionCalls:
             await self._fail(call_id, DeadlineExceeded("the call's deadline passed"))
         except Exception as exc:
             await self._fail(call_id, exc)
+        finally:
+            self._done(call_id, asyncio.current_task())
 
     async def _fail(self, call_id: int, exc: Exception) -> None:
         status = status_of(exc)

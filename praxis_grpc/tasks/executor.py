@@ -200,7 +200,7 @@ class LocalExecutor:
             return stored, deduplicated
         self._admitting += 1
         written = self._ledger.insert(task)
-        written.add_done_callback(lambda future: self._admitted(task, future))
+        written.then(lambda future: self._admitted(task, future))
         stored, deduplicated = self._ledger.inserted(task, await written)
         if deduplicated:
             return await self._existing(stored, task_id, dispatched)

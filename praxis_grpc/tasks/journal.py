@@ -9,7 +9,7 @@ write returns a future that resolves only after its batch committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from praxis_grpc.tasks.model import Task
@@ -29,9 +29,39 @@ class Commit(asyncio.Future[WriteResult]):
     extra future costs every awaited write another event-loop round.
     """
 
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._then: list[Callable[[Commit], None]] = []
+
     def cancel(self, msg: Any | None = None) -> bool:
         """Refuse: the write is committed regardless (see the class docstring)."""
         return False
+
+    def then(self, callback: Callable[[Commit], None]) -> None:
+        """Call ``callback(self)`` as soon as the outcome is set, in the call
+        that sets it: before any task awaiting this future resumes and before
+        any ``add_done_callback`` callback runs, without the event-loop round
+        each of those costs. ``callback`` must not block; it may queue writes
+        (they go into the next batch). What it raises is reported to the
+        loop's exception handler, like a done callback's.
+        """
+        self._then.append(callback)
+
+    def settle(self, result: WriteResult | None, error: BaseException | None = None) -> None:
+        """Set the outcome (``error`` if given, else ``result``), then run the
+        :meth:`then` callbacks. Called by the :class:`GroupCommit` only."""
+        if error is None:
+            self.set_result(result)
+        else:
+            self.set_exception(error)
+        callbacks, self._then = self._then, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception as exc:
+                self.get_loop().call_exception_handler(
+                    {"message": "exception in a commit callback", "exception": exc, "future": self}
+                )
 
 
 class GroupCommit:
@@ -186,17 +216,17 @@ class GroupCommit:
             fold = folded.get(start + index)
             if fold is None:
                 for future in futures:
-                    future.set_result(result)
+                    future.settle(result)
                 continue
             first, updates = fold
             stored = result is write.task
             # The insert's futures first: their callbacks see the task inserted
             # before the updates' see it updated.
             for future in futures:
-                future.set_result(first if stored else result)
+                future.settle(first if stored else result)
             if stored:
                 for future in updates:
-                    future.set_result(None)
+                    future.settle(None)
             else:
                 retried.append((Write("update", write.task), updates))
         if retried:
@@ -208,4 +238,4 @@ def _fail(failed: Sequence[Sequence[Commit]], exc: Exception) -> None:
         for future in futures:
             error = StoreUnavailable(f"task store write failed: {exc}")
             error.__cause__ = exc
-            future.set_exception(error)
+            future.settle(None, error)

@@ -215,7 +215,7 @@ class Ledger:
         """
         self._fresh.discard(task.task_id)
         written = self._journal.insert(task)
-        written.add_done_callback(lambda future: self._stored(task, future))
+        written.then(lambda future: self._stored(task, future))
         return written
 
     def inserted(self, task: Task, result: WriteResult) -> tuple[Task, bool]:

@@ -102,6 +102,46 @@ async def test_calls_beyond_max_concurrent_rpcs_get_resource_exhausted(tmp_path:
             watch.cancel()
 
 
+async def test_a_call_over_max_concurrent_rpcs_is_refused_as_grpc_refused_it_and_frees_no_slot(
+    tmp_path: Path,
+) -> None:
+    # The node counts calls itself (api/call_limit.py) instead of grpc.aio's
+    # maximum_concurrent_rpcs: clients must see grpc's refusal unchanged, and a
+    # slot comes back when its call ends (a refused call held none).
+    async with (
+        node_with(tmp_path, max_concurrent_rpcs=1) as node,
+        grpc.aio.insecure_channel(node.endpoints.grpc) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        await watch.read()
+        for _ in range(2):
+            refused = agent.GetAgent(agent_service_pb2.GetAgentRequest(), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await refused
+            assert await refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await refused.details() == "Concurrent RPC limit exceeded!"
+            assert not tuple(await refused.trailing_metadata() or ())
+        watch.cancel()
+
+        async def served() -> bool:
+            try:
+                await agent.GetAgent(agent_service_pb2.GetAgentRequest(), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+            return True
+
+        async with asyncio.timeout(10):
+            while not await served():
+                await asyncio.sleep(0.01)
+        # One unary call at a time keeps being served: each gave its slot back.
+        for _ in range(3):
+            assert await served()
+
+
 def test_server_options_carry_every_limit() -> None:
     api = ApiConfig.model_validate(
         {

@@ -205,3 +205,49 @@ async def test_inserting_is_true_only_while_a_tasks_latest_pending_write_is_its_
     assert not journal.inserting("t-1")
     assert await inserted is submitted
     assert await update is None
+
+
+async def test_then_callbacks_run_when_the_batch_commits_before_any_waiter_resumes() -> None:
+    # then() runs in the commit itself (no event-loop round, unlike a done
+    # callback), in order, and a callback's error goes to the loop's handler.
+    loop = asyncio.get_running_loop()
+    reported: list[object] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    journal = GroupCommit(RecordingStore())
+    seen: list[str] = []
+    written = journal.insert(task("t-1"))
+    written.add_done_callback(lambda _: seen.append("done callback"))
+
+    def failing(_: object) -> None:
+        raise RuntimeError("callback failed")
+
+    written.then(lambda future: seen.append(f"then 1, done: {future.done()}"))
+    written.then(failing)
+    written.then(lambda _: seen.append("then 2"))
+
+    async def waiter() -> None:
+        await written
+        seen.append("waiter")
+
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0)
+    journal.flush()
+    assert seen == ["then 1, done: True", "then 2"]
+    await waiting
+    assert seen == ["then 1, done: True", "then 2", "done callback", "waiter"]
+    assert [str(exc) for exc in reported] == ["callback failed"]
+
+
+async def test_then_callbacks_see_a_failed_commit() -> None:
+    class FailingStore(RecordingStore):
+        def apply(self, writes: Sequence[Write]) -> builtins.list[WriteResult]:
+            raise OSError("disk full")
+
+    journal = GroupCommit(FailingStore())
+    written = journal.insert(task("t-1"))
+    outcomes: list[BaseException | None] = []
+    written.then(lambda future: outcomes.append(future.exception()))
+    journal.flush()
+    assert [type(exc).__name__ for exc in outcomes] == ["StoreUnavailable"]
+    with pytest.raises(Exception, match="disk full"):
+        await written
