@@ -66,7 +66,8 @@ class ApiConfig(Section):
         ge=1,
         le=1_000_000,
         description="calls in progress at once over all connections, streams included; "
-        "beyond it gRPC itself answers RESOURCE_EXHAUSTED",
+        "beyond it the next call is answered RESOURCE_EXHAUSTED before its handler runs "
+        "(api/call_limit.py)",
     )
     max_concurrent_streams: int = Field(
         default=2048,

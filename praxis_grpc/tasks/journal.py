@@ -39,13 +39,17 @@ class Commit(asyncio.Future[WriteResult]):
 
     def then(self, callback: Callable[[Commit], None]) -> None:
         """Call ``callback(self)`` as soon as the outcome is set, in the call
-        that sets it: before any task awaiting this future resumes and before
-        any ``add_done_callback`` callback runs, without the event-loop round
-        each of those costs. ``callback`` must not block; it may queue writes
-        (they go into the next batch). What it raises is reported to the
-        loop's exception handler, like a done callback's.
+        that sets it (at once if it is set already): before any task awaiting
+        this future resumes and before any ``add_done_callback`` callback
+        runs, without the event-loop round each of those costs. ``callback``
+        must not block; it may queue writes (they go into the next batch).
+        What it raises is reported to the loop's exception handler, like a
+        done callback's.
         """
-        self._then.append(callback)
+        if self.done():  # settled already: run it now
+            self._run(callback)
+        else:
+            self._then.append(callback)
 
     def settle(self, result: WriteResult | None, error: BaseException | None = None) -> None:
         """Set the outcome (``error`` if given, else ``result``), then run the
@@ -56,12 +60,15 @@ class Commit(asyncio.Future[WriteResult]):
             self.set_exception(error)
         callbacks, self._then = self._then, []
         for callback in callbacks:
-            try:
-                callback(self)
-            except Exception as exc:
-                self.get_loop().call_exception_handler(
-                    {"message": "exception in a commit callback", "exception": exc, "future": self}
-                )
+            self._run(callback)
+
+    def _run(self, callback: Callable[[Commit], None]) -> None:
+        try:
+            callback(self)
+        except Exception as exc:
+            self.get_loop().call_exception_handler(
+                {"message": "exception in a commit callback", "exception": exc, "future": self}
+            )
 
 
 class GroupCommit:

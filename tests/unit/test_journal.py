@@ -251,3 +251,12 @@ async def test_then_callbacks_see_a_failed_commit() -> None:
     assert [type(exc).__name__ for exc in outcomes] == ["StoreUnavailable"]
     with pytest.raises(Exception, match="disk full"):
         await written
+
+
+async def test_a_then_callback_added_after_the_commit_runs_at_once() -> None:
+    journal = GroupCommit(RecordingStore())
+    written = journal.insert(task("t-1"))
+    journal.flush()
+    seen: list[bool] = []
+    written.then(lambda future: seen.append(future.done()))
+    assert seen == [True]
