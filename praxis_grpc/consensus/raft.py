@@ -50,6 +50,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -66,6 +67,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 
 from praxis_grpc.config import RaftConfig
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport, check_pysyncobj_version
+from praxis_grpc.consensus._raft_watch import RaftWatch
 from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
 
 __all__ = ["RaftConsensus"]
@@ -181,6 +183,7 @@ class RaftConsensus:
         self._raft_leader = False
         self._resigning = False
         self._seen: tuple[_Claim | None, bool, int] | None = None
+        self._watch = RaftWatch(self._address)
         # A term whose leader is gone (suspect()); written on the loop,
         # consumed by _on_tick on pysyncobj's thread.
         self._expedite = 0
@@ -378,6 +381,7 @@ class RaftConsensus:
             return
         leader, term, claim = node._isLeader(), node.raftCurrentTerm, self._state.claim
         self._raft_leader = leader
+        self._watch.on_tick(node, claim[0] if claim is not None else 0, time.monotonic())
         expedite, self._expedite = self._expedite, 0
         if expedite and not leader and term == expedite:
             # No election since the dead leader's: the next tick starts one.
