@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from praxis_grpc.bounded_read import TooLarge, read_bounded
+
 #: The URI SAN scheme naming a node's libp2p peer id.
 PEER_URI_PREFIX = "praxis:peer:"
 CA_CERT = "ca.crt"
@@ -53,12 +55,11 @@ def read_limited(key: str, path: Path, limit: int) -> bytes:
         CertError: unreadable, or over ``limit`` bytes (the message names ``key``).
     """
     try:
-        data = path.read_bytes()
+        return read_bounded(path, limit)
     except OSError as exc:
         raise CertError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise CertError(f"{key}: {path} is over {limit} bytes")
-    return data
+    except TooLarge:
+        raise CertError(f"{key}: {path} is over {limit} bytes") from None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from praxis_grpc.bounded_read import TooLarge, read_bounded
+
 __all__ = ["Role", "TokenEntry", "TokenFileError", "TokenStore", "add_token", "new_token"]
 
 TOKEN_PREFIX = "praxis_"  # noqa: S105 - a prefix that makes tokens recognisable
@@ -156,12 +158,11 @@ def add_token(path: Path, name: str, role: Role) -> str:
 
 def _read_entries(path: Path) -> list[TokenEntry]:
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
+        raw = read_bounded(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise TokenFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise TokenFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    except TooLarge:
+        raise TokenFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes") from None
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:

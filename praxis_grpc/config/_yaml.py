@@ -14,6 +14,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from praxis_grpc.bounded_read import TooLarge, read_bounded
 from praxis_grpc.config._errors import MAX_QUOTE, ConfigError, key_path, quote
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -32,12 +33,11 @@ def read_mapping(path: Path, source: str) -> dict[str, Any]:
             with ``source``.
     """
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
+        raw = read_bounded(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+    except TooLarge:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES} bytes") from None
     return parse_mapping(raw, source)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,3 +89,12 @@ def free_addresses(count: int) -> list[str]:
     finally:
         for probe in probes:
             probe.close()
+
+
+def tick_until(member: Any, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Tick a pysyncobj member built with ``autoTick=False`` until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout:g}s: {what}")
+        member.doTick(0.01)

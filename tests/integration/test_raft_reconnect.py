@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.tcp_connection import (  # type: ignore[import-untyped,unused-ignore]
@@ -21,15 +19,7 @@ from pysyncobj.tcp_connection import (  # type: ignore[import-untyped,unused-ign
 
 from praxis_grpc.consensus import raft
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
-from tests.integration.helpers import free_addresses
-
-
-def _tick_until(member: Any, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:g}s: {what}")
-        member.doTick(0.01)
+from tests.integration.helpers import free_addresses, tick_until
 
 
 @contextlib.contextmanager
@@ -71,17 +61,17 @@ def test_a_connect_whose_syns_are_dropped_is_dialled_again(tmp_path: Path) -> No
                 started: float | None = transport._lastConnectAttempt.get(node)
                 return started
 
-            _tick_until(member, lambda: dialled() is not None, "dialling the peer")
+            tick_until(member, lambda: dialled() is not None, "dialling the peer")
             first = dialled()
             # The SYN is dropped; the member gives up and dials again.
-            _tick_until(
+            tick_until(
                 member,
                 lambda: dialled() not in (None, first),
                 "a second dial while the first connect hangs",
                 timeout=5.0,
             )
             hole.accept()[0].close()  # the heal: room in the accept queue
-            _tick_until(
+            tick_until(
                 member,
                 lambda: transport._connections[node].state == CONNECTION_STATE.CONNECTED,
                 "connected after the heal",

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,7 @@ from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unus
 from praxis_grpc.consensus import raft
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
 from praxis_grpc.consensus._raft_sockets import registered_connections
-from tests.integration.helpers import free_addresses
-
-
-def _tick_until(member: Any, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:g}s: {what}")
-        member.doTick(0.01)
+from tests.integration.helpers import free_addresses, tick_until
 
 
 @contextlib.contextmanager
@@ -97,10 +89,10 @@ def test_a_peer_that_dials_again_has_its_old_connection_closed(tmp_path: Path) -
     node = transport._nodeAddrToNode[peer]
     try:
         with _as_peer(own, peer) as first:
-            _tick_until(member, lambda: node in transport._connections, "the peer is connected")
+            tick_until(member, lambda: node in transport._connections, "the peer is connected")
             old = transport._connections[node]
             with _as_peer(own, peer):
-                _tick_until(
+                tick_until(
                     member,
                     lambda: transport._connections.get(node) not in (None, old),
                     "the peer's new connection replaces the old",
@@ -127,10 +119,10 @@ def test_destroy_closes_the_connections_the_transport_forgot(tmp_path: Path) -> 
     destroyed = False
     try:
         with _as_peer(own, peer) as first:
-            _tick_until(member, lambda: node in transport._connections, "the peer is connected")
+            tick_until(member, lambda: node in transport._connections, "the peer is connected")
             old = transport._connections[node]
             with _as_peer(own, peer) as second:
-                _tick_until(
+                tick_until(
                     member,
                     lambda: transport._connections.get(node) not in (None, old),
                     "the peer's new connection replaces the old",
