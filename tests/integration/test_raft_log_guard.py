@@ -9,6 +9,7 @@ See praxis_grpc/consensus/_raft_receiver.py for the rule under test.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +53,25 @@ class Network:
         self.appends: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
         self.links: dict[str, Any] = {}
         self.dropped: list[tuple[str, str]] = []  # (from, message type)
+        self.held: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (from, to): queued
+
+    def hold(self, sender: str, to: str) -> None:
+        """Queue what ``sender`` sends ``to`` until :meth:`release`: a slow link."""
+        self.held.setdefault((sender, to), [])
+
+    def release(self, sender: str, to: str) -> int:
+        """Deliver, in order, what the link queued; returns how many messages."""
+        queued, self.held[(sender, to)] = self.held[(sender, to)], []
+        for node, message in queued:
+            ReceiverRuleTransport._onMessageReceived(self.links[to], node, message)
+        return len(queued)
+
+    def queued(self, sender: str, to: str, kind: str) -> int:
+        return sum(1 for _, m in self.held.get((sender, to), []) if m.get("type") == kind)
+
+    def answered(self, sender: str, to: str, count: int) -> bool:
+        """Whether ``sender`` has answered ``count`` append entries on the held link to ``to``."""
+        return self.queued(sender, to, "next_node_idx") >= count
 
     def isolate(self, address: str, others: Sequence[str]) -> None:
         for other in others:
@@ -75,6 +95,9 @@ class Network:
                 if (node.address, to) in network.cut:
                     if isinstance(message, dict):
                         network.dropped.append((node.address, str(message.get("type"))))
+                    return
+                if (held := network.held.get((node.address, to))) is not None:
+                    held.append((node, message))
                     return
                 if isinstance(message, dict) and message.get("type") == "append_entries":
                     network.appends[to].append((node, message))
@@ -293,3 +316,59 @@ def test_a_member_cut_off_and_back_does_not_depose_a_healthy_leader(tmp_path: Pa
             == group.registers[b].data
             == {"during the cut": "during the cut"}
         )
+
+
+def test_a_deposed_leader_with_writes_of_its_own_catches_up_with_a_pipelining_leader(
+    group: Group,
+) -> None:
+    """Issue 10's stuck member. A leads and is cut off; it appends writes no
+    one else holds. B is elected and commits more than A ever held. After the
+    heal B sends A two append entries per round trip of A's (a busy leader
+    sends after every write it applies and at every heartbeat, and a loaded
+    follower answers slower than that).
+
+    pysyncobj's leader moves its next index for A past everything it sent, so
+    the second message of each round asks A about B's last entry, which A
+    lacks, and A's answer to it (its own last entry + 1) undoes the step back
+    the refusal of the first message earned: B never reaches the entries A
+    and B share, and A applies nothing while B leads (in the nemesis run,
+    until the leader compacted its log and sent a snapshot). A refusal now
+    names A's commit index + 1, whatever message it answers, so the next
+    message matches.
+    """
+    a, b = 0, 1
+    net, address = group.network, group.addresses
+    group.campaign(a)
+    net.isolate(address[a], address[1:])
+    outcomes: dict[str, int] = {}
+    deposed, leader = group.members[a], group.members[b]
+    before = last_index(deposed)
+    for key in ("lost-1", "lost-2", "lost-3"):
+        group.put(a, key, outcomes)
+    group.tick_until(lambda: last_index(deposed) == before + 3, "A appended its writes")
+    group.campaign(b)
+    kept = [f"kept-{i}" for i in range(5)]
+    for key in kept:
+        group.put(b, key, outcomes)
+    group.tick_until(lambda: all(key in outcomes for key in kept), "B's writes")
+    assert {outcomes[key] for key in kept} == {FAIL_REASON.SUCCESS}
+    assert last_index(leader) > last_index(deposed)
+
+    net.hold(address[b], address[a])
+    net.hold(address[a], address[b])
+    net.cut.clear()
+    for _ in range(8):
+        if deposed.raftLastApplied == last_index(leader):
+            break
+        group.tick_until(
+            lambda: net.queued(address[b], address[a], "append_entries") >= 2,
+            "B sent A two append entries",
+        )
+        answers = net.release(address[b], address[a])  # one answer each
+        group.tick_until(
+            functools.partial(net.answered, address[a], address[b], answers), "A answered each"
+        )
+        net.release(address[a], address[b])
+    assert deposed.raftLastApplied == last_index(leader), "A applied nothing of B's log"
+    assert group.registers[a].data == group.registers[b].data == {key: key for key in kept}
+    assert not {key for key, error in outcomes.items() if error == FAIL_REASON.SUCCESS} - set(kept)
