@@ -39,8 +39,15 @@ writes of its own applied nothing until the leader compacted its log (issue
 10). pysyncobj still gets the message, without its log part and without a
 commit index beyond its own, so it learns the leader and the term.
 
-Messages of an older term, the chunks of a large entry and snapshots reach
-pysyncobj unchanged. The rewrite reads pysyncobj's private journal and
+pysyncobj handles every snapshot chunk but the last as a heartbeat and
+commits up to its own log end, whose tail, on a deposed leader, holds writes
+of its old term the group never committed: it applied them (and their callers
+heard success) before the last chunk replaced its state. A snapshot chunk
+reaches pysyncobj with a commit index no higher than the member's own; the
+next AppendEntries after the snapshot commits as usual.
+
+Messages of an older term and the chunks of a large entry reach pysyncobj
+unchanged. The rewrite reads pysyncobj's private journal and
 transfer buffer, so it is tied to the pinned version;
 :func:`check_pysyncobj_version` refuses any other.
 """
@@ -207,11 +214,14 @@ class ReceiverRuleTransport(TidyTransport):
             return
         if kind == "append_entries":
             self._pre_vote.on_append_entries(message)
-        if (
-            kind == "append_entries"
-            and "prevLogIdx" in message
-            and message.get("term", -1) >= self._syncObj.raftCurrentTerm
-        ):
+        current = (
+            kind == "append_entries" and message.get("term", -1) >= self._syncObj.raftCurrentTerm
+        )
+        if current and "prevLogIdx" not in message:
+            # A snapshot chunk: it vouches for no entry of our log.
+            commit = int(self._syncObj.raftCommitIndex)
+            message = dict(message, commit_index=min(message["commit_index"], commit))
+        elif current:
             message = self._assemble(message)
             if message.get("transmission") is None:
                 log = self._syncObj._SyncObj__raftLog

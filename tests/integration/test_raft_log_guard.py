@@ -35,12 +35,14 @@ class Register(SyncObjConsumer):  # type: ignore[misc]  # pysyncobj is untyped
     """A replicated dict, written by key."""
 
     def __init__(self) -> None:
+        self.applied: list[str] = []  # every key applied, in order (not replicated)
         super().__init__()
         self.data: dict[str, str] = {}
 
     @_replicated
     def put(self, key: str, value: str) -> None:
         self.data[key] = value
+        self.applied.append(key)
 
 
 class Network:
@@ -59,9 +61,11 @@ class Network:
         """Queue what ``sender`` sends ``to`` until :meth:`release`: a slow link."""
         self.held.setdefault((sender, to), [])
 
-    def release(self, sender: str, to: str) -> int:
-        """Deliver, in order, what the link queued; returns how many messages."""
-        queued, self.held[(sender, to)] = self.held[(sender, to)], []
+    def release(self, sender: str, to: str, limit: int | None = None) -> int:
+        """Deliver, in order, what the link queued (the first ``limit``
+        messages if given); returns how many messages."""
+        queued = self.held[(sender, to)]
+        queued, self.held[(sender, to)] = queued[:limit], queued[len(queued[:limit]) :]
         for node, message in queued:
             ReceiverRuleTransport._onMessageReceived(self.links[to], node, message)
         return len(queued)
@@ -318,6 +322,32 @@ def test_a_member_cut_off_and_back_does_not_depose_a_healthy_leader(tmp_path: Pa
         )
 
 
+def depose_with_writes_of_its_own(
+    group: Group, old: int, new: int
+) -> tuple[dict[str, int], list[str]]:
+    """``old`` leads, is cut off and appends three writes; ``new`` is elected
+    by the rest and commits five, so its log is the longer one. Returns the
+    writes' outcomes so far and the keys committed."""
+    group.campaign(old)
+    group.network.isolate(
+        group.addresses[old], [a for a in group.addresses if a != group.addresses[old]]
+    )
+    outcomes: dict[str, int] = {}
+    deposed, leader = group.members[old], group.members[new]
+    before = last_index(deposed)
+    for key in ("lost-1", "lost-2", "lost-3"):
+        group.put(old, key, outcomes)
+    group.tick_until(lambda: last_index(deposed) == before + 3, "the old leader appended")
+    group.campaign(new)
+    kept = [f"kept-{i}" for i in range(5)]
+    for key in kept:
+        group.put(new, key, outcomes)
+    group.tick_until(lambda: all(key in outcomes for key in kept), "the new leader's writes")
+    assert {outcomes[key] for key in kept} == {FAIL_REASON.SUCCESS}
+    assert last_index(leader) > last_index(deposed)
+    return outcomes, kept
+
+
 def test_a_deposed_leader_with_writes_of_its_own_catches_up_with_a_pipelining_leader(
     group: Group,
 ) -> None:
@@ -338,22 +368,8 @@ def test_a_deposed_leader_with_writes_of_its_own_catches_up_with_a_pipelining_le
     """
     a, b = 0, 1
     net, address = group.network, group.addresses
-    group.campaign(a)
-    net.isolate(address[a], address[1:])
-    outcomes: dict[str, int] = {}
     deposed, leader = group.members[a], group.members[b]
-    before = last_index(deposed)
-    for key in ("lost-1", "lost-2", "lost-3"):
-        group.put(a, key, outcomes)
-    group.tick_until(lambda: last_index(deposed) == before + 3, "A appended its writes")
-    group.campaign(b)
-    kept = [f"kept-{i}" for i in range(5)]
-    for key in kept:
-        group.put(b, key, outcomes)
-    group.tick_until(lambda: all(key in outcomes for key in kept), "B's writes")
-    assert {outcomes[key] for key in kept} == {FAIL_REASON.SUCCESS}
-    assert last_index(leader) > last_index(deposed)
-
+    outcomes, kept = depose_with_writes_of_its_own(group, a, b)
     net.hold(address[b], address[a])
     net.hold(address[a], address[b])
     net.cut.clear()
@@ -371,4 +387,40 @@ def test_a_deposed_leader_with_writes_of_its_own_catches_up_with_a_pipelining_le
         net.release(address[a], address[b])
     assert deposed.raftLastApplied == last_index(leader), "A applied nothing of B's log"
     assert group.registers[a].data == group.registers[b].data == {key: key for key in kept}
+    assert not {key for key, error in outcomes.items() if error == FAIL_REASON.SUCCESS} - set(kept)
+
+
+def test_a_deposed_leader_installs_the_snapshot_without_applying_its_own_writes(
+    group: Group,
+) -> None:
+    """The end of issue 10's stall: the leader has compacted its log past
+    everything the deposed leader A holds, so A gets a snapshot. pysyncobj
+    handles each snapshot chunk but the last like a heartbeat and commits up
+    to its own log end, whose tail is A's writes of the old term: A applied
+    them (and their callers heard SUCCESS for writes the group never
+    committed) before the last chunk replaced its state. Chunks now commit
+    nothing; the snapshot is reached one chunk per tick here, as a large
+    snapshot spread over several reads is in production.
+    """
+    a, b = 0, 1
+    net, address = group.network, group.addresses
+    deposed, leader = group.members[a], group.members[b]
+    outcomes, kept = depose_with_writes_of_its_own(group, a, b)
+    leader.forceLogCompaction()
+    group.tick_until(
+        lambda: leader._SyncObj__raftLog[0][1] > deposed.raftCommitIndex + 1,
+        "B compacted its log past A's commit index",
+    )
+    net.hold(address[b], address[a])
+    net.cut.clear()
+    for _ in range(40):
+        if deposed.raftLastApplied == last_index(leader):
+            break
+        group.tick_until(lambda: bool(net.held[(address[b], address[a])]), "B sent A something")
+        net.release(address[b], address[a], limit=1)
+        for member in group.alive:
+            member.doTick(0.001)
+    assert deposed.raftLastApplied == last_index(leader), "A did not catch up"
+    assert group.registers[a].data == {key: key for key in kept}
+    assert not [key for key in group.registers[a].applied if key.startswith("lost")]
     assert not {key for key, error in outcomes.items() if error == FAIL_REASON.SUCCESS} - set(kept)
