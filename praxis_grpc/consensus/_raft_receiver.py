@@ -47,9 +47,9 @@ reaches pysyncobj with a commit index no higher than the member's own; the
 next AppendEntries after the snapshot commits as usual.
 
 Messages of an older term and the chunks of a large entry reach pysyncobj
-unchanged. The rewrite reads pysyncobj's private journal and
-transfer buffer, so it is tied to the pinned version;
-:func:`check_pysyncobj_version` refuses any other.
+unchanged. The rewrite reads pysyncobj's private journal and transfer buffer,
+so it is tied to the pinned version; :func:`check_pysyncobj_version` refuses
+any other.
 """
 
 from __future__ import annotations
