@@ -390,6 +390,29 @@ def test_a_deposed_leader_with_writes_of_its_own_catches_up_with_a_pipelining_le
     assert not {key for key, error in outcomes.items() if error == FAIL_REASON.SUCCESS} - set(kept)
 
 
+def test_a_deposed_leader_catches_up_with_a_leader_that_writes_on_every_tick(
+    group: Group,
+) -> None:
+    """The same stall over plain links: B takes a write on every tick, so it
+    sends A a message on every tick, before it reads A's answer to the one
+    before. With pysyncobj's refusals A applied nothing in 3,000 ticks (27 s
+    measured); now it catches up within a few."""
+    a, b = 0, 1
+    deposed, leader = group.members[a], group.members[b]
+    outcomes, kept = depose_with_writes_of_its_own(group, a, b)
+    target = last_index(leader)
+    group.network.cut.clear()
+    for tick in range(200):
+        if deposed.raftLastApplied >= target:
+            break
+        group.put(b, f"busy-{tick}", outcomes)
+        for member in group.alive:
+            member.doTick(0.001)
+    assert deposed.raftLastApplied >= target, "A applied nothing of B's log"
+    assert {key: key for key in kept}.items() <= group.registers[a].data.items()
+    assert not [key for key in group.registers[a].applied if key.startswith("lost")]
+
+
 def test_a_deposed_leader_installs_the_snapshot_without_applying_its_own_writes(
     group: Group,
 ) -> None:
