@@ -26,16 +26,36 @@ sees it, so pysyncobj's handler only ever deletes conflicting entries:
   §5.3 step 5 says) and the leader gets the success reply pysyncobj would
   have sent, for that same entry.
 
-Messages of an older term, failed consistency checks, the chunks of a large
-entry and snapshots reach pysyncobj unchanged. The rewrite reads pysyncobj's
-private journal and transfer buffer, so it is tied to the pinned version;
-:func:`check_pysyncobj_version` refuses any other.
+A message that fails the consistency check (the log lacks ``prevLogIdx`` or
+holds another term there) is refused with the index the leader should send
+from next, and it is always the same index until the log changes: the entry
+after the last one the follower knows the leader holds too (its commit index,
+or its last entry if that is of the leader's term). pysyncobj's own refusal
+names ``prevLogIdx`` (one step back) or, past the log end, the log end, and
+its leader moves its next index past whatever it sent; a leader that sends a
+follower two messages per round trip of that follower therefore had each step
+back undone by the refusal of its second message, and a deposed leader holding
+writes of its own applied nothing until the leader compacted its log (issue
+10). pysyncobj still gets the message, without its log part and without a
+commit index beyond its own, so it learns the leader and the term.
+
+pysyncobj handles every snapshot chunk but the last as a heartbeat and
+commits up to its own log end, whose tail, on a deposed leader, holds writes
+of its old term the group never committed: it applied them (and their callers
+heard success) before the last chunk replaced its state. A snapshot chunk
+reaches pysyncobj with a commit index no higher than the member's own; the
+next AppendEntries after the snapshot commits as usual.
+
+Messages of an older term and the chunks of a large entry reach pysyncobj
+unchanged. The rewrite reads pysyncobj's private journal and transfer buffer,
+so it is tied to the pinned version; :func:`check_pysyncobj_version` refuses
+any other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pysyncobj import pickle as pysyncobj_pickle  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.monotonic import monotonic as monotonicTime  # type: ignore[import-untyped,unused-ignore]
@@ -45,7 +65,13 @@ from pysyncobj.version import VERSION  # type: ignore[import-untyped,unused-igno
 from praxis_grpc.consensus._raft_prevote import PreVote
 from praxis_grpc.consensus._raft_sockets import TidyTransport
 
-__all__ = ["PINNED_PYSYNCOBJ", "ReceiverRuleTransport", "check_pysyncobj_version", "follow_rule"]
+__all__ = [
+    "PINNED_PYSYNCOBJ",
+    "ReceiverRuleTransport",
+    "Reply",
+    "check_pysyncobj_version",
+    "follow_rule",
+]
 
 PINNED_PYSYNCOBJ = "0.3.17"
 
@@ -63,24 +89,43 @@ def check_pysyncobj_version() -> str | None:
     return None
 
 
+class Reply(NamedTuple):
+    """The answer sent to the leader in pysyncobj's place (its ``next_node_idx`` message)."""
+
+    next_index: int  # the index the leader should send from next
+    success: bool  # True: the log holds every entry before next_index as the leader does
+
+    def message(self) -> _Message:
+        return {
+            "type": "next_node_idx",
+            "next_node_idx": self.next_index,
+            "reset": not self.success,
+            "success": self.success,
+        }
+
+
 def follow_rule(
-    message: _Message, term_at: Callable[[int], int | None], last_index: int
-) -> tuple[_Message | None, int | None]:
+    message: _Message, term_at: Callable[[int], int | None], last_index: int, commit_index: int
+) -> tuple[_Message, Reply | None]:
     """Decide what pysyncobj receives for an AppendEntries that passed the term check.
 
     Args:
-        message: the AppendEntries (``prevLogIdx``, ``prevLogTerm``, ``entries``).
+        message: the AppendEntries (``term``, ``commit_index``, ``prevLogIdx``,
+            ``prevLogTerm``, ``entries``).
         term_at: the term of the local entry at an index, None if there is none.
         last_index: the index of the last local entry.
+        commit_index: the local commit index (its entry is in every later
+            leader's log, at that index).
 
     Returns:
-        ``(message, None)``: hand pysyncobj this message (perhaps the original).
-        ``(message, matched)``: hand pysyncobj this message, which has no log
-        part, then reply success for index ``matched`` on its behalf.
+        ``(message, None)``: hand pysyncobj this message (perhaps the original)
+        and let it answer.
+        ``(message, reply)``: hand pysyncobj this message, which has no log
+        part, then send ``reply`` on its behalf.
     """
     prev, prev_term = message["prevLogIdx"], message["prevLogTerm"]
     if term_at(prev) != prev_term:
-        return message, None  # pysyncobj answers the failed consistency check
+        return _refusal(message, term_at, last_index, commit_index)
     entries: Sequence[_Entry] = message.get("entries", [])
     kept = 0
     for _, index, term in entries:
@@ -96,12 +141,29 @@ def follow_rule(
         rewritten = dict(message, prevLogIdx=prev, prevLogTerm=prev_term, entries=entries[kept:])
         return rewritten, None
     # Everything the message carries is here and the log goes on: keep it.
-    liveness = {
+    return _liveness(message, prev), Reply(prev + 1, success=True)
+
+
+def _refusal(
+    message: _Message, term_at: Callable[[int], int | None], last_index: int, commit_index: int
+) -> tuple[_Message, Reply]:
+    """A failed consistency check: ask for the entries after the last one the
+    leader certainly holds as we do, whichever message this answers."""
+    # Only this term's leader wrote entries of its term, and its log matches
+    # ours up to each of them (Log Matching); committed entries are in it too.
+    known = last_index if term_at(last_index) == message["term"] else commit_index
+    return _liveness(message, commit_index), Reply(known + 1, success=False)
+
+
+def _liveness(message: _Message, commit_limit: int) -> _Message:
+    """The message without its log part: pysyncobj learns the leader and the
+    term, and commits no further than ``commit_limit`` (§5.3 step 5: up to
+    the last entry the message vouched for)."""
+    return {
         "type": "append_entries",
         "term": message["term"],
-        "commit_index": min(message["commit_index"], prev),
+        "commit_index": min(message["commit_index"], commit_limit),
     }
-    return liveness, prev
 
 
 class ReceiverRuleTransport(TidyTransport):
@@ -152,11 +214,14 @@ class ReceiverRuleTransport(TidyTransport):
             return
         if kind == "append_entries":
             self._pre_vote.on_append_entries(message)
-        if (
-            kind == "append_entries"
-            and "prevLogIdx" in message
-            and message.get("term", -1) >= self._syncObj.raftCurrentTerm
-        ):
+        current = (
+            kind == "append_entries" and message.get("term", -1) >= self._syncObj.raftCurrentTerm
+        )
+        if current and "prevLogIdx" not in message:
+            # A snapshot chunk: it vouches for no entry of our log.
+            commit = int(self._syncObj.raftCommitIndex)
+            message = dict(message, commit_index=min(message["commit_index"], commit))
+        elif current:
             message = self._assemble(message)
             if message.get("transmission") is None:
                 log = self._syncObj._SyncObj__raftLog
@@ -165,18 +230,12 @@ class ReceiverRuleTransport(TidyTransport):
                 def term_at(index: int) -> int | None:
                     return int(log[index - first][2]) if first <= index <= last else None
 
-                message, matched = follow_rule(message, term_at, last)
-                if matched is not None:
+                # The first entry kept after a compaction was applied: committed.
+                committed = min(max(int(self._syncObj.raftCommitIndex), first), last)
+                message, reply = follow_rule(message, term_at, last, committed)
+                if reply is not None:
                     super()._onMessageReceived(node, message)
-                    self.send(
-                        node,
-                        {
-                            "type": "next_node_idx",
-                            "next_node_idx": matched + 1,
-                            "reset": False,
-                            "success": True,
-                        },
-                    )
+                    self.send(node, reply.message())
                     return
         super()._onMessageReceived(node, message)
 

@@ -28,11 +28,15 @@ the current term and vote are stored before they are announced. The journal is
 a memory-mapped file that pysyncobj does not fsync: the state survives any
 crash of the processes, not the loss of the machines' page caches.
 
-Two Raft rules pysyncobj 0.3.17 lacks are applied in front of it, at its
+Raft rules pysyncobj 0.3.17 lacks are applied in front of it, at its
 transport: an AppendEntries deletes only conflicting entries (§5.3; pysyncobj
 deleted every entry after ``prevLogIdx``, so a resend could drop committed
-ones), see :mod:`._raft_receiver`; and pre-vote (thesis §9.6), so a member
-back from a partition does not depose the leader, see :mod:`._raft_prevote`.
+ones), a refused one names where the leader should resume (the commit index
++ 1, the same for every message refused, so a leader with messages in flight
+cannot keep a deposed leader from ever catching up), and a snapshot chunk
+commits nothing of the member's own log, see :mod:`._raft_receiver`; and
+pre-vote (thesis §9.6), so a member back from a partition does not depose the
+leader, see :mod:`._raft_prevote`.
 
 pysyncobj speaks pickle, so the shared secret is mandatory; it encrypts and
 authenticates every connection. The member binds exactly its configured
