@@ -47,18 +47,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
-import io
 import logging
 import os
-import socket
 import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
     FAIL_REASON,
@@ -70,6 +67,15 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
 )
 
 from praxis_grpc.config import RaftConfig
+from praxis_grpc.consensus._raft_member import (
+    SyncObjHandle,
+    campaign_now,
+    check_bindable,
+    close_dump_files,
+    close_pipe,
+    lock_dir,
+    tick_thread,
+)
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport, check_pysyncobj_version
 from praxis_grpc.consensus._raft_watch import RaftWatch
 from praxis_grpc.consensus.base import ConsensusError, Leadership, LeadershipFeed, NotLeader
@@ -85,19 +91,6 @@ _NOTHING_WRITTEN = frozenset(
 )
 _REASONS = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
 _STOP_POLL = 0.005
-
-
-class _SyncObjHandle(Protocol):
-    """The part of ``pysyncobj.SyncObj`` this module uses (pysyncobj is untyped)."""
-
-    @property
-    def raftCurrentTerm(self) -> int: ...
-    def _isLeader(self) -> bool: ...
-    def waitBinded(self) -> None: ...
-    def addOnTickCallback(self, callback: Callable[[], None]) -> None: ...
-    def transferLeadership(self) -> None: ...
-    def destroy(self) -> None: ...
-    def _doDestroy(self) -> None: ...
 
 
 class _ReplicatedState(SyncObjConsumer):  # type: ignore[misc]  # pysyncobj is untyped
@@ -175,7 +168,7 @@ class RaftConsensus:
         self._grpc_address = grpc_address
         self._dir = data_dir / "raft"
         self._state = _ReplicatedState()
-        self._node: _SyncObjHandle | None = None
+        self._node: SyncObjHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._closed = False
@@ -200,7 +193,7 @@ class RaftConsensus:
         if self._node is not None or self._closed:
             raise ConsensusError("a raft member can be started once")
         self._loop = asyncio.get_running_loop()
-        self._lock_fd = _lock_dir(self._dir)
+        self._lock_fd = lock_dir(self._dir)
         election = self._config.election_timeout
         conf = SyncObjConf(
             password=self._secret,
@@ -223,11 +216,11 @@ class RaftConsensus:
             useFork=False,
         )
         try:
-            _check_bindable(self._address)
+            check_bindable(self._address)
             with warnings.catch_warnings():
                 # pysyncobj 0.3.17 reads the journal's meta file without closing it.
                 warnings.filterwarnings("ignore", category=ResourceWarning, module="pysyncobj")
-                node: _SyncObjHandle = SyncObj(
+                node: SyncObjHandle = SyncObj(
                     self._address,
                     self._peers,
                     conf,
@@ -243,7 +236,7 @@ class RaftConsensus:
         except Exception as exc:
             # The tick thread gave up and exited; release what it had opened.
             node._doDestroy()
-            _close_pipe(node)
+            close_pipe(node)
             self._release_dir()
             raise ConsensusError(
                 f"ha.consensus.raft.address {self._address}: cannot listen there"
@@ -262,7 +255,7 @@ class RaftConsensus:
         if node is not None:
             await self._resign()
             self._node = None
-            thread = _tick_thread(node)
+            thread = tick_thread(node)
             node.destroy()
             for _ in range(int(5.0 / _STOP_POLL)):
                 if thread is None or not thread.is_alive():
@@ -273,8 +266,8 @@ class RaftConsensus:
             if thread is not None:
                 thread.join(timeout=0.1)
             if thread is None or not thread.is_alive():
-                _close_pipe(node)
-                _close_dump_files(node)
+                close_pipe(node)
+                close_dump_files(node)
         for future in self._pending:
             if not future.done():
                 future.set_exception(
@@ -389,7 +382,7 @@ class RaftConsensus:
         expedite, self._expedite = self._expedite, 0
         if expedite and not leader and term == expedite:
             # No election since the dead leader's: the next tick starts one.
-            _campaign_now(node)
+            campaign_now(node)
         if leader and self._resigning:
             self._resigning = False
             node.transferLeadership()
@@ -454,74 +447,3 @@ def _read_secret(config: RaftConfig) -> str:
             "so only peers that know the secret may talk to it"
         )
     return config.secret
-
-
-def _lock_dir(directory: Path) -> int:
-    """Create the journal directory and lock it against a second member."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConsensusError(f"data_dir: cannot create {directory} ({exc})") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        raise ConsensusError(f"data_dir: {directory} is in use by another raft member") from exc
-    return fd
-
-
-def _check_bindable(address: str) -> None:
-    """Fail early, with the reason, if the raft address cannot be listened on."""
-    host, port = address.rsplit(":", 1)
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-        family, kind, proto, _, sockaddr = min(infos, key=lambda i: i[0] != socket.AF_INET)
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(sockaddr)
-    except OSError as exc:
-        raise ConsensusError(
-            f"ha.consensus.raft.address {address}: cannot listen there ({exc})"
-        ) from exc
-
-
-# pysyncobj 0.3.17 (pinned) keeps these private: the tick thread, which
-# destroy() stops without a non-blocking join, the wake-up pipe and dump
-# transfer files that destroy() leaves open, and the election deadline.
-
-
-def _campaign_now(node: _SyncObjHandle) -> None:
-    """Make a follower's next tick start an election (as Raft's TimeoutNow
-    does); call on pysyncobj's thread."""
-    if hasattr(node, "_SyncObj__raftElectionDeadline"):
-        node._SyncObj__raftElectionDeadline = 0
-
-
-def _tick_thread(node: _SyncObjHandle) -> threading.Thread | None:
-    thread = getattr(node, "_SyncObj__thread", None)
-    return thread if isinstance(thread, threading.Thread) else None
-
-
-def _close_pipe(node: _SyncObjHandle) -> None:
-    notifier = getattr(node, "_SyncObj__pipeNotifier", None)
-    for name in ("_PipeNotifier__pipeR", "_PipeNotifier__pipeW"):
-        fd = getattr(notifier, name, None)
-        if isinstance(fd, int):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _close_dump_files(node: _SyncObjHandle) -> None:
-    """Close the dump files a snapshot transfer to or from a peer left open
-    (a peer that went away mid-transfer, or this member closing during one)."""
-    serializer = getattr(node, "_SyncObj__serializer", None)
-    transmissions = getattr(serializer, "_Serializer__transmissions", None)
-    files = (
-        [t.get("file") for t in transmissions.values()] if isinstance(transmissions, dict) else []
-    )
-    files.append(getattr(serializer, "_Serializer__incomingTransmissionFile", None))
-    for file in files:
-        if isinstance(file, io.IOBase):
-            with contextlib.suppress(OSError):
-                file.close()

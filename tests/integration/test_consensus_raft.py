@@ -353,7 +353,7 @@ async def test_raft_port_in_use_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checked_by: str
 ) -> None:
     if checked_by == "pysyncobj":  # as if the port was taken right after the probe
-        monkeypatch.setattr(raft, "_check_bindable", lambda address: None)
+        monkeypatch.setattr(raft, "check_bindable", lambda address: None)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -24,7 +24,7 @@ from pysyncobj import (  # type: ignore[import-untyped,unused-ignore]
     replicated,
 )
 
-from praxis_grpc.consensus import raft
+from praxis_grpc.consensus._raft_member import campaign_now, close_pipe
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
 from tests.integration.helpers import free_addresses
 
@@ -159,7 +159,7 @@ class Group:
             lambda: all(member.isNodeConnected(peer) for peer in member.otherNodes),
             "connected",
         )
-        raft._campaign_now(member)
+        campaign_now(member)
         self.tick_until(
             lambda: (
                 member._isLeader()
@@ -186,7 +186,7 @@ class Group:
         member = self.members[index]
         self.alive.remove(member)
         member.destroy()
-        raft._close_pipe(member)
+        close_pipe(member)
 
     def close(self) -> None:
         for member in list(self.alive):

@@ -17,7 +17,7 @@ from pysyncobj.tcp_connection import (  # type: ignore[import-untyped,unused-ign
     CONNECTION_STATE,
 )
 
-from praxis_grpc.consensus import raft
+from praxis_grpc.consensus._raft_member import close_pipe
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
 from tests.integration.helpers import free_addresses, tick_until
 
@@ -78,4 +78,4 @@ def test_a_connect_whose_syns_are_dropped_is_dialled_again(tmp_path: Path) -> No
             )
         finally:
             member.destroy()
-            raft._close_pipe(member)
+            close_pipe(member)

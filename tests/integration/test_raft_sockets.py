@@ -24,7 +24,7 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped,unused-ignore]
 from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped,unused-ignore]
 
-from praxis_grpc.consensus import raft
+from praxis_grpc.consensus._raft_member import close_pipe
 from praxis_grpc.consensus._raft_receiver import ReceiverRuleTransport
 from praxis_grpc.consensus._raft_sockets import registered_connections
 from tests.integration.helpers import free_addresses, tick_until
@@ -79,7 +79,7 @@ def _member(tmp_path: Path, own: str, peer: str, transport: type[Any]) -> Any:
 
 def _destroy(member: Any) -> None:
     member.destroy()
-    raft._close_pipe(member)
+    close_pipe(member)
 
 
 def test_a_peer_that_dials_again_has_its_old_connection_closed(tmp_path: Path) -> None:
