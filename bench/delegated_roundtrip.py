@@ -18,7 +18,12 @@ each concurrency, every target in turn from a fresh load process
 - ``delegated``: SubmitTask at A, executed by B (every result's
   ``owner_agent_id`` must be B; other owners are counted);
 - ``direct``: SubmitTask at B, which runs it itself (no delegation), to show
-  what the hop costs.
+  what the hop costs;
+- ``proxy-unary`` and ``proxy-stream``: the floor under ``delegated``, bare
+  ``grpc.aio`` servers with no praxis work (:mod:`bench.proxy_floor`): A
+  forwards each call to a B that answers at once, as one unary call each or
+  over one bidirectional stream multiplexed by call id (the transport of the
+  peer session); the same message sizes as SubmitTask's.
 
 With ``--cluster`` the nodes get node certificates from a fresh CA (``cluster``
 section): admission on the mesh, and delegation over the members-only peer
@@ -87,10 +92,17 @@ from bench._secure_pair import (
 )
 from bench.echo_server import echo_server_process
 from bench.load import LoadResult, load_process
+from bench.proxy_floor import proxy_processes
 from praxis_grpc.credentials import ClientCredentials
 
 PLAIN_TARGETS = ("echo", "delegated", "direct")
-TARGETS = (*PLAIN_TARGETS, "delegated" + SECURE_SUFFIX, "direct" + SECURE_SUFFIX)
+PROXY_TARGETS = ("proxy-unary", "proxy-stream")
+TARGETS = (
+    *PLAIN_TARGETS,
+    *PROXY_TARGETS,
+    "delegated" + SECURE_SUFFIX,
+    "direct" + SECURE_SUFFIX,
+)
 TARGET_RATIO = 0.3
 TARGET_CONCURRENCY = 16
 NODE_A, NODE_B = "node-a", "node-b"
@@ -189,7 +201,7 @@ def measure(
     window = CpuWindow(servers)
     security = plan.security
     load = load_process(
-        "echo" if target == "echo" else "praxis",
+        target if target == "echo" else "proxy" if target in PROXY_TARGETS else "praxis",
         plan.address,
         concurrency=concurrency,
         requests=requests,
@@ -263,7 +275,7 @@ def markdown(rows: Sequence[Summary], rounds: int) -> str:
         for r in rows
     )
     lines.append(
-        "\nserver CPU is the echo server's for echo and A + B for delegated and direct "
+        "\nserver CPU is the echo server's for echo and A + B for the others "
         "(A idles during direct)."
     )
     if rounds > 1:
@@ -351,10 +363,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         type=choice_list(TARGETS),
-        default=list(PLAIN_TARGETS),
+        default=[*PLAIN_TARGETS, *PROXY_TARGETS],
         help=(
-            "which of echo,delegated,direct,delegated-secure,direct-secure to run "
-            "(default: echo,delegated,direct, in that order)"
+            "which of echo,delegated,direct,proxy-unary,proxy-stream,delegated-secure,"
+            "direct-secure to run "
+            "(default: echo,delegated,direct,proxy-unary,proxy-stream, in that order)"
         ),
     )
     parser.add_argument(
@@ -409,6 +422,14 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Run:
         progress(f"echo server pid {echo_pid} on {echo_address}")
         servers = {"echo": echo_pid}
         plans = {"echo": Plan(echo_address, {"echo": "echo"})}
+        for target in PROXY_TARGETS:
+            if target in args.targets:
+                with interrupts_deferred():
+                    kind = target.removeprefix("proxy-")
+                    address, a_pid, b_pid = stack.enter_context(proxy_processes(kind))
+                progress(f"{target}: A pid {a_pid} on {address}, B pid {b_pid}")
+                servers |= {f"{target}-a": a_pid, f"{target}-b": b_pid}
+                plans[target] = Plan(address, {f"{target}-a": NODE_A, f"{target}-b": NODE_B})
         owners: dict[str, str] = {}
         try:
             for prefix, cluster in clusters.items():

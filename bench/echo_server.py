@@ -37,8 +37,9 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> 
     return request
 
 
-async def serve() -> None:
-    """Serve until SIGTERM or EOF on stdin; print the bound port once serving."""
+async def serve(handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] | None = None) -> None:
+    """Serve ``handlers`` of :data:`SERVICE` (default: ``Echo``) until SIGTERM
+    or EOF on stdin; print the bound port once serving."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -52,7 +53,7 @@ async def serve() -> None:
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     # No serializers: the handler sees and returns the raw request bytes.
     handler = grpc.method_handlers_generic_handler(
-        SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+        SERVICE, handlers or {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(f"{HOST}:0")
@@ -63,8 +64,11 @@ async def serve() -> None:
 
 
 @contextlib.contextmanager
-def echo_server_process(timeout: float = 30.0) -> Iterator[tuple[str, int]]:
-    """Run the echo server in its own process for the duration of the block.
+def echo_server_process(
+    timeout: float = 30.0, module: str = "bench.echo_server", *args: str
+) -> Iterator[tuple[str, int]]:
+    """Run the echo server (or ``module`` with ``args``, which serves as
+    :func:`serve` does) in its own process for the duration of the block.
 
     Yields:
         The ``host:port`` it serves on and its pid.
@@ -73,7 +77,7 @@ def echo_server_process(timeout: float = 30.0) -> Iterator[tuple[str, int]]:
         RuntimeError: it exited or printed no port within ``timeout`` seconds.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server"],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=_REPO_ROOT,

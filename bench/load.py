@@ -8,7 +8,9 @@ first, and prints one JSON object (see :class:`LoadResult`) on stdout.
 
 Both targets receive the same ``SubmitTaskRequest`` built the same way: praxis
 through the generated stub, the echo server as bytes it returns unchanged. The
-client-side work is therefore identical and only the server differs.
+client-side work is therefore identical and only the server differs. A
+``proxy`` target (:mod:`bench.proxy_floor`) is called as the echo server is
+and answers a completed ``SubmitTaskResponse``.
 
 ``--tool calculator`` sends ``calculator`` tasks (``{"expression": "<i> + 1"}``,
 computed in the node's worker processes) instead of ``echo`` ones, to measure
@@ -43,7 +45,7 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2, task_service_pb2_grpc, 
 from praxis_grpc.credentials import ClientCredentials
 from praxis_grpc.wire import dict_to_struct
 
-TARGET_KINDS = ("echo", "praxis")
+TARGET_KINDS = ("echo", "praxis", "proxy")
 TOOLS = ("echo", "calculator")
 RPC_TIMEOUT = 30.0
 # Load-process start-up (imports, channel) on top of warm-up and measurement.
@@ -107,6 +109,20 @@ def _probe(
             return None if response == request else "echo returned a different message"
 
         return call_echo
+
+    if kind == "proxy":
+        proxy = channel.unary_unary(
+            METHOD,
+            request_serializer=task_service_pb2.SubmitTaskRequest.SerializeToString,
+            response_deserializer=task_service_pb2.SubmitTaskResponse.FromString,
+        )
+
+        async def call_proxy(index: int) -> str | None:
+            response = await proxy(submit_request(index, tool), timeout=RPC_TIMEOUT)
+            completed = response.task.state == types_pb2.TASK_STATE_COMPLETED
+            return None if completed else "the proxy returned no completed task"
+
+        return call_proxy
 
     stub = task_service_pb2_grpc.TaskServiceStub(channel)
 
