@@ -1,10 +1,11 @@
 """What a ``praxis`` process imports before it does its job (issue 11: start-up cost).
 
-Every CLI test, and every node a test starts, is a new process; each heavy
-module it imports costs every one of them. py-libp2p alone (with trio, which
-it pulls in) costs about a second of CPU here (``python -m bench.startup``).
-A client command talks gRPC to a node and needs none of the node's
-machinery, and a config error is reported before any of it is loaded.
+Every CLI test, every node a test starts and every tool worker a node starts is
+a new process; each heavy module it imports costs every one of them. py-libp2p
+alone (with trio, which it pulls in) costs about a second of CPU here
+(``python -m bench.startup``). A client command talks gRPC to a node and needs
+none of the node's machinery, a config error is reported before any of it is
+loaded, and a tool worker loads only the module of the function it runs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ NODE_ONLY = (
     "praxis_grpc.tasks.engine",
     "praxis_grpc.consensus.raft",
     "praxis_grpc.consensus.etcd",
+    # Tens of milliseconds, for a version string hardly anyone asks for.
+    "importlib.metadata",
 )
 #: Never imported outside the tests.
 TEST_ONLY = ("hypothesis", "pytest", "praxis_grpc.testing")
@@ -101,3 +104,28 @@ def test_a_config_error_is_reported_before_the_node_is_imported(tmp_path: Path) 
     found = imported(tmp_path, "node", "--config", str(bad))
     assert not [m for m in found if m in ("libp2p", "trio", "praxis_grpc.node")]
     assert not [m for m in found if m in TEST_ONLY]
+
+
+def test_a_tool_worker_loads_only_what_its_functions_need(tmp_path: Path) -> None:
+    """A worker imports ``praxis_grpc.tools`` to reach the module it runs; the
+    package imported every tool (jsonschema, pydantic, psutil) on each spawn."""
+    modules = [
+        "praxis_grpc.tools._worker",
+        "praxis_grpc.tools.calculator",
+        "praxis_grpc.tools.text",
+        "praxis_grpc.tools.files",
+    ]
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(json.dumps([m for m in {list(NODE_ONLY)!r} if m in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert json.loads(done.stdout) == []
