@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import selectors
+import socket
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -56,6 +58,7 @@ class HttpEndpoints:
         self._tokens = tokens
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
 
     @property
     def port(self) -> int:
@@ -73,19 +76,45 @@ class HttpEndpoints:
         handler = _handler(self._registry, self._agent_card, self._tokens)
         server = ThreadingHTTPServer((host, port), handler)
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name="praxis-http", daemon=True)
+        # handle_request() is only called once a connection waits: never block in it.
+        server.timeout = 0
+        wake = socket.socketpair()
+        thread = threading.Thread(
+            target=_serve, args=(server, wake[0]), name="praxis-http", daemon=True
+        )
         thread.start()
-        self._server, self._thread = server, thread
+        self._server, self._thread, self._wake = server, thread, wake
 
     def close(self) -> None:
         """Stop serving and release the port. Idempotent."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
         assert self._thread is not None
+        assert self._wake is not None
+        self._wake[1].send(b"x")
         self._thread.join(timeout=5)
-        self._server = None
+        self._server.server_close()
+        for end in self._wake:
+            end.close()
+        self._server = self._wake = None
+
+
+def _serve(server: ThreadingHTTPServer, wake: socket.socket) -> None:
+    """Serve ``server`` until ``wake`` becomes readable.
+
+    ``serve_forever`` notices ``shutdown()`` only at its next poll, every
+    0.5 s: every node stop (and so every test's teardown) waited for it. This
+    loop sleeps until a connection or the wake-up arrives, so a close is at
+    once and an idle node does not poll.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(server, selectors.EVENT_READ)
+        selector.register(wake, selectors.EVENT_READ)
+        while True:
+            ready = selector.select()
+            if any(key.fileobj is wake for key, _ in ready):
+                return
+            server.handle_request()
 
 
 def _handler(

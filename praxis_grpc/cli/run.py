@@ -72,9 +72,6 @@ def _cmd_node(args: argparse.Namespace) -> int:
     import asyncio
 
     from praxis_grpc.config import ConfigError, load_config
-    from praxis_grpc.heap import limit_heap_retention
-    from praxis_grpc.launcher import write_ready_file
-    from praxis_grpc.node import Node, StartupError
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -85,6 +82,11 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"praxis: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    # Only a valid config pays for the node's modules (most of the start-up).
+    from praxis_grpc.heap import limit_heap_retention
+    from praxis_grpc.launcher import write_ready_file
+    from praxis_grpc.node import Node, StartupError
+
     limit_heap_retention()
 
     async def run() -> int:

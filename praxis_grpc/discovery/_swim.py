@@ -182,7 +182,7 @@ class SwimService:
                         await self._wake.wait()
                     self._wake = trio.Event()
                     self._membership.tick(trio.current_time())
-                    if self._leaving and not self._membership.pending_broadcasts:
+                    if self._leaving and self._membership.leave_spread:
                         self._spread.set()
             finally:
                 self._nursery = None  # closing: start nothing more in it

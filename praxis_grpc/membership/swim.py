@@ -248,8 +248,20 @@ class Membership:
                 self._at(now + self._config.probe_timeout, _RELAY_TIMEOUT, seq)
 
     def leave(self, now: float) -> None:
-        """Tell everyone we leave; keep driving until :attr:`pending_broadcasts` is 0."""
+        """Tell everyone we leave; keep driving until :attr:`leave_spread`."""
         self._table.leave(now)
+
+    @property
+    def leave_spread(self) -> bool:
+        """After :meth:`leave`: everything queued went out (our leave with it, as
+        many times as any broadcast does), or no other member is alive or suspect
+        to hear it.
+
+        Like memberlist's ``Leave``, which waits only if another member is alive:
+        a node alone, or whose peers all left or died, never sends its queue, and
+        its every stop waited out the whole leave timeout.
+        """
+        return self._table.leave_spread()
 
     @property
     def pending_broadcasts(self) -> int:

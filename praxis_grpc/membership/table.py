@@ -161,6 +161,14 @@ class MemberTable:
         me.state, me.since = State.LEFT, now
         self.queue.push(me.claim)
 
+    def leave_spread(self) -> bool:
+        """See :attr:`Membership.leave_spread`."""
+        if not self.left:
+            return False
+        if not self.queue:
+            return True
+        return all(r.state in GONE for m, r in self.records.items() if m != self.local)
+
     def expire(self, now: float, member: str) -> None:
         """Declare ``member`` dead if its suspicion's deadline has passed unrefuted."""
         suspicion = self._suspicions.get(member)

@@ -153,6 +153,42 @@ def test_left_member_is_marked_left_not_dead() -> None:
     assert sim.agree("n4", State.LEFT)
 
 
+def test_a_leave_waits_until_the_queue_is_sent() -> None:
+    sim = cluster(6)
+    sim.run_for(1.0)
+    leaving = sim.nodes["n4"].membership
+    assert not leaving.leave_spread  # nothing to spread before a leave
+    leaving.leave(sim.now)
+    assert not leaving.leave_spread  # five members alive to tell
+    assert sim.run_until(lambda: leaving.leave_spread, limit=10)
+    sim.kill("n4", refuse=False)
+    assert sim.run_until(lambda: sim.agree("n4", State.LEFT), limit=10)
+
+
+def test_a_member_with_nobody_alive_to_tell_has_spread_its_leave_at_once() -> None:
+    """Issue 11 (suite time): a node whose peers had all stopped, or that was
+    alone, waited its whole leave timeout (2 s) on every stop, because it
+    waited for its queue to drain and nobody is there to send it to."""
+    alone = cluster(1)
+    alone.run_for(1.0)
+    membership = alone.nodes["n0"].membership
+    membership.leave(alone.now)
+    alone.run_for(10.0)
+    assert membership.pending_broadcasts > 0  # never sent: what the stop waited for
+    assert membership.leave_spread
+
+    sim = cluster(3)
+    sim.run_for(1.0)
+    for name in ("n1", "n2"):
+        sim.nodes[name].membership.leave(sim.now)
+    assert sim.run_until(lambda: sim.agree("n1", State.LEFT, ["n0"]), limit=10)
+    assert sim.run_until(lambda: sim.agree("n2", State.LEFT, ["n0"]), limit=10)
+    last = sim.nodes["n0"].membership
+    last.leave(sim.now)
+    assert last.pending_broadcasts > 0  # their LEFT claims: gossiped to nobody
+    assert last.leave_spread
+
+
 def test_refused_connection_is_certain_evidence() -> None:
     sim = cluster(6)
     sim.run_for(1.0)
