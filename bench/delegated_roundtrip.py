@@ -23,7 +23,12 @@ each concurrency, every target in turn from a fresh load process
   ``grpc.aio`` servers with no praxis work (:mod:`bench.proxy_floor`): A
   forwards each call to a B that answers at once, as one unary call each or
   over one bidirectional stream multiplexed by call id (the transport of the
-  peer session); the same message sizes as SubmitTask's.
+  peer session); the same message sizes as SubmitTask's;
+- ``proxy-stream-trio``, ``proxy-stream-heap`` (not run by default): that
+  stream floor with one of a praxis node's traits each (a trio thread waking
+  as often as libp2p's, with as much Python work; praxis' node modules
+  imported, a node's heap), to isolate why grpc/asyncio work costs more in
+  a node (issue 11, README "Seventh pass").
 
 With ``--cluster`` the nodes get node certificates from a fresh CA (``cluster``
 section): admission on the mesh, and delegation over the members-only peer
@@ -97,9 +102,15 @@ from praxis_grpc.credentials import ClientCredentials
 
 PLAIN_TARGETS = ("echo", "delegated", "direct")
 PROXY_TARGETS = ("proxy-unary", "proxy-stream")
+# The stream floor with a praxis node's traits: target -> bench.proxy_floor options.
+FLOOR_VARIANTS = {
+    "proxy-stream-trio": ("--trio-rate=130", "--trio-work-us=100"),
+    "proxy-stream-heap": ("--praxis-heap",),
+}
 TARGETS = (
     *PLAIN_TARGETS,
     *PROXY_TARGETS,
+    *FLOOR_VARIANTS,
     "delegated" + SECURE_SUFFIX,
     "direct" + SECURE_SUFFIX,
 )
@@ -201,7 +212,7 @@ def measure(
     window = CpuWindow(servers)
     security = plan.security
     load = load_process(
-        target if target == "echo" else "proxy" if target in PROXY_TARGETS else "praxis",
+        target if target == "echo" else "proxy" if target.startswith("proxy-") else "praxis",
         plan.address,
         concurrency=concurrency,
         requests=requests,
@@ -365,8 +376,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=choice_list(TARGETS),
         default=[*PLAIN_TARGETS, *PROXY_TARGETS],
         help=(
-            "which of echo,delegated,direct,proxy-unary,proxy-stream,delegated-secure,"
-            "direct-secure to run "
+            "which of echo,delegated,direct,proxy-unary,proxy-stream,proxy-stream-trio,"
+            "proxy-stream-heap,delegated-secure,direct-secure to run "
             "(default: echo,delegated,direct,proxy-unary,proxy-stream, in that order)"
         ),
     )
@@ -422,11 +433,12 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Run:
         progress(f"echo server pid {echo_pid} on {echo_address}")
         servers = {"echo": echo_pid}
         plans = {"echo": Plan(echo_address, {"echo": "echo"})}
-        for target in PROXY_TARGETS:
+        for target in (*PROXY_TARGETS, *FLOOR_VARIANTS):
             if target in args.targets:
                 with interrupts_deferred():
-                    kind = target.removeprefix("proxy-")
-                    address, a_pid, b_pid = stack.enter_context(proxy_processes(kind))
+                    kind = target.split("-")[1]
+                    options = FLOOR_VARIANTS.get(target, ())
+                    address, a_pid, b_pid = stack.enter_context(proxy_processes(kind, *options))
                 progress(f"{target}: A pid {a_pid} on {address}, B pid {b_pid}")
                 servers |= {f"{target}-a": a_pid, f"{target}-b": b_pid}
                 plans[target] = Plan(address, {f"{target}-a": NODE_A, f"{target}-b": NODE_B})

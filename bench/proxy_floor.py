@@ -1,6 +1,7 @@
 """The floor under a delegated task: bare ``grpc.aio`` proxies with no praxis work.
 
-Run as ``python -m bench.proxy_floor --role ROLE [--upstream HOST:PORT]``; like
+Run as ``python -m bench.proxy_floor --role ROLE [--upstream HOST:PORT]
+[--trio-rate HZ] [--trio-work-us US] [--praxis-heap]``; like
 :mod:`bench.echo_server` it binds 127.0.0.1 on an ephemeral port, prints the
 port and serves until SIGTERM or until its stdin closes. Roles:
 
@@ -24,6 +25,15 @@ delegated ``echo`` task (a UUID, both agents' ids, four timestamps, the
 arguments and result), so the sizes on both hops are praxis'. A stream
 message is a run of entries, each an 8-byte call id, a 4-byte length and
 that many bytes.
+
+Two variants (issue 11, wt19-q19: what makes grpc/asyncio work dearer in a
+praxis node), both off by default: ``--trio-rate HZ`` runs a trio thread
+beside the event loop, as praxis' libp2p thread does, waking HZ times a
+second and doing ``--trio-work-us`` µs of Python work (holding the GIL) each
+time; ``--praxis-heap`` imports praxis' node modules (libp2p, pydantic, the
+protobuf descriptors, ...), so the process carries a praxis node's heap
+(~124 000 objects tracked by the collector, a node ~129 000; the floor
+~36 000) and its garbage collections walk it.
 """
 
 from __future__ import annotations
@@ -31,7 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import struct
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +58,15 @@ from praxis_grpc._gen.praxis.v1 import task_service_pb2, types_pb2
 from praxis_grpc.wire import dict_to_struct
 
 ROLES = ("unary-a", "unary-b", "stream-a", "stream-b")
+# What a node process imports beyond the floor (``--praxis-heap``).
+PRAXIS_MODULES = (
+    "praxis_grpc.cli",
+    "praxis_grpc.node",
+    "praxis_grpc.node_process",
+    "praxis_grpc.assembly",
+    "praxis_grpc.serving",
+    "praxis_grpc.discovery.libp2p",
+)
 STREAM_METHOD = f"/{SERVICE}/Stream"
 _ENTRY = struct.Struct(">QI")
 # A libp2p agent id, as praxis' agents have.
@@ -168,20 +190,42 @@ class StreamForwarder:
         await self._channel.close(grace=None)
 
 
+def start_trio_thread(rate: float, work_us: float) -> threading.Thread:
+    """A daemon thread running trio, waking ``rate`` times a second and
+    spending ``work_us`` µs in Python code at each wake-up (what praxis'
+    libp2p thread does: SWIM probes, gossip, DHT, ~130 wake-ups a second
+    under the delegated load, ~100 µs of steps each)."""
+    import trio
+
+    period, work_s = 1.0 / rate, work_us / 1e6
+
+    async def tick() -> None:
+        while True:
+            await trio.sleep(period)
+            until = time.perf_counter() + work_s
+            scratch: dict[int, int] = {}
+            while time.perf_counter() < until:
+                scratch[len(scratch) % 64] = len(scratch)
+
+    thread = threading.Thread(target=trio.run, args=(tick,), name="floor-trio", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
-def proxy_processes(kind: str) -> Iterator[tuple[str, int, int]]:
+def proxy_processes(kind: str, *options: str) -> Iterator[tuple[str, int, int]]:
     """Run B, then A forwarding to it (``kind``: unary or stream), each in
-    its own process, for the duration of the block.
+    its own process with the command line ``options`` (the variants), for
+    the duration of the block.
 
     Yields:
         A's ``host:port``, A's pid and B's pid.
     """
     with (
-        echo_server_process(30.0, __name__, f"--role={kind}-b") as (b_address, b_pid),
-        echo_server_process(30.0, __name__, f"--role={kind}-a", f"--upstream={b_address}") as (
-            a_address,
-            a_pid,
-        ),
+        echo_server_process(60.0, __name__, f"--role={kind}-b", *options) as (b_address, b_pid),
+        echo_server_process(
+            60.0, __name__, f"--role={kind}-a", f"--upstream={b_address}", *options
+        ) as (a_address, a_pid),
     ):
         yield a_address, a_pid, b_pid
 
@@ -205,9 +249,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=ROLES, required=True)
     parser.add_argument("--upstream", default="", help="B's host:port (for A)")
+    parser.add_argument("--trio-rate", type=float, default=0.0, help="trio thread wake-ups/s")
+    parser.add_argument("--trio-work-us", type=float, default=100.0, help="µs per wake-up")
+    parser.add_argument("--praxis-heap", action="store_true", help="import praxis' node modules")
     args = parser.parse_args(argv)
     if args.role.endswith("-a") and not args.upstream:
         parser.error("--upstream is required for A")
+    if args.praxis_heap:
+        for module in PRAXIS_MODULES:
+            importlib.import_module(module)
+    if args.trio_rate > 0:
+        start_trio_thread(args.trio_rate, args.trio_work_us)
     asyncio.run(_serve(args.role, args.upstream))
 
 
