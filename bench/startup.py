@@ -25,7 +25,8 @@ which moves far less than wall time when other work shares the machine.
 With ``--checkout DIR`` (repeatable) each case runs the ``praxis`` of that
 source tree (child processes start in DIR with ``PYTHONPATH=DIR``); the default
 is this tree. Give two to compare a change with its base side by side, e.g.
-``--checkout /work/main --checkout .``. The table shows medians over runs.
+``--checkout ../base --checkout .`` (a ``git worktree`` of the base
+revision). The table shows medians over runs.
 Run it by hand; tests never run it.
 """
 

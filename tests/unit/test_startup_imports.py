@@ -129,3 +129,18 @@ def test_a_tool_worker_loads_only_what_its_functions_need(tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     assert json.loads(done.stdout) == []
+
+
+def test_the_tools_package_names_each_export_once_where_it_is_loaded_from() -> None:
+    """``praxis_grpc.tools`` loads its names on first use from a table of their
+    modules; the table and ``__all__`` (which mypy and ``import *`` read) must
+    name the same things, and each must resolve to what its module defines."""
+    import importlib
+
+    import praxis_grpc.tools as tools
+
+    table: dict[str, str] = tools._WHERE
+    assert set(table) == set(tools.__all__)
+    for name, module in table.items():
+        defined = getattr(importlib.import_module(f"praxis_grpc.tools.{module}"), name)
+        assert getattr(tools, name) is defined, name
