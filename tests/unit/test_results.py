@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -182,3 +183,21 @@ def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
     fine = Task(**{**task.__dict__, "result": {"ok": 1}})
     assert storable(fine, 1024 * 1024) == fine
     assert storable(fine, 4).error.reason == Reason.RESULT_TOO_LARGE  # type: ignore[union-attr]
+
+
+def test_a_foreign_result_that_is_json_already_is_kept_as_it_is() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    task = Task(
+        task_id="t",
+        tool="echo",
+        arguments={},
+        state=TaskState.COMPLETED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id="agent-b",
+        result={"n": 1, "items": [1.5, None, {"s": "x"}]},
+        finished_at=now,
+    )
+    assert storable(task, 1024) is task
+    tuples: dict[str, Any] = {"t": (1, 2)}
+    assert storable(replace(task, result=tuples), 1024).result == {"t": [1, 2]}
