@@ -21,10 +21,20 @@ Knobs (to test a cause on an unmodified node): ``PRAXIS_PROBE_FREEZE=S``
 calls :func:`gc.freeze` S seconds after start-up;
 ``PRAXIS_PROBE_THRESHOLD=a,b,c`` sets :func:`gc.set_threshold`;
 ``PRAXIS_PROBE_GC_OFF=1`` disables the collector.
+
+``PRAXIS_PROBE_CPROFILE=1`` also profiles each process's main thread (the
+event loop's, in a node) with :mod:`cProfile` from start-up and writes
+``<dir>/<pid>.pstats`` when the process exits normally (a node or the echo
+server does on SIGTERM). Call counts are exact, so calls per request are
+repeatable on a noisy machine: run the benchmark twice with different
+``--requests`` (and the same ``--warmup``) and divide the difference of each
+function's ``ncalls`` by the difference of requests served; the profiler's
+own overhead makes its times a guide only (about twice the real CPU).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import json
@@ -167,5 +177,20 @@ def _start() -> None:
     threading.Thread(target=dump, name="praxis-probe", daemon=True).start()
 
 
+def _profile() -> None:
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(_DIR, f"{os.getpid()}.pstats"))
+
+    atexit.register(dump)
+    profiler.enable()
+
+
 if _DIR:
     _start()
+    if os.environ.get("PRAXIS_PROBE_CPROFILE"):
+        _profile()

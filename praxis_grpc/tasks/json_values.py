@@ -21,6 +21,17 @@ MAX_JSON_DEPTH: Final = 20
 _MAX_DOUBLE: Final = 1.7976931348623157e308
 
 
+class CheckedObject(dict[str, Any]):
+    """A JSON object that passed :func:`check_json_object`, made by the code
+    that checked it (a tool's result, see
+    :func:`~praxis_grpc.tasks.results.checked_result`), so a reader of the
+    same process need not check it again. Never changed after it was made.
+    What comes back from a store or another node is a plain dict, checked
+    where it is read."""
+
+    __slots__ = ()
+
+
 def check_json_object(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Accept ``value`` if it is a JSON object a ``Struct`` can carry.
 

@@ -134,7 +134,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.origin_agent_id,
         task.idempotency_key,
         float(task.timeout),
-        _to_json(list(task.tags)),
+        _to_json(list(task.tags)) if task.tags else "[]",
         task.preferred_agent,
         *_outcome(task),
         task.attempt,
