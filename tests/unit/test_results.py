@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.errors import InvalidArgument, ToolError
-from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, CheckedObject, check_json_object
+from praxis_grpc.tasks.json_values import (
+    MAX_JSON_DEPTH,
+    CheckedObject,
+    check_json_object,
+    compact_json,
+)
 from praxis_grpc.tasks.model import Reason, Task, TaskState
 from praxis_grpc.tasks.results import checked_result, storable, struct_bytes
 from praxis_grpc.wire import dict_to_struct, struct_to_dict
@@ -241,3 +246,11 @@ def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
     fine = Task(**{**task.__dict__, "result": {"ok": 1}})
     assert storable(fine, 1024 * 1024) == fine
     assert storable(fine, 4).error.reason == Reason.RESULT_TOO_LARGE  # type: ignore[union-attr]
+
+
+@SETTINGS
+@given(json_like(ANY_TEXT) | st.lists(st.text()), st.booleans())
+def test_the_compact_encoder_writes_what_json_writes(value: Any, sort_keys: bool) -> None:
+    # Rows and request fingerprints are written with it: the text must not change.
+    expected = json.JSONEncoder(separators=(",", ":"), sort_keys=sort_keys).encode(value)
+    assert compact_json(sort_keys=sort_keys)(value) == expected
