@@ -466,9 +466,15 @@ def submission_from_proto(
         raise InvalidArgument(
             "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
         )
-    check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
-    check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
-    check_length("target_agent", request.target_agent, MAX_NAME_LENGTH)
+    key, preferred, target = request.idempotency_key, request.preferred_agent, request.target_agent
+    if (
+        len(key) > MAX_KEY_LENGTH
+        or len(preferred) > MAX_NAME_LENGTH
+        or len(target) > MAX_NAME_LENGTH
+    ):
+        check_length("idempotency_key", key, MAX_KEY_LENGTH)
+        check_length("preferred_agent", preferred, MAX_NAME_LENGTH)
+        check_length("target_agent", target, MAX_NAME_LENGTH)
     timeout = None
     if request.HasField("timeout"):
         timeout = duration_seconds(request.timeout, "timeout")
@@ -483,12 +489,12 @@ def submission_from_proto(
     return Submission(
         tool=request.tool,
         arguments=struct_to_dict(request.arguments),
-        idempotency_key=request.idempotency_key,
+        idempotency_key=key,
         timeout=timeout,
         tags=tuple(request.tags),
-        preferred_agent=request.preferred_agent,
+        preferred_agent=preferred,
         submitter=submitter,
-        target_agent=request.target_agent,
+        target_agent=target,
     )
 
 
