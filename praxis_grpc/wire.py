@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -27,6 +27,10 @@ _MAX_KEY_SHOWN = 40  # characters of an object key shown in a field path
 # google/protobuf/duration.proto: about 10,000 years, and nanos of one second.
 _MAX_DURATION_SECONDS = 315_576_000_000
 _MAX_NANOS = 999_999_999
+# google/protobuf/timestamp.proto: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRANSPORTS = {
     "grpc": types_pb2.TRANSPORT_GRPC,
     "libp2p": types_pb2.TRANSPORT_LIBP2P,
@@ -252,12 +256,16 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def task_from_proto(message: types_pb2.Task) -> Task:
+def task_from_proto(message: types_pb2.Task, arguments: dict[str, Any] | None = None) -> Task:
     """A ``praxis.v1.Task`` as a domain task (inverse of :func:`task_to_proto`).
 
     Unset optional timestamps (or the zero timestamp) become ``None``, an
     unset timeout ``0.0``, an unset result or error ``None``. The request
     fingerprint is not part of the message and comes back empty.
+
+    ``arguments``, when given, is the task's arguments as the caller already
+    holds them (the ones it sent with the task): the message's are not
+    decoded, and not checked.
 
     Raises:
         InvalidArgument: the state is not a task state, or a Struct holds a
@@ -268,10 +276,12 @@ def task_from_proto(message: types_pb2.Task) -> Task:
     return Task(
         task_id=message.task_id,
         tool=message.tool,
-        arguments=struct_to_dict(message.arguments, "task.arguments"),
+        arguments=struct_to_dict(message.arguments, "task.arguments")
+        if arguments is None
+        else arguments,
         state=_TASK_STATES[message.state],
-        created_at=message.created_at.ToDatetime(tzinfo=UTC),
-        updated_at=message.updated_at.ToDatetime(tzinfo=UTC),
+        created_at=_datetime(message.created_at),
+        updated_at=_datetime(message.updated_at),
         owner_agent_id=message.owner_agent_id,
         origin_agent_id=message.origin_agent_id,
         idempotency_key=message.idempotency_key,
@@ -298,6 +308,16 @@ def _moment(value: timestamp_pb2.Timestamp) -> datetime | None:
     """An optional timestamp: unset (which reads as zero) or zero is None."""
     if value.seconds == 0 and value.nanos == 0:
         return None
+    return _datetime(value)
+
+
+def _datetime(value: timestamp_pb2.Timestamp) -> datetime:
+    """``value.ToDatetime(tzinfo=UTC)``, without its pure-Python checks and
+    time-zone conversion for a timestamp in the valid range (it raises
+    ValueError as protobuf does for one outside)."""
+    seconds, nanos = value.seconds, value.nanos
+    if _MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos <= _MAX_NANOS:
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
     return value.ToDatetime(tzinfo=UTC)
 
 

@@ -20,21 +20,15 @@ Each line of ``<dir>/<pid>.jsonl`` is one such record, with the wall time.
 Knobs (to test a cause on an unmodified node): ``PRAXIS_PROBE_FREEZE=S``
 calls :func:`gc.freeze` S seconds after start-up;
 ``PRAXIS_PROBE_THRESHOLD=a,b,c`` sets :func:`gc.set_threshold`;
-``PRAXIS_PROBE_GC_OFF=1`` disables the collector.
-
-``PRAXIS_PROBE_CPROFILE=1`` also profiles each process's main thread (the
-event loop's, in a node) with :mod:`cProfile` from start-up and writes
-``<dir>/<pid>.pstats`` when the process exits normally (a node or the echo
-server does on SIGTERM). Call counts are exact, so calls per request are
-repeatable on a noisy machine: run the benchmark twice with different
-``--requests`` (and the same ``--warmup``) and divide the difference of each
-function's ``ncalls`` by the difference of requests served; the profiler's
-own overhead makes its times a guide only (about twice the real CPU).
+``PRAXIS_PROBE_GC_OFF=1`` disables the collector;
+``PRAXIS_PROBE_CPROFILE=1`` runs :mod:`cProfile` on the main thread (where
+the event loop runs) and writes its statistics to ``<dir>/<pid>.pstats`` when
+the process exits (deterministic call counts per request: divide by the
+requests of a run with a fixed ``--requests``; the timings are inflated).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import json
@@ -129,6 +123,20 @@ def _patch_trio(counter: _TrioCounter) -> None:
     trio.run = run
 
 
+def _profile(path: str) -> None:
+    import atexit
+    import cProfile
+
+    profile = cProfile.Profile()
+
+    def dump() -> None:
+        profile.disable()
+        profile.dump_stats(path)
+
+    atexit.register(dump)
+    profile.enable()
+
+
 def _start() -> None:
     timer = _GcTimer()
     gc.callbacks.append(timer)
@@ -143,6 +151,8 @@ def _start() -> None:
     freeze_after = float(os.environ.get("PRAXIS_PROBE_FREEZE", "0") or 0)
     born = time.monotonic()
     path = os.path.join(_DIR, f"{os.getpid()}.jsonl")
+    if os.environ.get("PRAXIS_PROBE_CPROFILE"):
+        _profile(os.path.join(_DIR, f"{os.getpid()}.pstats"))
 
     def dump() -> None:
         objects = 0
@@ -177,20 +187,5 @@ def _start() -> None:
     threading.Thread(target=dump, name="praxis-probe", daemon=True).start()
 
 
-def _profile() -> None:
-    import cProfile
-
-    profiler = cProfile.Profile()
-
-    def dump() -> None:
-        profiler.disable()
-        profiler.dump_stats(os.path.join(_DIR, f"{os.getpid()}.pstats"))
-
-    atexit.register(dump)
-    profiler.enable()
-
-
 if _DIR:
     _start()
-    if os.environ.get("PRAXIS_PROBE_CPROFILE"):
-        _profile()

@@ -233,7 +233,10 @@ class GrpcPeerClient:
         if response is None:
             call = self._pool.stub(address).Dispatch(request, timeout=call_timeout)
             response = await _unary(call, address)
-        return Accepted(task_from_proto(response.task), response.deduplicated)
+        # The owner holds the arguments sent (it dedups on the request's
+        # fingerprint): not decoded again.
+        task = task_from_proto(response.task, dispatch.submission.arguments)
+        return Accepted(task, response.deduplicated)
 
     @_noticed
     async def follow(self, address: str, task_id: str) -> AsyncIterator[Task]:

@@ -65,7 +65,8 @@ class Libp2pPeerClient:
         request = dispatch_request(dispatch)
         body = await self._unary(address, DISPATCH, request.SerializeToString(), call_timeout)
         response = pb.DispatchResponse.FromString(body)
-        return Accepted(task_from_proto(response.task), response.deduplicated)
+        task = task_from_proto(response.task, dispatch.submission.arguments)
+        return Accepted(task, response.deduplicated)
 
     async def follow(self, address: str, task_id: str) -> AsyncIterator[Task]:
         request = pb.FollowRequest(task_id=task_id).SerializeToString()

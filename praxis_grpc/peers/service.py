@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
@@ -70,8 +71,8 @@ class PeerService(pb_grpc.PeerServiceServicer):
         self._max_argument_bytes = max_argument_bytes
         self._room = max_message_bytes - ENVELOPE_BYTES
 
-    def _task(self, task: Task) -> types_pb2.Task:
-        return fit_task(task_to_proto(task), self._room)
+    def _task(self, task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
+        return fit_task(task_to_proto(task, arguments), self._room)
 
     @translate_errors
     async def Dispatch(self, request: pb.DispatchRequest, context: Context) -> pb.DispatchResponse:
@@ -98,7 +99,9 @@ class PeerService(pb_grpc.PeerServiceServicer):
                 wait=request.wait,
             )
         )
-        return pb.DispatchResponse(task=self._task(task), deduplicated=deduplicated)
+        # A deduplicated task may have been dispatched with other (equal) arguments.
+        arguments = None if deduplicated else request.spec.arguments
+        return pb.DispatchResponse(task=self._task(task, arguments), deduplicated=deduplicated)
 
     @translate_errors
     async def Follow(

@@ -165,7 +165,8 @@ class PeerSession:
         call_id = next(self._ids)
         call.call_id = call_id
         if timeout is not None:
-            call.timeout.FromNanoseconds(max(1, round(timeout * 1e9)))
+            # Duration.FromNanoseconds, without its pure-Python normalization.
+            call.timeout.seconds, call.timeout.nanos = divmod(max(1, round(timeout * 1e9)), 10**9)
         pending = _Call()
         if self.broken:
             pending.put(channel_closed(self._address, sent=False))
@@ -197,8 +198,10 @@ class PeerSession:
                 while self._queue:
                     batch = [self._queue.popleft()]
                     size = batch[0].ByteSize()
-                    while self._queue and size + self._queue[0].ByteSize() <= self._limit:
+                    while self._queue:
                         size += self._queue[0].ByteSize()
+                        if size > self._limit:
+                            break
                         batch.append(self._queue.popleft())
                     for call in batch:
                         pending = self._calls.get(call.call_id)

@@ -21,6 +21,7 @@ from typing import Protocol
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc.api.errors import status_of
 from praxis_grpc.errors import DeadlineExceeded, InvalidArgument, PraxisError, ResourceExhausted
+from praxis_grpc.wire import duration_seconds
 
 __all__ = ["SessionCalls"]
 
@@ -140,9 +141,13 @@ class SessionCalls:
                 f"more than {self._max_calls} calls in flight on this stream", retry_after=0.1
             )
         elif call.HasField("timeout"):
-            timeout = call.timeout.ToTimedelta().total_seconds()
-            if timeout <= 0:
-                refusal = InvalidArgument("calls[].timeout", "must be positive")
+            try:
+                timeout = duration_seconds(call.timeout, "calls[].timeout")
+            except InvalidArgument as exc:
+                refusal = exc
+            else:
+                if timeout <= 0:
+                    refusal = InvalidArgument("calls[].timeout", "must be positive")
         if refusal is not None:
             await self._fail(call_id, refusal)
             return

@@ -83,9 +83,19 @@ def storable(task: Task, max_bytes: int) -> Task:
     """``task``, reported by the agent that owns it, as this node may store
     its record: a result that fails :func:`checked_result` here (the owner
     runs an older version, or allows larger results) makes the record FAILED
-    with that reason instead of COMPLETED."""
+    with that reason instead of COMPLETED.
+
+    A result that is a JSON object as it is (a report's result is decoded
+    from a ``Struct``) is kept as it is, without :func:`checked_result`'s
+    trip through JSON."""
     if task.result is None:
         return task
+    try:
+        check_json_object(task.result, "result")
+        if struct_bytes(task.result) <= max_bytes:
+            return task
+    except InvalidArgument:
+        pass  # checked_result names the reason
     try:
         result = checked_result(task.result, max_bytes, f"agent {task.owner_agent_id}")
     except ToolError as exc:

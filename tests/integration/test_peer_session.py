@@ -9,15 +9,18 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
+from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2 as pb
 from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2_grpc as pb_grpc
 from praxis_grpc._gen.praxis.v1.agent_service_pb2 import Agent
 from praxis_grpc.errors import DeadlineExceeded, NotFound, ResourceExhausted
 from praxis_grpc.peers.base import Accepted, Dispatch, PeerLost, TaskQuery
-from praxis_grpc.peers.grpc import GrpcPeerClient
+from praxis_grpc.peers.grpc import GrpcPeerClient, dispatch_request
 from praxis_grpc.peers.service import PeerService, add_to_server
 from praxis_grpc.tasks.model import Submission, Task, TaskState
 from tests.integration.helpers import until
@@ -209,5 +212,29 @@ async def test_describe_is_a_unary_call(client: GrpcPeerClient) -> None:
     try:
         described = await client.describe(address, call_timeout=5)
         assert described.agent_id == "owner"
+    finally:
+        await server.stop(None)
+
+
+async def test_a_call_with_an_invalid_timeout_is_refused_and_the_stream_goes_on() -> None:
+    owner = Owner()
+    server, address = await serve(options(PeerService, owner))
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stream: Any = pb_grpc.PeerServiceStub(channel).Session()  # type: ignore[call-arg]
+            request = dispatch_request(dispatch())
+            bad = pb.SessionCall(call_id=1, dispatch=request)
+            bad.timeout.seconds = 2**62  # beyond any Duration (and any timedelta)
+            await stream.write(pb.SessionRequest(calls=[bad]))
+            refused = (await stream.read()).replies[0]
+            status = status_pb2.Status.FromString(refused.error)
+            assert (refused.call_id, status.code) == (1, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+            assert "calls[].timeout" in status.message
+            await stream.write(
+                pb.SessionRequest(calls=[pb.SessionCall(call_id=2, dispatch=request)])
+            )
+            accepted = (await stream.read()).replies[0]
+            assert (accepted.call_id, accepted.dispatch.task.owner_agent_id) == (2, "owner")
+            await stream.done_writing()
     finally:
         await server.stop(None)

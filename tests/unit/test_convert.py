@@ -100,3 +100,41 @@ def test_task_from_proto_rejects_an_unknown_state() -> None:
 
     with pytest.raises(InvalidArgument, match=r"^task\.state: 0 is not a task state"):
         task_from_proto(message)
+
+
+def test_task_from_proto_takes_the_arguments_the_caller_holds() -> None:
+    message = task_to_proto(_task(arguments={"n": 1}))
+    held = {"n": 1}
+
+    task = task_from_proto(message, held)
+
+    assert task.arguments is held  # not decoded again
+    assert task == task_from_proto(message)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (0, 1),
+        (1_715_949_046, 999_999_999),
+        (-1, 500_000_000),
+        (-62_135_596_800, 0),  # 0001-01-01T00:00:00Z
+        (253_402_300_799, 999_999_999),  # 9999-12-31T23:59:59.999999999Z
+    ],
+)
+def test_timestamps_read_as_protobuf_reads_them(seconds: int, nanos: int) -> None:
+    message = task_to_proto(_task())
+    message.updated_at.seconds, message.updated_at.nanos = seconds, nanos
+
+    read = task_from_proto(message).updated_at
+
+    expected = message.updated_at.ToDatetime(tzinfo=UTC)
+    assert (read, read.utcoffset()) == (expected, timedelta(0))
+
+
+def test_a_timestamp_out_of_range_is_refused_as_protobuf_refuses_it() -> None:
+    message = task_to_proto(_task())
+    message.updated_at.seconds = 253_402_300_800
+
+    with pytest.raises(ValueError, match="Timestamp is not valid"):
+        task_from_proto(message)

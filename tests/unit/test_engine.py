@@ -489,10 +489,12 @@ async def test_concurrent_conflicting_submissions_of_one_task_id() -> None:
     [
         "",
         "task-1",
-        str(uuid.uuid4()).upper(),
-        uuid.uuid4().hex,
-        "{" + str(uuid.uuid4()) + "}",
-        "urn:uuid:" + str(uuid.uuid4()),
+        # Fixed values: the ids of parametrised tests must be the same in every
+        # collection (pytest-xdist's workers each collect and compare).
+        "3F2B8C1E-5D4A-4F6B-9C7D-2E1A0B9C8D7E",
+        "3f2b8c1e5d4a4f6b9c7d2e1a0b9c8d7e",
+        "{3f2b8c1e-5d4a-4f6b-9c7d-2e1a0b9c8d7e}",
+        "urn:uuid:3f2b8c1e-5d4a-4f6b-9c7d-2e1a0b9c8d7e",
     ],
 )
 async def test_task_id_must_be_a_canonical_uuid(task_id: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -254,3 +255,21 @@ def test_the_compact_encoder_writes_what_json_writes(value: Any, sort_keys: bool
     # Rows and request fingerprints are written with it: the text must not change.
     expected = json.JSONEncoder(separators=(",", ":"), sort_keys=sort_keys).encode(value)
     assert compact_json(sort_keys=sort_keys)(value) == expected
+
+
+def test_a_foreign_result_that_is_json_already_is_kept_as_it_is() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    task = Task(
+        task_id="t",
+        tool="echo",
+        arguments={},
+        state=TaskState.COMPLETED,
+        created_at=now,
+        updated_at=now,
+        owner_agent_id="agent-b",
+        result={"n": 1, "items": [1.5, None, {"s": "x"}]},
+        finished_at=now,
+    )
+    assert storable(task, 1024) is task
+    tuples: dict[str, Any] = {"t": (1, 2)}
+    assert storable(replace(task, result=tuples), 1024).result == {"t": [1, 2]}
