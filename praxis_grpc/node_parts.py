@@ -271,8 +271,7 @@ class Servers:
         not listed by reflection: see peer_service.proto), health (NOT_SERVING
         until :meth:`set_health`) and reflection; then ``/metrics``."""
         cfg, server = self._cfg, _generic_only(self._server)
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_service, server)
-        card_service_pb2_grpc.add_CardServiceServicer_to_server(cards, server)
+        # grpc asks the generic handlers in turn at every call: the busiest first.
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskService(
                 tasks,
@@ -281,6 +280,8 @@ class Servers:
             ),
             server,
         )
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_service, server)
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(cards, server)
         self.peer_service = PeerService(
             requests,
             max_argument_bytes=cfg.tasks.max_argument_bytes,

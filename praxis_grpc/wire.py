@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.cards import AgentCard, CardLoad, Endpoint, ToolInfo
 from praxis_grpc.errors import InvalidArgument, clip
-from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
+from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, CheckedObject, check_json_object
 from praxis_grpc.tasks.model import Reason, Submission, Task, TaskError, TaskState
 
 _ROLES = {
@@ -41,6 +41,7 @@ _TRANSPORTS = {
 _ROLE_NAMES = {value: name for name, value in _ROLES.items()}
 _TRANSPORT_NAMES = {value: name for name, value in _TRANSPORTS.items()}
 _TASK_STATES = {state.value: state for state in TaskState}
+_NOTHING: frozenset[str] = frozenset()
 
 
 def struct_to_dict(
@@ -165,9 +166,12 @@ def duration(seconds: float | None) -> duration_pb2.Duration | None:
     """Seconds as a Duration (None stays None)."""
     if seconds is None:
         return None
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(round(seconds * 1e9))
-    return message
+    # Duration.FromNanoseconds without its pure-Python normalisation: whole
+    # seconds and nanos of the same sign.
+    whole, nanos = divmod(abs(round(seconds * 1e9)), 1_000_000_000)
+    if seconds < 0:
+        return duration_pb2.Duration(seconds=-whole, nanos=-nanos)
+    return duration_pb2.Duration(seconds=whole, nanos=nanos)
 
 
 def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> types_pb2.Task:
@@ -184,7 +188,7 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
     cannot fail a read that includes it.
     """
     omitted = list(task.unreadable)
-    damaged = {entry.partition(":")[0] for entry in task.unreadable}
+    damaged = {entry.partition(":")[0] for entry in omitted} if omitted else _NOTHING
     if arguments is None and "arguments" not in damaged:
         arguments = _returnable(task.arguments, "arguments", omitted)
     result = None
@@ -193,6 +197,12 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
     error = task.error
     if omitted:
         error = omitted_error(Reason.STORED_VALUE_UNREADABLE, "; ".join(omitted), task.error)
+    # A transition sets several of the times to one value: converted once.
+    updated = task.updated_at
+    updated_at = timestamp(updated)
+    created_at = updated_at if task.created_at is updated else timestamp(task.created_at)
+    started_at = updated_at if task.started_at is updated else timestamp(task.started_at)
+    finished_at = updated_at if task.finished_at is updated else timestamp(task.finished_at)
     return types_pb2.Task(
         task_id=task.task_id,
         tool=task.tool,
@@ -206,10 +216,10 @@ def task_to_proto(task: Task, arguments: struct_pb2.Struct | None = None) -> typ
         timeout=duration(task.timeout),
         tags=task.tags,
         preferred_agent=task.preferred_agent,
-        created_at=timestamp(task.created_at),
-        updated_at=timestamp(task.updated_at),
-        started_at=timestamp(task.started_at),
-        finished_at=timestamp(task.finished_at),
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=started_at,
+        finished_at=finished_at,
         attempt=task.attempt,
         submitter=task.submitter,
         target_agent=task.target_agent,
@@ -232,7 +242,8 @@ def _returnable(value: dict[str, Any], field: str, omitted: list[str]) -> struct
     """``value`` as a Struct, or None (noted in ``omitted``) if no reader could
     take it back (see the json_values contract)."""
     try:
-        check_json_object(value, field)
+        if type(value) is not CheckedObject:
+            check_json_object(value, field)
         return dict_to_struct(value)
     except InvalidArgument as exc:
         omitted.append(_clip(str(exc), 200))
@@ -475,9 +486,15 @@ def submission_from_proto(
         raise InvalidArgument(
             "arguments", f"{size} bytes exceeds the limit of {max_argument_bytes} bytes"
         )
-    check_length("idempotency_key", request.idempotency_key, MAX_KEY_LENGTH)
-    check_length("preferred_agent", request.preferred_agent, MAX_NAME_LENGTH)
-    check_length("target_agent", request.target_agent, MAX_NAME_LENGTH)
+    key, preferred, target = request.idempotency_key, request.preferred_agent, request.target_agent
+    if (
+        len(key) > MAX_KEY_LENGTH
+        or len(preferred) > MAX_NAME_LENGTH
+        or len(target) > MAX_NAME_LENGTH
+    ):
+        check_length("idempotency_key", key, MAX_KEY_LENGTH)
+        check_length("preferred_agent", preferred, MAX_NAME_LENGTH)
+        check_length("target_agent", target, MAX_NAME_LENGTH)
     timeout = None
     if request.HasField("timeout"):
         timeout = duration_seconds(request.timeout, "timeout")
@@ -492,12 +509,12 @@ def submission_from_proto(
     return Submission(
         tool=request.tool,
         arguments=struct_to_dict(request.arguments),
-        idempotency_key=request.idempotency_key,
+        idempotency_key=key,
         timeout=timeout,
         tags=tuple(request.tags),
-        preferred_agent=request.preferred_agent,
+        preferred_agent=preferred,
         submitter=submitter,
-        target_agent=request.target_agent,
+        target_agent=target,
     )
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from praxis_grpc.cards import ToolInfo
 from praxis_grpc.config import RoutingConfig
@@ -82,7 +83,7 @@ class TaskDispatcher:
         self._validator_of: dict[int, tuple[ToolInfo, ArgumentValidator]] = {}
         self._decisions: dict[tuple[str, str], object] = {}
 
-    async def submit(
+    def submit(
         self,
         submission: Submission,
         *,
@@ -90,12 +91,11 @@ class TaskDispatcher:
         time_remaining: float | None = None,
         task_id: str | None = None,
         forwarded: bool = False,
-    ) -> tuple[Task, bool]:
+    ) -> Coroutine[Any, Any, tuple[Task, bool]]:
         """Accept ``submission`` on the best capable agent (see
-        :meth:`TaskFrontend.submit`); ``forwarded`` changes nothing here."""
-        return await self.place(
-            submission, wait=wait, time_remaining=time_remaining, task_id=task_id
-        )
+        :meth:`TaskFrontend.submit`); ``forwarded`` changes nothing here.
+        Returns :meth:`place`'s coroutine (no coroutine of its own around it)."""
+        return self.place(submission, wait=wait, time_remaining=time_remaining, task_id=task_id)
 
     async def place(
         self,

@@ -29,7 +29,8 @@ loop; no method is thread-safe.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
+from typing import Any
 
 from praxis_grpc.metrics import Metrics
 from praxis_grpc.tasks.admission import EngineLimits
@@ -122,7 +123,7 @@ class TaskEngine:
         """Current in-flight and queued counts against their limits."""
         return self._executor.load()
 
-    async def submit(
+    def submit(
         self,
         submission: Submission,
         *,
@@ -130,8 +131,9 @@ class TaskEngine:
         origin_agent_id: str = "",
         prior_attempts: int = 0,
         dispatched: bool = False,
-    ) -> tuple[Task, bool]:
-        """Validate, commit and enqueue a task.
+    ) -> Coroutine[Any, Any, tuple[Task, bool]]:
+        """Validate, commit and enqueue a task (a coroutine to await: the
+        executor's own, with no coroutine of this method around it).
 
         The task is queued even if the caller is cancelled while the commit is
         in flight: once written, a task is never left behind. A submission
@@ -167,7 +169,7 @@ class TaskEngine:
                 draining or lacks required tags.
             ResourceExhausted: the queue is full.
         """
-        return await self._executor.submit(
+        return self._executor.submit(
             submission,
             task_id=task_id,
             origin_agent_id=origin_agent_id,

@@ -143,7 +143,8 @@ class LocalExecutor:
         dispatched: bool = False,
     ) -> tuple[Task, bool]:
         """Validate, commit and queue a task (see :meth:`TaskEngine.submit`)."""
-        check_task_id(task_id)
+        if task_id is not None and not self._ledger.issued(task_id):
+            check_task_id(task_id)
         timeout = self._rules.validate(submission)
         origin = origin_agent_id or self._ledger.agent_id
         key = submission.idempotency_key

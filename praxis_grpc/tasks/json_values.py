@@ -8,7 +8,9 @@ would fail to convert it. Pure; no I/O.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from praxis_grpc.errors import InvalidArgument
@@ -19,6 +21,17 @@ from praxis_grpc.errors import InvalidArgument
 MAX_JSON_DEPTH: Final = 20
 # The largest magnitude a double represents; a Struct number is a double.
 _MAX_DOUBLE: Final = 1.7976931348623157e308
+
+
+class CheckedObject(dict[str, Any]):
+    """A JSON object that passed :func:`check_json_object`, made by the code
+    that checked it (a tool's result, see
+    :func:`~praxis_grpc.tasks.results.checked_result`), so a reader of the
+    same process need not check it again. Never changed after it was made.
+    What comes back from a store or another node is a plain dict, checked
+    where it is read."""
+
+    __slots__ = ()
 
 
 def check_json_object(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -70,3 +83,29 @@ def _check_scalar(item: Any, path: str) -> None:
 
 def _clip(key: str, limit: int = 40) -> str:
     return key if len(key) <= limit else key[: limit - 1] + "…"
+
+
+def compact_json(*, sort_keys: bool = False) -> Callable[[Any], str]:
+    """``json.JSONEncoder(separators=(",", ":"), sort_keys=sort_keys).encode``
+    (the same text) for values that hold no reference cycle, such as JSON
+    decoded or checked before: the C encoder is made once instead of at every
+    call, and the cycle check is left out (a cycle ends in RecursionError)."""
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    if make is None:  # no C accelerator: the plain encoder
+        return json.JSONEncoder(separators=(",", ":"), sort_keys=sort_keys).encode
+    encode = make(
+        None,  # markers: no cycle check
+        json.JSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ":",
+        ",",
+        sort_keys,
+        False,  # skipkeys
+        True,  # allow_nan, as JSONEncoder
+    )
+
+    def compact(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return compact

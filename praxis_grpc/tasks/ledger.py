@@ -131,6 +131,11 @@ class Ledger:
         self._fresh.add(task_id)
         return task_id
 
+    def issued(self, task_id: str) -> bool:
+        """True if :meth:`new_task_id` issued ``task_id`` (a canonical UUID)
+        and no task was inserted under it yet."""
+        return task_id in self._fresh
+
     def is_unused(self, task_id: str) -> bool:
         """True if no task holds ``task_id`` here: none is stored, live or
         being written under it (an id from :meth:`new_task_id` not inserted

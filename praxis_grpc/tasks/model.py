@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from praxis_grpc.tasks.json_values import compact_json
 
 
 class TaskState(enum.Enum):
@@ -20,6 +21,10 @@ class TaskState(enum.Enum):
     CANCELED = 5
     REJECTED = 6
 
+    # Members are singletons compared by identity: hashed by identity too, in
+    # C, instead of Enum.__hash__'s Python call (several per task: dict keys).
+    __hash__ = object.__hash__
+
     @property
     def terminal(self) -> bool:
         """True for states a task never leaves."""
@@ -31,7 +36,7 @@ TERMINAL_STATES = frozenset(
 )
 
 # The request fingerprint's canonical form (one encoder, not one per call).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_CANONICAL_JSON = compact_json(sort_keys=True)
 
 _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # SUBMITTED -> SUBMITTED is a re-queue after recovery (attempt stays, no-op state).

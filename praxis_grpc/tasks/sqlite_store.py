@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from praxis_grpc.tasks.json_values import compact_json
 from praxis_grpc.tasks.model import Task, TaskError, TaskState
 from praxis_grpc.tasks.store import (
     UNFINISHED_STATES,
@@ -117,8 +118,8 @@ _UNFINISHED = (
 
 
 # One encoder for every row: json.dumps builds a new one per call when given
-# separators (several calls per written task).
-_to_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
+# separators (several calls per written task). Rows hold checked values only.
+_to_json: Callable[[Any], str] = compact_json()
 
 
 def _row(task: Task) -> tuple[Any, ...]:
@@ -134,7 +135,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.origin_agent_id,
         task.idempotency_key,
         float(task.timeout),
-        _to_json(list(task.tags)),
+        _to_json(list(task.tags)) if task.tags else "[]",
         task.preferred_agent,
         *_outcome(task),
         task.attempt,

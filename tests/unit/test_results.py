@@ -4,6 +4,7 @@ every trip a stored result makes (Struct, the wire, a standard parser)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +18,12 @@ from hypothesis import strategies as st
 from praxis_grpc._gen.praxis.v1 import task_service_pb2 as pb
 from praxis_grpc._gen.praxis.v1 import types_pb2
 from praxis_grpc.errors import InvalidArgument, ToolError
-from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
+from praxis_grpc.tasks.json_values import (
+    MAX_JSON_DEPTH,
+    CheckedObject,
+    check_json_object,
+    compact_json,
+)
 from praxis_grpc.tasks.model import Reason, Task, TaskState
 from praxis_grpc.tasks.results import checked_result, storable, struct_bytes
 from praxis_grpc.wire import dict_to_struct, struct_to_dict
@@ -113,6 +119,64 @@ def test_what_the_result_gate_accepts_survives_the_wire(
     assert struct_bytes(stored) <= max_bytes
 
 
+def gate_by_definition(result: dict[str, Any], max_bytes: int) -> Any:
+    """What checked_result documents, step by step: one trip through JSON,
+    check_json_object, struct_bytes, the limit (None if accepted)."""
+    normalized = json.loads(json.dumps(result, allow_nan=False))
+    try:
+        check_json_object(normalized, "result")
+        size = struct_bytes(normalized)
+    except InvalidArgument as exc:
+        return f"tool returned a result that cannot be stored: {exc}"[:199]
+    return size if size > max_bytes else None
+
+
+@SETTINGS
+@given(json_like(ANY_TEXT), st.integers(16, 4096))
+def test_the_result_gate_refuses_and_measures_as_defined(
+    value: dict[str, Any], max_bytes: int
+) -> None:
+    # checked_result checks and measures a decoded result in one walk; it must
+    # refuse exactly what the definition refuses, with the same message.
+    try:
+        expected = gate_by_definition(value, max_bytes)
+    except (TypeError, ValueError, RecursionError):
+        return  # not JSON: refused before any check
+    stored = outcome(checked_result, value, max_bytes)
+    if isinstance(expected, str):
+        assert isinstance(stored, ToolError)
+        assert stored.message.startswith(expected)
+    elif isinstance(expected, int):
+        assert isinstance(stored, ToolError)
+        assert f"result of {expected} bytes" in stored.message
+    else:
+        assert type(stored) is CheckedObject
+        assert stored == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("length", [0, 1, 120, 127, 128, 200, 16_383, 16_384, 70_000])
+def test_the_size_of_long_strings_and_keys_counts_their_length_bytes(length: int) -> None:
+    for result in ({"s": "é" * length}, {"k" * length: ["x" * length, {"x": "y" * length}]}):
+        size = struct_bytes(result)
+        message = dict_to_struct(result)
+        assert message is not None
+        assert size == message.ByteSize()
+        assert checked_result(result, size) == result
+        with pytest.raises(ToolError, match=f"result of {size} bytes"):
+            checked_result(result, size - 1)
+
+
+def test_nesting_at_the_limit_is_accepted_and_one_more_is_refused() -> None:
+    shapes: list[Any] = [{}, []]
+    for shape in shapes:
+        inner: Any = shape
+        for _ in range(MAX_JSON_DEPTH - 2):
+            inner = {"k": inner}
+        assert checked_result({"k": inner}, 1 << 20) == {"k": inner}
+        with pytest.raises(ToolError, match="nested more than"):
+            checked_result({"k": [inner]}, 1 << 20)
+
+
 @SETTINGS
 @given(json_like(VALID_TEXT))
 def test_struct_bytes_is_the_struct_wire_size(value: dict[str, Any]) -> None:
@@ -183,6 +247,14 @@ def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
     fine = Task(**{**task.__dict__, "result": {"ok": 1}})
     assert storable(fine, 1024 * 1024) == fine
     assert storable(fine, 4).error.reason == Reason.RESULT_TOO_LARGE  # type: ignore[union-attr]
+
+
+@SETTINGS
+@given(json_like(ANY_TEXT) | st.lists(st.text()), st.booleans())
+def test_the_compact_encoder_writes_what_json_writes(value: Any, sort_keys: bool) -> None:
+    # Rows and request fingerprints are written with it: the text must not change.
+    expected = json.JSONEncoder(separators=(",", ":"), sort_keys=sort_keys).encode(value)
+    assert compact_json(sort_keys=sort_keys)(value) == expected
 
 
 def test_a_foreign_result_that_is_json_already_is_kept_as_it_is() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import duration_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -272,3 +273,37 @@ def test_every_accepted_task_round_trips_unchanged(
     assert not message.HasField("error")
     assert message.result == dict_to_struct(result)
     assert message.arguments == dict_to_struct(arguments)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1e-9, 0.5, 1.5, 60.0, 3600.25, -1.5, -0.25, 1e9 + 0.75])
+def test_durations_convert_as_protobuf_converts_them(seconds: float) -> None:
+    expected = duration_pb2.Duration()
+    expected.FromNanoseconds(round(seconds * 1e9))
+    assert task_to_proto(make_task(timeout=seconds)).timeout == expected
+
+
+def test_times_set_by_one_transition_convert_like_separate_ones() -> None:
+    later = T0 + timedelta(seconds=3, microseconds=7)
+    task = make_task(created_at=T0, started_at=later, updated_at=later, finished_at=later)
+    copy = make_task(
+        created_at=T0 + timedelta(0),
+        started_at=later + timedelta(0),
+        updated_at=later + timedelta(0),
+        finished_at=later + timedelta(0),
+    )
+    assert task.updated_at is task.finished_at
+    assert copy.updated_at is not copy.finished_at
+    message = task_to_proto(task)
+    assert message == task_to_proto(copy)
+    assert message.finished_at.ToDatetime(UTC) == later
+    assert message.created_at.ToDatetime(UTC) == T0
+    assert task_to_proto(make_task(created_at=T0, updated_at=T0)).created_at == message.created_at
+
+
+def test_a_checked_result_converts_like_a_plain_one() -> None:
+    result = {"echo": {"n": [1, 2.5, None, True, "x"], "m": {}}}
+    checked = checked_result(result, 1 << 20)
+    assert task_to_proto(make_task(result=checked)) == task_to_proto(make_task(result=result))
+    # A plain dict is still checked: what an older version stored is left out.
+    message = task_to_proto(make_task(result={"x": float("nan")}))
+    assert not message.HasField("result")
