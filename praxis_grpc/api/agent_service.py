@@ -22,8 +22,6 @@ from praxis_grpc.discovery.members import MemberStatus
 from praxis_grpc.errors import DeadlineExceeded, NotFound, Unavailable, quote
 from praxis_grpc.peers.base import PeerClient, PeerLost
 from praxis_grpc.wire import (
-    MAX_NAME_LENGTH,
-    check_length,
     duration,
     endpoints_to_proto,
     load_to_proto,
@@ -31,6 +29,7 @@ from praxis_grpc.wire import (
     role_to_proto,
     timestamp,
 )
+from praxis_grpc.wire_input import MAX_NAME_LENGTH, check_length
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

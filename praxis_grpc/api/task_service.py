@@ -17,12 +17,12 @@ from praxis_grpc.api.message_size import ENVELOPE_BYTES, fit_page, fit_task
 from praxis_grpc.errors import InvalidArgument, NotFound, quote
 from praxis_grpc.routing.frontend import TaskFrontend
 from praxis_grpc.tasks.model import Task, TaskState
-from praxis_grpc.wire import (
+from praxis_grpc.wire import task_to_proto
+from praxis_grpc.wire_input import (
     MAX_REASON_LENGTH,
     check_length,
     submission_from_proto,
     task_id_field,
-    task_to_proto,
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]

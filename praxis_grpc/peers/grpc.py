@@ -38,7 +38,8 @@ from praxis_grpc.peers.base import Accepted, Dispatch, TaskQuery, WrongPeer
 from praxis_grpc.peers.liveness import wait_gone
 from praxis_grpc.peers.session import PeerSession, Unsupported, channel_closed, peer_error
 from praxis_grpc.tasks.model import Submission, Task
-from praxis_grpc.wire import submission_fields, task_from_proto
+from praxis_grpc.wire import task_from_proto
+from praxis_grpc.wire_input import submission_fields
 
 __all__ = ["GrpcPeerClient", "PeerTarget", "dispatch_request"]
 

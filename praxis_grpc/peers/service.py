@@ -24,13 +24,13 @@ from praxis_grpc.peers.base import Dispatch, PeerHandler, TaskQuery
 from praxis_grpc.peers.session_service import SessionCalls
 from praxis_grpc.tasks.model import Task, TaskState
 from praxis_grpc.tasks.store import Cursor
-from praxis_grpc.wire import (
+from praxis_grpc.wire import task_to_proto
+from praxis_grpc.wire_input import (
     MAX_NAME_LENGTH,
     MAX_REASON_LENGTH,
     check_length,
     submission_from_proto,
     task_id_field,
-    task_to_proto,
 )
 
 __all__ = ["PEER_SERVICE_NAME", "PeerService", "add_to_server"]

@@ -15,7 +15,8 @@ from praxis_grpc.api.tokens import Role, TokenFileError, TokenStore, add_token
 from praxis_grpc.errors import PermissionDenied
 from praxis_grpc.ha.records import decode_task, encode_task
 from praxis_grpc.tasks.model import Submission, Task, TaskState
-from praxis_grpc.wire import submission_fields, task_from_proto, task_to_proto
+from praxis_grpc.wire import task_from_proto, task_to_proto
+from praxis_grpc.wire_input import submission_fields
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PROTOS = Path(__file__).resolve().parents[2] / "protos" / "praxis" / "v1"

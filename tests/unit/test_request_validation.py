@@ -20,7 +20,8 @@ from praxis_grpc.api.interceptors import ThrottledLog
 from praxis_grpc.errors import InvalidArgument, quote, quote_all
 from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, check_json_object
 from praxis_grpc.tasks.store import Cursor
-from praxis_grpc.wire import dict_to_struct, duration_seconds, struct_to_dict, submission_from_proto
+from praxis_grpc.wire import dict_to_struct, duration_seconds, struct_to_dict
+from praxis_grpc.wire_input import submission_from_proto
 
 T = TypeVar("T")
 LIMIT = 1024 * 1024

@@ -9,7 +9,7 @@ from praxis_grpc._gen.praxis.peer.v1 import peer_service_pb2
 from praxis_grpc._gen.praxis.v1 import task_service_pb2
 from praxis_grpc.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from praxis_grpc.tasks.model import Submission
-from praxis_grpc.wire import submission_fields, submission_from_proto
+from praxis_grpc.wire_input import submission_fields, submission_from_proto
 from tests.unit.test_router import LOCAL, card, router
 
 
