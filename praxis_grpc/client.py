@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from praxis_grpc._gen.praxis.v1 import (
@@ -24,7 +23,7 @@ from praxis_grpc._gen.praxis.v1 import (
 )
 from praxis_grpc.api.errors import ERROR_KEY
 from praxis_grpc.credentials import ClientCredentials
-from praxis_grpc.wire import dict_to_struct
+from praxis_grpc.wire import dict_to_struct, duration
 
 
 class PraxisClient:
@@ -84,7 +83,7 @@ class PraxisClient:
             target_agent=target_agent,
         )
         if timeout is not None:
-            request.timeout.CopyFrom(_duration(timeout))
+            request.timeout.CopyFrom(duration(timeout))
         deadline = rpc_timeout if rpc_timeout is not None else (None if wait else self.timeout)
         response: task_service_pb2.SubmitTaskResponse = self.tasks.SubmitTask(
             request, timeout=deadline
@@ -196,12 +195,6 @@ class PraxisClient:
             health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
         )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(round(seconds * 1e9))
-    return message
 
 
 def describe_rpc_error(exc: grpc.RpcError, target: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
@@ -162,8 +162,12 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(seconds=math.floor(seconds), nanos=value.microsecond * 1000)
 
 
+@overload
+def duration(seconds: float) -> duration_pb2.Duration: ...
+@overload
+def duration(seconds: None) -> None: ...
 def duration(seconds: float | None) -> duration_pb2.Duration | None:
-    """Seconds as a Duration (None stays None)."""
+    """Seconds as a Duration (None stays None), rounded to the nanosecond."""
     if seconds is None:
         return None
     # Duration.FromNanoseconds without its pure-Python normalisation: whole

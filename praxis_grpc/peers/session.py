@@ -29,6 +29,7 @@ from praxis_grpc.aio import cancelling
 from praxis_grpc.api.errors import answered, error_from_rpc, error_from_status
 from praxis_grpc.errors import DeadlineExceeded, PraxisError
 from praxis_grpc.peers.base import PeerLost, WrongPeer
+from praxis_grpc.wire import duration
 
 __all__ = ["PeerSession", "Unsupported", "channel_closed", "peer_error"]
 
@@ -165,8 +166,7 @@ class PeerSession:
         call_id = next(self._ids)
         call.call_id = call_id
         if timeout is not None:
-            # Duration.FromNanoseconds, without its pure-Python normalization.
-            call.timeout.seconds, call.timeout.nanos = divmod(max(1, round(timeout * 1e9)), 10**9)
+            call.timeout.CopyFrom(duration(max(timeout, 1e-9)))  # at least 1 ns: positive
         pending = _Call()
         if self.broken:
             pending.put(channel_closed(self._address, sent=False))

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from praxis_grpc.errors import InvalidArgument, ToolError
-from praxis_grpc.tasks.json_values import MAX_JSON_DEPTH, CheckedObject, check_json_object
+from praxis_grpc.tasks.json_values import CheckedObject, check_json_object
 from praxis_grpc.tasks.model import Reason, Task, TaskError, TaskState
 
 __all__ = ["checked_result", "storable", "struct_bytes"]
@@ -30,7 +30,6 @@ _SMALL_VALUE: Final = 2
 _NUMBER_VALUE: Final = 9
 # Longest message quoted from a refusal (its path names client data).
 _MAX_MESSAGE: Final = 200
-_MAX_DOUBLE: Final = 1.7976931348623157e308
 # One encoder and decoder for every result (json.dumps with allow_nan builds
 # an encoder per call).
 _to_json = json.JSONEncoder(allow_nan=False).encode
@@ -62,14 +61,10 @@ def checked_result(result: Any, max_bytes: int, source: str = "tool") -> dict[st
     except (TypeError, ValueError, RecursionError) as exc:
         raise _invalid(f"{source} returned a result that is not JSON: {exc}") from None
     try:
-        size = _decoded_size(normalized, 1)
-    except _Unusual:
-        # Something check_json_object may refuse: let it name the value.
-        try:
-            check_json_object(normalized, "result")
-            size = struct_bytes(normalized)
-        except InvalidArgument as exc:
-            raise _invalid(f"{source} returned a result that cannot be stored: {exc}") from None
+        check_json_object(normalized, "result")
+        size = struct_bytes(normalized)
+    except InvalidArgument as exc:
+        raise _invalid(f"{source} returned a result that cannot be stored: {exc}") from None
     if size > max_bytes:
         raise ToolError(
             f"{source} returned a result of {size} bytes (as a protobuf Struct); "
@@ -117,62 +112,6 @@ def struct_bytes(value: dict[str, Any]) -> int:
     return sum(
         _field(_field(_text_bytes(key)) + _field(_value_bytes(item))) for key, item in value.items()
     )
-
-
-class _Unusual(Exception):
-    """A decoded value :func:`_decoded_size` leaves to the full check."""
-
-
-def _decoded_size(value: dict[str, Any], depth: int) -> int:
-    """:func:`struct_bytes` of ``value``, an object fresh from
-    :func:`json.loads` (so only dicts with string keys, lists, strings, ints,
-    finite floats, booleans and None) at nesting level ``depth``, in one walk
-    that also makes the checks :func:`check_json_object` makes of such a
-    value (nesting, integer range, and strings :func:`_text_bytes` refuses).
-
-    Raises:
-        _Unusual: a check failed; :func:`check_json_object` and
-            :func:`struct_bytes` say which and where.
-    """
-    total = 0
-    for key, item in value.items():
-        size = _decoded_value_size(item, depth)
-        size += 1 + (1 if size < 128 else _varint_bytes(size))
-        try:
-            key_size = len(key.encode())
-        except UnicodeEncodeError:
-            raise _Unusual from None
-        size += key_size + 2 + (0 if key_size < 128 else _varint_bytes(key_size) - 1)
-        total += size + 1 + (1 if size < 128 else _varint_bytes(size))
-    return total
-
-
-def _decoded_value_size(item: Any, depth: int) -> int:
-    """:func:`_value_bytes` of a decoded value inside a container at level ``depth``."""
-    if item is None or item is True or item is False:
-        return _SMALL_VALUE
-    kind = type(item)
-    if kind is str:
-        try:
-            size = len(item.encode())
-        except UnicodeEncodeError:
-            raise _Unusual from None
-    elif kind is float:
-        return _NUMBER_VALUE
-    elif kind is int:
-        if abs(item) > _MAX_DOUBLE:
-            raise _Unusual
-        return _NUMBER_VALUE
-    elif depth >= MAX_JSON_DEPTH:
-        raise _Unusual
-    elif kind is dict:
-        size = _decoded_size(item, depth + 1)
-    else:
-        size = 0
-        for element in item:
-            element_size = _decoded_value_size(element, depth + 1)
-            size += element_size + 1 + (1 if element_size < 128 else _varint_bytes(element_size))
-    return size + 1 + (1 if size < 128 else _varint_bytes(size))
 
 
 def _value_bytes(value: Any) -> int:

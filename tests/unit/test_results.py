@@ -136,8 +136,8 @@ def gate_by_definition(result: dict[str, Any], max_bytes: int) -> Any:
 def test_the_result_gate_refuses_and_measures_as_defined(
     value: dict[str, Any], max_bytes: int
 ) -> None:
-    # checked_result checks and measures a decoded result in one walk; it must
-    # refuse exactly what the definition refuses, with the same message.
+    # However checked_result is made fast, it must refuse exactly what its
+    # definition refuses, with the same message, and measure the same size.
     try:
         expected = gate_by_definition(value, max_bytes)
     except (TypeError, ValueError, RecursionError):
@@ -225,9 +225,10 @@ def test_results_are_normalized_through_json() -> None:
     assert checked_result({"t": (1, 2), 3: "x"}, 1024) == {"t": [1, 2], "3": "x"}
 
 
-def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
+def foreign(result: dict[str, Any]) -> Task:
+    """A task agent-b reports COMPLETED with ``result``."""
     now = datetime(2024, 1, 1, tzinfo=UTC)
-    task = Task(
+    return Task(
         task_id="t",
         tool="echo",
         arguments={},
@@ -235,9 +236,13 @@ def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
         created_at=now,
         updated_at=now,
         owner_agent_id="agent-b",
-        result={"echo": nest({}, MAX_JSON_DEPTH)},
+        result=result,
         finished_at=now,
     )
+
+
+def test_a_foreign_result_that_cannot_be_stored_fails_the_record() -> None:
+    task = foreign({"echo": nest({}, MAX_JSON_DEPTH)})
     failed = storable(task, 1024 * 1024)
     assert failed.state is TaskState.FAILED
     assert failed.result is None
@@ -258,18 +263,7 @@ def test_the_compact_encoder_writes_what_json_writes(value: Any, sort_keys: bool
 
 
 def test_a_foreign_result_that_is_json_already_is_kept_as_it_is() -> None:
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    task = Task(
-        task_id="t",
-        tool="echo",
-        arguments={},
-        state=TaskState.COMPLETED,
-        created_at=now,
-        updated_at=now,
-        owner_agent_id="agent-b",
-        result={"n": 1, "items": [1.5, None, {"s": "x"}]},
-        finished_at=now,
-    )
+    task = foreign({"n": 1, "items": [1.5, None, {"s": "x"}]})
     assert storable(task, 1024) is task
     tuples: dict[str, Any] = {"t": (1, 2)}
     assert storable(replace(task, result=tuples), 1024).result == {"t": [1, 2]}
